@@ -1,0 +1,170 @@
+"""The one contract every provider connector meets, in the master base's terms.
+
+Nothing outside a provider's own module ever sees a provider field name: connectors speak
+``RemoteMember``, ``MemberPush`` and ``ProviderEvent``, and raise the error types below,
+grouped by what the caller does next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+# Fields a connector maps both ways between the master base and the provider.
+MEMBER_FIELDS = ("first_name", "last_name", "phone", "company", "city", "country")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One provider-side list: a Brevo list, or a Mailchimp audience (optionally narrowed by a tag)."""
+
+    provider: str  # "brevo" | "mailchimp"
+    list_id: str  # Brevo list id, or Mailchimp audience id
+    tag: str | None = None  # Mailchimp only: several syncd lists can share one audience through tags
+
+    @property
+    def key(self) -> str:
+        return ":".join(p for p in (self.provider, self.list_id, self.tag) if p)
+
+
+class RemoteStatus(StrEnum):
+    SUBSCRIBED = "subscribed"
+    PENDING = "pending"  # awaiting the provider's own confirmation
+    UNSUBSCRIBED = "unsubscribed"  # from this target only
+    CLEANED = "cleaned"  # bounced hard / address invalid at the provider
+    BLOCKED = "blocked"  # provider-wide block (Brevo emailBlacklisted)
+    TRANSACTIONAL = "transactional"  # known to the provider, never subscribed
+    ARCHIVED = "archived"
+
+
+@dataclass(frozen=True)
+class RemoteMember:
+    email: str  # lower-cased
+    status: RemoteStatus
+    fields: Mapping[str, str] = field(default_factory=dict)  # keys from MEMBER_FIELDS
+    tags: tuple[str, ...] = ()
+    remote_id: str | None = None
+    changed_at: datetime | None = None  # provider's last change, UTC
+    # Opt-in evidence the provider holds (Mailchimp: ip_signup, timestamp_signup, ip_opt, timestamp_opt)
+    evidence: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MemberPush:
+    """What syncd wants a member to look like on a target."""
+
+    email: str
+    status: RemoteStatus = RemoteStatus.SUBSCRIBED  # SUBSCRIBED or PENDING
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Page:
+    members: list[RemoteMember]
+    # Set on the last page only: the cursor to store for the next incremental read.
+    cursor: str | None = None
+
+
+@dataclass
+class WriteResult:
+    done: list[str] = field(default_factory=list)  # emails the provider accepted
+    rejected: list[Rejected] = field(default_factory=list)
+    calls: int = 0  # write calls made
+
+
+class EventKind(StrEnum):
+    SUBSCRIBED = "subscribed"
+    UNSUBSCRIBED = "unsubscribed"  # from the named target only
+    UNSUBSCRIBED_ALL = "unsubscribed_all"
+    BOUNCED_HARD = "bounced_hard"
+    BOUNCED_SOFT = "bounced_soft"
+    COMPLAINED = "complained"
+    PROFILE_UPDATED = "profile_updated"
+    EMAIL_CHANGED = "email_changed"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    provider: str
+    kind: EventKind
+    email: str  # lower-cased; for EMAIL_CHANGED the old address
+    occurred_at: datetime  # UTC
+    dedupe_key: str
+    target: str | None = None  # remote list id / audience id the event names, if any
+    reason: str | None = None
+    new_email: str | None = None  # EMAIL_CHANGED only
+    fields: Mapping[str, str] = field(default_factory=dict)  # PROFILE_UPDATED: keys from MEMBER_FIELDS
+    own_write: bool = False  # the echo of syncd's own API write: to be ignored
+
+
+# --- errors, grouped by what the caller does next -------------------------------------------
+
+
+class ConnectorError(Exception):
+    def __init__(self, message: str, *, provider: str = "", status: int | None = None, body: Any = None):
+        super().__init__(message)
+        self.provider = provider
+        self.status = status
+        self.body = body
+
+
+class Transient(ConnectorError):
+    """5xx, timeouts, dropped connections: retried with back-off, then raised."""
+
+
+class RateLimited(Transient):
+    def __init__(self, message: str, *, wait_s: float, **kw: Any):
+        super().__init__(message, **kw)
+        self.wait_s = wait_s
+
+
+class AuthFailed(ConnectorError):
+    """Bad or revoked API key: stops the run."""
+
+
+class NotFound(ConnectorError):
+    """The list/audience (or member) does not exist."""
+
+
+class PayloadError(ConnectorError):
+    """A webhook body that cannot be understood: the receiver answers 400 with this message."""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """One member the provider refused, with the provider's own reason. Recorded, never swallowed."""
+
+    email: str
+    reason: str
+    code: str | None = None
+
+
+@runtime_checkable
+class Connector(Protocol):
+    provider: str
+
+    def pull(self, target: Target, since: str | None = None) -> Iterator[Page]:
+        """Members of ``target`` page by page; only those changed since ``since`` when given."""
+        ...
+
+    def upsert(self, target: Target, members: Sequence[MemberPush]) -> WriteResult:
+        """Create or update members on the target, in batches at the provider's maximum."""
+        ...
+
+    def remove(self, target: Target, emails: Sequence[str]) -> WriteResult:
+        """Take members off the target. Never an unsubscribe: the contact's consent is not touched."""
+        ...
+
+    def set_blocked(self, email: str, blocked: bool) -> None:
+        """Set or lift a provider-wide block, where the provider has one."""
+        ...
+
+    def parse_webhook(
+        self, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
+    ) -> list[ProviderEvent]:
+        """Normalise one webhook delivery. Raises PayloadError with a clear reason."""
+        ...
