@@ -1,0 +1,586 @@
+"""Brevo connector on the official ``sib_api_v3_sdk`` (7.6.0).
+
+Everything Brevo-specific lives here: attribute names, event names, caps, error bodies. The rest of
+syncd sees ``RemoteMember``, ``ProviderEvent`` and the error types of ``connectors.base``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import sib_api_v3_sdk as sib
+import urllib3
+from sib_api_v3_sdk.rest import ApiException
+
+from connectors.base import (
+    AuthFailed,
+    ConnectorError,
+    EventKind,
+    MemberPush,
+    NotFound,
+    Page,
+    PayloadError,
+    ProviderEvent,
+    RateLimited,
+    Rejected,
+    RemoteMember,
+    RemoteStatus,
+    Target,
+    Transient,
+    WriteResult,
+)
+from connectors.retry import RetryPolicy, call_with_retries
+
+T = TypeVar("T")
+PROVIDER = "brevo"
+DEFAULT_HOST = "https://api.brevo.com/v3"
+
+# syncd field -> Brevo contact attribute. FIRSTNAME, LASTNAME and SMS exist in every account; the
+# others must be created once in the account (Contacts > Settings > Contact attributes).
+# https://developers.brevo.com/docs/synchronise-contact-lists
+ATTRIBUTES = {
+    "first_name": "FIRSTNAME",
+    "last_name": "LASTNAME",
+    "phone": "SMS",
+    "company": "COMPANY",
+    "city": "CITY",
+    "country": "COUNTRY",
+}
+FIELDS_BY_ATTRIBUTE = {attr: name for name, attr in ATTRIBUTES.items()}
+
+# https://developers.brevo.com/reference/getcontactsfromlist : limit is at most 500
+PAGE_SIZE = 500
+# https://developers.brevo.com/reference/addcontacttolist / removecontactfromlist: 150 emails a call
+LIST_BATCH = 150
+# https://developers.brevo.com/reference/importcontacts : body up to 10 MB, "a safe limit of around 8 MB"
+IMPORT_MAX_BYTES = 8_000_000
+# At or below this many members, one synchronous POST /contacts each costs no more calls than an
+# import (1 write + at least 1 process poll + 1 verification read), and answers per member at once.
+DIRECT_MAX = 3
+IMPORT_TIMEOUT_S = 900.0
+# A pull's cursor is its start time minus this, so that writes racing the read are seen again.
+CURSOR_SKEW = timedelta(minutes=2)
+
+# Brevo webhook event name -> syncd event kind; None: a known event syncd does not act on.
+# Names differ between the documentation and real traffic, hence the variants.
+# https://developers.brevo.com/docs/marketing-webhooks
+# https://developers.brevo.com/docs/transactional-webhooks
+EVENT_KINDS: dict[str, EventKind | None] = {
+    "unsubscribed": EventKind.UNSUBSCRIBED,
+    "unsubscribe": EventKind.UNSUBSCRIBED,
+    "hard_bounce": EventKind.BOUNCED_HARD,
+    "hard_bounced": EventKind.BOUNCED_HARD,
+    "hardbounce": EventKind.BOUNCED_HARD,
+    "invalid_email": EventKind.BOUNCED_HARD,
+    "soft_bounce": EventKind.BOUNCED_SOFT,
+    "soft_bounced": EventKind.BOUNCED_SOFT,
+    "softbounce": EventKind.BOUNCED_SOFT,
+    "spam": EventKind.COMPLAINED,
+    "complaint": EventKind.COMPLAINED,
+    "list_addition": EventKind.SUBSCRIBED,
+    "contact_updated": EventKind.PROFILE_UPDATED,
+    "contact_deleted": EventKind.DELETED,
+    # A send refused because the address is already blacklisted: the block was reported by the
+    # unsubscribe/complaint/bounce that caused it, and syncd's base already holds it.
+    "blocked": None,
+    "delivered": None,
+    "request": None,
+    "sent": None,
+    "deferred": None,
+    "opened": None,
+    "unique_opened": None,
+    "first_opening": None,
+    "click": None,
+    "clicked": None,
+}
+LIST_EVENTS = {EventKind.UNSUBSCRIBED, EventKind.SUBSCRIBED}
+OWN_WRITE_EVENTS = {"contact_updated", "list_addition"}
+
+# Brevo refuses addresses it cannot parse; checked locally so a bad row never costs a call.
+EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass
+class BrevoStats:
+    calls: Counter = field(default_factory=Counter)  # endpoint -> requests sent, retries included
+    write_calls: int = 0
+    rate_limited: int = 0
+    retries: int = 0
+
+
+class BrevoConnector:
+    provider = PROVIDER
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str | None = None,
+        *,
+        timeout: float = 30.0,
+        max_retries: int = 6,
+        max_retry_seconds: float = 120.0,
+        api_key_name: str | None = None,
+        concurrency: int = 1,
+    ):
+        cfg = sib.Configuration()
+        cfg.host = (base_url or DEFAULT_HOST).rstrip("/")
+        cfg.api_key["api-key"] = api_key
+        cfg.connection_pool_maxsize = max(4, concurrency)
+        client = sib.ApiClient(cfg)
+        # Retries are ours (counted, bounded, 429-aware): urllib3 must not retry behind our back.
+        client.rest_client.pool_manager = urllib3.PoolManager(
+            num_pools=4, maxsize=max(4, concurrency), retries=False
+        )
+        self._contacts = sib.ContactsApi(client)
+        self._processes = sib.ProcessApi(client)
+        self._emails = sib.TransactionalEmailsApi(client)
+        # The SDK has no default timeout, and silently ignores a float one: it needs an int or a
+        # (connect, read) tuple (sib_api_v3_sdk/rest.py).
+        self._timeout = (timeout, timeout)
+        self._policy = RetryPolicy(max_retries=max_retries, max_seconds=max_retry_seconds)
+        self.api_key_name = api_key_name
+        self.concurrency = max(1, concurrency)
+        self.stats = BrevoStats()
+        self._lock = threading.Lock()
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def pull(self, target: Target, since: str | None = None) -> Iterator[Page]:
+        started = datetime.now(UTC)
+        list_id = int(target.list_id)
+        offset = 0
+        while True:
+            kwargs: dict[str, Any] = {"limit": PAGE_SIZE, "offset": offset, "sort": "asc"}
+            if since:
+                kwargs["modified_since"] = since
+            resp = self._call(
+                "GET /contacts/lists/{id}/contacts",
+                lambda kw=kwargs: self._contacts.get_contacts_from_list(
+                    list_id, _request_timeout=self._timeout, **kw
+                ),
+            )
+            contacts = resp.contacts or []
+            offset += len(contacts)
+            last = len(contacts) < PAGE_SIZE or offset >= (resp.count or 0)
+            members = [member_from_contact(c, list_id) for c in contacts]
+            yield Page(members=members, cursor=format_cursor(started - CURSOR_SKEW) if last else None)
+            if last:
+                return
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def upsert(self, target: Target, members: Sequence[MemberPush]) -> WriteResult:
+        """Create or update contacts with their attributes and put them in the list.
+
+        Strategy (cheapest correct): up to DIRECT_MAX members, one ``POST /contacts`` each with
+        ``updateEnabled`` (synchronous, exact per-member error). Above, ``POST /contacts/import``
+        with ``listIds`` and ``updateExistingContacts``: one write call per 8 MB of JSON (tens of
+        thousands of contacts), creating, updating and listing in one go; the process is polled,
+        then the list is read back (``modifiedSince``) to confirm every member, since an import
+        reports refused rows only by e-mail. ``add`` (150 a call, existing contacts only) plus
+        ``POST /contacts/batch`` would cost ~100x more calls for the same effect.
+
+        Neither path sends ``emailBlacklisted``: a contact blacklisted in Brevo stays blacklisted
+        (syncd lifts a block only through ``set_blocked``).
+        """
+        result = WriteResult()
+        list_id = int(target.list_id)
+        wanted: dict[str, MemberPush] = {}
+        for m in members:
+            email = m.email.strip().lower()
+            if not EMAIL_SHAPE.match(email):
+                result.rejected.append(Rejected(email, "invalid email address", "invalid_email"))
+            elif m.status not in (RemoteStatus.SUBSCRIBED,):
+                # Brevo lists have no pending state: syncd runs double opt-in itself, then pushes.
+                result.rejected.append(
+                    Rejected(email, f"Brevo cannot hold a {m.status} member", "unsupported_status")
+                )
+            else:
+                wanted[email] = m
+        if not wanted:
+            return result
+        # Brevo drops an import into a missing list silently: check the list once, up front.
+        self._call(
+            "GET /contacts/lists/{id}",
+            lambda: self._contacts.get_list(list_id, _request_timeout=self._timeout),
+        )
+        if len(wanted) <= DIRECT_MAX:
+            self._upsert_direct(list_id, wanted, result)
+        else:
+            self._upsert_by_import(list_id, wanted, result)
+        return result
+
+    def _upsert_direct(self, list_id: int, wanted: dict[str, MemberPush], result: WriteResult) -> None:
+        for email, m in wanted.items():
+            body = sib.CreateContact(
+                email=email, attributes=attributes_of(m.fields), list_ids=[list_id], update_enabled=True
+            )
+            try:
+                self._write(
+                    "POST /contacts",
+                    lambda b=body: self._contacts.create_contact(b, _request_timeout=self._timeout),
+                    result,
+                )
+            except ConnectorError as exc:
+                if exc.status != 400:
+                    raise
+                code, message = error_fields(exc.body)
+                result.rejected.append(Rejected(email, message, code))
+            else:
+                result.done.append(email)
+
+    def _upsert_by_import(self, list_id: int, wanted: dict[str, MemberPush], result: WriteResult) -> None:
+        started = datetime.now(UTC)
+        for rows in import_chunks(wanted):
+            body = sib.RequestContactImport(
+                json_body=rows,
+                list_ids=[list_id],
+                update_existing_contacts=True,
+                # Empty values leave Brevo's data alone rather than erase it.
+                empty_contacts_attributes=False,
+                # Only ever adds a blacklist; never sent as an unblock. Blacklisted contacts
+                # stay blacklisted through an import:
+                # https://help.brevo.com/hc/en-us/articles/209499265
+                email_blacklist=False,
+                disable_notification=True,
+            )
+            created = self._write(
+                "POST /contacts/import",
+                lambda b=body: self._contacts.import_contacts(b, _request_timeout=self._timeout),
+                result,
+            )
+            self._wait_for_process(created.process_id)
+        confirmed: set[str] = set()
+        for page in self.pull(Target(PROVIDER, str(list_id)), format_cursor(started - CURSOR_SKEW)):
+            confirmed.update(m.email for m in page.members if m.email in wanted)
+        for email in wanted:
+            if email in confirmed:
+                result.done.append(email)
+            else:
+                result.rejected.append(
+                    Rejected(email, "Brevo did not import this contact (refused row)", "import_rejected")
+                )
+
+    def _wait_for_process(self, process_id: int) -> None:
+        # https://developers.brevo.com/reference/getprocess : queued -> in_process -> completed
+        deadline = time.monotonic() + IMPORT_TIMEOUT_S
+        pause = 0.05
+        while True:
+            proc = self._call(
+                "GET /processes/{id}",
+                lambda: self._processes.get_process(process_id, _request_timeout=self._timeout),
+            )
+            if proc.status == "completed":
+                return
+            if time.monotonic() > deadline:
+                raise Transient(f"import process {process_id} still {proc.status}", provider=PROVIDER)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+    def remove(self, target: Target, emails: Sequence[str]) -> WriteResult:
+        """Take contacts off the list. Not an unsubscribe: blacklist and listUnsubscribed untouched."""
+        result = WriteResult()
+        list_id = int(target.list_id)
+        batch = sorted({e.strip().lower() for e in emails})
+        chunks = [batch[i : i + LIST_BATCH] for i in range(0, len(batch), LIST_BATCH)]
+
+        def one(chunk: list[str]) -> None:
+            try:
+                self._write(
+                    "POST /contacts/lists/{id}/contacts/remove",
+                    lambda: self._contacts.remove_contact_from_list(
+                        list_id, sib.RemoveContactFromList(emails=chunk), _request_timeout=self._timeout
+                    ),
+                    result,
+                )
+            except ConnectorError as exc:
+                # Brevo answers 400 when none of the emails is in the list: already done.
+                if exc.status != 400 or "does not exist" not in error_fields(exc.body)[1]:
+                    raise
+                with self._lock:
+                    result.done.extend(chunk)
+                return
+            with self._lock:
+                # contacts.failure names contacts that were not in the list: the goal holds anyway.
+                result.done.extend(chunk)
+
+        self._map(one, chunks)
+        return result
+
+    def set_blocked(self, email: str, blocked: bool) -> None:
+        # https://developers.brevo.com/reference/updatecontact : emailBlacklisted is account-wide
+        body = sib.UpdateContact(email_blacklisted=blocked)
+        self._write(
+            "PUT /contacts/{identifier}",
+            lambda: self._contacts.update_contact(
+                email.strip().lower(), body, _request_timeout=self._timeout
+            ),
+            None,
+        )
+
+    def create_list(self, name: str, folder_id: int | None = None) -> Target:
+        # https://developers.brevo.com/reference/createlist : folderId is required
+        body = sib.CreateList(name=name, folder_id=folder_id or 1)
+        created = self._write(
+            "POST /contacts/lists",
+            lambda: self._contacts.create_list(body, _request_timeout=self._timeout),
+            None,
+        )
+        return Target(PROVIDER, str(created.id))
+
+    def send_email(
+        self,
+        *,
+        sender_email: str,
+        sender_name: str,
+        to_email: str,
+        to_name: str | None,
+        subject: str,
+        html: str,
+        text: str,
+        headers: dict[str, str],
+    ) -> str:
+        # https://developers.brevo.com/reference/sendtransacemail
+        mail = sib.SendSmtpEmail(
+            sender=sib.SendSmtpEmailSender(email=sender_email, name=sender_name),
+            to=[sib.SendSmtpEmailTo(email=to_email, name=to_name or None)],
+            subject=subject,
+            html_content=html,
+            text_content=text,
+            headers=dict(headers),
+        )
+        sent = self._call(
+            "POST /smtp/email",
+            lambda: self._emails.send_transac_email(mail, _request_timeout=self._timeout),
+        )
+        return sent.message_id
+
+    # --- webhooks ------------------------------------------------------------------------------
+
+    def parse_webhook(
+        self, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
+    ) -> list[ProviderEvent]:
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise PayloadError(f"Brevo webhook body is not JSON: {exc}", provider=PROVIDER) from exc
+        items = payload if isinstance(payload, list) else [payload]
+        events: list[ProviderEvent] = []
+        for item in items:
+            events.extend(events_from_payload(item, self.api_key_name))
+        return events
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def _map(self, fn: Callable[[T], None], items: Sequence[T]) -> None:
+        if self.concurrency == 1 or len(items) <= 1:
+            for item in items:
+                fn(item)
+            return
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            for f in [pool.submit(fn, item) for item in items]:
+                f.result()
+
+    def _write(self, endpoint: str, send: Callable[[], T], result: WriteResult | None) -> T:
+        def counted() -> T:
+            with self._lock:
+                self.stats.write_calls += 1
+                if result is not None:
+                    result.calls += 1
+            return send()
+
+        return self._call(endpoint, counted)
+
+    def _call(self, endpoint: str, send: Callable[[], T]) -> T:
+        def once() -> T:
+            with self._lock:
+                self.stats.calls[endpoint] += 1
+            try:
+                return send()
+            except ApiException as exc:
+                error = error_from_api(exc, endpoint)
+                if isinstance(error, RateLimited):
+                    with self._lock:
+                        self.stats.rate_limited += 1
+                raise error from exc
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise Transient(f"{endpoint}: {type(exc).__name__}: {exc}", provider=PROVIDER) from exc
+
+        def on_retry(exc: Transient, wait: float, attempt: int) -> None:
+            with self._lock:
+                self.stats.retries += 1
+
+        return call_with_retries(once, self._policy, on_retry=on_retry)
+
+
+# --- Brevo vocabulary <-> syncd ----------------------------------------------------------------
+
+
+def error_fields(body: Any) -> tuple[str | None, str]:
+    """``code`` and ``message`` of Brevo's error body (``errorModel`` in the OpenAPI file)."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return None, body
+    if isinstance(body, dict):
+        return body.get("code"), str(body.get("message", ""))
+    return None, ""
+
+
+def error_from_api(exc: ApiException, endpoint: str) -> ConnectorError:
+    status = exc.status or 0
+    code, message = error_fields(exc.body)
+    text = f"{endpoint}: {status} {code or exc.reason}: {message}"
+    kw: dict[str, Any] = {"provider": PROVIDER, "status": status, "body": exc.body}
+    if status == 429:
+        # https://developers.brevo.com/docs/api-limits : wait x-sib-ratelimit-reset seconds
+        reset = (exc.headers or {}).get("x-sib-ratelimit-reset")
+        try:
+            wait = max(0.0, float(reset))
+        except (TypeError, ValueError):
+            wait = 1.0
+        return RateLimited(text, wait_s=wait, **kw)
+    if status >= 500 or status == 0:
+        return Transient(text, **kw)
+    if status in (401, 403):
+        return AuthFailed(text, **kw)
+    if status == 404:
+        return NotFound(text, **kw)
+    return ConnectorError(text, **kw)
+
+
+def member_from_contact(c: Mapping[str, Any], list_id: int) -> RemoteMember:
+    # https://developers.brevo.com/docs/blocklisted-contacts : emailBlacklisted is account-wide;
+    # listUnsubscribed names the lists the contact unsubscribed from.
+    if c.get("emailBlacklisted"):
+        status = RemoteStatus.BLOCKED
+    elif list_id in (c.get("listUnsubscribed") or []):
+        status = RemoteStatus.UNSUBSCRIBED
+    else:
+        status = RemoteStatus.SUBSCRIBED
+    attrs = c.get("attributes") or {}
+    fields = {name: str(attrs[attr]) for attr, name in FIELDS_BY_ATTRIBUTE.items() if attrs.get(attr)}
+    return RemoteMember(
+        email=str(c["email"]).lower(),
+        status=status,
+        fields=fields,
+        remote_id=str(c["id"]) if c.get("id") is not None else None,
+        changed_at=parse_time(c.get("modifiedAt")),
+    )
+
+
+def attributes_of(fields: Mapping[str, str]) -> dict[str, str]:
+    return {ATTRIBUTES[k]: v for k, v in fields.items() if k in ATTRIBUTES and v is not None}
+
+
+def import_chunks(wanted: Mapping[str, MemberPush]) -> Iterator[list[dict[str, Any]]]:
+    rows: list[dict[str, Any]] = []
+    size = 2
+    for email, m in wanted.items():
+        row = {"email": email, "attributes": attributes_of(m.fields)}
+        row_size = len(json.dumps(row)) + 1
+        if rows and size + row_size > IMPORT_MAX_BYTES:
+            yield rows
+            rows, size = [], 2
+        rows.append(row)
+        size += row_size
+    if rows:
+        yield rows
+
+
+def format_cursor(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def event_time(item: Mapping[str, Any]) -> tuple[datetime, str]:
+    # ts_epoch (ms) and ts_event (s) are UTC; date_event follows the account's time zone, so it is
+    # only a last resort. https://developers.brevo.com/docs/marketing-webhooks
+    for key, scale in (("ts_epoch", 1000.0), ("ts_event", 1.0), ("ts", 1.0)):
+        raw = item.get(key)
+        if raw not in (None, ""):
+            try:
+                return datetime.fromtimestamp(float(raw) / scale, UTC), str(raw)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise PayloadError(f"Brevo webhook field '{key}' is not a timestamp: {raw!r}") from exc
+    for key in ("date_event", "date"):
+        if item.get(key):
+            try:
+                return parse_time(str(item[key]).replace(" ", "T")), str(item[key])  # type: ignore[return-value]
+            except ValueError as exc:
+                raise PayloadError(f"Brevo webhook field '{key}' is not a date: {item[key]!r}") from exc
+    raise PayloadError("Brevo webhook has no 'ts_event' (nor ts_epoch, ts, date_event)", provider=PROVIDER)
+
+
+def events_from_payload(item: Any, api_key_name: str | None) -> list[ProviderEvent]:
+    if not isinstance(item, dict):
+        raise PayloadError("Brevo webhook item is not a JSON object", provider=PROVIDER)
+    name = item.get("event")
+    if not isinstance(name, str) or not name:
+        raise PayloadError("Brevo webhook has no 'event' field", provider=PROVIDER)
+    if name.lower() not in EVENT_KINDS:
+        raise PayloadError(f"Brevo webhook field 'event' has an unknown value: {name!r}", provider=PROVIDER)
+    kind = EVENT_KINDS[name.lower()]
+    email = item.get("email")
+    if not isinstance(email, str) or "@" not in email:
+        raise PayloadError("Brevo webhook has no valid 'email' field", provider=PROVIDER)
+    if kind is None:
+        return []
+    email = email.strip().lower()
+    occurred_at, ts = event_time(item)
+    lists = item.get("list_id")
+    if lists is None or lists == "":
+        lists = []
+    elif not isinstance(lists, list):
+        lists = [lists]
+    attrs = item.get("attributes") if isinstance(item.get("attributes"), dict) else {}
+    new_email = None
+    if kind is EventKind.PROFILE_UPDATED:
+        changed = str(attrs.get("EMAIL") or "").strip().lower()
+        if changed and changed != email:
+            kind, new_email = EventKind.EMAIL_CHANGED, changed
+    own = bool(api_key_name) and name.lower() in OWN_WRITE_EVENTS and item.get("api_key_name") == api_key_name
+    fields = {FIELDS_BY_ATTRIBUTE[k]: str(v) for k, v in attrs.items() if k in FIELDS_BY_ATTRIBUTE}
+    message_id = str(item.get("message-id") or item.get("message_id") or "")
+
+    def one(target: str | None, as_kind: EventKind) -> ProviderEvent:
+        raw = "|".join((PROVIDER, name.lower(), email, target or "", ts, message_id))
+        return ProviderEvent(
+            provider=PROVIDER,
+            kind=as_kind,
+            email=email,
+            occurred_at=occurred_at,
+            dedupe_key=hashlib.sha256(raw.encode()).hexdigest()[:32],
+            target=target,
+            reason=item.get("reason") or None,
+            new_email=new_email,
+            fields=fields,
+            own_write=own,
+        )
+
+    if kind in LIST_EVENTS:
+        if lists:
+            return [one(str(list_id), kind) for list_id in lists]
+        if kind is EventKind.UNSUBSCRIBED:
+            # An unsubscribe naming no list is Brevo's account-wide one.
+            return [one(None, EventKind.UNSUBSCRIBED_ALL)]
+    return [one(None, kind)]
