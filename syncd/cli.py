@@ -1,0 +1,147 @@
+"""The ``syncd`` command line."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from syncd import db, log
+from syncd.app import App, SchemaOutdated
+from syncd.config import ConfigError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Group(click.Group):
+    """Turns the errors a marketer can act on into one clear line and exit status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (ConfigError, SchemaOutdated) as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.option(
+    "--config",
+    "config_path",
+    envvar="SYNCD_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="The YAML file describing lists, providers and rules [env SYNCD_CONFIG; default ./syncd.yaml].",
+)
+@click.option(
+    "--database",
+    "database_url",
+    envvar="SYNCD_DATABASE_URL",
+    help="Master base URL, overriding the config [default sqlite:///syncd.db].",
+)
+@click.option("--log-level", default="warning", show_default=True, help="debug, info, warning or error.")
+@click.version_option(package_name="syncd")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, database_url: str | None, log_level: str) -> None:
+    """syncd keeps one clean master contact base and keeps your Brevo lists and Mailchimp
+    audiences in line with it: imports, deduplication, consent, double opt-in, per-list
+    unsubscribes and wrong-list flags.
+
+    Start with `syncd demo`, then write your own YAML (see config/example.yaml) and check it
+    with `syncd check --config FILE`.
+    """
+    log.configure(log_level)
+    ctx.obj = App(config_path=config_path, database_url=database_url)
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="The YAML file to check.")
+@click.pass_obj
+def check(app: App, config_path: str | None) -> None:
+    """Validate a config file and print a summary of its lists and targets."""
+    if config_path:
+        app.config_path = config_path
+    cfg = app.config
+    click.echo(f"config OK: {app.config_path or 'built-in defaults'}")
+    click.echo(f"database: {_safe_url(app.url)}")
+    providers = [p for p in ("brevo", "mailchimp") if getattr(cfg.providers, p)]
+    click.echo(f"providers: {', '.join(providers) or 'none'}")
+    click.echo(f"unsubscribe scope: {cfg.unsubscribe.scope}")
+    click.echo(f"lists: {len(cfg.lists)}")
+    for name, lst in cfg.lists.items():
+        targets = ", ".join(t.target.key for t in lst.targets) or "no target"
+        extra = " auto-enrol" if lst.auto_enroll else ""
+        click.echo(f"  - {name}: consent {lst.consent}{extra}, on violation {lst.on_violation} → {targets}")
+    for provider in providers:
+        if not getattr(cfg.providers, provider).webhook_secret:
+            click.echo(f"warning: providers.{provider}.webhook_secret is not set: its webhooks are refused")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@main.group(name="db")
+def db_group() -> None:
+    """Master base schema: migrations."""
+
+
+@db_group.command()
+@click.pass_obj
+def upgrade(app: App) -> None:
+    """Create or migrate the master base schema to the latest version."""
+    engine = db.make_engine(app.url)
+    db.upgrade(engine)
+    click.echo(f"database {_safe_url(app.url)} at revision {db.current_revision(engine)}")
+
+
+@db_group.command()
+@click.pass_obj
+def current(app: App) -> None:
+    """Print the schema revision of the master base."""
+    engine = db.make_engine(app.url)
+    rev, head = db.current_revision(engine), db.head_revision()
+    click.echo(f"revision {rev or 'none'} (latest {head})")
+    if rev != head:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("provider", type=click.Choice(["brevo", "mailchimp"]))
+@click.option("--port", type=int, default=0, help="Port on 127.0.0.1 [default: a free one].")
+@click.option("--api-key", default=None, help="The API key the simulator accepts.")
+def simulate(provider: str, port: int, api_key: str | None) -> None:
+    """Run a provider simulator on 127.0.0.1, to try a config without real accounts."""
+    from connectors.simulators.server import free_port
+
+    port = port or free_port()
+    if provider == "brevo":
+        from connectors.simulators.brevo import serve
+
+        key = api_key or "sim-brevo-key"
+        click.echo(f"Brevo simulator on http://127.0.0.1:{port}/v3 (api key: {key}); Ctrl-C stops it")
+    else:
+        from connectors.simulators.mailchimp import serve
+
+        key = api_key or "sim-mailchimp-key-us1"
+        click.echo(f"Mailchimp simulator on http://127.0.0.1:{port}/3.0 (api key: {key}); Ctrl-C stops it")
+    serve(port, key)
+
+
+def _register_subcommands() -> None:
+    import importlib
+
+    for module, names in (("syncd.contacts.cli", ("import_cmd", "contacts")),):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        for name in names:
+            main.add_command(getattr(mod, name))
+
+
+_register_subcommands()

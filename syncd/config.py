@@ -1,0 +1,383 @@
+"""The marketers' YAML → validated models. Every error names the file, the line and the key.
+
+``${VAR}`` and ``${VAR:-default}`` are replaced from the environment in every value; secrets
+(API keys, webhook secrets, passwords) must come from the environment, never be written in clear.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from connectors.base import Target
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+SECRET_KEYS = {"api_key", "webhook_secret", "webhook_token", "signing_secret", "password", "secret"}
+
+
+class ConfigError(Exception):
+    """A config problem a marketer can act on: where it is, and what was expected."""
+
+    def __init__(self, file: str, line: int | None, key: str, message: str):
+        self.file, self.line, self.key, self.message = file, line, key, message
+        where = f"{file}:{line}" if line else file
+        super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+
+
+# --- values ---------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError("expected a duration such as 30m, 2h, 7d")
+    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+_EVERY = re.compile(r"^\s*every\s+(\d+)?\s*(second|minute|hour|day)s?\s*$", re.I)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """``every 15 minutes`` (interval) or ``cron: */15 * * * *``."""
+
+    every: timedelta | None = None
+    cron: str | None = None
+
+
+def parse_schedule(value: Any) -> Schedule:
+    if isinstance(value, Schedule):
+        return value
+    if isinstance(value, dict) and set(value) == {"cron"}:
+        fields = str(value["cron"]).split()
+        if len(fields) != 5:
+            raise ValueError("expected a cron line of 5 fields, e.g. {cron: '*/15 * * * *'}")
+        return Schedule(cron=" ".join(fields))
+    m = _EVERY.match(str(value))
+    if not m:
+        raise ValueError("expected 'every N minutes|hours|days' or {cron: '*/15 * * * *'}")
+    n = int(m.group(1) or 1)
+    return Schedule(every=timedelta(**{m.group(2).lower() + "s": n}))
+
+
+ScheduleField = Annotated[Schedule, BeforeValidator(parse_schedule)]
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str | int | float) else value
+
+
+StrList = Annotated[list[str], BeforeValidator(_as_list)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --- the file's sections --------------------------------------------------------------------
+
+
+class BrevoProvider(Strict):
+    api_key: str
+    base_url: str | None = None  # default: the real service; a simulator's URL for trials and tests
+    webhook_secret: str | None = None
+    webhook_token: str | None = None  # a bearer token Brevo sends, when configured there
+    api_key_name: str | None = None  # the name of syncd's key: its own writes echo back with it
+
+
+class MailchimpProvider(Strict):
+    api_key: str
+    base_url: str | None = None
+    webhook_secret: str | None = None
+    signing_secret: str | None = None
+
+
+class Providers(Strict):
+    brevo: BrevoProvider | None = None
+    mailchimp: MailchimpProvider | None = None
+
+
+class Smtp(Strict):
+    host: str = "127.0.0.1"
+    port: int = 25
+    username: str | None = None
+    password: str | None = None
+    starttls: bool = False
+
+
+class Sender(Strict):
+    email: str
+    name: str | None = None
+
+
+class DoubleOptIn(Strict):
+    transport: Literal["brevo", "smtp"] = "smtp"
+    smtp: Smtp = Smtp()
+    sender: Sender = Sender(email="no-reply@example.invalid")
+    public_url: str = "http://127.0.0.1:8080"
+    template: str | None = None
+    language: Literal["fr", "en"] = "fr"
+    secret: str | None = None  # signs confirmation and preference links
+    expires_after: Duration = timedelta(days=7)
+    remind_after: Duration = timedelta(days=2)
+
+
+class Unsubscribe(Strict):
+    scope: Literal["list", "global"] = "list"
+
+
+class Server(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+
+
+class Qualification(Strict):
+    default_region: str = Field(default="FR", min_length=2, max_length=2)
+    check_deliverability: bool = False  # DNS look-ups: off by default
+
+
+class TagRule(Strict):
+    any: StrList | None = None
+    all: StrList | None = None
+    none: StrList | None = None
+
+
+class Segment(Strict):
+    kind: StrList | None = None
+    stage: StrList | None = None
+    tags: TagRule | None = None
+    country: StrList | None = None
+    region: StrList | None = None
+    city: StrList | None = None
+    email_status: StrList | None = None
+    attributes: dict[str, StrList] | None = None
+    not_: Segment | None = Field(default=None, alias="not")
+
+
+class BrevoTarget(Strict):
+    list_id: int = Field(gt=0)
+
+
+class MailchimpTarget(Strict):
+    audience: str = Field(min_length=1)
+    tag: str | None = None
+
+
+class TargetConfig(Strict):
+    brevo: BrevoTarget | None = None
+    mailchimp: MailchimpTarget | None = None
+
+    @model_validator(mode="after")
+    def _one_provider(self) -> TargetConfig:
+        if (self.brevo is None) == (self.mailchimp is None):
+            raise ValueError("expected exactly one of 'brevo: {list_id: N}' or 'mailchimp: {audience: ID}'")
+        return self
+
+    @property
+    def target(self) -> Target:
+        if self.brevo:
+            return Target("brevo", str(self.brevo.list_id))
+        assert self.mailchimp
+        return Target("mailchimp", self.mailchimp.audience, self.mailchimp.tag)
+
+
+class ListConfig(Strict):
+    description: str | None = None
+    consent: Literal["double_opt_in", "single_opt_in", "legitimate_interest"] = "single_opt_in"
+    segment: Segment | None = None
+    auto_enroll: bool = False
+    exclusive_with: StrList = []
+    targets: list[TargetConfig] = []
+    schedule: ScheduleField | None = None
+    on_violation: Literal["flag", "remove"] = "flag"
+
+
+DEFAULT_KINDS = ["client", "prospect", "vendor", "partner", "employee", "other"]
+DEFAULT_STAGES = ["suspect", "cold", "warm", "hot", "active", "dormant", "ambassador", "detractor"]
+
+
+class Config(Strict):
+    version: Literal[1]
+    database: str = "sqlite:///syncd.db"
+    providers: Providers = Providers()
+    double_opt_in: DoubleOptIn = DoubleOptIn()
+    unsubscribe: Unsubscribe = Unsubscribe()
+    server: Server = Server()
+    qualification: Qualification = Qualification()
+    kinds: StrList = DEFAULT_KINDS
+    stages: StrList = DEFAULT_STAGES
+    lists: dict[str, ListConfig] = {}
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        for name, lst in self.lists.items():
+            for other in lst.exclusive_with:
+                if other not in self.lists:
+                    raise _Located(("lists", name, "exclusive_with"), f"unknown list {other!r}")
+            for i, t in enumerate(lst.targets):
+                provider = t.target.provider
+                if getattr(self.providers, provider) is None:
+                    raise _Located(("lists", name, "targets", i, provider), f"no 'providers.{provider}' section")
+            seg, where = lst.segment, ("lists", name, "segment")
+            while seg is not None:
+                for field, allowed in (("kind", self.kinds), ("stage", self.stages)):
+                    for value in getattr(seg, field) or []:
+                        if value not in allowed:
+                            raise _Located(
+                                (*where, field),
+                                f"unknown {field} {value!r}; expected one of {', '.join(allowed)}",
+                            )
+                seg, where = seg.not_, (*where, "not")
+        if self.double_opt_in.transport == "brevo" and self.providers.brevo is None:
+            raise _Located(("double_opt_in", "transport"), "transport 'brevo' needs a 'providers.brevo' section")
+        return self
+
+    def list(self, name: str) -> ListConfig:
+        try:
+            return self.lists[name]
+        except KeyError:
+            raise KeyError(f"unknown list {name!r}; the config has: {', '.join(self.lists) or 'none'}") from None
+
+
+class _Located(ValueError):
+    def __init__(self, loc: tuple[Any, ...], message: str):
+        super().__init__(message)
+        self.loc = loc
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Loaded:
+    data: Any
+    lines: dict[tuple[Any, ...], int]
+
+
+def _walk(node: yaml.Node, path: tuple[Any, ...], out: _Loaded, file: str) -> Any:
+    out.lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in result:
+                raise ConfigError(file, key_node.start_mark.line + 1, _dotted(path + (key,)), "duplicate key")
+            out.lines[path + (key,)] = key_node.start_mark.line + 1
+            result[key] = _walk(value_node, path + (key,), out, file)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_walk(item, path + (i,), out, file) for i, item in enumerate(node.value)]
+    value = yaml.SafeLoader(" ").construct_object(node)  # scalar: int, bool, null, str
+    if isinstance(value, str):
+        value = _substitute(value, file, node.start_mark.line + 1, path)
+    elif path and path[-1] in SECRET_KEYS and value is not None:
+        value = str(value)
+    if path and path[-1] in SECRET_KEYS and value is not None and "${" not in str(node.value):
+        raise ConfigError(
+            file,
+            node.start_mark.line + 1,
+            _dotted(path),
+            f"secrets come from the environment only: write ${{{_env_name(path)}}} and set that variable",
+        )
+    return value
+
+
+def _substitute(text: str, file: str, line: int, path: tuple[Any, ...]) -> Any:
+    def repl(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(file, line, _dotted(path), f"environment variable {name} is not set")
+
+    replaced = _ENV.sub(repl, text)
+    if replaced == text:
+        return text
+    # A whole-value reference keeps YAML typing (a port from ${PORT} is an int).
+    return yaml.safe_load(replaced) if _ENV.fullmatch(text) and replaced else replaced
+
+
+def _env_name(path: tuple[Any, ...]) -> str:
+    return "_".join(str(p).upper() for p in path if not isinstance(p, int) and p not in {"providers"})
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _error_line(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    # pydantic adds validator names ("function-after[...]") and field aliases to locations
+    return tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function"))))
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key (a typo?)"
+    if kind == "missing":
+        return "required key is missing"
+    got = err.get("input")
+    msg = msg.removeprefix("Value error, ")
+    if kind in {"literal_error", "enum"} or not isinstance(got, dict | list):
+        return f"{msg}; got {got!r}"
+    return msg
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(file, None, "", "file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(file, None, "", f"not UTF-8 text ({exc.reason})") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise ConfigError(file, line, "", f"not valid YAML: {exc.problem or exc.context}") from None
+    if root is None:
+        raise ConfigError(file, 1, "", "the file is empty; expected 'version: 1' and a 'lists:' section")
+    if not isinstance(root, yaml.MappingNode):
+        raise ConfigError(file, root.start_mark.line + 1, "", "expected a mapping of keys at the top level")
+    loaded = _Loaded(None, {})
+    loaded.data = _walk(root, (), loaded, file)
+    try:
+        return Config.model_validate(loaded.data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        ctx_error = err.get("ctx", {}).get("error")
+        if isinstance(ctx_error, _Located):
+            loc = ctx_error.loc
+            msg = str(ctx_error)
+        else:
+            loc = _clean_loc(err["loc"])
+            msg = _message(err)
+        loc = tuple("not" if p == "not_" else p for p in loc)
+        raise ConfigError(file, _error_line(loc, loaded.lines), _dotted(loc), msg) from None

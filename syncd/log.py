@@ -1,0 +1,60 @@
+"""structlog set-up: JSON lines when not on a terminal, readable console otherwise.
+
+Addresses and secrets never reach a log in clear: ``mask_personal_data`` rewrites every event.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+import structlog
+
+_EMAIL = re.compile(r"([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*@([A-Za-z0-9.\-]+\.[A-Za-z]{2,})")
+_SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password|authorization)", re.I)
+# Values that look like provider keys: Brevo "xkeysib-…", Mailchimp "<32 hex>-us19".
+_KEY_VALUE = re.compile(r"\b(xkeysib-[A-Za-z0-9-]{8,}|[0-9a-f]{32}-us\d{1,2})\b")
+
+
+def mask_email(text: str) -> str:
+    return _EMAIL.sub(r"\1***@\2", text)
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, str):
+        return _KEY_VALUE.sub("***", mask_email(value))
+    if isinstance(value, dict):
+        return {k: "***" if _SECRET_KEY.search(str(k)) else _mask(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_mask(v) for v in value)
+    return value
+
+
+def mask_personal_data(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    return {k: ("***" if _SECRET_KEY.search(k) and v is not None else _mask(v)) for k, v in event.items()}
+
+
+def configure(level: str = "info", *, json: bool | None = None, stream: Any = None) -> None:
+    stream = stream or sys.stderr
+    if json is None:
+        json = not stream.isatty()
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            mask_personal_data,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str | None = None) -> Any:
+    return structlog.get_logger(name)

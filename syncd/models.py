@@ -1,0 +1,218 @@
+"""The master base: SQLModel tables (DESIGN §3). Schema changes go through Alembic migrations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC in Python, whatever the backend keeps (SQLite has no time zones)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the master base: use an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _when(*, nullable: bool = False, index: bool = False, default: bool = False) -> Any:
+    return Field(
+        default_factory=utcnow if default else None,
+        sa_type=UTCDateTime,
+        nullable=nullable,
+        index=index,
+    )
+
+
+def _json(default: Any) -> Any:
+    return Field(default_factory=lambda: type(default)(), sa_type=sa.JSON, nullable=False)
+
+
+class EmailStatus(StrEnum):
+    UNKNOWN = "unknown"
+    VALID = "valid"
+    INVALID = "invalid"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+class MembershipStatus(StrEnum):
+    PENDING = "pending"  # awaiting double opt-in
+    SUBSCRIBED = "subscribed"
+    UNSUBSCRIBED = "unsubscribed"  # from this list only
+    CLEANED = "cleaned"
+
+
+class ConsentAction(StrEnum):
+    OPT_IN = "opt_in"
+    DOI_REQUESTED = "doi_requested"
+    DOI_CONFIRMED = "doi_confirmed"
+    OPT_OUT = "opt_out"
+    COMPLAINT = "complaint"
+    PROVIDER_EVIDENCE = "provider_evidence"
+
+
+class Contact(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True, index=True)
+    email_status: str = Field(default=EmailStatus.VALID, max_length=16)
+    first_name: str | None = Field(default=None, max_length=200)
+    last_name: str | None = Field(default=None, max_length=200)
+    phone: str | None = Field(default=None, max_length=32)
+    company: str | None = Field(default=None, max_length=300)
+    siret: str | None = Field(default=None, max_length=14)
+    kind: str | None = Field(default=None, max_length=40, index=True)
+    stage: str | None = Field(default=None, max_length=40)
+    tags: list[str] = _json([])
+    country: str | None = Field(default=None, max_length=2)
+    region: str | None = Field(default=None, max_length=100)
+    city: str | None = Field(default=None, max_length=200)
+    postal_code: str | None = Field(default=None, max_length=20)
+    attributes: dict[str, Any] = _json({})
+    global_opt_out: bool = Field(default=False)
+    opt_out_reason: str | None = Field(default=None, max_length=200)
+    opt_out_at: datetime | None = _when(nullable=True)
+    created_at: datetime = _when(default=True)
+    updated_at: datetime = _when(default=True, index=True)
+    version: int = Field(default=1)
+
+
+class Source(SQLModel, table=True):
+    """Provenance: where a contact came from. Many per contact."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    contact_id: int = Field(foreign_key="contact.id", index=True, ondelete="CASCADE")
+    channel: str = Field(max_length=100)
+    detail: str | None = Field(default=None, max_length=500)  # file name, request, provider target
+    row: int | None = None
+    at: datetime = _when(default=True)
+
+
+class Consent(SQLModel, table=True):
+    """Append-only proof of consent and its withdrawal."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    contact_id: int = Field(foreign_key="contact.id", index=True, ondelete="CASCADE")
+    list_name: str | None = Field(default=None, max_length=100)  # None: every list
+    action: str = Field(max_length=32)
+    at: datetime = _when(default=True)
+    ip: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=500)
+    source: str | None = Field(default=None, max_length=200)
+    wording: str | None = Field(default=None, max_length=100)
+    token_hash: str | None = Field(default=None, max_length=64)
+    evidence: dict[str, Any] = _json({})
+
+
+class Membership(SQLModel, table=True):
+    __table_args__ = (sa.UniqueConstraint("contact_id", "list_name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    contact_id: int = Field(foreign_key="contact.id", index=True, ondelete="CASCADE")
+    list_name: str = Field(max_length=100, index=True)
+    status: str = Field(max_length=16)
+    since: datetime = _when(default=True)
+    reason: str | None = Field(default=None, max_length=200)
+
+
+class TargetState(SQLModel, table=True):
+    """What syncd last pushed for one membership on one provider target."""
+
+    __table_args__ = (sa.UniqueConstraint("target_key", "list_name", "contact_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    contact_id: int = Field(foreign_key="contact.id", index=True, ondelete="CASCADE")
+    list_name: str = Field(max_length=100)
+    target_key: str = Field(max_length=200)
+    remote_id: str | None = Field(default=None, max_length=100)
+    pushed_hash: str | None = Field(default=None, max_length=64)
+    remote_status: str | None = Field(default=None, max_length=16)
+    pushed_at: datetime | None = _when(nullable=True)
+    pulled_at: datetime | None = _when(nullable=True)
+
+
+class SyncCursor(SQLModel, table=True):
+    """The incremental-read bookmark of one list on one target."""
+
+    __table_args__ = (sa.UniqueConstraint("list_name", "target_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    list_name: str = Field(max_length=100)
+    target_key: str = Field(max_length=200)
+    cursor: str | None = Field(default=None, max_length=100)
+    updated_at: datetime = _when(default=True)
+
+
+class Flag(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    contact_id: int | None = Field(default=None, foreign_key="contact.id", index=True, ondelete="CASCADE")
+    email_hash: str | None = Field(default=None, max_length=64)  # a remote member unknown to the base
+    list_name: str = Field(max_length=100, index=True)
+    target_key: str | None = Field(default=None, max_length=200)
+    rule: str = Field(max_length=40)
+    detail: str | None = Field(default=None, max_length=500)
+    detected_at: datetime = _when(default=True)
+    resolved_at: datetime | None = _when(nullable=True, index=True)
+
+
+class InboxEvent(SQLModel, table=True):
+    """A webhook delivery, committed before it is acknowledged. The raw body is kept for replay."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=20)
+    dedupe_key: str = Field(max_length=128, unique=True)
+    content_type: str = Field(max_length=100)
+    payload: str = Field(sa_type=sa.Text)
+    received_at: datetime = _when(default=True)
+    status: str = Field(default="new", max_length=12, index=True)  # new | done | ignored | dead
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime | None = _when(nullable=True)
+    processed_at: datetime | None = _when(nullable=True)
+    error: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class SyncRun(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    list_name: str = Field(max_length=100, index=True)
+    target_key: str | None = Field(default=None, max_length=200)
+    started_at: datetime = _when(default=True)
+    finished_at: datetime | None = _when(nullable=True)
+    status: str = Field(default="running", max_length=12)  # running | ok | failed
+    counts: dict[str, Any] = _json({})
+    error: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class AuditLog(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _when(default=True, index=True)
+    actor: str = Field(max_length=100)  # "import", "sync:<list>", "webhook:brevo", "cli", ...
+    action: str = Field(max_length=60)
+    contact_id: int | None = Field(default=None, index=True)
+    detail: dict[str, Any] = _json({})
+
+
+class Tombstone(SQLModel, table=True):
+    """An erased contact: only an irreversible hash, so the address is never re-imported or re-synced."""
+
+    email_hash: str = Field(primary_key=True, max_length=64)
+    forgotten_at: datetime = _when(default=True)

@@ -1,0 +1,127 @@
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from syncd.cli import main
+from syncd.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "syncd.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_of(path) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return info.value
+
+
+def test_the_shipped_demo_config_loads():
+    cfg = load_config(ROOT / "config" / "demo.yaml")
+    assert set(cfg.lists) == {"newsletter-clients", "prospects", "vendors"}
+    assert cfg.lists["vendors"].auto_enroll is True
+    assert cfg.lists["newsletter-clients"].schedule.every == timedelta(minutes=15)
+
+
+def test_the_commented_example_loads_once_its_secrets_are_set(monkeypatch):
+    for var in ("BREVO_API_KEY", "BREVO_WEBHOOK_SECRET", "MAILCHIMP_API_KEY", "MAILCHIMP_WEBHOOK_SECRET",
+                "SYNCD_SECRET"):
+        monkeypatch.setenv(var, "x")
+    cfg = load_config(ROOT / "config" / "example.yaml")
+    assert cfg.lists["newsletter-clients"].targets[1].target.key == "mailchimp:a1b2c3d4e5:clients"
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    path = write(tmp_path, "version: 1\nlists:\n  news: [\n")
+    err = error_of(path)
+    assert err.file == str(path) and err.line == 4
+    assert str(err).startswith(f"{path}:4: not valid YAML")
+
+
+def test_a_typo_in_a_key_is_an_error_with_its_line(tmp_path):
+    path = write(tmp_path, "version: 1\nlists:\n  news:\n    consnet: double_opt_in\n")
+    err = error_of(path)
+    assert (err.line, err.key) == (4, "lists.news.consnet")
+    assert "unknown key" in err.message
+
+
+def test_a_bad_value_says_what_was_expected(tmp_path):
+    path = write(tmp_path, "version: 1\nlists:\n  news:\n    consent: dobule\n")
+    err = error_of(path)
+    assert (err.line, err.key) == (4, "lists.news.consent")
+    assert "double_opt_in" in err.message and "dobule" in err.message
+
+
+def test_environment_substitution_with_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("BREVO_KEY", "k-123")
+    monkeypatch.delenv("SYNCD_PORT", raising=False)
+    path = write(tmp_path, "version: 1\nserver: {port: '${SYNCD_PORT:-9090}'}\n"
+                           "providers:\n  brevo: {api_key: '${BREVO_KEY}'}\n")
+    cfg = load_config(path)
+    assert cfg.server.port == 9090
+    assert cfg.providers.brevo.api_key == "k-123"
+
+
+def test_a_missing_environment_variable_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("NOPE_KEY", raising=False)
+    err = error_of(write(tmp_path, "version: 1\nproviders:\n  brevo:\n    api_key: ${NOPE_KEY}\n"))
+    assert err.line == 4 and "NOPE_KEY is not set" in err.message
+
+
+def test_a_secret_written_in_clear_is_refused(tmp_path):
+    err = error_of(write(tmp_path, "version: 1\nproviders:\n  mailchimp:\n    api_key: abc-us1\n"))
+    assert err.key == "providers.mailchimp.api_key" and "environment" in err.message
+
+
+def test_a_target_names_exactly_one_provider(tmp_path, monkeypatch):
+    monkeypatch.setenv("K", "x")
+    err = error_of(write(tmp_path, "version: 1\nproviders: {brevo: {api_key: '${K}'}}\nlists:\n  a:\n"
+                                   "    targets:\n      - {}\n"))
+    assert err.key == "lists.a.targets[0]" and err.line == 6
+
+
+def test_a_target_needs_its_provider_section(tmp_path):
+    err = error_of(write(tmp_path, "version: 1\nlists:\n  a:\n    targets: [{mailchimp: {audience: x}}]\n"))
+    assert "providers.mailchimp" in err.message
+
+
+def test_unknown_segment_values_and_exclusive_lists(tmp_path):
+    err = error_of(write(tmp_path, "version: 1\nlists:\n  a:\n    segment:\n      not: {kind: clent}\n"))
+    assert (err.key, err.line) == ("lists.a.segment.not.kind", 5)
+    err = error_of(write(tmp_path, "version: 1\nlists:\n  a:\n    exclusive_with: [b]\n"))
+    assert err.key == "lists.a.exclusive_with" and "'b'" in err.message
+
+
+def test_schedules_and_durations(tmp_path):
+    cfg = load_config(write(tmp_path, "version: 1\ndouble_opt_in: {expires_after: 3d}\nlists:\n"
+                                      "  a: {schedule: {cron: '*/5 * * * *'}}\n  b: {schedule: every hour}\n"))
+    assert cfg.lists["a"].schedule.cron == "*/5 * * * *"
+    assert cfg.lists["b"].schedule.every == timedelta(hours=1)
+    assert cfg.double_opt_in.expires_after == timedelta(days=3)
+    err = error_of(write(tmp_path, "version: 1\nlists:\n  a: {schedule: sometimes}\n"))
+    assert err.key == "lists.a.schedule" and "every N minutes" in err.message
+
+
+def test_duplicate_keys_are_refused(tmp_path):
+    err = error_of(write(tmp_path, "version: 1\nlists:\n  a: {}\n  a: {}\n"))
+    assert (err.line, err.key) == (4, "lists.a")
+
+
+def test_check_prints_a_summary(tmp_path):
+    result = CliRunner().invoke(main, ["check", "--config", str(ROOT / "config" / "demo.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "lists: 3" in result.output
+    assert "vendors: consent legitimate_interest auto-enrol, on violation remove → brevo:2" in result.output
+
+
+def test_check_reports_a_bad_file_with_exit_status_2(tmp_path):
+    path = write(tmp_path, "version: 1\nlists:\n  news:\n    consnet: x\n")
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}:4: lists.news.consnet: unknown key" in result.output
