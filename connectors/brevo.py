@@ -252,7 +252,6 @@ class BrevoConnector:
                 # stay blacklisted through an import:
                 # https://help.brevo.com/hc/en-us/articles/209499265
                 email_blacklist=False,
-                disable_notification=True,
             )
             created = self._write(
                 "POST /contacts/import",
