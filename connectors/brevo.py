@@ -156,26 +156,40 @@ class BrevoConnector:
     # --- reading -------------------------------------------------------------------------------
 
     def pull(self, target: Target, since: str | None = None) -> Iterator[Page]:
+        """Pages in creation order. With ``concurrency`` > 1, up to that many pages are fetched
+        ahead (the first page gives the total), so memory stays bounded by the look-ahead."""
         started = datetime.now(UTC)
         list_id = int(target.list_id)
-        offset = 0
-        while True:
-            kwargs: dict[str, Any] = {"limit": PAGE_SIZE, "offset": offset, "sort": "asc"}
-            if since:
-                kwargs["modified_since"] = since
-            resp = self._call(
-                "GET /contacts/lists/{id}/contacts",
-                lambda kw=kwargs: self._contacts.get_contacts_from_list(
-                    list_id, _request_timeout=self._timeout, **kw
-                ),
-            )
-            contacts = resp.contacts or []
-            offset += len(contacts)
-            last = len(contacts) < PAGE_SIZE or offset >= (resp.count or 0)
-            members = [member_from_contact(c, list_id) for c in contacts]
-            yield Page(members=members, cursor=format_cursor(started - CURSOR_SKEW) if last else None)
-            if last:
-                return
+        cursor = format_cursor(started - CURSOR_SKEW)
+        first = self._page(list_id, since, 0)
+        total = first.count or 0
+        offsets = list(range(PAGE_SIZE, total, PAGE_SIZE)) if len(first.contacts or []) == PAGE_SIZE else []
+        if not offsets:
+            yield Page([member_from_contact(c, list_id) for c in first.contacts or []], cursor)
+            return
+        yield Page([member_from_contact(c, list_id) for c in first.contacts or []])
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            ahead = [pool.submit(self._page, list_id, since, o) for o in offsets[: self.concurrency]]
+            for i in range(len(offsets)):
+                resp = ahead.pop(0).result()
+                if i + self.concurrency < len(offsets):
+                    ahead.append(pool.submit(self._page, list_id, since, offsets[i + self.concurrency]))
+                contacts = resp.contacts or []
+                last = i == len(offsets) - 1 or len(contacts) < PAGE_SIZE
+                yield Page([member_from_contact(c, list_id) for c in contacts], cursor if last else None)
+                if last:
+                    for f in ahead:
+                        f.cancel()
+                    return
+
+    def _page(self, list_id: int, since: str | None, offset: int) -> Any:
+        kwargs: dict[str, Any] = {"limit": PAGE_SIZE, "offset": offset, "sort": "asc"}
+        if since:
+            kwargs["modified_since"] = since
+        return self._call(
+            "GET /contacts/lists/{id}/contacts",
+            lambda: self._contacts.get_contacts_from_list(list_id, _request_timeout=self._timeout, **kwargs),
+        )
 
     # --- writing -------------------------------------------------------------------------------
 

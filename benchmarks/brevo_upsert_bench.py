@@ -1,0 +1,67 @@
+"""Upsert 100,000 members into the Brevo simulator; API write calls vs the strategy's minimum, wall time.
+
+Run by hand:  /work/venv/bin/python benchmarks/brevo_upsert_bench.py [--members 100000] [--latency-ms 0 200] [--concurrency 1 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+from connectors.base import MemberPush
+from connectors.brevo import IMPORT_MAX_BYTES, LIST_BATCH, BrevoConnector, attributes_of
+from connectors.simulators.brevo import BrevoSimulator
+
+
+def members(n: int) -> list[MemberPush]:
+    return [
+        MemberPush(
+            f"member{i:06d}@example.com",
+            fields={"first_name": f"First{i}", "last_name": f"Last{i}", "company": f"Company {i % 500}"},
+        )
+        for i in range(n)
+    ]
+
+
+def import_minimum(pushes: list[MemberPush]) -> int:
+    size = sum(len(json.dumps({"email": m.email, "attributes": attributes_of(m.fields)})) + 1 for m in pushes)
+    return math.ceil(size / IMPORT_MAX_BYTES)
+
+
+def run(n: int, latency_ms: float, concurrency: int) -> None:
+    pushes = members(n)
+    with BrevoSimulator() as sim:
+        target = sim.create_target("bench")
+        sim.seed(target, [{"email": m.email, "first_name": "Old"} for m in pushes[: n // 2]])  # half exist
+        sim.reset_calls()
+        sim.latency_s = latency_ms / 1000
+        conn = BrevoConnector(sim.api_key, sim.api_url, timeout=120.0, concurrency=concurrency)
+        started = time.perf_counter()
+        result = conn.upsert(target, pushes)
+        elapsed = time.perf_counter() - started
+        assert len(result.done) == n and not result.rejected, result.rejected[:3]
+        assert len(sim.members(target)) == n
+        reads = sum(1 for c in sim.calls if c.method == "GET")
+        print(
+            f"latency={latency_ms:>4.0f} ms  concurrency={concurrency}  members={n}  write_calls={result.calls} "
+            f"(sim saw {sim.write_calls}; import minimum {import_minimum(pushes)}; "
+            f"add-to-list alone would need {math.ceil(n / LIST_BATCH)}, one-by-one {n})  "
+            f"read_calls={reads}  wall={elapsed:.1f} s"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--members", type=int, default=100_000)
+    parser.add_argument("--latency-ms", type=float, nargs="+", default=[0, 200])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1])
+    args = parser.parse_args()
+    for latency in args.latency_ms:
+        for concurrency in args.concurrency:
+            run(args.members, latency, concurrency)
+
+
+if __name__ == "__main__":
+    main()
