@@ -1,6 +1,7 @@
 """Upsert 100,000 members into the Brevo simulator; API write calls vs the strategy's minimum, wall time.
 
-Run by hand:  /work/venv/bin/python benchmarks/brevo_upsert_bench.py [--members 100000] [--latency-ms 0 200] [--concurrency 1 8]
+Run by hand:
+    /work/venv/bin/python benchmarks/brevo_upsert_bench.py --latency-ms 0 200 --concurrency 1 8
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def run(n: int, latency_ms: float, concurrency: int) -> None:
         assert len(sim.members(target)) == n
         reads = sum(1 for c in sim.calls if c.method == "GET")
         print(
-            f"latency={latency_ms:>4.0f} ms  concurrency={concurrency}  members={n}  write_calls={result.calls} "
+            f"latency={latency_ms:>4.0f} ms  concurrency={concurrency}  members={n}  "
+            f"write_calls={result.calls} "
             f"(sim saw {sim.write_calls}; import minimum {import_minimum(pushes)}; "
             f"add-to-list alone would need {math.ceil(n / LIST_BATCH)}, one-by-one {n})  "
             f"read_calls={reads}  wall={elapsed:.1f} s"
