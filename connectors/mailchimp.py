@@ -123,6 +123,42 @@ class _PooledApiClient(ApiClient):
         self._session.close()
 
 
+class _ConnectionGate:
+    """At most ``limit`` calls in flight; the limit halves on a 429 and creeps back on success.
+
+    Mailchimp counts simultaneous connections per account, so other apps on the same account
+    take some of the 10: a 429 means "fewer at once", not "wait and send as many".
+    """
+
+    def __init__(self, limit: int):
+        self.ceiling = self.limit = limit
+        self._in_flight = self._successes = 0
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> _ConnectionGate:
+        with self._cond:
+            while self._in_flight >= self.limit:
+                self._cond.wait()
+            self._in_flight += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            self._cond.notify_all()
+
+    def crowded(self) -> None:
+        with self._cond:
+            self.limit, self._successes = max(1, min(self.limit, self._in_flight) // 2), 0
+
+    def succeeded(self) -> None:
+        with self._cond:
+            self._successes += 1
+            if self._successes >= self.limit and self.limit < self.ceiling:
+                self.limit, self._successes = self.limit + 1, 0
+                self._cond.notify_all()
+
+
 class MailchimpConnector:
     provider = PROVIDER
 
@@ -150,6 +186,7 @@ class MailchimpConnector:
         self.stats: dict[str, Any] = {"calls": {}, "write_calls": 0, "rate_limited": 0, "retries": 0}
         self._stats_lock = threading.Lock()
         self._segments: dict[tuple[str, str], int] = {}
+        self._gate = _ConnectionGate(self.concurrency)
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -348,15 +385,17 @@ class MailchimpConnector:
         def once() -> Any:
             attempts[0] += 1
             self._count(endpoint, write)
-            try:
-                answer = fn(*args, **kw)
-            except ApiClientError as exc:
-                raise self._error(endpoint, exc.status_code, exc.text, attempts[0]) from None
+            with self._gate:
+                try:
+                    answer = fn(*args, **kw)
+                except ApiClientError as exc:
+                    raise self._error(endpoint, exc.status_code, exc.text, attempts[0]) from None
             if isinstance(answer, requests.Response):
                 # The SDK returns a non-2xx response with an empty body instead of raising.
-                if answer.ok:
-                    return None
-                raise self._error(endpoint, answer.status_code, answer.text, attempts[0])
+                if not answer.ok:
+                    raise self._error(endpoint, answer.status_code, answer.text, attempts[0])
+                answer = None
+            self._gate.succeeded()
             return answer
 
         def on_retry(exc: Exception, wait: float, attempt: int) -> None:
@@ -389,6 +428,7 @@ class MailchimpConnector:
         if status == 429:
             with self._stats_lock:
                 self.stats["rate_limited"] += 1
+            self._gate.crowded()
             # No rate-limit headers from Mailchimp: the wait is our own back-off.
             return RateLimited(message, wait_s=self.retry.backoff_s(attempt - 1), **kw)
         if status is None or status >= 500:

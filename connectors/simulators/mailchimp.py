@@ -117,7 +117,7 @@ class MailchimpSimulator:
         self._lock = threading.RLock()
         self._audiences: dict[str, _Audience] = {}
         self._next_segment = 1000
-        self._fail: list[int] = []
+        self._fail: list[tuple[int, bytes | None]] = []
         self._drop = 0
         self._in_flight = 0
         self._recent: list[float] = []
@@ -157,9 +157,10 @@ class MailchimpSimulator:
         with self._lock:
             self.calls.clear()
 
-    def fail_next(self, n: int, status: int = 503) -> None:
+    def fail_next(self, n: int, status: int = 503, body: bytes | None = None) -> None:
+        """Answer the next n API requests with ``status``: problem+json, or ``body`` as given (b"": empty)."""
         with self._lock:
-            self._fail.extend([status] * n)
+            self._fail.extend([(status, body)] * n)
 
     def drop_next(self, n: int) -> None:
         with self._lock:
@@ -188,8 +189,9 @@ class MailchimpSimulator:
                     tags=set(spec.get("tags", ())),
                 )
                 if target.tag:
-                    self._segment_id(audience, target.tag, create=True)
                     member.tags.add(target.tag)
+                for tag in member.tags:
+                    self._segment_id(audience, tag, create=True)
                 audience.members[subscriber_hash(email)] = member
 
     def members(self, target: Target) -> dict[str, RemoteMember]:
@@ -313,10 +315,13 @@ class MailchimpSimulator:
         finally:
             self._in_flight -= 1
 
-    def _gate(self, scope: dict, fail: int | None) -> Response | None:
+    def _gate(self, scope: dict, fail: tuple[int, bytes | None] | None) -> Response | None:
         path = scope["path"]
         if fail is not None:
-            return _problem(fail, "Service Unavailable" if fail >= 500 else "Error", "Injected failure", path)
+            status, body = fail
+            if body is not None:
+                return Response(body, status_code=status)
+            return _problem(status, "Service Unavailable" if status >= 500 else "Error", "Injected failure", path)
         if self._in_flight > self.max_connections:
             # https://mailchimp.com/developer/marketing/docs/fundamentals/#api-limits : 10 simultaneous
             # connections; beyond that 429, with no rate-limit headers.
