@@ -391,3 +391,20 @@ def test_simulator_payloads_round_trip_for_every_kind(sim):
 def test_malformed_webhook_raises_payload_error_naming_the_field(body, field):
     with pytest.raises(PayloadError, match=field):
         BrevoConnector("k").parse_webhook(body, "application/json", {})
+
+
+def test_upsert_waits_for_a_queued_import(sim):
+    sim.import_delay_s = 0.3
+    target = sim.create_target("queued")
+    result = connector(sim).upsert(target, [MemberPush(f"q{i}@example.com") for i in range(5)])
+    assert len(result.done) == 5 and not result.rejected
+    assert sum(1 for c in sim.calls if c.path.startswith("/v3/processes/")) > 1
+
+
+def test_concurrent_pull_yields_the_same_pages_in_order(sim):
+    target = sim.create_target("conc")
+    sim.seed(target, people(2_345))
+    serial = [m.email for p in connector(sim).pull(target) for m in p.members]
+    pages = list(connector(sim, concurrency=4).pull(target))
+    assert [m.email for p in pages for m in p.members] == serial
+    assert [p.cursor is not None for p in pages] == [False] * 4 + [True]
