@@ -216,3 +216,17 @@ class Tombstone(SQLModel, table=True):
 
     email_hash: str = Field(primary_key=True, max_length=64)
     forgotten_at: datetime = _when(default=True)
+
+
+class DoiToken(SQLModel, table=True):
+    """One double-opt-in confirmation link. Only the token's hash is kept; the link is single-use."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    contact_id: int = Field(foreign_key="contact.id", index=True, ondelete="CASCADE")
+    list_name: str = Field(max_length=100, index=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    wording: str = Field(max_length=100)  # template name and version the contact was shown
+    created_at: datetime = _when(default=True)
+    expires_at: datetime = _when(index=True)
+    used_at: datetime | None = _when(nullable=True)
+    reminded_at: datetime | None = _when(nullable=True)
