@@ -242,12 +242,14 @@ class BrevoSimulator:
             self.calls.clear()
 
     def fail_next(self, n: int, status: int = 503) -> None:
+        """The next ``n`` API requests answer ``status`` (replaces any pending failures; 0 clears)."""
         with self._lock:
-            self._fail.extend([status] * n)
+            self._fail = [status] * n
 
     def drop_next(self, n: int) -> None:
+        """The next ``n`` API requests get no answer: the connection is closed (0 clears)."""
         with self._lock:
-            self._drop += n
+            self._drop = n
 
     def unsubscribe(self, email: str, target: Target) -> None:
         # A click on Brevo's unsubscribe link blacklists the contact account-wide and records the

@@ -243,7 +243,7 @@ def test_5xx_and_dropped_connections_are_bounded_then_transient(sim):
         list(connector(sim, max_retries=2).pull(target))
     assert err.value.status == 503
 
-    sim._fail.clear()
+    sim.fail_next(0)
     sim.drop_next(50)
     conn = connector(sim, max_retries=2)
     with pytest.raises(Transient):
