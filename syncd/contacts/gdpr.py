@@ -1,0 +1,137 @@
+"""GDPR rights on one contact: access (everything held, as plain data) and erasure.
+
+Erasure deletes the contact and every row attached to it, scrubs personal data from the audit
+trail and the webhook inbox, and keeps a ``Tombstone`` (a SHA-256 of the address only), so that a
+later import or sync of the same address is refused and no consent comes back with it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, select
+
+from syncd.contacts.qualify import InvalidEmail, normalise_email
+from syncd.db import email_hash, session_scope
+from syncd.models import (
+    AuditLog,
+    Consent,
+    Contact,
+    Flag,
+    InboxEvent,
+    Membership,
+    Source,
+    TargetState,
+    Tombstone,
+    utcnow,
+)
+
+ATTACHED = (Source, Consent, Membership, TargetState, Flag)
+SCRUBBED = {"scrubbed": "erased at the contact's request"}
+
+
+def lookup_email(raw: str) -> str:
+    """The key an address has in the master base (a malformed one is still trimmed and lower-cased)."""
+    try:
+        return normalise_email(raw)
+    except InvalidEmail:
+        return raw.strip().lower()
+
+
+def find_contact(session: Session, email: str) -> Contact | None:
+    return session.exec(select(Contact).where(Contact.email == lookup_email(email))).first()
+
+
+def is_forgotten(session: Session, email: str) -> bool:
+    return session.get(Tombstone, email_hash(lookup_email(email))) is not None
+
+
+def contact_record(session: Session, contact: Contact) -> dict[str, Any]:
+    """Everything the master base holds about ``contact``, as JSON-ready data."""
+    record: dict[str, Any] = {"contact": _plain(contact)}
+    for model, key in ((Source, "sources"), (Consent, "consents"), (Membership, "memberships"),
+                       (TargetState, "target_states"), (Flag, "flags")):  # fmt: skip
+        rows = session.exec(select(model).where(model.contact_id == contact.id).order_by(model.id)).all()
+        record[key] = [_plain(r, drop=("contact_id",)) for r in rows]
+    audit = session.exec(select(AuditLog).where(AuditLog.contact_id == contact.id).order_by(AuditLog.id)).all()
+    record["audit_log"] = [_plain(r, drop=("contact_id",)) for r in audit]
+    return record
+
+
+def export_contact(engine: Engine, email: str) -> dict[str, Any] | None:
+    """The GDPR access answer for ``email``, or None when the base holds nothing about it."""
+    with Session(engine) as session:
+        contact = find_contact(session, email)
+        if contact is None:
+            return None
+        return {"exported_at": _iso(utcnow()), **contact_record(session, contact)}
+
+
+@dataclass
+class Erasure:
+    found: bool
+    deleted: dict[str, int] = field(default_factory=dict)
+    audit_scrubbed: int = 0
+    inbox_scrubbed: int = 0
+
+
+def forget_contact(engine: Engine, email: str, *, actor: str = "cli") -> Erasure:
+    """Erase ``email``: contact and attached rows deleted, traces scrubbed, tombstone kept. One transaction.
+
+    An address the base does not hold still gets its tombstone: the person asked never to be processed.
+    """
+    address = lookup_email(email)
+    digest = email_hash(address)
+    with session_scope(engine) as session:
+        contact = session.exec(select(Contact).where(Contact.email == address)).first()
+        result = Erasure(found=contact is not None)
+        audit = AuditLog.__table__
+        needles = {address, json.dumps(address)[1:-1]}
+        mentions = sa.or_(*(sa.cast(audit.c.detail, sa.Text).contains(n, autoescape=True) for n in needles))
+        who = mentions if contact is None else sa.or_(audit.c.contact_id == contact.id, mentions)
+        result.audit_scrubbed = session.execute(sa.update(audit).where(who).values(detail=SCRUBBED)).rowcount
+        result.inbox_scrubbed = _scrub_inbox(session, {address, quote(address, safe="")})
+        if contact is not None:
+            # The foreign keys cascade too; deleting explicitly keeps erasure complete whatever the engine.
+            for model in ATTACHED:
+                table = model.__table__
+                result.deleted[table.name] = session.execute(
+                    sa.delete(table).where(table.c.contact_id == contact.id)
+                ).rowcount
+            session.execute(sa.delete(Contact.__table__).where(Contact.__table__.c.id == contact.id))
+            result.deleted["contact"] = 1
+        flags = Flag.__table__
+        result.deleted["flag"] = result.deleted.get("flag", 0) + session.execute(
+            sa.delete(flags).where(flags.c.email_hash == digest)
+        ).rowcount
+        if session.get(Tombstone, digest) is None:
+            session.add(Tombstone(email_hash=digest, forgotten_at=utcnow()))
+        session.add(AuditLog(actor=actor, action="contact.forgotten",
+                             contact_id=contact.id if contact else None, detail={}))  # fmt: skip
+    return result
+
+
+def _scrub_inbox(session: Session, needles: set[str]) -> int:
+    """Raw webhook bodies naming the address are blanked; unprocessed ones are closed as ignored."""
+    inbox = InboxEvent.__table__
+    where = sa.or_(*(sa.func.lower(inbox.c.payload).contains(n.lower(), autoescape=True) for n in needles))
+    blank = {"payload": json.dumps(SCRUBBED), "error": None}
+    done = session.execute(sa.update(inbox).where(where, inbox.c.status != "new").values(blank)).rowcount
+    waiting = session.execute(
+        sa.update(inbox).where(where, inbox.c.status == "new").values({**blank, "status": "ignored"})
+    ).rowcount
+    return done + waiting
+
+
+def _plain(row: SQLModel, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {k: _iso(v) if isinstance(v, datetime) else v for k, v in row.model_dump().items() if k not in drop}
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat()
