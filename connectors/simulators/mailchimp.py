@@ -43,6 +43,7 @@ _MERGE = {"first_name": "FNAME", "last_name": "LNAME", "phone": "PHONE", "compan
 _STATUSES = {"subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived"}
 # https://mailchimp.com/help/about-compliance-state/ : unsubscribed/cleaned come back only via pending
 _COMPLIANCE = {"unsubscribed", "cleaned"}
+_WRITABLE = _STATUSES - {"archived"}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 
 
@@ -79,6 +80,10 @@ class _Member:
     ip_opt: str = ""
     timestamp_opt: datetime | None = None
     status_before_archive: str | None = None
+    id: str = ""  # subscriber hash, set on first write
+
+    def __post_init__(self) -> None:
+        self.id = self.id or subscriber_hash(self.email)
 
 
 @dataclass
@@ -298,17 +303,21 @@ class MailchimpSimulator:
             return
         scope["sim_record"] = record
 
+        loop = asyncio.get_running_loop()
+        respond_at = loop.time() + self.latency_s
+
         async def recording_send(message: dict) -> None:
             if message["type"] == "http.response.start":
                 record.status = message["status"]
+                # latency_s is the response time seen by the client, counted from arrival: the
+                # request's own work happens inside it, as on a service that works in parallel.
+                await asyncio.sleep(max(0.0, respond_at - loop.time()))
             await send(message)
 
         self._in_flight += 1  # the event loop is single-threaded: no lock needed
         try:
             response = self._gate(scope, fail)
             if response is None:
-                if self.latency_s:
-                    await asyncio.sleep(self.latency_s)
                 await self._router(scope, receive, recording_send)
             else:
                 await response(scope, receive, recording_send)
@@ -428,10 +437,11 @@ class MailchimpSimulator:
         for spec in members:
             email = str(spec.get("email_address", ""))
             try:
-                if subscriber_hash(email) in seen:
+                h = subscriber_hash(email)
+                if h in seen:
                     raise ProblemError(400, "Duplicate", f"{email} appears more than once in this batch.")
-                seen.add(subscriber_hash(email))
-                member, is_new = self._write_member(audience, email, spec, spec.get("status"), update_existing)
+                seen.add(h)
+                member, is_new = self._write_member(audience, email, spec, spec.get("status"), update_existing, h=h)
             except ProblemError as e:
                 errors.append({"email_address": email, "error": e.detail, "error_code": _error_code(e),
                                "field": "", "field_message": ""})
@@ -555,13 +565,13 @@ class MailchimpSimulator:
 
     def _write_member(
         self, audience: _Audience, email: str, spec: dict, status: str | None, update_existing: bool,
-        single: bool = False,
+        single: bool = False, h: str | None = None,
     ) -> tuple[_Member, bool]:
         if not _EMAIL.match(email):
             raise ProblemError(400, "Invalid Resource",
                                f"{email} looks fake or invalid, please enter a real email address.")
-        h = subscriber_hash(email)
-        if status is not None and status not in _STATUSES - {"archived"}:
+        h = h or subscriber_hash(email)
+        if status is not None and status not in _WRITABLE:
             raise ProblemError(400, "Invalid Resource", f"Invalid status: {status}")
         member = audience.members.get(h)
         if member is None and h in audience.forgotten:
@@ -579,7 +589,7 @@ class MailchimpSimulator:
         if member is None:
             if status is None:
                 raise ProblemError(400, "Invalid Resource", "The status field is required for a new member.")
-            member = _Member(email=email, status="", last_changed=now,
+            member = _Member(email=email, status="", last_changed=now, id=h,
                              ip_signup=spec.get("ip_signup", ""), timestamp_signup=_parse_ts(
                                  spec.get("timestamp_signup"), "timestamp_signup"))
         previous = member.status_before_archive if member.status == "archived" else member.status
@@ -664,7 +674,7 @@ class MailchimpSimulator:
                 "created_at": _iso(a.created_at), "updated_at": _iso(a.created_at)}
 
     def _member_json(self, a: _Audience, m: _Member, brief: bool = False) -> dict:
-        h = subscriber_hash(m.email)
+        h = m.id
         if brief:
             return {"id": h, "email_address": m.email, "status": m.status}
         tags = [{"id": i, "name": n} for i, n in a.segments.items() if n in m.tags]
@@ -680,7 +690,7 @@ class MailchimpSimulator:
         return RemoteMember(
             email=m.email.lower(), status=RemoteStatus(m.status),
             fields={k: m.merge_fields[tag] for k, tag in _MERGE.items() if m.merge_fields.get(tag)},
-            tags=tuple(sorted(m.tags)), remote_id=subscriber_hash(m.email), changed_at=m.last_changed,
+            tags=tuple(sorted(m.tags)), remote_id=m.id, changed_at=m.last_changed,
             evidence=evidence,
         )
 
