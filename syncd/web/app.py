@@ -1,0 +1,96 @@
+"""``create_app(config, engine)``: the Starlette app the daemon serves (``server.host``/``port``).
+
+Routes: ``/hooks/brevo/{secret}``, ``/hooks/mailchimp/{secret}`` (webhooks into the inbox),
+``/confirm/{token}``, ``/unsubscribe/{token}``, ``/prefs/{token}`` (the contact's pages),
+``/healthz`` (the process answers), ``/readyz`` (the master base answers), ``/metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from sqlalchemy.engine import Engine
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from syncd import doi, metrics
+from syncd.config import Config
+from syncd.log import get_logger
+from syncd.web.hooks import InboxWriter, WebhookReceiver
+from syncd.web.pages import Pages
+
+log = get_logger(__name__)
+
+
+class _Connectors(dict):
+    """Provider connectors, built from the config on first use (parsing needs no network)."""
+
+    def __init__(self, config: Config, given: Mapping[str, Any] | None):
+        super().__init__(given or {})
+        self._config = config
+
+    def __missing__(self, provider: str) -> Any:
+        from syncd.providers import make_connector
+
+        self[provider] = connector = make_connector(self._config, provider)
+        return connector
+
+
+def create_app(config: Config, engine: Engine, *, connectors: Mapping[str, Any] | None = None) -> Starlette:
+    known = _Connectors(config, connectors)
+    hooks = WebhookReceiver(config, InboxWriter(engine), known)
+    env = Environment(
+        loader=FileSystemLoader(str(doi.TEMPLATES)), autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+    )
+    mailer: list[doi.Send] = []
+
+    def send() -> doi.Send:
+        if not mailer:
+            mailer.append(doi.transport(config, known))
+        return mailer[0]
+
+    pages = Pages(config, engine, env, send)
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(request: Request) -> Response:
+        def ping() -> None:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+
+        try:
+            await run_in_threadpool(ping)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("web.not_ready", error=type(exc).__name__)
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    routes = [
+        Route("/hooks/brevo/{secret}", hooks.brevo, methods=["POST"]),
+        Route("/hooks/mailchimp/{secret}", hooks.mailchimp, methods=["GET", "POST"]),
+        Route("/confirm/{token}", pages.confirm_get, methods=["GET"]),
+        Route("/confirm/{token}", pages.confirm_post, methods=["POST"]),
+        Route("/confirm/{token}/renew", pages.confirm_renew, methods=["POST"]),
+        Route("/unsubscribe/{token}", pages.unsubscribe_get, methods=["GET"]),
+        Route("/unsubscribe/{token}", pages.unsubscribe_post, methods=["POST"]),
+        Route("/prefs/{token}", pages.prefs_get, methods=["GET"]),
+        Route("/prefs/{token}", pages.prefs_post, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.config, app.state.engine, app.state.connectors = config, engine, known
+    return app
