@@ -113,12 +113,18 @@ def join_list(
 def leave_list(
     session: Session, contact: Contact, list_name: str, *, reason: str, source: str, at: datetime | None = None
 ) -> Membership | None:
-    """A per-list unsubscribe: exactly one membership changes (rule 2)."""
+    """A per-list unsubscribe: exactly one membership changes (rule 2).
+
+    A contact with no row (auto-enrolled by a legitimate-interest segment) gets an
+    ``unsubscribed`` row, so that the next sync does not enrol them again.
+    """
     at = at or utcnow()
     assert contact.id is not None
     current = membership(session, contact.id, list_name)
-    if current is None or current.status == MembershipStatus.UNSUBSCRIBED:
+    if current is not None and current.status == MembershipStatus.UNSUBSCRIBED:
         return current
+    if current is None:
+        current = Membership(contact_id=contact.id, list_name=list_name, status=MembershipStatus.UNSUBSCRIBED)
     current.status, current.since, current.reason = MembershipStatus.UNSUBSCRIBED, at, reason
     session.add(current)
     session.add(Consent(contact_id=contact.id, list_name=list_name, action=ConsentAction.OPT_OUT, at=at,
