@@ -125,7 +125,7 @@ class MailchimpSimulator:
         self._fail: list[tuple[int, bytes | None]] = []
         self._drop = 0
         self._in_flight = 0
-        self._recent: list[float] = []
+        self._next_allowed = 0.0
         self._server: ThreadedServer | None = None
         self._router = Starlette(routes=self._routes())
 
@@ -163,13 +163,17 @@ class MailchimpSimulator:
             self.calls.clear()
 
     def fail_next(self, n: int, status: int = 503, body: bytes | None = None) -> None:
-        """Answer the next n API requests with ``status``: problem+json, or ``body`` as given (b"": empty)."""
+        """Answer the next n requests with ``status``: problem+json, or ``body`` as given (b"": empty).
+
+        Replaces any failures still pending: ``fail_next(0)`` clears them.
+        """
         with self._lock:
-            self._fail.extend([(status, body)] * n)
+            self._fail = [(status, body)] * n
 
     def drop_next(self, n: int) -> None:
+        """Close the next n requests' connections without answering; ``drop_next(0)`` clears."""
         with self._lock:
-            self._drop += n
+            self._drop = n
 
     def create_target(self, name: str = "x", tag: str | None = None) -> Target:
         with self._lock:
@@ -338,10 +342,12 @@ class MailchimpSimulator:
                             f"You have exceeded the limit of {self.max_connections} simultaneous connections.",
                             path)
         if self.rate_limit_per_s:
-            now = time.monotonic()
-            self._recent = [t for t in self._recent if now - t < 1.0] + [now]
-            if len(self._recent) > self.rate_limit_per_s:
+            # Not a Mailchimp rule (it limits connections): a smooth rate for API symmetry with
+            # the Brevo simulator, at most one request every 1/rate seconds, no burst.
+            now, interval = time.monotonic(), 1.0 / self.rate_limit_per_s
+            if self._next_allowed > now:
                 return _problem(429, "Too Many Requests", "Too many requests per second.", path)
+            self._next_allowed = now + interval
         if not path.startswith("/3.0/"):
             return _problem(404, "Resource Not Found", "The requested resource could not be found.", path)
         if not self._authorised(scope):
