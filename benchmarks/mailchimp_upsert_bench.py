@@ -19,8 +19,10 @@ from connectors.simulators.mailchimp import MailchimpSimulator
 
 
 def run(members: int, latency_s: float) -> tuple[int, float, int]:
-    pushes = [MemberPush(f"user{i}@example.fr", fields={"first_name": f"U{i}", "company": "ACME"})
-              for i in range(members)]
+    pushes = [
+        MemberPush(f"user{i}@example.fr", fields={"first_name": f"U{i}", "company": "ACME"})
+        for i in range(members)
+    ]
     with MailchimpSimulator(max_connections=MAX_CONNECTIONS) as sim:
         target = sim.create_target("bench")
         sim.latency_s = latency_s
@@ -44,8 +46,10 @@ def main() -> None:
         calls, elapsed, limited = run(args.members, latency)
         bound = floor_calls * latency / MAX_CONNECTIONS
         verdict = f"bound={bound:.2f}s ratio={elapsed / bound:.2f} (target <= 1.20)" if bound else ""
-        print(f"latency={latency * 1000:.0f}ms write_calls={calls} (floor {floor_calls}) "
-              f"wall={elapsed:.2f}s 429s={limited} {verdict}")
+        print(
+            f"latency={latency * 1000:.0f}ms write_calls={calls} (floor {floor_calls}) "
+            f"wall={elapsed:.2f}s 429s={limited} {verdict}"
+        )
 
 
 if __name__ == "__main__":

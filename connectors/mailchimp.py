@@ -47,8 +47,12 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 PROVIDER = "mailchimp"
-BATCH_SUBSCRIBE_MAX = 500  # https://mailchimp.com/developer/marketing/api/lists/batch-subscribe-or-unsubscribe/
-SEGMENT_BATCH_MAX = 500  # https://mailchimp.com/developer/marketing/api/list-segments/batch-add-or-remove-members/
+BATCH_SUBSCRIBE_MAX = (
+    500  # https://mailchimp.com/developer/marketing/api/lists/batch-subscribe-or-unsubscribe/
+)
+SEGMENT_BATCH_MAX = (
+    500  # https://mailchimp.com/developer/marketing/api/list-segments/batch-add-or-remove-members/
+)
 PAGE_MAX = 1000  # https://mailchimp.com/developer/marketing/docs/methods-parameters/#pagination
 # https://mailchimp.com/developer/marketing/docs/fundamentals/#api-limits : 10 simultaneous connections
 MAX_CONNECTIONS = 10
@@ -70,8 +74,21 @@ _FIELD_OF_MERGE = {tag: name for name, tag in MERGE_FIELDS.items()}
 # Only what syncd uses. https://mailchimp.com/developer/marketing/docs/methods-parameters/#partial-responses
 _MEMBER_FIELDS = [
     "total_items",
-    *(f"members.{f}" for f in ("id", "email_address", "status", "merge_fields", "tags", "last_changed",
-                                "ip_signup", "timestamp_signup", "ip_opt", "timestamp_opt")),
+    *(
+        f"members.{f}"
+        for f in (
+            "id",
+            "email_address",
+            "status",
+            "merge_fields",
+            "tags",
+            "last_changed",
+            "ip_signup",
+            "timestamp_signup",
+            "ip_opt",
+            "timestamp_opt",
+        )
+    ),
 ]
 _EVIDENCE = ("ip_signup", "timestamp_signup", "ip_opt", "timestamp_opt")
 
@@ -116,8 +133,15 @@ class _PooledApiClient(ApiClient):
 
     def request(self, method, url, query_params=None, headers=None, body=None):  # noqa: ANN001
         data = json.dumps(body) if method in ("POST", "PUT", "PATCH") else None
-        return self._session.request(method, url, params=query_params, headers=headers, data=data,
-                                     auth=("syncd", self.api_key), timeout=self.timeout)
+        return self._session.request(
+            method,
+            url,
+            params=query_params,
+            headers=headers,
+            data=data,
+            auth=("syncd", self.api_key),
+            timeout=self.timeout,
+        )
 
     def close(self) -> None:
         self._session.close()
@@ -174,7 +198,9 @@ class MailchimpConnector:
         backoff_base_s: float = 0.5,
     ):
         self.concurrency = max(1, min(concurrency, MAX_CONNECTIONS))
-        self.retry = RetryPolicy(max_retries=max_retries, max_seconds=max_retry_seconds, base_s=backoff_base_s)
+        self.retry = RetryPolicy(
+            max_retries=max_retries, max_seconds=max_retry_seconds, base_s=backoff_base_s
+        )
         self.client = Client()
         self.client.api_client = _PooledApiClient({"api_key": api_key, "timeout": timeout}, self.concurrency)
         for name in ("lists", "ping"):
@@ -208,8 +234,9 @@ class MailchimpConnector:
                     page.cursor = _iso(started - CURSOR_SKEW)
                 yield page
 
-    def _member_pages(self, list_id: str, since: str | None, status: str | None
-                      ) -> Iterator[tuple[list[RemoteMember], bool]]:
+    def _member_pages(
+        self, list_id: str, since: str | None, status: str | None
+    ) -> Iterator[tuple[list[RemoteMember], bool]]:
         # Offset paging in the default order: a change during the read moves no member
         # (ordering by last_changed would shift the pages and skip one).
         offset = 0
@@ -219,8 +246,12 @@ class MailchimpConnector:
                 params["since_last_changed"] = since
             if status:
                 params["status"] = status
-            body = self._call("get_list_members_info", self.client.lists.get_list_members_info, list_id,
-                              **params) or {}
+            body = (
+                self._call(
+                    "get_list_members_info", self.client.lists.get_list_members_info, list_id, **params
+                )
+                or {}
+            )
             rows = body.get("members") or []
             offset += len(rows)
             last = len(rows) < PAGE_MAX or offset >= int(body.get("total_items") or 0)
@@ -253,8 +284,12 @@ class MailchimpConnector:
     def _upsert_chunk(self, target: Target, chunk: list[MemberPush], segment_id: int | None) -> WriteResult:
         body = {"members": [_member_body(m) for m in chunk], "update_existing": True}
         result = WriteResult()
-        answer = self._write("batch_list_members", result, self.client.lists.batch_list_members,
-                             target.list_id, body) or {}
+        answer = (
+            self._write(
+                "batch_list_members", result, self.client.lists.batch_list_members, target.list_id, body
+            )
+            or {}
+        )
         refused = {str(e.get("email_address", "")).strip().lower(): e for e in answer.get("errors") or []}
         result.rejected = [_rejected(email, e) for email, e in refused.items()]
         accepted = [m.email.strip().lower() for m in chunk if m.email.strip().lower() not in refused]
@@ -288,8 +323,13 @@ class MailchimpConnector:
     def _archive(self, target: Target, email: str) -> WriteResult:
         result = WriteResult(done=[email])
         try:
-            self._write("delete_list_member", result, self.client.lists.delete_list_member, target.list_id,
-                        subscriber_hash(email))
+            self._write(
+                "delete_list_member",
+                result,
+                self.client.lists.delete_list_member,
+                target.list_id,
+                subscriber_hash(email),
+            )
         except NotFound:
             pass  # not in the audience (or already archived): already off the target
         return result
@@ -300,18 +340,30 @@ class MailchimpConnector:
         https://mailchimp.com/help/about-compliance-state/
         """
 
-    def create_list(self, name: str, *, contact: Mapping[str, str] | None = None,
-                    from_email: str = "news@example.com", from_name: str | None = None) -> Target:
+    def create_list(
+        self,
+        name: str,
+        *,
+        contact: Mapping[str, str] | None = None,
+        from_email: str = "news@example.com",
+        from_name: str | None = None,
+    ) -> Target:
         # https://mailchimp.com/developer/marketing/api/lists/add-list/ : contact, permission reminder
         # and campaign defaults are required.
         body = {
             "name": name,
-            "contact": dict(contact or {"company": name, "address1": "-", "city": "-", "state": "",
-                                        "zip": "-", "country": "FR"}),
+            "contact": dict(
+                contact
+                or {"company": name, "address1": "-", "city": "-", "state": "", "zip": "-", "country": "FR"}
+            ),
             "permission_reminder": "You subscribed to this list.",
             "email_type_option": False,
-            "campaign_defaults": {"from_name": from_name or name, "from_email": from_email,
-                                  "subject": "", "language": "en"},
+            "campaign_defaults": {
+                "from_name": from_name or name,
+                "from_email": from_email,
+                "subject": "",
+                "language": "en",
+            },
         }
         result = WriteResult()
         answer = self._write("create_list", result, self.client.lists.create_list, body)
@@ -332,8 +384,15 @@ class MailchimpConnector:
             return self._segments[key]
         offset = 0
         while True:
-            page = self._call("list_segments", self.client.lists.list_segments, target.list_id, type="static",
-                              count=PAGE_MAX, offset=offset, fields=["segments.id", "segments.name", "total_items"])
+            page = self._call(
+                "list_segments",
+                self.client.lists.list_segments,
+                target.list_id,
+                type="static",
+                count=PAGE_MAX,
+                offset=offset,
+                fields=["segments.id", "segments.name", "total_items"],
+            )
             segments = page.get("segments") or []
             found = [s["id"] for s in segments if s.get("name") == target.tag]
             if found:
@@ -344,19 +403,41 @@ class MailchimpConnector:
                 break
         if not create:
             return None
-        created = self._write("create_segment", WriteResult(), self.client.lists.create_segment, target.list_id,
-                              {"name": target.tag, "static_segment": []})
+        created = self._write(
+            "create_segment",
+            WriteResult(),
+            self.client.lists.create_segment,
+            target.list_id,
+            {"name": target.tag, "static_segment": []},
+        )
         self._segments[key] = int(created["id"])
         return self._segments[key]
 
-    def _segment_batch(self, target: Target, segment_id: int, result: WriteResult, **change: list[str]) -> None:
-        answer = self._write("batch_segment_members", result, self.client.lists.batch_segment_members, change,
-                             target.list_id, segment_id) or {}
+    def _segment_batch(
+        self, target: Target, segment_id: int, result: WriteResult, **change: list[str]
+    ) -> None:
+        answer = (
+            self._write(
+                "batch_segment_members",
+                result,
+                self.client.lists.batch_segment_members,
+                change,
+                target.list_id,
+                segment_id,
+            )
+            or {}
+        )
         # Addresses not in the audience are ignored by Mailchimp: for a removal that is success;
         # for an addition it cannot happen (only members just accepted are tagged).
         if "members_to_add" in change:
-            absent = {e.strip().lower() for err in answer.get("errors") or [] for e in err.get("email_addresses", [])}
-            result.rejected += [Rejected(e, "not in the audience, tag not added", "not_in_audience") for e in absent]
+            absent = {
+                e.strip().lower()
+                for err in answer.get("errors") or []
+                for e in err.get("email_addresses", [])
+            }
+            result.rejected += [
+                Rejected(e, "not in the audience, tag not added", "not_in_audience") for e in absent
+            ]
             result.done = [e for e in result.done if e not in absent]
 
     # --- calls, errors, retries --------------------------------------------------------------
@@ -372,7 +453,9 @@ class MailchimpConnector:
                 total.calls += part.calls
         return total
 
-    def _write(self, endpoint: str, result: WriteResult, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    def _write(
+        self, endpoint: str, result: WriteResult, fn: Callable[..., Any], *args: Any, **kw: Any
+    ) -> Any:
         def counted() -> Any:
             result.calls += 1
             return fn(*args, **kw)
@@ -401,8 +484,13 @@ class MailchimpConnector:
         def on_retry(exc: Exception, wait: float, attempt: int) -> None:
             with self._stats_lock:
                 self.stats["retries"] += 1
-            log.warning("mailchimp.retry", endpoint=endpoint, status=getattr(exc, "status", None),
-                        wait_s=round(wait, 3), attempt=attempt + 1)
+            log.warning(
+                "mailchimp.retry",
+                endpoint=endpoint,
+                status=getattr(exc, "status", None),
+                wait_s=round(wait, 3),
+                attempt=attempt + 1,
+            )
 
         return call_with_retries(once, self.retry, on_retry=on_retry)
 
@@ -418,8 +506,10 @@ class MailchimpConnector:
         429 too many simultaneous connections, 5xx on Mailchimp's side.
         """
         problem = _problem(text)
-        message = f"Mailchimp {endpoint}: {status or 'network'} {problem.get('title', '')} " \
-                  f"{problem.get('detail', '')}".strip()
+        message = (
+            f"Mailchimp {endpoint}: {status or 'network'} {problem.get('title', '')} "
+            f"{problem.get('detail', '')}".strip()
+        )
         kw = {"provider": PROVIDER, "status": status, "body": problem or text}
         if status in (401, 403):
             return AuthFailed(message, **kw)
@@ -438,12 +528,14 @@ class MailchimpConnector:
     # --- webhooks ----------------------------------------------------------------------------
 
     @staticmethod
-    def verify_signature(body: bytes, header: str | None, secret: str, tolerance_s: float = 300,
-                         now: float | None = None) -> bool:
+    def verify_signature(
+        body: bytes, header: str | None, secret: str, tolerance_s: float = 300, now: float | None = None
+    ) -> bool:
         return verify_signature(body, header, secret, tolerance_s, now)
 
-    def parse_webhook(self, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
-                      ) -> list[ProviderEvent]:
+    def parse_webhook(
+        self, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
+    ) -> list[ProviderEvent]:
         """One Mailchimp delivery (form-encoded, ``data[...]`` keys) as normalised events.
 
         https://mailchimp.com/developer/marketing/guides/sync-audience-data-webhooks/
@@ -454,30 +546,48 @@ class MailchimpConnector:
             raise PayloadError("Mailchimp webhook without 'type'", provider=PROVIDER, body=body)
         qualifier = _qualifier(kind_name, form)
         if (kind_name, qualifier) not in WEBHOOK_EVENTS:
-            raise PayloadError(f"unknown Mailchimp webhook: type={kind_name!r} qualifier={qualifier!r}",
-                               provider=PROVIDER, body=body)
+            raise PayloadError(
+                f"unknown Mailchimp webhook: type={kind_name!r} qualifier={qualifier!r}",
+                provider=PROVIDER,
+                body=body,
+            )
         kind = WEBHOOK_EVENTS[(kind_name, qualifier)]
         if kind is None:
             return []
         email_key = "data[old_email]" if kind is EventKind.EMAIL_CHANGED else "data[email]"
         email = form.get(email_key, "").strip().lower()
         if not email:
-            raise PayloadError(f"Mailchimp {kind_name} webhook without '{email_key}'", provider=PROVIDER, body=body)
+            raise PayloadError(
+                f"Mailchimp {kind_name} webhook without '{email_key}'", provider=PROVIDER, body=body
+            )
         new_email = form.get("data[new_email]", "").strip().lower() or None
         if kind is EventKind.EMAIL_CHANGED and not new_email:
-            raise PayloadError("Mailchimp upemail webhook without 'data[new_email]'", provider=PROVIDER, body=body)
-        fields = {_FIELD_OF_MERGE[k[13:-1]]: v for k, v in form.items()
-                  if k.startswith("data[merges][") and k[13:-1] in _FIELD_OF_MERGE}
-        return [ProviderEvent(
-            provider=PROVIDER, kind=kind, email=email, occurred_at=_fired_at(form.get("fired_at"), body),
-            dedupe_key=_dedupe_key(form), target=form.get("data[list_id]") or None,
-            reason=form.get("data[reason]") or form.get("data[action]") or None, new_email=new_email,
-            fields=fields,
-        )]
+            raise PayloadError(
+                "Mailchimp upemail webhook without 'data[new_email]'", provider=PROVIDER, body=body
+            )
+        fields = {
+            _FIELD_OF_MERGE[k[13:-1]]: v
+            for k, v in form.items()
+            if k.startswith("data[merges][") and k[13:-1] in _FIELD_OF_MERGE
+        }
+        return [
+            ProviderEvent(
+                provider=PROVIDER,
+                kind=kind,
+                email=email,
+                occurred_at=_fired_at(form.get("fired_at"), body),
+                dedupe_key=_dedupe_key(form),
+                target=form.get("data[list_id]") or None,
+                reason=form.get("data[reason]") or form.get("data[action]") or None,
+                new_email=new_email,
+                fields=fields,
+            )
+        ]
 
 
-def verify_signature(body: bytes, header: str | None, secret: str, tolerance_s: float = 300,
-                     now: float | None = None) -> bool:
+def verify_signature(
+    body: bytes, header: str | None, secret: str, tolerance_s: float = 300, now: float | None = None
+) -> bool:
     """Check ``X-Mailchimp-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">``.
 
     On the raw bytes, in constant time, within ``tolerance_s`` of ``now``.
@@ -542,7 +652,9 @@ def _remote_member(row: Mapping[str, Any]) -> RemoteMember:
     return RemoteMember(
         email=str(row["email_address"]).strip().lower(),
         status=RemoteStatus(row["status"]),
-        fields={name: str(merges[tag]) for name, tag in MERGE_FIELDS.items() if merges.get(tag) not in (None, "")},
+        fields={
+            name: str(merges[tag]) for name, tag in MERGE_FIELDS.items() if merges.get(tag) not in (None, "")
+        },
         tags=tuple(t["name"] for t in row.get("tags") or ()),
         remote_id=row.get("id"),
         changed_at=_parse_iso(row.get("last_changed")),
@@ -552,12 +664,15 @@ def _remote_member(row: Mapping[str, Any]) -> RemoteMember:
 
 def _form(body: bytes, content_type: str) -> dict[str, str]:
     if "application/x-www-form-urlencoded" not in (content_type or "").lower():
-        raise PayloadError(f"Mailchimp webhooks are form-encoded, got {content_type!r}", provider=PROVIDER,
-                           body=body)
+        raise PayloadError(
+            f"Mailchimp webhooks are form-encoded, got {content_type!r}", provider=PROVIDER, body=body
+        )
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise PayloadError(f"Mailchimp webhook body is not form data: {exc}", provider=PROVIDER, body=body) from exc
+        raise PayloadError(
+            f"Mailchimp webhook body is not form data: {exc}", provider=PROVIDER, body=body
+        ) from exc
     return dict(pairs)
 
 
@@ -574,8 +689,11 @@ def _fired_at(value: str | None, body: bytes) -> datetime:
     try:
         return datetime.strptime(value or "", "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
     except ValueError as exc:
-        raise PayloadError(f"Mailchimp webhook 'fired_at' is not 'YYYY-MM-DD HH:MM:SS': {value!r}",
-                           provider=PROVIDER, body=body) from exc
+        raise PayloadError(
+            f"Mailchimp webhook 'fired_at' is not 'YYYY-MM-DD HH:MM:SS': {value!r}",
+            provider=PROVIDER,
+            body=body,
+        ) from exc
 
 
 def _dedupe_key(form: Mapping[str, str]) -> str:
@@ -596,4 +714,4 @@ def _iso(ts: datetime) -> str:
 
 
 def _chunks(items: list[T], size: int) -> list[list[T]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]

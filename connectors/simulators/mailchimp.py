@@ -33,13 +33,23 @@ from connectors.base import EventKind, RemoteMember, RemoteStatus, Target
 from connectors.simulators.server import ThreadedServer
 
 PROVIDER = "mailchimp"
-BATCH_SUBSCRIBE_MAX = 500  # https://mailchimp.com/developer/marketing/api/lists/batch-subscribe-or-unsubscribe/
-SEGMENT_BATCH_MAX = 500  # https://mailchimp.com/developer/marketing/api/list-segments/batch-add-or-remove-members/
+BATCH_SUBSCRIBE_MAX = (
+    500  # https://mailchimp.com/developer/marketing/api/lists/batch-subscribe-or-unsubscribe/
+)
+SEGMENT_BATCH_MAX = (
+    500  # https://mailchimp.com/developer/marketing/api/list-segments/batch-add-or-remove-members/
+)
 PAGE_MAX = 1000  # https://mailchimp.com/developer/marketing/docs/methods-parameters/#pagination
 DOCS_ERRORS = "https://mailchimp.com/developer/marketing/docs/errors/"
 # Merge tags the simulator knows for seed()/members(), in the master base's names.
-_MERGE = {"first_name": "FNAME", "last_name": "LNAME", "phone": "PHONE", "company": "COMPANY",
-          "city": "CITY", "country": "COUNTRY"}
+_MERGE = {
+    "first_name": "FNAME",
+    "last_name": "LNAME",
+    "phone": "PHONE",
+    "company": "COMPANY",
+    "city": "CITY",
+    "country": "COUNTRY",
+}
 _STATUSES = {"subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived"}
 # https://mailchimp.com/help/about-compliance-state/ : unsubscribed/cleaned come back only via pending
 _COMPLIANCE = {"unsubscribed", "cleaned"}
@@ -104,8 +114,14 @@ class ProblemError(Exception):
 
 def _problem(status: int, title: str, detail: str, instance: str = "", **extra: Any) -> Response:
     # https://mailchimp.com/developer/marketing/docs/errors/ : errors are application/problem+json
-    body = {"type": DOCS_ERRORS, "title": title, "status": status, "detail": detail,
-            "instance": instance or secrets.token_hex(8), **extra}
+    body = {
+        "type": DOCS_ERRORS,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance or secrets.token_hex(8),
+        **extra,
+    }
     return JSONResponse(body, status_code=status, media_type="application/problem+json")
 
 
@@ -190,11 +206,14 @@ class MailchimpSimulator:
                 status = spec.get("status", "subscribed")
                 changed = spec.get("changed_at") or _now()
                 member = _Member(
-                    email=email, status=status,
+                    email=email,
+                    status=status,
                     merge_fields={tag: spec[k] for k, tag in _MERGE.items() if spec.get(k) is not None},
                     last_changed=changed,
-                    ip_signup=spec.get("ip_signup", ""), timestamp_signup=spec.get("timestamp_signup"),
-                    ip_opt=spec.get("ip_opt", ""), timestamp_opt=spec.get("timestamp_opt") or changed,
+                    ip_signup=spec.get("ip_signup", ""),
+                    timestamp_signup=spec.get("timestamp_signup"),
+                    ip_opt=spec.get("ip_opt", ""),
+                    timestamp_opt=spec.get("timestamp_opt") or changed,
                     tags=set(spec.get("tags", ())),
                 )
                 if target.tag:
@@ -236,7 +255,9 @@ class MailchimpSimulator:
         https://mailchimp.com/developer/marketing/guides/sync-audience-data-webhooks/
         """
         if kind not in _WEBHOOK_SHAPES:
-            raise ValueError(f"Mailchimp sends no webhook for {kind!r} (no account-wide unsubscribe, no soft bounce)")
+            raise ValueError(
+                f"Mailchimp sends no webhook for {kind!r} (no account-wide unsubscribe, no soft bounce)"
+            )
         mc_type, data = _WEBHOOK_SHAPES[kind][0], dict(_WEBHOOK_SHAPES[kind][1])
         for key in ("action", "reason"):
             if key in extra:
@@ -247,18 +268,35 @@ class MailchimpSimulator:
         pairs: list[tuple[str, str]] = [("type", mc_type), ("fired_at", fired.strftime("%Y-%m-%d %H:%M:%S"))]
         if mc_type == "upemail":
             new_email = extra.pop("new_email")
-            pairs += [("data[list_id]", list_id), ("data[new_id]", subscriber_hash(new_email)),
-                      ("data[new_email]", new_email), ("data[old_email]", email)]
+            pairs += [
+                ("data[list_id]", list_id),
+                ("data[new_id]", subscriber_hash(new_email)),
+                ("data[new_email]", new_email),
+                ("data[old_email]", email),
+            ]
         elif mc_type == "cleaned":
-            pairs += [("data[list_id]", list_id), ("data[campaign_id]", extra.pop("campaign_id", "4fjk2ma9xd")),
-                      ("data[reason]", data.get("reason", "hard")), ("data[email]", email)]
+            pairs += [
+                ("data[list_id]", list_id),
+                ("data[campaign_id]", extra.pop("campaign_id", "4fjk2ma9xd")),
+                ("data[reason]", data.get("reason", "hard")),
+                ("data[email]", email),
+            ]
         elif mc_type == "campaign":
-            pairs += [("data[id]", "5aa2102003"), ("data[subject]", extra.pop("subject", "Campaign")),
-                      ("data[status]", "sent"), ("data[reason]", ""), ("data[list_id]", list_id)]
+            pairs += [
+                ("data[id]", "5aa2102003"),
+                ("data[subject]", extra.pop("subject", "Campaign")),
+                ("data[status]", "sent"),
+                ("data[reason]", ""),
+                ("data[list_id]", list_id),
+            ]
         else:
             pairs += [(f"data[{k}]", v) for k, v in data.items()]
-            pairs += [("data[id]", subscriber_hash(email)[:10]), ("data[list_id]", list_id),
-                      ("data[email]", email), ("data[email_type]", "html")]
+            pairs += [
+                ("data[id]", subscriber_hash(email)[:10]),
+                ("data[list_id]", list_id),
+                ("data[email]", email),
+                ("data[email_type]", "html"),
+            ]
             pairs += [(f"data[merges][{k}]", v) for k, v in merges.items()]
             pairs += [("data[ip_opt]", extra.pop("ip_opt", "10.20.10.30"))]
             if mc_type == "subscribe":
@@ -283,7 +321,7 @@ class MailchimpSimulator:
         return httpx.post(url, content=body, headers=headers, timeout=10)
 
     def check_webhook_url(self, url: str) -> httpx.Response:
-        # https://mailchimp.com/developer/marketing/guides/sync-audience-data-webhooks/ : a GET validates the URL
+        # A GET validates the URL: https://mailchimp.com/developer/marketing/guides/sync-audience-data-webhooks/
         return httpx.get(url, headers={"User-Agent": "MailChimp.com"}, timeout=10)
 
     # --- ASGI entry: auth, faults, connection limit, latency ----------------------------------
@@ -334,13 +372,18 @@ class MailchimpSimulator:
             status, body = fail
             if body is not None:
                 return Response(body, status_code=status)
-            return _problem(status, "Service Unavailable" if status >= 500 else "Error", "Injected failure", path)
+            return _problem(
+                status, "Service Unavailable" if status >= 500 else "Error", "Injected failure", path
+            )
         if self._in_flight > self.max_connections:
             # https://mailchimp.com/developer/marketing/docs/fundamentals/#api-limits : 10 simultaneous
             # connections; beyond that 429, with no rate-limit headers.
-            return _problem(429, "Too Many Requests",
-                            f"You have exceeded the limit of {self.max_connections} simultaneous connections.",
-                            path)
+            return _problem(
+                429,
+                "Too Many Requests",
+                f"You have exceeded the limit of {self.max_connections} simultaneous connections.",
+                path,
+            )
         if self.rate_limit_per_s:
             # Not a Mailchimp rule (it limits connections): a smooth rate for API symmetry with
             # the Brevo simulator, at most one request every 1/rate seconds, no burst.
@@ -352,9 +395,12 @@ class MailchimpSimulator:
             return _problem(404, "Resource Not Found", "The requested resource could not be found.", path)
         if not self._authorised(scope):
             # https://mailchimp.com/developer/marketing/docs/fundamentals/#authentication-methods
-            return _problem(401, "API Key Invalid",
-                            "Your API key may be invalid, or you've attempted to access the wrong datacenter.",
-                            path)
+            return _problem(
+                401,
+                "API Key Invalid",
+                "Your API key may be invalid, or you've attempted to access the wrong datacenter.",
+                path,
+            )
         return None
 
     def _authorised(self, scope: dict) -> bool:
@@ -381,10 +427,16 @@ class MailchimpSimulator:
             Route("/3.0/lists/{list_id}", h(self._batch_subscribe), methods=["POST"]),
             Route("/3.0/lists/{list_id}/members", h(self._list_members), methods=["GET"]),
             Route("/3.0/lists/{list_id}/members", h(self._add_member), methods=["POST"]),
-            Route("/3.0/lists/{list_id}/members/{hash}", h(self._member),
-                  methods=["GET", "PUT", "PATCH", "DELETE"]),
-            Route("/3.0/lists/{list_id}/members/{hash}/actions/delete-permanent", h(self._forget),
-                  methods=["POST"]),
+            Route(
+                "/3.0/lists/{list_id}/members/{hash}",
+                h(self._member),
+                methods=["GET", "PUT", "PATCH", "DELETE"],
+            ),
+            Route(
+                "/3.0/lists/{list_id}/members/{hash}/actions/delete-permanent",
+                h(self._forget),
+                methods=["POST"],
+            ),
             Route("/3.0/lists/{list_id}/segments", h(self._segments), methods=["GET", "POST"]),
             Route("/3.0/lists/{list_id}/segments/{seg_id:int}", h(self._batch_segment), methods=["POST"]),
             Route("/3.0/lists/{list_id}/tag-search", h(self._tag_search), methods=["GET"]),
@@ -398,8 +450,12 @@ class MailchimpSimulator:
                 try:
                     body = _json_loads(raw) if raw.strip() else None
                 except ValueError:
-                    return _problem(400, "JSON Parse Error", "We encountered an unspecified JSON parsing error.",
-                                    request.url.path)
+                    return _problem(
+                        400,
+                        "JSON Parse Error",
+                        "We encountered an unspecified JSON parsing error.",
+                        request.url.path,
+                    )
             try:
                 with self._lock:
                     result = fn(request, body)
@@ -420,8 +476,12 @@ class MailchimpSimulator:
         required = ("name", "contact", "permission_reminder", "email_type_option", "campaign_defaults")
         missing = [k for k in required if not isinstance(body, dict) or body.get(k) in (None, "")]
         if missing:
-            raise ProblemError(400, "Invalid Resource", "The resource submitted could not be validated.",
-                               [{"field": k, "message": "This value should not be blank."} for k in missing])
+            raise ProblemError(
+                400,
+                "Invalid Resource",
+                "The resource submitted could not be validated.",
+                [{"field": k, "message": "This value should not be blank."} for k in missing],
+            )
         return self._list_json(self._new_audience(body["name"]))
 
     def _get_list(self, request: Request, body: Any) -> dict:
@@ -431,12 +491,17 @@ class MailchimpSimulator:
         audience = self._audience_or_404(request)
         members = (body or {}).get("members")
         if not isinstance(members, list):
-            raise ProblemError(400, "Invalid Resource", "Schema describes array, object found instead",
-                               [{"field": "members", "message": "Required"}])
+            raise ProblemError(
+                400,
+                "Invalid Resource",
+                "Schema describes array, object found instead",
+                [{"field": "members", "message": "Required"}],
+            )
         if len(members) > BATCH_SUBSCRIBE_MAX:
             # https://mailchimp.com/developer/marketing/api/lists/batch-subscribe-or-unsubscribe/
-            raise ProblemError(400, "Invalid Resource",
-                               f"The maximum number of members per batch is {BATCH_SUBSCRIBE_MAX}.")
+            raise ProblemError(
+                400, "Invalid Resource", f"The maximum number of members per batch is {BATCH_SUBSCRIBE_MAX}."
+            )
         update_existing = bool(body.get("update_existing"))
         request.scope["sim_record"].emails = tuple(str(m.get("email_address", "")) for m in members)
         created, updated, errors, seen = [], [], [], set()
@@ -447,21 +512,42 @@ class MailchimpSimulator:
                 if h in seen:
                     raise ProblemError(400, "Duplicate", f"{email} appears more than once in this batch.")
                 seen.add(h)
-                member, is_new = self._write_member(audience, email, spec, spec.get("status"), update_existing, h=h)
+                member, is_new = self._write_member(
+                    audience, email, spec, spec.get("status"), update_existing, h=h
+                )
             except ProblemError as e:
-                errors.append({"email_address": email, "error": e.detail, "error_code": _error_code(e),
-                               "field": "", "field_message": ""})
+                errors.append(
+                    {
+                        "email_address": email,
+                        "error": e.detail,
+                        "error_code": _error_code(e),
+                        "field": "",
+                        "field_message": "",
+                    }
+                )
                 continue
             (created if is_new else updated).append(self._member_json(audience, member, brief=True))
-        return {"new_members": created, "updated_members": updated, "errors": errors,
-                "total_created": len(created), "total_updated": len(updated), "error_count": len(errors),
-                "_links": []}
+        return {
+            "new_members": created,
+            "updated_members": updated,
+            "errors": errors,
+            "total_created": len(created),
+            "total_updated": len(updated),
+            "error_count": len(errors),
+            "_links": [],
+        }
 
     def _add_member(self, request: Request, body: Any) -> dict:
         audience = self._audience_or_404(request)
         body = body or {}
-        member, _ = self._write_member(audience, str(body.get("email_address", "")), body, body.get("status"),
-                                       update_existing=False, single=True)
+        member, _ = self._write_member(
+            audience,
+            str(body.get("email_address", "")),
+            body,
+            body.get("status"),
+            update_existing=False,
+            single=True,
+        )
         return self._member_json(audience, member)
 
     def _member(self, request: Request, body: Any) -> dict | None:
@@ -486,7 +572,9 @@ class MailchimpSimulator:
         email = str(body.get("email_address") or (member.email if member else ""))
         status = body.get("status") or (body.get("status_if_new") if not member else None)
         if subscriber_hash(email) != h:
-            raise ProblemError(400, "Invalid Resource", "The email address does not match the subscriber hash.")
+            raise ProblemError(
+                400, "Invalid Resource", "The email address does not match the subscriber hash."
+            )
         member, _ = self._write_member(audience, email, body, status, update_existing=True, single=True)
         return self._member_json(audience, member)
 
@@ -515,8 +603,11 @@ class MailchimpSimulator:
             return self._segment_json(audience, seg_id)
         count, offset = self._paging(request)
         ids = sorted(audience.segments)
-        return {"segments": [self._segment_json(audience, i) for i in ids[offset:offset + count]],
-                "list_id": audience.id, "total_items": len(ids)}
+        return {
+            "segments": [self._segment_json(audience, i) for i in ids[offset : offset + count]],
+            "list_id": audience.id,
+            "total_items": len(ids),
+        }
 
     def _tag_search(self, request: Request, body: Any) -> dict:
         audience = self._audience_or_404(request)
@@ -534,8 +625,9 @@ class MailchimpSimulator:
         to_add, to_remove = body.get("members_to_add") or [], body.get("members_to_remove") or []
         if len(to_add) > SEGMENT_BATCH_MAX or len(to_remove) > SEGMENT_BATCH_MAX:
             # https://mailchimp.com/developer/marketing/api/list-segments/batch-add-or-remove-members/
-            raise ProblemError(400, "Invalid Resource",
-                               f"A maximum of {SEGMENT_BATCH_MAX} members can be sent per request.")
+            raise ProblemError(
+                400, "Invalid Resource", f"A maximum of {SEGMENT_BATCH_MAX} members can be sent per request."
+            )
         request.scope["sim_record"].emails = tuple(to_add) + tuple(to_remove)
         added, removed, absent = [], [], []
         for email, adding in [(e, True) for e in to_add] + [(e, False) for e in to_remove]:
@@ -545,10 +637,19 @@ class MailchimpSimulator:
                 continue
             (m.tags.add if adding else m.tags.discard)(name)
             (added if adding else removed).append(self._member_json(audience, m, brief=True))
-        errors = [{"email_addresses": absent, "error": "Email addresses are not subscribed to the list."}] \
-            if absent else []
-        return {"members_added": added, "members_removed": removed, "errors": errors,
-                "total_added": len(added), "total_removed": len(removed), "error_count": len(absent)}
+        errors = (
+            [{"email_addresses": absent, "error": "Email addresses are not subscribed to the list."}]
+            if absent
+            else []
+        )
+        return {
+            "members_added": added,
+            "members_removed": removed,
+            "errors": errors,
+            "total_added": len(added),
+            "total_removed": len(removed),
+            "error_count": len(absent),
+        }
 
     def _list_members(self, request: Request, body: Any) -> dict:
         audience = self._audience_or_404(request)
@@ -560,34 +661,50 @@ class MailchimpSimulator:
         since = _parse_ts(q.get("since_last_changed"), "since_last_changed")
         # Archived contacts are listed only when asked for by status (assumed from the Archive page:
         # https://mailchimp.com/help/archive-unarchive-contacts/ - they leave the audience's counts).
-        rows = [m for m in audience.members.values()
-                if (m.status == status if status else m.status != "archived")
-                and (since is None or m.last_changed > since)]
-        page = [self._member_json(audience, m) for m in rows[offset:offset + count]]
+        rows = [
+            m
+            for m in audience.members.values()
+            if (m.status == status if status else m.status != "archived")
+            and (since is None or m.last_changed > since)
+        ]
+        page = [self._member_json(audience, m) for m in rows[offset : offset + count]]
         result = {"members": page, "list_id": audience.id, "total_items": len(rows), "_links": []}
         return _select_fields(result, q.get("fields"), q.get("exclude_fields"))
 
     # --- state rules -------------------------------------------------------------------------
 
     def _write_member(
-        self, audience: _Audience, email: str, spec: dict, status: str | None, update_existing: bool,
-        single: bool = False, h: str | None = None,
+        self,
+        audience: _Audience,
+        email: str,
+        spec: dict,
+        status: str | None,
+        update_existing: bool,
+        single: bool = False,
+        h: str | None = None,
     ) -> tuple[_Member, bool]:
         if not _EMAIL.match(email):
-            raise ProblemError(400, "Invalid Resource",
-                               f"{email} looks fake or invalid, please enter a real email address.")
+            raise ProblemError(
+                400, "Invalid Resource", f"{email} looks fake or invalid, please enter a real email address."
+            )
         h = h or subscriber_hash(email)
         if status is not None and status not in _WRITABLE:
             raise ProblemError(400, "Invalid Resource", f"Invalid status: {status}")
         member = audience.members.get(h)
         if member is None and h in audience.forgotten:
             # https://mailchimp.com/developer/marketing/docs/errors/ "Forgotten Email Not Subscribed"
-            raise ProblemError(400, "Forgotten Email Not Subscribed",
-                               f"{email} was permanently deleted and cannot be re-imported. "
-                               "The contact must re-subscribe to get back on the list.")
+            raise ProblemError(
+                400,
+                "Forgotten Email Not Subscribed",
+                f"{email} was permanently deleted and cannot be re-imported. "
+                "The contact must re-subscribe to get back on the list.",
+            )
         if member is not None and not update_existing and not single:
-            raise ProblemError(400, "Member Exists", f"{email} is already a list member. Use PUT to insert "
-                               "or update list members.")
+            raise ProblemError(
+                400,
+                "Member Exists",
+                f"{email} is already a list member. Use PUT to insert or update list members.",
+            )
         if member is not None and member.status != "archived" and single and not update_existing:
             raise ProblemError(400, "Member Exists", f"{email} is already a list member.")
         now = _now()
@@ -595,17 +712,25 @@ class MailchimpSimulator:
         if member is None:
             if status is None:
                 raise ProblemError(400, "Invalid Resource", "The status field is required for a new member.")
-            member = _Member(email=email, status="", last_changed=now, id=h,
-                             ip_signup=spec.get("ip_signup", ""), timestamp_signup=_parse_ts(
-                                 spec.get("timestamp_signup"), "timestamp_signup"))
+            member = _Member(
+                email=email,
+                status="",
+                last_changed=now,
+                id=h,
+                ip_signup=spec.get("ip_signup", ""),
+                timestamp_signup=_parse_ts(spec.get("timestamp_signup"), "timestamp_signup"),
+            )
         previous = member.status_before_archive if member.status == "archived" else member.status
         if status == "subscribed" and previous in _COMPLIANCE:
             # https://mailchimp.com/help/about-compliance-state/ : resubscribing needs the contact's own
             # confirmation, so the API refuses; the way back is status "pending". An archived contact
             # keeps its former status here (conservative reading of the same page).
-            raise ProblemError(400, "Member In Compliance State",
-                               f"{email} is in a compliance state due to unsubscribe, bounce, or compliance "
-                               "review and cannot be subscribed.")
+            raise ProblemError(
+                400,
+                "Member In Compliance State",
+                f"{email} is in a compliance state due to unsubscribe, bounce, or compliance "
+                "review and cannot be subscribed.",
+            )
         changed = is_new or member.status == "archived"
         if status and status != member.status:
             changed = True
@@ -666,37 +791,76 @@ class MailchimpSimulator:
 
     def _list_json(self, a: _Audience) -> dict:
         live = [m for m in a.members.values() if m.status != "archived"]
-        return {"id": a.id, "web_id": abs(hash(a.id)) % 10**6, "name": a.name,
-                "date_created": _iso(a.created_at), "list_rating": 0, "email_type_option": False,
-                "stats": {"member_count": sum(m.status == "subscribed" for m in live),
-                          "unsubscribe_count": sum(m.status == "unsubscribed" for m in live),
-                          "cleaned_count": sum(m.status == "cleaned" for m in live),
-                          "total_contacts": len(live)}}
+        return {
+            "id": a.id,
+            "web_id": abs(hash(a.id)) % 10**6,
+            "name": a.name,
+            "date_created": _iso(a.created_at),
+            "list_rating": 0,
+            "email_type_option": False,
+            "stats": {
+                "member_count": sum(m.status == "subscribed" for m in live),
+                "unsubscribe_count": sum(m.status == "unsubscribed" for m in live),
+                "cleaned_count": sum(m.status == "cleaned" for m in live),
+                "total_contacts": len(live),
+            },
+        }
 
     def _segment_json(self, a: _Audience, seg_id: int) -> dict:
         name = a.segments[seg_id]
-        return {"id": seg_id, "name": name, "type": "static", "list_id": a.id,
-                "member_count": sum(name in m.tags for m in a.members.values() if m.status != "archived"),
-                "created_at": _iso(a.created_at), "updated_at": _iso(a.created_at)}
+        return {
+            "id": seg_id,
+            "name": name,
+            "type": "static",
+            "list_id": a.id,
+            "member_count": sum(name in m.tags for m in a.members.values() if m.status != "archived"),
+            "created_at": _iso(a.created_at),
+            "updated_at": _iso(a.created_at),
+        }
 
     def _member_json(self, a: _Audience, m: _Member, brief: bool = False) -> dict:
         h = m.id
         if brief:
             return {"id": h, "email_address": m.email, "status": m.status}
         tags = [{"id": i, "name": n} for i, n in a.segments.items() if n in m.tags]
-        return {"id": h, "email_address": m.email, "unique_email_id": h[:10], "contact_id": h,
-                "email_type": "html", "status": m.status, "merge_fields": dict(m.merge_fields),
-                "ip_signup": m.ip_signup, "timestamp_signup": _iso(m.timestamp_signup), "ip_opt": m.ip_opt,
-                "timestamp_opt": _iso(m.timestamp_opt), "last_changed": _iso(m.last_changed),
-                "language": "", "vip": False, "list_id": a.id, "tags_count": len(tags), "tags": tags}
+        return {
+            "id": h,
+            "email_address": m.email,
+            "unique_email_id": h[:10],
+            "contact_id": h,
+            "email_type": "html",
+            "status": m.status,
+            "merge_fields": dict(m.merge_fields),
+            "ip_signup": m.ip_signup,
+            "timestamp_signup": _iso(m.timestamp_signup),
+            "ip_opt": m.ip_opt,
+            "timestamp_opt": _iso(m.timestamp_opt),
+            "last_changed": _iso(m.last_changed),
+            "language": "",
+            "vip": False,
+            "list_id": a.id,
+            "tags_count": len(tags),
+            "tags": tags,
+        }
 
     def _remote(self, a: _Audience, m: _Member) -> RemoteMember:
-        evidence = {k: v for k, v in (("ip_signup", m.ip_signup), ("timestamp_signup", _iso(m.timestamp_signup)),
-                                      ("ip_opt", m.ip_opt), ("timestamp_opt", _iso(m.timestamp_opt))) if v}
+        evidence = {
+            k: v
+            for k, v in (
+                ("ip_signup", m.ip_signup),
+                ("timestamp_signup", _iso(m.timestamp_signup)),
+                ("ip_opt", m.ip_opt),
+                ("timestamp_opt", _iso(m.timestamp_opt)),
+            )
+            if v
+        }
         return RemoteMember(
-            email=m.email.lower(), status=RemoteStatus(m.status),
+            email=m.email.lower(),
+            status=RemoteStatus(m.status),
             fields={k: m.merge_fields[tag] for k, tag in _MERGE.items() if m.merge_fields.get(tag)},
-            tags=tuple(sorted(m.tags)), remote_id=m.id, changed_at=m.last_changed,
+            tags=tuple(sorted(m.tags)),
+            remote_id=m.id,
+            changed_at=m.last_changed,
             evidence=evidence,
         )
 

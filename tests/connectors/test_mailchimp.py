@@ -52,12 +52,17 @@ def mc(sim: MailchimpSimulator) -> Iterator[MailchimpConnector]:
 
 
 def pushes(n: int, start: int = 0) -> list[MemberPush]:
-    return [MemberPush(f"user{i}@example.fr", fields={"first_name": f"U{i}"}) for i in range(start, start + n)]
+    return [
+        MemberPush(f"user{i}@example.fr", fields={"first_name": f"U{i}"}) for i in range(start, start + n)
+    ]
 
 
 def batch_posts(sim: MailchimpSimulator, target: Target, status: int = 200) -> list:
-    return [c for c in sim.calls if c.method == "POST" and c.path == f"/3.0/lists/{target.list_id}"
-            and c.status == status]
+    return [
+        c
+        for c in sim.calls
+        if c.method == "POST" and c.path == f"/3.0/lists/{target.list_id}" and c.status == status
+    ]
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -85,21 +90,46 @@ def test_pull_pages_through_ten_thousand_members(sim: MailchimpSimulator, mc: Ma
     assert mc.stats["calls"]["get_list_members_info"] == 10
 
 
-def test_pull_maps_status_fields_tags_and_opt_in_evidence(sim: MailchimpSimulator, mc: MailchimpConnector) -> None:
+def test_pull_maps_status_fields_tags_and_opt_in_evidence(
+    sim: MailchimpSimulator, mc: MailchimpConnector
+) -> None:
     target = sim.create_target("a")
-    sim.seed(target, [{"email": "Ana@Example.fr", "status": "unsubscribed", "first_name": "Ana", "last_name": "Lima",
-                       "phone": "+33612345678", "company": "ACME", "changed_at": LONG_AGO, "ip_signup": "192.0.2.1",
-                       "ip_opt": "192.0.2.2", "timestamp_opt": LONG_AGO, "tags": ["vip"]}])
+    sim.seed(
+        target,
+        [
+            {
+                "email": "Ana@Example.fr",
+                "status": "unsubscribed",
+                "first_name": "Ana",
+                "last_name": "Lima",
+                "phone": "+33612345678",
+                "company": "ACME",
+                "changed_at": LONG_AGO,
+                "ip_signup": "192.0.2.1",
+                "ip_opt": "192.0.2.2",
+                "timestamp_opt": LONG_AGO,
+                "tags": ["vip"],
+            }
+        ],
+    )
 
     [member] = next(iter(mc.pull(target))).members
 
     assert member.email == "ana@example.fr"
     assert member.status is RemoteStatus.UNSUBSCRIBED
-    assert member.fields == {"first_name": "Ana", "last_name": "Lima", "phone": "+33612345678", "company": "ACME"}
+    assert member.fields == {
+        "first_name": "Ana",
+        "last_name": "Lima",
+        "phone": "+33612345678",
+        "company": "ACME",
+    }
     assert member.tags == ("vip",)
     assert member.changed_at == LONG_AGO
-    assert member.evidence == {"ip_signup": "192.0.2.1", "ip_opt": "192.0.2.2",
-                               "timestamp_opt": "2024-01-15T09:30:00+00:00"}
+    assert member.evidence == {
+        "ip_signup": "192.0.2.1",
+        "ip_opt": "192.0.2.2",
+        "timestamp_opt": "2024-01-15T09:30:00+00:00",
+    }
     assert member.remote_id == hashlib.md5(b"ana@example.fr").hexdigest()
 
 
@@ -141,24 +171,38 @@ def test_upsert_sends_500_a_call_and_reports_each_rejected_member(
     sim: MailchimpSimulator, mc: MailchimpConnector
 ) -> None:
     target = sim.create_target("a")
-    sim.seed(target, [{"email": "gone@example.fr", "status": "unsubscribed"},
-                      {"email": "bounced@example.fr", "status": "cleaned"}])
-    members = [*pushes(1200), MemberPush("not-an-address"), MemberPush("gone@example.fr"),
-               MemberPush("bounced@example.fr")]
+    sim.seed(
+        target,
+        [
+            {"email": "gone@example.fr", "status": "unsubscribed"},
+            {"email": "bounced@example.fr", "status": "cleaned"},
+        ],
+    )
+    members = [
+        *pushes(1200),
+        MemberPush("not-an-address"),
+        MemberPush("gone@example.fr"),
+        MemberPush("bounced@example.fr"),
+    ]
 
     result = mc.upsert(target, members)
 
     assert result.calls == 3 == len(batch_posts(sim, target))
     assert len(result.done) == 1200
     codes = {r.email: r.code for r in result.rejected}
-    assert codes == {"not-an-address": "invalid_email", "gone@example.fr": "compliance_state",
-                     "bounced@example.fr": "compliance_state"}
+    assert codes == {
+        "not-an-address": "invalid_email",
+        "gone@example.fr": "compliance_state",
+        "bounced@example.fr": "compliance_state",
+    }
     assert all(r.reason for r in result.rejected)
     state = sim.members(target)
     assert len(state) == 1202 and state["user7@example.fr"].fields["first_name"] == "U7"
 
 
-def test_unsubscribed_member_is_never_silently_resubscribed(sim: MailchimpSimulator, mc: MailchimpConnector) -> None:
+def test_unsubscribed_member_is_never_silently_resubscribed(
+    sim: MailchimpSimulator, mc: MailchimpConnector
+) -> None:
     target = sim.create_target("a")
     sim.seed(target, [{"email": "ana@example.fr"}])
     sim.unsubscribe("ana@example.fr", target)
@@ -186,13 +230,19 @@ def test_upsert_to_a_tag_target_tags_the_accepted_members_only(
     assert len(result.done) == 600 and [r.email for r in result.rejected] == ["gone@example.fr"]
     assert set(sim.members(target)) == {f"user{i}@example.fr" for i in range(600)}
     # one segment look-up and creation, then per 500: one batch subscribe and one segment add
-    assert mc.stats["calls"] == {"list_segments": 1, "create_segment": 1, "batch_list_members": 2,
-                                 "batch_segment_members": 2}
+    assert mc.stats["calls"] == {
+        "list_segments": 1,
+        "create_segment": 1,
+        "batch_list_members": 2,
+        "batch_segment_members": 2,
+    }
     mc.upsert(target, pushes(1))
     assert mc.stats["calls"]["list_segments"] == 1  # the segment id is remembered
 
 
-def test_removal_from_a_tag_target_removes_the_tag_only(sim: MailchimpSimulator, mc: MailchimpConnector) -> None:
+def test_removal_from_a_tag_target_removes_the_tag_only(
+    sim: MailchimpSimulator, mc: MailchimpConnector
+) -> None:
     clients = sim.create_target("shared", tag="clients")
     prospects = Target("mailchimp", clients.list_id, "prospects")
     sim.seed(clients, [{"email": "both@example.fr"}, {"email": "c@example.fr"}])
@@ -233,7 +283,9 @@ def test_create_list_and_get_list(sim: MailchimpSimulator, mc: MailchimpConnecto
 # --- limits, failures, errors -----------------------------------------------------------------
 
 
-def test_connection_limit_storm_loses_and_duplicates_nobody(sim: MailchimpSimulator, mc: MailchimpConnector) -> None:
+def test_connection_limit_storm_loses_and_duplicates_nobody(
+    sim: MailchimpSimulator, mc: MailchimpConnector
+) -> None:
     target = sim.create_target("a")
     sim.max_connections, sim.latency_s = 2, 0.03
 
@@ -282,7 +334,9 @@ def test_dropped_connections_are_retried_then_typed(sim: MailchimpSimulator) -> 
 
 
 def test_time_budget_bounds_the_retries(sim: MailchimpSimulator) -> None:
-    mc = MailchimpConnector(sim.api_key, sim.api_url, max_retries=50, max_retry_seconds=0.3, backoff_base_s=0.05)
+    mc = MailchimpConnector(
+        sim.api_key, sim.api_url, max_retries=50, max_retry_seconds=0.3, backoff_base_s=0.05
+    )
     sim.max_connections = 0  # every request is over the limit
 
     started = datetime.now(UTC)
@@ -343,7 +397,12 @@ def test_problem_json_is_read_from_a_raw_string_or_a_dict() -> None:
         (EventKind.DELETED, {}, EventKind.DELETED, "manual"),
         (EventKind.BOUNCED_HARD, {}, EventKind.BOUNCED_HARD, "hard"),
         ("cleaned", {"reason": "abuse"}, EventKind.COMPLAINED, "abuse"),
-        (EventKind.PROFILE_UPDATED, {"first_name": "Ana", "company": "ACME"}, EventKind.PROFILE_UPDATED, None),
+        (
+            EventKind.PROFILE_UPDATED,
+            {"first_name": "Ana", "company": "ACME"},
+            EventKind.PROFILE_UPDATED,
+            None,
+        ),
     ],
 )
 def test_every_webhook_type_is_normalised(
@@ -355,19 +414,28 @@ def test_every_webhook_type_is_normalised(
 
     [event] = mc.parse_webhook(body, content_type)
 
-    assert (event.kind, event.email, event.target, event.occurred_at) == (expected, "ana@example.fr",
-                                                                           target.list_id, fired)
+    assert (event.kind, event.email, event.target, event.occurred_at) == (
+        expected,
+        "ana@example.fr",
+        target.list_id,
+        fired,
+    )
     assert event.reason == reason
     assert event.kind is not EventKind.UNSUBSCRIBED_ALL
     if kind is EventKind.PROFILE_UPDATED:
         assert event.fields == {"first_name": "Ana", "company": "ACME"}
 
 
-def test_email_change_webhook_names_old_and_new_address(sim: MailchimpSimulator, mc: MailchimpConnector) -> None:
+def test_email_change_webhook_names_old_and_new_address(
+    sim: MailchimpSimulator, mc: MailchimpConnector
+) -> None:
     body, ct = sim.webhook_payload(EventKind.EMAIL_CHANGED, "old@example.fr", new_email="New@Example.fr")
     [event] = mc.parse_webhook(body, ct)
-    assert (event.kind, event.email, event.new_email) == (EventKind.EMAIL_CHANGED, "old@example.fr",
-                                                          "new@example.fr")
+    assert (event.kind, event.email, event.new_email) == (
+        EventKind.EMAIL_CHANGED,
+        "old@example.fr",
+        "new@example.fr",
+    )
 
 
 def test_campaign_webhook_is_ignored(sim: MailchimpSimulator, mc: MailchimpConnector) -> None:
@@ -390,15 +458,28 @@ def test_dedupe_key_is_stable_for_a_redelivery_and_differs_between_events(
     ("body", "content_type", "names"),
     [
         (b'{"type": "subscribe"}', "application/json", "form-encoded"),
-        (b"fired_at=2026-03-01+12%3A00%3A00&data%5Bemail%5D=a%40b.fr", "application/x-www-form-urlencoded",
-         "'type'"),
-        (b"type=subscribe&fired_at=2026-03-01+12%3A00%3A00", "application/x-www-form-urlencoded", "data[email]"),
-        (b"type=upemail&fired_at=2026-03-01+12%3A00%3A00&data%5Bnew_email%5D=n%40b.fr",
-         "application/x-www-form-urlencoded", "data[old_email]"),
+        (
+            b"fired_at=2026-03-01+12%3A00%3A00&data%5Bemail%5D=a%40b.fr",
+            "application/x-www-form-urlencoded",
+            "'type'",
+        ),
+        (
+            b"type=subscribe&fired_at=2026-03-01+12%3A00%3A00",
+            "application/x-www-form-urlencoded",
+            "data[email]",
+        ),
+        (
+            b"type=upemail&fired_at=2026-03-01+12%3A00%3A00&data%5Bnew_email%5D=n%40b.fr",
+            "application/x-www-form-urlencoded",
+            "data[old_email]",
+        ),
         (b"type=subscribe&data%5Bemail%5D=a%40b.fr", "application/x-www-form-urlencoded", "fired_at"),
         (b"\xff\xfe", "application/x-www-form-urlencoded", "not form data"),
-        (b"type=mystery&fired_at=2026-03-01+12%3A00%3A00&data%5Bemail%5D=a%40b.fr",
-         "application/x-www-form-urlencoded", "mystery"),
+        (
+            b"type=mystery&fired_at=2026-03-01+12%3A00%3A00&data%5Bemail%5D=a%40b.fr",
+            "application/x-www-form-urlencoded",
+            "mystery",
+        ),
     ],
 )
 def test_malformed_webhook_is_a_payload_error_naming_the_problem(
@@ -425,15 +506,18 @@ def test_signature_is_checked_on_raw_bytes_time_and_secret(sim: MailchimpSimulat
     assert header == f"t=1700000000,v1={expected}"
 
 
-def test_fired_webhooks_and_the_url_check_reach_a_receiver(sim: MailchimpSimulator, mc: MailchimpConnector) -> None:
+def test_fired_webhooks_and_the_url_check_reach_a_receiver(
+    sim: MailchimpSimulator, mc: MailchimpConnector
+) -> None:
     received = []
 
     async def hook(request: Request) -> PlainTextResponse:
         if request.method == "POST":
             body = await request.body()
             assert verify_signature(body, request.headers["x-mailchimp-signature"], "s3cret")
-            received.append((request.headers["user-agent"],
-                             mc.parse_webhook(body, request.headers["content-type"])))
+            received.append(
+                (request.headers["user-agent"], mc.parse_webhook(body, request.headers["content-type"]))
+            )
         return PlainTextResponse("ok")
 
     sim.webhook_secret = "s3cret"
