@@ -1,0 +1,119 @@
+"""Import benchmark: a generated 1,000,000-row CSV into a fresh master base, end to end.
+
+    python benchmarks/import_bench.py                      # SQLite file in a temp dir
+    python benchmarks/import_bench.py --database postgresql+psycopg://postgres@127.0.0.1:5432/test
+    python benchmarks/import_bench.py --rows 100000        # a quicker run
+
+On PostgreSQL the run uses a throwaway schema, dropped at the end. Targets: >= 25,000 rows/s and
+a peak RSS <= 500 MB. ~10 % of the rows repeat an earlier address (other case), ~3 % are invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+from stdnum import luhn
+
+from syncd import db, log
+from syncd.contacts.importer import Options, import_file
+from syncd.contacts.qualify import Rules
+
+FIRST = ["marie", "JEAN", "Éloïse", "jean-françois", "Luc", "Camille", "Hugo", "Léa", "Chloé", "Louis"]
+LAST = ["Dupont", "MARTIN", "de la tour", "Lefèvre", "O'BRIEN", "Moreau", "Girard", "Roux", "Bonnet", "Petit"]
+CITIES = [("75011", "Paris"), ("69002", "Lyon"), ("33000", "Bordeaux"), ("59000", "Lille"), ("44000", "Nantes")]
+COMPANIES = 5000
+DOMAINS = [f"exemple{i}.fr" for i in range(2000)] + ["gmail.com", "orange.fr", "free.fr", "wanadoo.fr"]
+
+
+def siret_of(company: int) -> str:
+    """A valid SIRET per company (Luhn), written with spaces one time in two; a company in five has none."""
+    if company % 5 == 4:
+        return ""
+    head = f"{company:08d}"
+    siren = next(head + d for d in "0123456789" if luhn.is_valid(head + d))
+    siret = next(siren + "0001" + d for d in "0123456789" if luhn.is_valid(siren + "0001" + d))
+    return siret if company % 2 else f"{siret[:3]} {siret[3:6]} {siret[6:9]} {siret[9:]}"
+
+
+def generate(path: Path, rows: int, seed: int = 7) -> None:
+    rnd = random.Random(seed)
+    sirets = [siret_of(c) for c in range(COMPANIES)]
+    with path.open("w", encoding="utf-8-sig", newline="") as f:
+        f.write("Civilité;Prénom;Nom;E-mail;Téléphone;Société;SIRET;Code postal;Ville;Pays;type;tags\n")
+        for i in range(rows):
+            r = rnd.random()
+            n = rnd.randrange(i) if r < 0.10 and i else i
+            email = f"user{n}.{LAST[n % 10][:2].lower()}@{DOMAINS[n % len(DOMAINS)]}"
+            if r < 0.10:
+                email = email.upper()
+            elif r < 0.13:
+                email = email.replace("@", "@@") if r < 0.115 else email.split("@")[0]
+            phone = f"06 {n % 100:02d} {n // 100 % 100:02d} {n // 10000 % 100:02d} {n % 97:02d}"
+            if n % 3 == 1:
+                phone = "+33 (0)" + phone[1:]
+            cp, city = CITIES[n % 5]
+            kind = ("client", "prospect", "vendor")[n % 3]
+            f.write(f"M.;{FIRST[n % 10]};{LAST[n // 10 % 10]};{email};{phone};Société {n % COMPANIES};"
+                    f"{sirets[n % COMPANIES]};{cp};{city};France;{kind};salon,{kind}\n")  # fmt: skip
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--database", help="PostgreSQL URL (default: a fresh SQLite file)")
+    parser.add_argument("--batch-size", type=int, default=1000)
+    args = parser.parse_args()
+    log.configure("warning")
+
+    with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmp:
+        csv_path = Path(tmp) / "contacts.csv"
+        t0 = time.perf_counter()
+        generate(csv_path, args.rows)
+        print(f"generated {args.rows:,} rows ({csv_path.stat().st_size / 1e6:.0f} MB) "
+              f"in {time.perf_counter() - t0:.1f} s")  # fmt: skip
+        schema = None
+        if args.database:
+            schema = f"bench_{uuid.uuid4().hex[:10]}"
+            admin = db.make_engine(args.database)
+            with admin.begin() as conn:
+                conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+            engine = db.make_engine(args.database, connect_args={"options": f"-csearch_path={schema}"})
+        else:
+            engine = db.make_engine(f"sqlite:///{tmp}/bench.db")
+        try:
+            db.upgrade(engine)
+            rss_before = peak_rss_mb()
+            options = Options(channel="bench", rules=Rules(), batch_size=args.batch_size)
+            t0 = time.perf_counter()
+            summary = import_file(engine, csv_path, options)
+            elapsed = time.perf_counter() - t0
+            with engine.connect() as conn:
+                contacts = conn.execute(sa.text("SELECT count(*) FROM contact")).scalar_one()
+        finally:
+            engine.dispose()
+            if schema:
+                with admin.begin() as conn:
+                    conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+                admin.dispose()
+    print(f"database: {engine.dialect.name}")
+    print(f"counts: {summary.counts()}")
+    print(f"contacts in the base: {contacts:,}")
+    print(f"import: {elapsed:.1f} s, {args.rows / elapsed:,.0f} rows/s end to end")
+    print(f"peak RSS: {peak_rss_mb():.0f} MB (before the import: {rss_before:.0f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
