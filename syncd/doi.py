@@ -16,6 +16,7 @@ Every mail carries RFC 8058 one-click unsubscribe headers and a link to the pref
 from __future__ import annotations
 
 import base64
+import email.policy
 import hashlib
 import hmac
 import json
@@ -40,7 +41,16 @@ from syncd.db import email_hash
 from syncd.log import get_logger
 from syncd.membership import join_list, leave_list, membership
 from syncd.metrics import DOI_CONFIRMED, DOI_EXPIRED, DOI_SENT
-from syncd.models import Consent, ConsentAction, Contact, DoiToken, EmailStatus, Membership, MembershipStatus, utcnow
+from syncd.models import (
+    Consent,
+    ConsentAction,
+    Contact,
+    DoiToken,
+    EmailStatus,
+    Membership,
+    MembershipStatus,
+    utcnow,
+)
 
 log = get_logger(__name__)
 
@@ -206,7 +216,9 @@ def smtp_transport(config: Config) -> Send:
     smtp, sender = config.double_opt_in.smtp, config.double_opt_in.sender
 
     def send(mail: Mail) -> str:
-        msg = EmailMessage()
+        # No folding below RFC 5322's 998: a folded List-Unsubscribe URL would be sent as
+        # RFC 2047 encoded-words, which mail clients do not read as a URL.
+        msg = EmailMessage(policy=email.policy.SMTP.clone(max_line_length=998))
         msg["From"] = formataddr((sender.name or "", sender.email))
         msg["To"] = formataddr((mail.to_name or "", mail.to_email))
         msg["Subject"] = mail.subject

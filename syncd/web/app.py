@@ -42,21 +42,29 @@ class _Connectors(dict):
         return connector
 
 
-def create_app(config: Config, engine: Engine, *, connectors: Mapping[str, Any] | None = None) -> Starlette:
+def create_app(
+    config: Config,
+    engine: Engine,
+    *,
+    connectors: Mapping[str, Any] | None = None,
+    send: doi.Send | None = None,
+) -> Starlette:
+    """The app. ``connectors`` by provider (default: built from the config); ``send``: the mail
+    transport for renewed confirmation links (default: ``double_opt_in.transport``)."""
     known = _Connectors(config, connectors)
     hooks = WebhookReceiver(config, InboxWriter(engine), known)
     env = Environment(
         loader=FileSystemLoader(str(doi.TEMPLATES)), autoescape=select_autoescape(["html"]),
         undefined=StrictUndefined,
     )
-    mailer: list[doi.Send] = []
+    mailer: list[doi.Send] = [send] if send is not None else []
 
-    def send() -> doi.Send:
+    def transport() -> doi.Send:
         if not mailer:
             mailer.append(doi.transport(config, known))
         return mailer[0]
 
-    pages = Pages(config, engine, env, send)
+    pages = Pages(config, engine, env, transport)
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")

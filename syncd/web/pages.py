@@ -57,6 +57,8 @@ class Pages:
         })
 
     def _message(self, lang: str, title_key: str, message: str, status: int, **context: Any) -> HTMLResponse:
+        for key in ("form_action", "form_button", "prefs_url"):
+            context.setdefault(key, None)
         return self._page("page_message.html", lang, status, title=TEXT[lang][title_key], message=message, **context)
 
     def _invalid(self, lang: str) -> HTMLResponse:

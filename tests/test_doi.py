@@ -1,0 +1,280 @@
+"""Double opt-in end to end: mail out (SMTP and Brevo), link followed, proof stored; and the ways it fails."""
+
+from __future__ import annotations
+
+import email
+import hashlib
+import re
+from datetime import timedelta
+from email.message import Message
+
+import httpx
+import pytest
+from aiosmtpd.controller import Controller
+from sqlmodel import Session, select
+from starlette.testclient import TestClient
+
+from connectors.simulators.brevo import BrevoSimulator
+from connectors.simulators.server import ThreadedServer, free_port
+from syncd import doi
+from syncd.config import Config
+from syncd.membership import join_list
+from syncd.models import Consent, Contact, DoiToken, Membership, utcnow
+from syncd.web.app import create_app
+
+UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"
+
+
+def make_config(public_url: str = "http://syncd.test", **doi_settings) -> Config:
+    return Config.model_validate({
+        "version": 1,
+        "providers": {"brevo": {"api_key": "sim-key", "base_url": doi_settings.pop("brevo_url", None)}},
+        "double_opt_in": {"secret": "doi-signing-secret", "public_url": public_url,
+                          "sender": {"email": "news@example.fr", "name": "Example"}, **doi_settings},
+        "lists": {
+            "club": {"description": "Le Club", "consent": "double_opt_in", "targets": [{"brevo": {"list_id": 7}}]},
+            "news": {"description": "Newsletter", "consent": "single_opt_in"},
+        },
+    })
+
+
+class Catcher:
+    def __init__(self):
+        self.messages: list[Message] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
+        self.messages.append(email.message_from_bytes(envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp():
+    catcher = Catcher()
+    controller = Controller(catcher, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield catcher, controller.port
+    controller.stop()
+
+
+def pending(engine, config, email_addr="ana@example.fr", lists=("club",), **attrs) -> int:
+    with Session(engine) as s:
+        c = Contact(email=email_addr, first_name="Ana", attributes=attrs)
+        s.add(c)
+        s.flush()
+        for name in lists:
+            join_list(s, c, name, config.list(name), consent="single_opt_in", source="site-form")
+        s.commit()
+        return c.id
+
+
+def statuses(engine, contact_id) -> dict[str, str]:
+    with Session(engine) as s:
+        rows = s.exec(select(Membership).where(Membership.contact_id == contact_id)).all()
+        return {m.list_name: m.status for m in rows}
+
+
+def text_part(msg: Message) -> str:
+    for part in msg.walk():
+        if part.get_content_type() == "text/plain":
+            return part.get_payload(decode=True).decode()
+    raise AssertionError("no text part")
+
+
+def confirm_link(text: str) -> str:
+    return re.search(r"https?://\S+/confirm/[A-Za-z0-9_.\-]+", text).group(0)
+
+
+# --- the whole path, on real servers -------------------------------------------------------------
+
+
+def test_smtp_confirmation_link_followed_records_the_proof(engine, smtp):
+    catcher, port = smtp
+    app_port = free_port()
+    config = make_config(f"http://127.0.0.1:{app_port}", transport="smtp", smtp={"host": "127.0.0.1", "port": port})
+    cid = pending(engine, config, lists=("club", "news"))
+
+    assert doi.send_pending(engine, config, doi.transport(config)) == 1
+    [msg] = catcher.messages
+    assert msg["To"] == "Ana <ana@example.fr>" and "Le Club" in msg["Subject"]
+    unsubscribe = re.fullmatch(r"<(http://\S+/unsubscribe/\S+)>", msg["List-Unsubscribe"]).group(1)
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    body = text_part(msg)
+    assert "/prefs/" in body and unsubscribe in body
+    link = confirm_link(body)
+
+    with ThreadedServer(create_app(config, engine), port=app_port):
+        page = httpx.get(link)  # what a mail scanner does: it must not confirm anything
+        assert page.status_code == 200 and "<form" in page.text and 'method="post"' in page.text
+        assert statuses(engine, cid)["club"] == "pending"
+        done = httpx.post(link, headers={"User-Agent": UA}, data={"lang": "en"})
+        assert done.status_code == 200 and "confirmed" in done.text
+
+    assert statuses(engine, cid) == {"club": "subscribed", "news": "subscribed"}
+    token = link.rsplit("/", 1)[1]
+    with Session(engine) as s:
+        proof = s.exec(select(Consent).where(Consent.action == "doi_confirmed")).one()
+        assert (proof.list_name, proof.ip, proof.user_agent) == ("club", "127.0.0.1", UA)
+        assert proof.token_hash == hashlib.sha256(token.encode()).hexdigest()
+        assert proof.wording.startswith("confirm.fr.html@")
+        row = s.exec(select(DoiToken)).one()
+        assert row.used_at is not None and row.token_hash == proof.token_hash
+        requested = s.exec(select(Consent).where(Consent.action == "doi_requested")).one()
+        assert requested.wording == proof.wording
+
+
+def test_brevo_transactional_confirmation(engine):
+    with BrevoSimulator(api_key="sim-key") as sim:
+        app_port = free_port()
+        config = make_config(f"http://127.0.0.1:{app_port}", transport="brevo", brevo_url=sim.api_url)
+        cid = pending(engine, config, "bob@example.fr", language="en")
+        assert doi.send_pending(engine, config, doi.transport(config)) == 1
+        [mail] = sim.outbox
+        assert mail["to"][0]["email"] == "bob@example.fr"
+        assert mail["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert mail["subject"].startswith("Please confirm")  # the contact's language: English
+        link = confirm_link(mail["textContent"])
+        assert link in mail["htmlContent"]
+        with ThreadedServer(create_app(config, engine), port=app_port):
+            assert httpx.post(link, headers={"User-Agent": UA}).status_code == 200
+    assert statuses(engine, cid) == {"club": "subscribed"}
+
+
+# --- the ways it fails ---------------------------------------------------------------------------------
+
+
+class Outbox(list):
+    def __call__(self, mail: doi.Mail) -> str:
+        self.append(mail)
+        return f"<{len(self)}@test>"
+
+
+def path_of(mail: doi.Mail) -> str:
+    return confirm_link(mail.text).removeprefix("http://syncd.test")
+
+
+@pytest.fixture
+def config():
+    return make_config()
+
+
+@pytest.fixture
+def client(engine, config):
+    with TestClient(create_app(config, engine)) as c:
+        yield c
+
+
+def test_a_link_works_once(engine, config, client):
+    cid = pending(engine, config)
+    outbox = Outbox()
+    doi.send_pending(engine, config, outbox)
+    link = path_of(outbox[0])
+    assert client.post(link).status_code == 200
+    again = client.post(link)
+    assert again.status_code == 200 and "déjà confirmée" in again.text
+    assert statuses(engine, cid) == {"club": "subscribed"}
+    with Session(engine) as s:
+        assert len(s.exec(select(Consent).where(Consent.action == "doi_confirmed")).all()) == 1
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda t: "garbage",
+    lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),  # signature altered
+    lambda t: "x" + t,  # payload altered
+    lambda t: doi.sign(make_config(), "confirm", "never-issued"),  # well signed, never issued
+    lambda t: doi.sign(make_config(), "prefs", 1, "abc"),  # a token for another use
+])
+def test_forged_or_altered_links_get_a_clear_400(engine, config, client, mangle):
+    cid = pending(engine, config)
+    outbox = Outbox()
+    doi.send_pending(engine, config, outbox)
+    token = mangle(path_of(outbox[0]).rsplit("/", 1)[1])
+    for r in (client.get(f"/confirm/{token}"), client.post(f"/confirm/{token}")):
+        assert r.status_code == 400
+        assert "Lien non valable" in r.text and "Traceback" not in r.text
+    assert statuses(engine, cid) == {"club": "pending"}
+
+
+def test_expired_link_offers_a_new_one(engine, config, client):
+    cid = pending(engine, config)
+    outbox = Outbox()
+    doi.send_pending(engine, config, outbox, now=utcnow() - timedelta(days=8))
+    link = path_of(outbox[0])
+    page = client.get(link, params={"lang": "en"})
+    assert page.status_code == 410 and "expired" in page.text and f"{link}/renew" in page.text
+    assert client.post(link).status_code == 410
+    assert statuses(engine, cid) == {"club": "pending"}
+
+    renewed = Outbox()
+    with TestClient(create_app(config, engine, send=renewed)) as c:
+        assert c.post(f"{link}/renew").status_code == 200
+    [fresh] = renewed
+    assert client.post(path_of(fresh)).status_code == 200
+    assert statuses(engine, cid) == {"club": "subscribed"}
+
+
+def test_pending_request_is_mailed_once_reminded_once_then_expires(engine, config):
+    cid = pending(engine, config)
+    outbox = Outbox()
+    sent_at = utcnow()
+    assert doi.send_pending(engine, config, outbox, now=sent_at) == 1
+    assert doi.send_pending(engine, config, outbox, now=sent_at + timedelta(hours=1)) == 0
+    assert doi.remind(engine, config, outbox, now=sent_at + timedelta(days=1)) == 0
+    assert doi.remind(engine, config, outbox, now=sent_at + timedelta(days=2, seconds=1)) == 1
+    assert doi.remind(engine, config, outbox, now=sent_at + timedelta(days=3)) == 0
+    assert outbox[1].subject.startswith("Rappel")
+    assert doi.expire(engine, config, now=sent_at + timedelta(days=6)) == 0
+    assert doi.expire(engine, config, now=sent_at + timedelta(days=7, seconds=1)) == 1
+    assert statuses(engine, cid) == {"club": "unsubscribed"}
+    with Session(engine) as s:
+        m = s.exec(select(Membership)).one()
+        assert m.reason == "doi expired"
+    assert doi.expire(engine, config, now=sent_at + timedelta(days=9)) == 0
+    assert doi.send_pending(engine, config, outbox, now=sent_at + timedelta(days=9)) == 0
+
+
+def test_the_reminder_link_confirms_too(engine, config, client):
+    cid = pending(engine, config)
+    outbox = Outbox()
+    doi.send_pending(engine, config, outbox, now=utcnow() - timedelta(days=3))
+    doi.remind(engine, config, outbox)
+    assert client.post(path_of(outbox[1])).status_code == 200
+    assert client.post(path_of(outbox[0])).status_code == 200  # the first link: already confirmed
+    assert statuses(engine, cid) == {"club": "subscribed"}
+
+
+def test_a_failed_send_leaves_no_token_and_is_retried(engine, config):
+    pending(engine, config)
+
+    def broken(mail):
+        raise ConnectionRefusedError("smtp down")
+
+    assert doi.send_pending(engine, config, broken) == 0
+    with Session(engine) as s:
+        assert s.exec(select(DoiToken)).all() == []
+    outbox = Outbox()
+    assert doi.send_pending(engine, config, outbox) == 1
+
+
+def test_one_click_unsubscribe_leaves_that_list_only(engine, config, client):
+    cid = pending(engine, config, lists=("club", "news"))
+    outbox = Outbox()
+    doi.send_pending(engine, config, outbox)
+    url = outbox[0].headers["List-Unsubscribe"].strip("<>").removeprefix("http://syncd.test")
+    assert client.get(url).status_code == 200 and statuses(engine, cid)["club"] == "pending"  # GET is harmless
+    r = client.post(url, content=b"List-Unsubscribe=One-Click",
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200
+    assert statuses(engine, cid) == {"club": "unsubscribed", "news": "subscribed"}
+    assert client.post(url.replace("/unsubscribe/", "/unsubscribe/x")).status_code == 400
+
+
+def test_custom_template_and_its_wording_version(engine, tmp_path):
+    (tmp_path / "mine.html").write_text("{% set subject %}Join {{ list_description }}{% endset %}"
+                                        "<a href='{{ confirm_url }}'>yes</a> <a href='{{ prefs_url }}'>prefs</a>")
+    (tmp_path / "mine.txt").write_text("Yes: {{ confirm_url }}\nUnsubscribe: {{ unsubscribe_url }}\n")
+    config = make_config(template=str(tmp_path / "mine.html"))
+    pending(engine, config)
+    outbox = Outbox()
+    doi.send_pending(engine, config, outbox)
+    assert outbox[0].subject == "Join Le Club"
+    assert outbox[0].wording.startswith("mine.html@")
