@@ -436,8 +436,8 @@ def _record(columns: list[str], cells: list[Any]) -> dict[str, Any]:
 def _count_issues(summary: Summary, line: int, q: Qualified) -> None:
     for issue in q.issues:
         if issue == INCOMPLETE:
-            summary.incomplete += 1
-        elif issue.startswith("phone"):
+            continue  # judged on the contact after merging, in _write
+        if issue.startswith("phone"):
             summary.phones_dropped += 1
         elif issue.startswith(("SIRET", "SIREN")):
             summary.siret_dropped += 1
@@ -488,6 +488,10 @@ def _write(
     unchanged: list[tuple[int, str]] = []
     for raw, q in good:
         current = known.get(q.email) or created.get(q.email)
+        if q.incomplete and not (current and (current["first_name"] or current["last_name"])):
+            summary.incomplete += 1
+            if len(summary.notes) < 50:
+                summary.notes.append(f"row {raw.line}: {INCOMPLETE}")
         if current is None:
             created[q.email] = new_contact(q)
             sources.append((q.email, raw.line))

@@ -1,0 +1,243 @@
+"""Importing files: counts, rejects, merges, idempotence, consent, batches."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from syncd.contacts.importer import (
+    ImportFailed,
+    ImportInterrupted,
+    Options,
+    RawRow,
+    Rejects,
+    import_file,
+    import_rows,
+    map_header,
+    parse_map,
+)
+from syncd.models import AuditLog, Consent, Contact, Source
+
+HEADER = "Civilité;Prénom;NOM;Courriel;Tél.;Société;N° SIRET;CP;Ville;Pays;Type;Tags"
+MESSY = [
+    HEADER,
+    "M.;jean-françois;DE LA TOUR;JF.Delatour@Exemple.FR;06 12 34 56 78;La Tour € SA;732 829 320 00074;75011;Paris;France;client;vip",  # noqa: E501
+    "Mme;Éloïse;marchand;eloise@exemple.fr;+33 (0)6 23 45 67 89;;;69002;Lyon;FR;prospect;",
+    "M.;Jean-François;de la Tour;jf.delatour@exemple.fr;0033612345678;;;;;;;salon",
+    "M.;Paul;Durand;paul.durand@;06 34 56 78 90;;;;;;prospect;",
+    ";;;contact@societe.fr;01 23 45 67 89;Société X;123 456 789 00012;;;;fournisseur;",
+    "Mme;Anne;Lefèvre;anne@exemple.fr;12 34;;;;;;client;",
+    "M.;Luc;Martin;LUC@EXEMPLE.FR;07 56 78 90 12;;;;;;client;",
+    "M.;Luc;Martin;luc@exemple.fr;07 81 92 03 14;;;;;;client;",
+    "M.;Too;Many;too@exemple.fr;;;;;;;;;extra;cells",
+    ";;;;;;;;;;;",
+    "Mme;Zoé;Noël;;06 45 67 89 01;;;;;;prospect;",
+]
+
+
+def write_messy(path: Path, encoding: str) -> Path:
+    path.write_bytes("\r\n".join(MESSY).encode(encoding) + b"\r\n")
+    return path
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "cp1252", "utf-8"])
+def test_messy_french_csv_imports_with_exact_counts_and_rejects(engine, tmp_path, encoding, count):
+    path = write_messy(tmp_path / "contacts.csv", encoding)
+    s = import_file(engine, path, Options(channel="salon"))
+    assert (s.read, s.imported, s.merged, s.unchanged, s.rejected) == (10, 5, 2, 0, 3)
+    assert (s.incomplete, s.conflicts, s.phones_dropped, s.siret_dropped) == (1, 1, 1, 1)
+
+    with path.with_name("contacts.rejects.csv").open(encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.reader(f, delimiter=";"))
+    assert rows[0] == ["row", "reason", *HEADER.split(";")]
+    assert [(r[0], r[1].split(":")[0]) for r in rows[1:]] == [
+        ("5", "invalid email"), ("10", "expected 12 columns, found 14"), ("12", "no email address")]  # fmt: skip
+    assert rows[1][2:] == MESSY[4].split(";")
+    assert rows[3][3:5] == ["Zoé", "Noël"]
+
+    with Session(engine) as session:
+        jf = session.exec(select(Contact).where(Contact.email == "jf.delatour@exemple.fr")).one()
+        assert (jf.first_name, jf.last_name, jf.phone, jf.siret) == ("Jean-François", "de La Tour", "+33612345678",
+                                                                    "73282932000074")  # fmt: skip
+        assert jf.company == "La Tour € SA" and jf.tags == ["vip", "salon"] and jf.kind == "client"
+        assert jf.country == "FR" and jf.postal_code == "75011"
+        luc = session.exec(select(Contact).where(Contact.email == "luc@exemple.fr")).one()
+        assert luc.phone == "+33756789012"
+        vendor = session.exec(select(Contact).where(Contact.email == "contact@societe.fr")).one()
+        assert vendor.kind == "vendor" and vendor.siret is None
+        sources = session.exec(select(Source.row).where(Source.contact_id == jf.id).order_by(Source.row)).all()
+        assert sources == [2, 4]
+    assert count("contact") == 5
+
+
+def test_re_running_the_same_import_changes_nothing(engine, tmp_path, dump):
+    path = write_messy(tmp_path / "contacts.csv", "cp1252")
+    import_file(engine, path, Options(channel="salon"))
+    before = dump()
+    s = import_file(engine, path, Options(channel="salon"))
+    assert (s.imported, s.merged, s.unchanged, s.rejected) == (0, 0, 7, 3)
+    assert dump() == before
+
+
+def test_small_batches_give_the_same_result(engine, tmp_path):
+    path = write_messy(tmp_path / "contacts.csv", "utf-8")
+    s = import_file(engine, path, Options(channel="salon", batch_size=2))
+    assert (s.read, s.imported, s.merged, s.rejected, s.conflicts) == (10, 5, 2, 3, 1)
+
+
+def test_merge_fills_empty_fields_keeps_existing_values_and_reports_the_conflict(engine, tmp_path):
+    first = tmp_path / "a.csv"
+    first.write_text("email;prénom;nom;société\nmarie@exemple.fr;Marie;Dupont;ACME\n", encoding="utf-8")
+    second = tmp_path / "b.csv"
+    second.write_text("email;société;téléphone;tags\nMARIE@exemple.fr;Globex;06 12 34 56 78;vip\n", encoding="utf-8")
+    import_file(engine, first, Options(channel="site"))
+    s = import_file(engine, second, Options(channel="fair"))
+    assert (s.merged, s.conflicts) == (1, 1)
+    assert "row 2: company kept 'ACME', file had 'Globex'" in s.notes
+    with Session(engine) as session:
+        marie = session.exec(select(Contact)).one()
+        assert (marie.company, marie.phone, marie.tags, marie.version) == ("ACME", "+33612345678", ["vip"], 2)
+        audit = session.exec(select(AuditLog).where(AuditLog.action == "import.conflict")).one()
+        assert audit.contact_id == marie.id
+        assert audit.detail["conflicts"] == [{"field": "company", "kept": "ACME", "offered": "Globex"}]
+        assert audit.detail["file"] == "b.csv" and audit.detail["row"] == 2
+        assert [s.channel for s in session.exec(select(Source).order_by(Source.id))] == ["site", "fair"]
+
+
+def test_same_value_in_another_case_is_not_a_conflict(engine, tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text("email;société\nm@exemple.fr;ACME\nM@exemple.fr;Acme\n", encoding="utf-8")
+    assert import_file(engine, path, Options(channel="site")).conflicts == 0
+
+
+def test_unknown_columns_go_to_attributes(engine, tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text("email,Secteur d'activité,Civilité\nm@exemple.fr,Boulangerie,Mme\n", encoding="utf-8")
+    import_file(engine, path, Options(channel="site"))
+    with Session(engine) as session:
+        assert session.exec(select(Contact)).one().attributes == {"Secteur d'activité": "Boulangerie"}
+
+
+def test_header_mapping_understands_french_and_english_headers():
+    assert map_header(["E-mail", "PRENOM", "Nom de famille", "Portable", "Raison sociale", "Code Postal",
+                       "Pays", "Étiquettes", "type", "Civilité", "Other"]) == [  # fmt: skip
+        "email", "first_name", "last_name", "phone", "company", "postal_code", "country", "tags", "kind",
+        "ignore", "attributes.Other"]  # fmt: skip
+
+
+def test_map_option_overrides_headers(engine, tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text("Adresse électronique\tNom complet\tBoîte\nx@exemple.fr\tjean DUPONT\tACME\n", encoding="utf-8")
+    with pytest.raises(ImportFailed, match="no column holds email addresses"):
+        import_file(engine, path, Options(channel="site"))
+    mapping = parse_map("Adresse électronique=email, boite=company")
+    s = import_file(engine, path, Options(channel="site", mapping=mapping))
+    assert s.imported == 1
+    with Session(engine) as session:
+        c = session.exec(select(Contact)).one()
+        assert (c.email, c.first_name, c.last_name, c.company) == ("x@exemple.fr", "Jean", "Dupont", "ACME")
+    with pytest.raises(ValueError, match="unknown field"):
+        parse_map("A=nope")
+
+
+def test_xlsx_import(engine, tmp_path):
+    openpyxl = pytest.importorskip("openpyxl")
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["First name", "Last name", "Email", "Mobile", "Company", "SIRET", "Zip", "Country", "Kind"])
+    ws.append(["éloïse", "MARCHAND", "Eloise@Exemple.fr", "06 23 45 67 89", "ACME", 73282932000074, 1000, "France",
+               "client"])  # fmt: skip
+    ws.append(["Paul", "Durand", "paul.durand@", None, None, None, None, None, None])
+    ws.append([None] * 9)
+    ws.append(["Jean", "Bon", "jean@exemple.fr", 612345678, None, None, None, None, "prospect"])
+    path = tmp_path / "contacts.xlsx"
+    wb.save(path)
+    s = import_file(engine, path, Options(channel="crm"))
+    assert (s.read, s.imported, s.rejected) == (3, 2, 1)
+    with path.with_name("contacts.rejects.csv").open(encoding="utf-8-sig") as f:
+        assert next(iter(list(csv.reader(f, delimiter=";"))[1:]))[:2] == ["3", "invalid email: There must be something after the @-sign."]  # noqa: E501
+    with Session(engine) as session:
+        e = session.exec(select(Contact).where(Contact.email == "eloise@exemple.fr")).one()
+        assert (e.first_name, e.last_name, e.phone, e.siret, e.postal_code) == (
+            "Éloïse", "Marchand", "+33623456789", "73282932000074", "01000")  # fmt: skip
+        j = session.exec(select(Contact).where(Contact.email == "jean@exemple.fr")).one()
+        assert j.phone == "+33612345678"
+
+
+def test_undecodable_line_is_a_reject_not_a_crash(engine, tmp_path):
+    path = tmp_path / "a.csv"
+    lines = ["email;prénom".encode()] + [f"p{i}@exemple.fr;Éloïse".encode() for i in range(5)]
+    lines.insert(3, "bad@exemple.fr;H\xe9l\xe8ne".encode("latin-1"))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    s = import_file(engine, path, Options(channel="site"))
+    assert (s.imported, s.rejected) == (5, 1)
+    with path.with_name("a.rejects.csv").open("rb") as f:
+        rejects = f.read()
+    assert b"4;not valid utf-8 text;bad@exemple.fr;H\xe9l\xe8ne" in rejects  # original bytes kept
+
+
+def test_cp1252_file_is_detected(engine, tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_bytes("email;prénom;nom\nh@exemple.fr;Hélène;Noël\n".encode("cp1252"))
+    import_file(engine, path, Options(channel="site"))
+    with Session(engine) as session:
+        c = session.exec(select(Contact)).one()
+        assert (c.first_name, c.last_name) == ("Hélène", "Noël")
+
+
+def test_unreadable_file_fails_clearly(engine, tmp_path):
+    with pytest.raises(ImportFailed, match="nope.csv"):
+        import_file(engine, tmp_path / "nope.csv", Options(channel="site"))
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(ImportFailed, match="empty"):
+        import_file(engine, empty, Options(channel="site"))
+    bad_xlsx = tmp_path / "bad.xlsx"
+    bad_xlsx.write_bytes(b"not a zip")
+    with pytest.raises(ImportFailed, match="bad.xlsx"):
+        import_file(engine, bad_xlsx, Options(channel="site"))
+
+
+def _rows_then_failure(n: int):
+    for i in range(n):
+        yield RawRow(i + 2, [f"p{i:05d}@exemple.fr", f"Nom{i}"])
+    raise OSError("read error on the network share")
+
+
+def test_a_failure_mid_import_keeps_earlier_batches_and_nothing_of_the_failing_one(engine, tmp_path, count):
+    rejects = Rejects(tmp_path / "r.csv", ["email", "nom"], ";")
+    with pytest.raises(ImportInterrupted) as info:
+        import_rows(engine, "big.csv", ["email", "last_name"], _rows_then_failure(2500),
+                    Options(channel="site", batch_size=1000), rejects)  # fmt: skip
+    assert info.value.summary.imported == 2000
+    assert count("contact") == 2000
+    assert count("source") == 2000
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.max(Contact.__table__.c.email))).scalar_one() == "p01999@exemple.fr"
+    # Running it again once the file is readable imports the rest and nothing twice.
+    rows = (RawRow(i + 2, [f"p{i:05d}@exemple.fr", f"Nom{i}"]) for i in range(2500))
+    s = import_rows(engine, "big.csv", ["email", "last_name"], rows, Options(channel="site"), rejects)
+    assert (s.imported, s.unchanged) == (500, 2000)
+    assert count("source") == 2500
+
+
+def test_erased_address_is_rejected_on_import(engine, tmp_path, count):
+    from syncd.contacts.gdpr import forget_contact
+
+    forget_contact(engine, "Gone@Exemple.fr")
+    path = tmp_path / "a.csv"
+    path.write_text("email;nom\ngone@exemple.fr;Parti\nstay@exemple.fr;Reste\n", encoding="utf-8")
+    s = import_file(engine, path, Options(channel="purchased-file"))
+    assert (s.imported, s.rejected) == (1, 1)
+    assert "2;erased at the contact's request;gone@exemple.fr" in path.with_name("a.rejects.csv").read_text("utf-8-sig")
+    assert count("contact", email="gone@exemple.fr") == 0
+
+
+def test_no_consent_is_recorded_unless_the_importer_says_so(engine, tmp_path, count):
+    path = write_messy(tmp_path / "contacts.csv", "utf-8")
+    import_file(engine, path, Options(channel="purchased-file"))
+    assert count("consent") == 0 and count("membership") == 0
