@@ -478,10 +478,12 @@ def error_from_api(exc: ApiException, endpoint: str) -> ConnectorError:
 def member_from_contact(c: Mapping[str, Any], list_id: int) -> RemoteMember:
     # https://developers.brevo.com/docs/blocklisted-contacts : emailBlacklisted is account-wide;
     # listUnsubscribed names the lists the contact unsubscribed from.
-    if c.get("emailBlacklisted"):
-        status = RemoteStatus.BLOCKED
-    elif list_id in (c.get("listUnsubscribed") or []):
+    # The per-list unsubscribe is the signal syncd acts on: it wins over the account-wide block
+    # that Brevo sets with it, which syncd lifts for the contact's other lists.
+    if list_id in (c.get("listUnsubscribed") or []):
         status = RemoteStatus.UNSUBSCRIBED
+    elif c.get("emailBlacklisted"):
+        status = RemoteStatus.BLOCKED
     else:
         status = RemoteStatus.SUBSCRIBED
     attrs = c.get("attributes") or {}

@@ -133,7 +133,10 @@ def simulate(provider: str, port: int, api_key: str | None) -> None:
 def _register_subcommands() -> None:
     import importlib
 
-    for module, names in (("syncd.contacts.cli", ("import_cmd", "contacts")),):
+    for module, names in (
+        ("syncd.contacts.cli", ("import_cmd", "contacts")),
+        ("syncd.sync.cli", ("sync", "flags")),
+    ):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -342,13 +342,17 @@ class BrevoSimulator:
         async def send_logged(message: dict) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
+                # Logged before the client can see the answer, so a test reading the log after
+                # its call returned never misses that call.
+                self._log(method, path, message["status"], scope)
                 message["headers"] = list(message.get("headers", [])) + [
                     (k.encode(), v.encode()) for k, v in extra_headers.items()
                 ]
             await send(message)
 
         await self.app(scope, receive, send_logged)
-        self._log(method, path, status_holder.get("status", 0), scope)
+        if "status" not in status_holder:
+            self._log(method, path, 0, scope)
 
     async def _drop_connection(self, receive: Any, send: Any) -> None:
         while True:  # consume the request, then close the socket without answering

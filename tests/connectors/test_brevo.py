@@ -87,7 +87,7 @@ def test_pull_since_cursor_returns_only_changes(sim):
     sim.unsubscribe("p3@example.com", target)
     changed = [m for p in conn.pull(target, cursor) for m in p.members]
 
-    assert [(m.email, m.status) for m in changed] == [("p3@example.com", RemoteStatus.BLOCKED)]
+    assert [(m.email, m.status) for m in changed] == [("p3@example.com", RemoteStatus.UNSUBSCRIBED)]
 
 
 def test_pull_unknown_list_is_not_found(sim):

