@@ -948,9 +948,10 @@ async def _drop_connection(send: Any) -> None:
     await asyncio.sleep(0)
 
 
-def serve(port: int, api_key: str) -> None:
+def serve(port: int, api_key: str, *, latency_s: float = 0.0) -> None:
     """Run a simulator in the foreground until interrupted (``syncd simulate mailchimp``)."""
     import uvicorn
 
     sim = MailchimpSimulator(api_key=api_key)
+    sim.latency_s = latency_s
     uvicorn.run(sim.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
