@@ -28,7 +28,13 @@ from syncd.contacts.qualify import Rules
 
 FIRST = ["marie", "JEAN", "Éloïse", "jean-françois", "Luc", "Camille", "Hugo", "Léa", "Chloé", "Louis"]
 LAST = ["Dupont", "MARTIN", "de la tour", "Lefèvre", "O'BRIEN", "Moreau", "Girard", "Roux", "Bonnet", "Petit"]
-CITIES = [("75011", "Paris"), ("69002", "Lyon"), ("33000", "Bordeaux"), ("59000", "Lille"), ("44000", "Nantes")]
+CITIES = [
+    ("75011", "Paris"),
+    ("69002", "Lyon"),
+    ("33000", "Bordeaux"),
+    ("59000", "Lille"),
+    ("44000", "Nantes"),
+]
 COMPANIES = 5000
 DOMAINS = [f"exemple{i}.fr" for i in range(2000)] + ["gmail.com", "orange.fr", "free.fr", "wanadoo.fr"]
 
@@ -61,8 +67,10 @@ def generate(path: Path, rows: int, seed: int = 7) -> None:
                 phone = "+33 (0)" + phone[1:]
             cp, city = CITIES[n % 5]
             kind = ("client", "prospect", "vendor")[n % 3]
-            f.write(f"M.;{FIRST[n % 10]};{LAST[n // 10 % 10]};{email};{phone};Société {n % COMPANIES};"
-                    f"{sirets[n % COMPANIES]};{cp};{city};France;{kind};salon,{kind}\n")  # fmt: skip
+            f.write(
+                f"M.;{FIRST[n % 10]};{LAST[n // 10 % 10]};{email};{phone};Société {n % COMPANIES};"
+                f"{sirets[n % COMPANIES]};{cp};{city};France;{kind};salon,{kind}\n"
+            )
 
 
 def peak_rss_mb() -> float:
@@ -70,7 +78,9 @@ def peak_rss_mb() -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--database", help="PostgreSQL URL (default: a fresh SQLite file)")
     parser.add_argument("--batch-size", type=int, default=1000)
@@ -81,8 +91,10 @@ def main() -> int:
         csv_path = Path(tmp) / "contacts.csv"
         t0 = time.perf_counter()
         generate(csv_path, args.rows)
-        print(f"generated {args.rows:,} rows ({csv_path.stat().st_size / 1e6:.0f} MB) "
-              f"in {time.perf_counter() - t0:.1f} s")  # fmt: skip
+        print(
+            f"generated {args.rows:,} rows ({csv_path.stat().st_size / 1e6:.0f} MB) "
+            f"in {time.perf_counter() - t0:.1f} s"
+        )
         schema = None
         if args.database:
             schema = f"bench_{uuid.uuid4().hex[:10]}"

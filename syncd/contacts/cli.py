@@ -19,21 +19,37 @@ CONSENTS = ("single_opt_in", "none")
 
 @click.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--source", "channel", required=True,
-              help="Where these contacts come from: newsletter, site, fair-2024, purchased-file…")  # fmt: skip
+@click.option(
+    "--source",
+    "channel",
+    required=True,
+    help="Where these contacts come from: newsletter, site, fair-2024, purchased-file…",
+)
 @click.option("--kind", help="Kind given to rows without a type column value (client, prospect, vendor…).")
 @click.option("--list", "list_name", help="Also add every imported contact to this list of the config.")
-@click.option("--consent", type=click.Choice(CONSENTS),
-              help="What the people in the file agreed to, for --list. single_opt_in records an opt-in "
-                   "(proof: this source and file); none records nothing (a purchased file).")  # fmt: skip
-@click.option("--map", "mapping", metavar="'Col=field,…'",
-              help="Say which column holds which field when the headers are not recognised, "
-                   "e.g. 'Adresse=email,Nom société=company'. Fields: email, first_name, last_name, "
-                   "phone, company, siret, siren, kind, tags, city, postal_code, country, region, ignore.")  # fmt: skip
-@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write the rows that were not imported [default: FILE.rejects.csv beside FILE].")  # fmt: skip
-@click.option("--batch-size", type=click.IntRange(1), default=1000, show_default=True,
-              help="Rows per transaction.")  # fmt: skip
+@click.option(
+    "--consent",
+    type=click.Choice(CONSENTS),
+    help="What the people in the file agreed to, for --list. single_opt_in records an opt-in "
+    "(proof: this source and file); none records nothing (a purchased file).",
+)
+@click.option(
+    "--map",
+    "mapping",
+    metavar="'Col=field,…'",
+    help="Say which column holds which field when the headers are not recognised, "
+    "e.g. 'Adresse=email,Nom société=company'. Fields: email, first_name, last_name, "
+    "phone, company, siret, siren, kind, tags, city, postal_code, country, region, ignore.",
+)
+@click.option(
+    "--rejects",
+    "rejects_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the rows that were not imported [default: FILE.rejects.csv beside FILE].",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(1), default=1000, show_default=True, help="Rows per transaction."
+)
 @click.pass_obj
 def import_cmd(
     app: App,
@@ -55,21 +71,25 @@ def import_cmd(
     """
     cfg = app.config
     if kind and kind not in cfg.kinds:
-        raise click.BadParameter(f"unknown kind {kind!r}; expected one of {', '.join(cfg.kinds)}", param_hint="--kind")
+        raise click.BadParameter(
+            f"unknown kind {kind!r}; expected one of {', '.join(cfg.kinds)}", param_hint="--kind"
+        )
     if consent and not list_name:
         raise click.UsageError("--consent goes with --list: consent is given to a list")
     list_cfg = None
     if list_name:
         if list_name not in cfg.lists:
             raise click.BadParameter(
-                f"unknown list {list_name!r}; the config has: {', '.join(cfg.lists) or 'none'}", param_hint="--list"
+                f"unknown list {list_name!r}; the config has: {', '.join(cfg.lists) or 'none'}",
+                param_hint="--list",
             )
         list_cfg = cfg.lists[list_name]
         consent = consent or "none"
         if consent == "none" and list_cfg.consent != "legitimate_interest":
             raise click.UsageError(
-                f"list {list_name!r} needs {list_cfg.consent.replace('_', ' ')}: pass --consent single_opt_in "
-                "only if the people in this file opted in to it (a purchased file cannot join it)"
+                f"list {list_name!r} needs {list_cfg.consent.replace('_', ' ')}: pass "
+                "--consent single_opt_in only if the people in this file opted in to it "
+                "(a purchased file cannot join it)"
             )
     try:
         overrides = parse_map(mapping)
@@ -96,8 +116,12 @@ def import_cmd(
         if bar:
             bar.close()
         _print_summary(file, channel, exc.summary)
-        click.secho(f"error: {exc}; the rows before that batch are imported, run the same command again "
-                    "once the problem is fixed", fg="red", err=True)  # fmt: skip
+        click.secho(
+            f"error: {exc}; the rows before that batch are imported, run the same command again "
+            "once the problem is fixed",
+            fg="red",
+            err=True,
+        )
         sys.exit(1)
     if bar:
         bar.close()
@@ -179,16 +203,41 @@ def show(app: App, email: str) -> None:
     if c["global_opt_out"]:
         click.echo(f"  OPTED OUT of everything since {c['opt_out_at']}: {c['opt_out_reason']}")
     click.echo(f"  created {c['created_at']}, updated {c['updated_at']} (version {c['version']})")
-    _section("sources", record["sources"], lambda r: f"{r['channel']}  {r['detail'] or ''}"
-             + (f" row {r['row']}" if r["row"] else "") + f"  {r['at']}")  # fmt: skip
-    _section("consents", record["consents"], lambda r: f"{r['at']}  {r['action']}  list {r['list_name'] or 'all'}"
-             f"  source {r['source'] or '-'}")  # fmt: skip
-    _section("lists", record["memberships"], lambda r: f"{r['list_name']}: {r['status']} since {r['since']}"
-             + (f" ({r['reason']})" if r["reason"] else ""))  # fmt: skip
-    _section("provider targets", record["target_states"], lambda r: f"{r['target_key']} list {r['list_name']}: "
-             f"{r['remote_status'] or '-'}, pushed {r['pushed_at'] or 'never'}")  # fmt: skip
-    _section("flags", record["flags"], lambda r: f"{r['list_name']}: {r['rule']} {r['detail'] or ''}"
-             + (" (resolved)" if r["resolved_at"] else ""))  # fmt: skip
+    _section(
+        "sources",
+        record["sources"],
+        lambda r: (
+            f"{r['channel']}  {r['detail'] or ''}" + (f" row {r['row']}" if r["row"] else "") + f"  {r['at']}"
+        ),
+    )
+    _section(
+        "consents",
+        record["consents"],
+        lambda r: f"{r['at']}  {r['action']}  list {r['list_name'] or 'all'}  source {r['source'] or '-'}",
+    )
+    _section(
+        "lists",
+        record["memberships"],
+        lambda r: (
+            f"{r['list_name']}: {r['status']} since {r['since']}"
+            + (f" ({r['reason']})" if r["reason"] else "")
+        ),
+    )
+    _section(
+        "provider targets",
+        record["target_states"],
+        lambda r: (
+            f"{r['target_key']} list {r['list_name']}: "
+            f"{r['remote_status'] or '-'}, pushed {r['pushed_at'] or 'never'}"
+        ),
+    )
+    _section(
+        "flags",
+        record["flags"],
+        lambda r: (
+            f"{r['list_name']}: {r['rule']} {r['detail'] or ''}" + (" (resolved)" if r["resolved_at"] else "")
+        ),
+    )
 
 
 def _section(title: str, rows: list[dict[str, Any]], line: Any) -> None:

@@ -55,11 +55,18 @@ def is_forgotten(session: Session, email: str) -> bool:
 def contact_record(session: Session, contact: Contact) -> dict[str, Any]:
     """Everything the master base holds about ``contact``, as JSON-ready data."""
     record: dict[str, Any] = {"contact": _plain(contact)}
-    for model, key in ((Source, "sources"), (Consent, "consents"), (Membership, "memberships"),
-                       (TargetState, "target_states"), (Flag, "flags")):  # fmt: skip
+    for model, key in (
+        (Source, "sources"),
+        (Consent, "consents"),
+        (Membership, "memberships"),
+        (TargetState, "target_states"),
+        (Flag, "flags"),
+    ):
         rows = session.exec(select(model).where(model.contact_id == contact.id).order_by(model.id)).all()
         record[key] = [_plain(r, drop=("contact_id",)) for r in rows]
-    audit = session.exec(select(AuditLog).where(AuditLog.contact_id == contact.id).order_by(AuditLog.id)).all()
+    audit = session.exec(
+        select(AuditLog).where(AuditLog.contact_id == contact.id).order_by(AuditLog.id)
+    ).all()
     record["audit_log"] = [_plain(r, drop=("contact_id",)) for r in audit]
     return record
 
@@ -107,13 +114,17 @@ def forget_contact(engine: Engine, email: str, *, actor: str = "cli") -> Erasure
             session.execute(sa.delete(Contact.__table__).where(Contact.__table__.c.id == contact.id))
             result.deleted["contact"] = 1
         flags = Flag.__table__
-        result.deleted["flag"] = result.deleted.get("flag", 0) + session.execute(
-            sa.delete(flags).where(flags.c.email_hash == digest)
-        ).rowcount
+        result.deleted["flag"] = (
+            result.deleted.get("flag", 0)
+            + session.execute(sa.delete(flags).where(flags.c.email_hash == digest)).rowcount
+        )
         if session.get(Tombstone, digest) is None:
             session.add(Tombstone(email_hash=digest, forgotten_at=utcnow()))
-        session.add(AuditLog(actor=actor, action="contact.forgotten",
-                             contact_id=contact.id if contact else None, detail={}))  # fmt: skip
+        session.add(
+            AuditLog(
+                actor=actor, action="contact.forgotten", contact_id=contact.id if contact else None, detail={}
+            )
+        )
     return result
 
 
@@ -130,7 +141,9 @@ def _scrub_inbox(session: Session, needles: set[str]) -> int:
 
 
 def _plain(row: SQLModel, drop: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {k: _iso(v) if isinstance(v, datetime) else v for k, v in row.model_dump().items() if k not in drop}
+    return {
+        k: _iso(v) if isinstance(v, datetime) else v for k, v in row.model_dump().items() if k not in drop
+    }
 
 
 def _iso(value: datetime) -> str:

@@ -37,9 +37,22 @@ from syncd.models import AuditLog, Contact, Source, Tombstone, utcnow
 log = get_logger(__name__)
 
 FIELDS = (
-    "email", "first_name", "last_name", "full_name", "phone", "company", "siret", "siren", "kind",
-    "stage", "tags", "country", "region", "city", "postal_code",
-)  # fmt: skip
+    "email",
+    "first_name",
+    "last_name",
+    "full_name",
+    "phone",
+    "company",
+    "siret",
+    "siren",
+    "kind",
+    "stage",
+    "tags",
+    "country",
+    "region",
+    "city",
+    "postal_code",
+)
 IGNORE = "ignore"
 ERASED = "erased at the contact's request"
 
@@ -106,8 +119,19 @@ class Summary:
     rejects_path: str | None = None
 
     def add(self, other: Summary) -> None:
-        for name in ("read", "imported", "merged", "unchanged", "rejected", "incomplete", "conflicts",
-                     "phones_dropped", "siret_dropped", "other_warnings", "not_joined"):  # fmt: skip
+        for name in (
+            "read",
+            "imported",
+            "merged",
+            "unchanged",
+            "rejected",
+            "incomplete",
+            "conflicts",
+            "phones_dropped",
+            "siret_dropped",
+            "other_warnings",
+            "not_joined",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.notes.extend(other.notes[: max(0, 50 - len(self.notes))])
 
@@ -216,7 +240,7 @@ def _open_csv(path: Path) -> Table:
                 if bad_lines and any(n in bad_lines for n in range(line, end + 1)):
                     yield RawRow(line, cells, f"not valid {encoding.removesuffix('-sig')} text")
                 elif len(cells) != len(header) and not (
-                    len(cells) > len(header) and not any(c.strip() for c in cells[len(header):])
+                    len(cells) > len(header) and not any(c.strip() for c in cells[len(header) :])
                 ):
                     yield RawRow(line, cells, f"expected {len(header)} columns, found {len(cells)}")
                 else:
@@ -249,7 +273,9 @@ def _open_xlsx(path: Path) -> Table:
         try:
             for n, values in enumerate(it, start=2):
                 done[0] = n
-                cells = ["" if v is None else (v.isoformat() if hasattr(v, "isoformat") else v) for v in values]
+                cells = [
+                    "" if v is None else (v.isoformat() if hasattr(v, "isoformat") else v) for v in values
+                ]
                 if any(str(c).strip() for c in cells):
                     yield RawRow(n, cells + [""] * (len(header) - len(cells)))
         finally:
@@ -282,7 +308,9 @@ def parse_map(text: str | None) -> dict[str, str]:
         if not sep or not column.strip():
             raise ValueError(f"expected Column=field, got {part.strip()!r}")
         if target not in FIELDS and target != IGNORE and not target.startswith("attributes."):
-            raise ValueError(f"unknown field {target!r}; expected one of {', '.join(FIELDS)}, ignore, attributes.NAME")
+            raise ValueError(
+                f"unknown field {target!r}; expected one of {', '.join(FIELDS)}, ignore, attributes.NAME"
+            )
         mapping[column.strip()] = target
     return mapping
 
@@ -380,8 +408,13 @@ def import_rows(
         progress(table.position(), table.size)
     if total.imported or total.merged:  # a run that changed nothing leaves no trace (idempotence)
         with Session(engine) as session:
-            session.add(AuditLog(actor="import", action="import.run",
-                                 detail={"file": file_name, "channel": options.channel, **total.counts()}))
+            session.add(
+                AuditLog(
+                    actor="import",
+                    action="import.run",
+                    detail={"file": file_name, "channel": options.channel, **total.counts()},
+                )
+            )
             session.commit()
     log.info("import.finished", file=file_name, channel=options.channel, **total.counts())
     return total
@@ -412,8 +445,13 @@ def _commit_batch(
     summary.rejected = len(rejected)
     rejects.write(sorted(rejected, key=lambda r: r[0]))
     total.add(summary)
-    log.debug("import.batch_committed", file=file_name, first_line=batch[0].line, written=written,
-              **summary.counts())  # fmt: skip
+    log.debug(
+        "import.batch_committed",
+        file=file_name,
+        first_line=batch[0].line,
+        written=written,
+        **summary.counts(),
+    )
 
 
 def _record(columns: list[str], cells: list[Any]) -> dict[str, Any]:
@@ -460,23 +498,37 @@ def _write(
         return 0
     at = utcnow()
     hashes = {q.email: email_hash(q.email) for _, q in good}
-    erased = set(session.execute(sa.select(TOMBSTONE.c.email_hash).where(
-        TOMBSTONE.c.email_hash.in_(set(hashes.values())))).scalars())  # fmt: skip
+    erased = set(
+        session.execute(
+            sa.select(TOMBSTONE.c.email_hash).where(TOMBSTONE.c.email_hash.in_(set(hashes.values())))
+        ).scalars()
+    )
     if erased:
         rejected.extend((raw.line, ERASED, raw.cells) for raw, q in good if hashes[q.email] in erased)
         good = [(raw, q) for raw, q in good if hashes[q.email] not in erased]
     emails = {q.email for _, q in good}
-    known = {r["email"]: dict(r) for r in session.execute(
-        sa.select(CONTACT).where(CONTACT.c.email.in_(emails))).mappings()}  # fmt: skip
+    known = {
+        r["email"]: dict(r)
+        for r in session.execute(sa.select(CONTACT).where(CONTACT.c.email.in_(emails))).mappings()
+    }
     ids = [r["id"] for r in known.values()]
     sourced: set[tuple[int, int | None]] = set()
     noted: set[tuple[int, int]] = set()
     if ids:
-        sourced = set(session.execute(sa.select(SOURCE.c.contact_id, SOURCE.c.row).where(
-            SOURCE.c.contact_id.in_(ids), SOURCE.c.channel == options.channel,
-            SOURCE.c.detail == file_name)).tuples())  # fmt: skip
-        for cid, detail in session.execute(sa.select(AUDIT.c.contact_id, AUDIT.c.detail).where(
-                AUDIT.c.contact_id.in_(ids), AUDIT.c.action == "import.conflict")).tuples():  # fmt: skip
+        sourced = set(
+            session.execute(
+                sa.select(SOURCE.c.contact_id, SOURCE.c.row).where(
+                    SOURCE.c.contact_id.in_(ids),
+                    SOURCE.c.channel == options.channel,
+                    SOURCE.c.detail == file_name,
+                )
+            ).tuples()
+        )
+        for cid, detail in session.execute(
+            sa.select(AUDIT.c.contact_id, AUDIT.c.detail).where(
+                AUDIT.c.contact_id.in_(ids), AUDIT.c.action == "import.conflict"
+            )
+        ).tuples():
             if detail.get("file") == file_name and detail.get("channel") == options.channel:
                 noted.add((cid, detail.get("row")))
 
@@ -538,31 +590,60 @@ def _write(
     if dirty:
         fields = [c.name for c in CONTACT.columns if c.name not in ("id", "email", "created_at")]
         params = [
-            {**{f"v_{f}": known[e][f] for f in fields}, "v_updated_at": at, "v_version": known[e]["version"] + 1,
-             "k_id": known[e]["id"]}
+            {
+                **{f"v_{f}": known[e][f] for f in fields},
+                "v_updated_at": at,
+                "v_version": known[e]["version"] + 1,
+                "k_id": known[e]["id"],
+            }
             for e in dirty
-        ]  # fmt: skip
+        ]
         session.execute(
-            sa.update(CONTACT).where(CONTACT.c.id == sa.bindparam("k_id"))
+            sa.update(CONTACT)
+            .where(CONTACT.c.id == sa.bindparam("k_id"))
             .values({f: sa.bindparam(f"v_{f}", type_=CONTACT.c[f].type) for f in fields}),
             params,
-        )  # fmt: skip
+        )
         written += len(params)
 
     def contact_id(email: str) -> int:
         return (known.get(email) or created[email])["id"]
 
     if sources:
-        _insert_many(session, SOURCE, [
-            {"contact_id": contact_id(e), "channel": options.channel, "detail": file_name, "row": line, "at": at}
-            for e, line in sources])  # fmt: skip
+        _insert_many(
+            session,
+            SOURCE,
+            [
+                {
+                    "contact_id": contact_id(e),
+                    "channel": options.channel,
+                    "detail": file_name,
+                    "row": line,
+                    "at": at,
+                }
+                for e, line in sources
+            ],
+        )
         written += len(sources)
     if conflicts:
-        session.execute(sa.insert(AUDIT), [
-            {"at": at, "actor": "import", "action": "import.conflict", "contact_id": contact_id(e),
-             "detail": {"file": file_name, "channel": options.channel, "row": line,
-                        "conflicts": [c.as_dict() for c in found]}}
-            for e, line, found in conflicts])  # fmt: skip
+        session.execute(
+            sa.insert(AUDIT),
+            [
+                {
+                    "at": at,
+                    "actor": "import",
+                    "action": "import.conflict",
+                    "contact_id": contact_id(e),
+                    "detail": {
+                        "file": file_name,
+                        "channel": options.channel,
+                        "row": line,
+                        "conflicts": [c.as_dict() for c in found],
+                    },
+                }
+                for e, line, found in conflicts
+            ],
+        )
         written += len(conflicts)
     if options.list_name and options.list_cfg is not None:
         joined = _join_list(session, file_name, touched, contact_id, options, summary, at)
@@ -584,8 +665,8 @@ def _insert_many(session: Session, table: sa.Table, rows: list[dict[str, Any]]) 
     conn = session.connection()
     dialect = conn.dialect
     names = list(rows[0])
-    compiled = sa.insert(table).values({n: sa.bindparam(n) for n in names}).compile(dialect=dialect)
-    order = list(compiled.positiontup) if compiled.positional else names
+    compiled = sa.insert(table).inline().values({n: sa.bindparam(n) for n in names}).compile(dialect=dialect)
+    order = list(compiled.positiontup) if compiled.positional else list(compiled.params)
     procs = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in order]
     defaults = {n: _default(table.c[n]) for n in order if n not in rows[0]}
     cache: dict[tuple[int, int], Any] = {}
@@ -602,9 +683,14 @@ def _insert_many(session: Session, table: sa.Table, rows: list[dict[str, Any]]) 
         return proc(value)
 
     if compiled.positional:
-        params: list[Any] = [tuple(convert(i, row[n] if n in row else defaults[n]) for i, n in enumerate(order)) for row in rows]
+        params: list[Any] = [
+            tuple(convert(i, row[n] if n in row else defaults[n]) for i, n in enumerate(order))
+            for row in rows
+        ]
     else:
-        params = [{n: convert(i, row[n] if n in row else defaults[n]) for i, n in enumerate(order)} for row in rows]
+        params = [
+            {n: convert(i, row[n] if n in row else defaults[n]) for i, n in enumerate(order)} for row in rows
+        ]
     conn.exec_driver_sql(str(compiled), params)
 
 
@@ -612,7 +698,8 @@ def _default(column: sa.Column[Any]) -> Any:
     default = column.default
     if default is None or getattr(default, "is_sequence", False):
         return None
-    return default.arg(None) if default.is_callable else default.arg  # SQLAlchemy wraps callables to take a context
+    # SQLAlchemy wraps a Python callable default so that it takes an execution context.
+    return default.arg(None) if default.is_callable else default.arg
 
 
 def _join_list(
@@ -630,8 +717,10 @@ def _join_list(
     from syncd.membership import ConsentRequired, join_list
 
     assert options.list_name and options.list_cfg
-    by_id = {c.id: c for c in session.exec(select(Contact).where(
-        Contact.id.in_({contact_id(e) for _, e in touched})))}  # fmt: skip
+    by_id = {
+        c.id: c
+        for c in session.exec(select(Contact).where(Contact.id.in_({contact_id(e) for _, e in touched})))
+    }
     source = f"import:{options.channel}:{file_name}"
     joined: set[int] = set()
     seen: set[int] = set()
@@ -642,8 +731,15 @@ def _join_list(
         seen.add(cid)
         try:
             with session.no_autoflush:
-                join_list(session, by_id[cid], options.list_name, options.list_cfg, consent=options.consent,
-                          source=source, at=at)  # fmt: skip
+                join_list(
+                    session,
+                    by_id[cid],
+                    options.list_name,
+                    options.list_cfg,
+                    consent=options.consent,
+                    source=source,
+                    at=at,
+                )
         except ConsentRequired as exc:
             summary.not_joined += 1
             if len(summary.notes) < 50:

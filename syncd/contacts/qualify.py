@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import phonenumbers
@@ -209,7 +209,7 @@ def _fast_e164(raw: str, region: str) -> str | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _region_check(region: str) -> tuple[str, list[tuple[frozenset[int], re.Pattern[str]]]] | None:
     """The country code and number-type patterns of ``region``, when its numbers are simple to strip."""
     meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
@@ -221,8 +221,19 @@ def _region_check(region: str) -> tuple[str, list[tuple[frozenset[int], re.Patte
     if meta.general_desc is None or not meta.general_desc.national_number_pattern:
         return None
     descs = []
-    for name in ("general_desc", "premium_rate", "toll_free", "shared_cost", "voip", "personal_number",
-                 "pager", "uan", "voicemail", "fixed_line", "mobile"):  # fmt: skip
+    for name in (
+        "general_desc",
+        "premium_rate",
+        "toll_free",
+        "shared_cost",
+        "voip",
+        "personal_number",
+        "pager",
+        "uan",
+        "voicemail",
+        "fixed_line",
+        "mobile",
+    ):
         desc = getattr(meta, name)
         if desc is not None and desc.national_number_pattern:
             descs.append((frozenset(desc.possible_length or ()), re.compile(desc.national_number_pattern)))
@@ -251,15 +262,55 @@ def fold(text: str) -> str:
 
 
 _COUNTRY_NAMES = {
-    "france": "FR", "republiquefrancaise": "FR", "belgique": "BE", "belgium": "BE", "suisse": "CH",
-    "switzerland": "CH", "luxembourg": "LU", "monaco": "MC", "allemagne": "DE", "germany": "DE",
-    "espagne": "ES", "spain": "ES", "italie": "IT", "italy": "IT", "portugal": "PT",
-    "paysbas": "NL", "netherlands": "NL", "hollande": "NL", "royaumeuni": "GB", "unitedkingdom": "GB",
-    "angleterre": "GB", "uk": "GB", "irlande": "IE", "ireland": "IE", "autriche": "AT", "austria": "AT",
-    "pologne": "PL", "poland": "PL", "etatsunis": "US", "usa": "US", "unitedstates": "US", "canada": "CA",
-    "maroc": "MA", "morocco": "MA", "tunisie": "TN", "tunisia": "TN", "algerie": "DZ", "algeria": "DZ",
-    "senegal": "SN", "cotedivoire": "CI", "ivorycoast": "CI", "suede": "SE", "sweden": "SE",
-    "danemark": "DK", "denmark": "DK", "norvege": "NO", "norway": "NO", "grece": "GR", "greece": "GR",
+    "france": "FR",
+    "republiquefrancaise": "FR",
+    "belgique": "BE",
+    "belgium": "BE",
+    "suisse": "CH",
+    "switzerland": "CH",
+    "luxembourg": "LU",
+    "monaco": "MC",
+    "allemagne": "DE",
+    "germany": "DE",
+    "espagne": "ES",
+    "spain": "ES",
+    "italie": "IT",
+    "italy": "IT",
+    "portugal": "PT",
+    "paysbas": "NL",
+    "netherlands": "NL",
+    "hollande": "NL",
+    "royaumeuni": "GB",
+    "unitedkingdom": "GB",
+    "angleterre": "GB",
+    "uk": "GB",
+    "irlande": "IE",
+    "ireland": "IE",
+    "autriche": "AT",
+    "austria": "AT",
+    "pologne": "PL",
+    "poland": "PL",
+    "etatsunis": "US",
+    "usa": "US",
+    "unitedstates": "US",
+    "canada": "CA",
+    "maroc": "MA",
+    "morocco": "MA",
+    "tunisie": "TN",
+    "tunisia": "TN",
+    "algerie": "DZ",
+    "algeria": "DZ",
+    "senegal": "SN",
+    "cotedivoire": "CI",
+    "ivorycoast": "CI",
+    "suede": "SE",
+    "sweden": "SE",
+    "danemark": "DK",
+    "denmark": "DK",
+    "norvege": "NO",
+    "norway": "NO",
+    "grece": "GR",
+    "greece": "GR",
 }
 
 
@@ -275,11 +326,24 @@ def normalise_country(raw: str) -> str:
 
 
 _KIND_WORDS = {
-    "client": "client", "clients": "client", "customer": "client", "cliente": "client",
-    "prospect": "prospect", "prospects": "prospect", "lead": "prospect",
-    "fournisseur": "vendor", "fournisseurs": "vendor", "vendor": "vendor", "supplier": "vendor",
-    "partenaire": "partner", "partner": "partner", "salarie": "employee", "employe": "employee",
-    "employee": "employee", "autre": "other", "other": "other",
+    "client": "client",
+    "clients": "client",
+    "customer": "client",
+    "cliente": "client",
+    "prospect": "prospect",
+    "prospects": "prospect",
+    "lead": "prospect",
+    "fournisseur": "vendor",
+    "fournisseurs": "vendor",
+    "vendor": "vendor",
+    "supplier": "vendor",
+    "partenaire": "partner",
+    "partner": "partner",
+    "salarie": "employee",
+    "employe": "employee",
+    "employee": "employee",
+    "autre": "other",
+    "other": "other",
 }
 
 

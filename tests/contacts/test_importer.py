@@ -20,7 +20,7 @@ from syncd.contacts.importer import (
     map_header,
     parse_map,
 )
-from syncd.models import AuditLog, Consent, Contact, Source
+from syncd.models import AuditLog, Contact, Source
 
 HEADER = "Civilité;Prénom;NOM;Courriel;Tél.;Société;N° SIRET;CP;Ville;Pays;Type;Tags"
 MESSY = [
@@ -55,21 +55,30 @@ def test_messy_french_csv_imports_with_exact_counts_and_rejects(engine, tmp_path
         rows = list(csv.reader(f, delimiter=";"))
     assert rows[0] == ["row", "reason", *HEADER.split(";")]
     assert [(r[0], r[1].split(":")[0]) for r in rows[1:]] == [
-        ("5", "invalid email"), ("10", "expected 12 columns, found 14"), ("12", "no email address")]  # fmt: skip
+        ("5", "invalid email"),
+        ("10", "expected 12 columns, found 14"),
+        ("12", "no email address"),
+    ]
     assert rows[1][2:] == MESSY[4].split(";")
     assert rows[3][3:5] == ["Zoé", "Noël"]
 
     with Session(engine) as session:
         jf = session.exec(select(Contact).where(Contact.email == "jf.delatour@exemple.fr")).one()
-        assert (jf.first_name, jf.last_name, jf.phone, jf.siret) == ("Jean-François", "de La Tour", "+33612345678",
-                                                                    "73282932000074")  # fmt: skip
+        assert (jf.first_name, jf.last_name, jf.phone, jf.siret) == (
+            "Jean-François",
+            "de La Tour",
+            "+33612345678",
+            "73282932000074",
+        )
         assert jf.company == "La Tour € SA" and jf.tags == ["vip", "salon"] and jf.kind == "client"
         assert jf.country == "FR" and jf.postal_code == "75011"
         luc = session.exec(select(Contact).where(Contact.email == "luc@exemple.fr")).one()
         assert luc.phone == "+33756789012"
         vendor = session.exec(select(Contact).where(Contact.email == "contact@societe.fr")).one()
         assert vendor.kind == "vendor" and vendor.siret is None
-        sources = session.exec(select(Source.row).where(Source.contact_id == jf.id).order_by(Source.row)).all()
+        sources = session.exec(
+            select(Source.row).where(Source.contact_id == jf.id).order_by(Source.row)
+        ).all()
         assert sources == [2, 4]
     assert count("contact") == 5
 
@@ -93,7 +102,9 @@ def test_merge_fills_empty_fields_keeps_existing_values_and_reports_the_conflict
     first = tmp_path / "a.csv"
     first.write_text("email;prénom;nom;société\nmarie@exemple.fr;Marie;Dupont;ACME\n", encoding="utf-8")
     second = tmp_path / "b.csv"
-    second.write_text("email;société;téléphone;tags\nMARIE@exemple.fr;Globex;06 12 34 56 78;vip\n", encoding="utf-8")
+    second.write_text(
+        "email;société;téléphone;tags\nMARIE@exemple.fr;Globex;06 12 34 56 78;vip\n", encoding="utf-8"
+    )
     import_file(engine, first, Options(channel="site"))
     s = import_file(engine, second, Options(channel="fair"))
     assert (s.merged, s.conflicts) == (1, 1)
@@ -123,15 +134,40 @@ def test_unknown_columns_go_to_attributes(engine, tmp_path):
 
 
 def test_header_mapping_understands_french_and_english_headers():
-    assert map_header(["E-mail", "PRENOM", "Nom de famille", "Portable", "Raison sociale", "Code Postal",
-                       "Pays", "Étiquettes", "type", "Civilité", "Other"]) == [  # fmt: skip
-        "email", "first_name", "last_name", "phone", "company", "postal_code", "country", "tags", "kind",
-        "ignore", "attributes.Other"]  # fmt: skip
+    assert map_header(
+        [
+            "E-mail",
+            "PRENOM",
+            "Nom de famille",
+            "Portable",
+            "Raison sociale",
+            "Code Postal",
+            "Pays",
+            "Étiquettes",
+            "type",
+            "Civilité",
+            "Other",
+        ]
+    ) == [
+        "email",
+        "first_name",
+        "last_name",
+        "phone",
+        "company",
+        "postal_code",
+        "country",
+        "tags",
+        "kind",
+        "ignore",
+        "attributes.Other",
+    ]
 
 
 def test_map_option_overrides_headers(engine, tmp_path):
     path = tmp_path / "a.csv"
-    path.write_text("Adresse électronique\tNom complet\tBoîte\nx@exemple.fr\tjean DUPONT\tACME\n", encoding="utf-8")
+    path.write_text(
+        "Adresse électronique\tNom complet\tBoîte\nx@exemple.fr\tjean DUPONT\tACME\n", encoding="utf-8"
+    )
     with pytest.raises(ImportFailed, match="no column holds email addresses"):
         import_file(engine, path, Options(channel="site"))
     mapping = parse_map("Adresse électronique=email, boite=company")
@@ -149,8 +185,19 @@ def test_xlsx_import(engine, tmp_path):
     wb = openpyxl.Workbook()
     ws = wb.active
     ws.append(["First name", "Last name", "Email", "Mobile", "Company", "SIRET", "Zip", "Country", "Kind"])
-    ws.append(["éloïse", "MARCHAND", "Eloise@Exemple.fr", "06 23 45 67 89", "ACME", 73282932000074, 1000, "France",
-               "client"])  # fmt: skip
+    ws.append(
+        [
+            "éloïse",
+            "MARCHAND",
+            "Eloise@Exemple.fr",
+            "06 23 45 67 89",
+            "ACME",
+            73282932000074,
+            1000,
+            "France",
+            "client",
+        ]
+    )
     ws.append(["Paul", "Durand", "paul.durand@", None, None, None, None, None, None])
     ws.append([None] * 9)
     ws.append(["Jean", "Bon", "jean@exemple.fr", 612345678, None, None, None, None, "prospect"])
@@ -159,11 +206,19 @@ def test_xlsx_import(engine, tmp_path):
     s = import_file(engine, path, Options(channel="crm"))
     assert (s.read, s.imported, s.rejected) == (3, 2, 1)
     with path.with_name("contacts.rejects.csv").open(encoding="utf-8-sig") as f:
-        assert next(iter(list(csv.reader(f, delimiter=";"))[1:]))[:2] == ["3", "invalid email: There must be something after the @-sign."]  # noqa: E501
+        assert next(iter(list(csv.reader(f, delimiter=";"))[1:]))[:2] == [
+            "3",
+            "invalid email: There must be something after the @-sign.",
+        ]
     with Session(engine) as session:
         e = session.exec(select(Contact).where(Contact.email == "eloise@exemple.fr")).one()
         assert (e.first_name, e.last_name, e.phone, e.siret, e.postal_code) == (
-            "Éloïse", "Marchand", "+33623456789", "73282932000074", "01000")  # fmt: skip
+            "Éloïse",
+            "Marchand",
+            "+33623456789",
+            "73282932000074",
+            "01000",
+        )
         j = session.exec(select(Contact).where(Contact.email == "jean@exemple.fr")).one()
         assert j.phone == "+33612345678"
 
@@ -211,13 +266,22 @@ def _rows_then_failure(n: int):
 def test_a_failure_mid_import_keeps_earlier_batches_and_nothing_of_the_failing_one(engine, tmp_path, count):
     rejects = Rejects(tmp_path / "r.csv", ["email", "nom"], ";")
     with pytest.raises(ImportInterrupted) as info:
-        import_rows(engine, "big.csv", ["email", "last_name"], _rows_then_failure(2500),
-                    Options(channel="site", batch_size=1000), rejects)  # fmt: skip
+        import_rows(
+            engine,
+            "big.csv",
+            ["email", "last_name"],
+            _rows_then_failure(2500),
+            Options(channel="site", batch_size=1000),
+            rejects,
+        )
     assert info.value.summary.imported == 2000
     assert count("contact") == 2000
     assert count("source") == 2000
     with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.max(Contact.__table__.c.email))).scalar_one() == "p01999@exemple.fr"
+        assert (
+            conn.execute(sa.select(sa.func.max(Contact.__table__.c.email))).scalar_one()
+            == "p01999@exemple.fr"
+        )
     # Running it again once the file is readable imports the rest and nothing twice.
     rows = (RawRow(i + 2, [f"p{i:05d}@exemple.fr", f"Nom{i}"]) for i in range(2500))
     s = import_rows(engine, "big.csv", ["email", "last_name"], rows, Options(channel="site"), rejects)
@@ -233,7 +297,9 @@ def test_erased_address_is_rejected_on_import(engine, tmp_path, count):
     path.write_text("email;nom\ngone@exemple.fr;Parti\nstay@exemple.fr;Reste\n", encoding="utf-8")
     s = import_file(engine, path, Options(channel="purchased-file"))
     assert (s.imported, s.rejected) == (1, 1)
-    assert "2;erased at the contact's request;gone@exemple.fr" in path.with_name("a.rejects.csv").read_text("utf-8-sig")
+    assert "2;erased at the contact's request;gone@exemple.fr" in path.with_name("a.rejects.csv").read_text(
+        "utf-8-sig"
+    )
     assert count("contact", email="gone@exemple.fr") == 0
 
 

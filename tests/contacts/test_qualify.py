@@ -30,7 +30,9 @@ def test_email_is_trimmed_validated_and_lower_cased_whole():
     assert normalise_email("Élodie.Noël@Exemple.fr") == "élodie.noël@exemple.fr"
 
 
-@pytest.mark.parametrize("raw", ["", "   ", "paul.durand@", "sophie.exemple.fr", "jean@@exemple.fr", "a@b", "a b@c.fr"])
+@pytest.mark.parametrize(
+    "raw", ["", "   ", "paul.durand@", "sophie.exemple.fr", "jean@@exemple.fr", "a@b", "a b@c.fr"]
+)
 def test_invalid_email_is_refused_with_a_reason(raw):
     with pytest.raises(InvalidEmail):
         normalise_email(raw)
@@ -39,8 +41,17 @@ def test_invalid_email_is_refused_with_a_reason(raw):
 def test_fast_email_path_agrees_with_email_validator():
     from email_validator import EmailNotValidError, validate_email
 
-    samples = ["A.b+tag@Sub.Example.COM", "x@exemple.fr", "o'brien@exemple.ie", "a..b@exemple.fr",
-               "-x@exemple.fr", "x@-exemple.fr", "x@exemple..fr", "x@exemple.f", "x@localhost"]  # fmt: skip
+    samples = [
+        "A.b+tag@Sub.Example.COM",
+        "x@exemple.fr",
+        "o'brien@exemple.ie",
+        "a..b@exemple.fr",
+        "-x@exemple.fr",
+        "x@-exemple.fr",
+        "x@exemple..fr",
+        "x@exemple.f",
+        "x@localhost",
+    ]
     for raw in samples:
         try:
             expected = validate_email(raw, check_deliverability=False).normalized.lower()
@@ -93,15 +104,28 @@ def test_full_name_column_is_split_when_no_first_and_last_name():
     assert (q.first_name, q.last_name) == ("Jean", "Dupont")
 
 
-@pytest.mark.parametrize("raw", ["06 12 34 56 78", "+33 (0)6 12 34 56 78", "0033612345678", "06.12.34.56.78",
-                                 "+33612345678", "06-12-34-56-78", "(06) 12 34 56 78"])  # fmt: skip
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "06 12 34 56 78",
+        "+33 (0)6 12 34 56 78",
+        "0033612345678",
+        "06.12.34.56.78",
+        "+33612345678",
+        "06-12-34-56-78",
+        "(06) 12 34 56 78",
+    ],
+)
 def test_french_phone_formats_give_e164(raw):
     assert normalise_phone(raw, "FR") == "+33612345678"
 
 
 def test_foreign_number_and_the_contacts_country_are_used():
     assert normalise_phone("+32 470 12 34 56", "FR") == "+32470123456"
-    assert qualify({"email": "a@exemple.be", "phone": "0470 12 34 56", "country": "Belgique"}).phone == "+32470123456"
+    assert (
+        qualify({"email": "a@exemple.be", "phone": "0470 12 34 56", "country": "Belgique"}).phone
+        == "+32470123456"
+    )
 
 
 def test_unparseable_phone_is_dropped_and_reported_not_rejected():
@@ -112,7 +136,15 @@ def test_unparseable_phone_is_dropped_and_reported_not_rejected():
 
 def test_fast_phone_path_agrees_with_phonenumbers():
     rnd = random.Random(42)
-    shapes = ["0{a} {b}", "+{cc} {a} {b}", "+{cc} (0){a} {b}", "00{cc}{a}{b}", "0{a}.{b}", "{a}{b}", "+{cc}0{a}{b}"]
+    shapes = [
+        "0{a} {b}",
+        "+{cc} {a} {b}",
+        "+{cc} (0){a} {b}",
+        "00{cc}{a}{b}",
+        "0{a}.{b}",
+        "{a}{b}",
+        "+{cc}0{a}{b}",
+    ]
     handled = 0
     for region in ("FR", "BE", "DE", "CH", "NL", "GB", "IT", "US"):
         cc = str(phonenumbers.country_code_for_region(region))
@@ -141,8 +173,18 @@ def test_invalid_siret_is_dropped_and_reported_and_siren_goes_to_attributes():
     assert q.attributes["siren"] == "732829320"
 
 
-@pytest.mark.parametrize(("raw", "code"), [("France", "FR"), ("FR", "FR"), ("fr", "FR"), ("Belgique", "BE"),
-                                           ("Royaume-Uni", "GB"), ("  suisse ", "CH"), ("États-Unis", "US")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("France", "FR"),
+        ("FR", "FR"),
+        ("fr", "FR"),
+        ("Belgique", "BE"),
+        ("Royaume-Uni", "GB"),
+        ("  suisse ", "CH"),
+        ("États-Unis", "US"),
+    ],
+)
 def test_country_to_iso2(raw, code):
     assert normalise_country(raw) == code
 

@@ -1,0 +1,153 @@
+"""The marketer's commands, through the real CLI against the test base."""
+
+from __future__ import annotations
+
+import json
+
+from syncd.contacts.importer import Options, import_file
+
+MESSY = (
+    "Prénom;Nom;E-mail;Téléphone;Société;type\n"
+    "Marie;Dupont;Marie.Dupont@Exemple.fr;06 12 34 56 78;ACME;client\n"
+    "marie;DUPONT;marie.dupont@exemple.fr;;Globex;client\n"
+    "Paul;Durand;paul.durand@;06 34 56 78 90;;prospect\n"
+    "Jean;Bon;jean@exemple.fr;;;\n"
+)
+
+
+def test_import_prints_a_summary_and_succeeds_with_rejects(syncd, tmp_path, count):
+    path = tmp_path / "contacts.csv"
+    path.write_text(MESSY, encoding="utf-8")
+    result = syncd("import", str(path), "--source", "salon", "--kind", "prospect")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for label, value in (
+        ("read", 4),
+        ("imported (new)", 2),
+        ("merged", 1),
+        ("rejected", 1),
+        ("conflicts (value kept)", 1),
+    ):
+        assert f"  {label:<24}{value:>9}" in out
+    assert "contacts.rejects.csv" in out and "importing" not in out  # no progress bar when piped
+    assert (tmp_path / "contacts.rejects.csv").exists()
+    assert count("contact", email="jean@exemple.fr", kind="prospect") == 1
+
+    again = syncd("import", str(path), "--source", "salon", "--kind", "prospect")
+    assert f"  {'unchanged':<24}{3:>9}" in again.output
+
+
+def test_import_of_a_missing_file_fails_naming_it(syncd, tmp_path):
+    result = syncd("import", str(tmp_path / "absent.csv"), "--source", "salon")
+    assert result.exit_code == 1
+    assert "absent.csv" in result.output
+
+
+def test_import_rejects_path_option(syncd, tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text(MESSY, encoding="utf-8")
+    result = syncd("import", str(path), "--source", "salon", "--rejects", str(tmp_path / "bad.csv"))
+    assert result.exit_code == 0 and (tmp_path / "bad.csv").exists()
+
+
+def test_map_option(syncd, tmp_path, count):
+    path = tmp_path / "c.csv"
+    path.write_text("Adresse;Boîte\nx@exemple.fr;ACME\n", encoding="utf-8")
+    assert syncd("import", str(path), "--source", "crm").exit_code == 1
+    result = syncd("import", str(path), "--source", "crm", "--map", "Adresse=email,Boîte=company")
+    assert result.exit_code == 0, result.output
+    assert count("contact", company="ACME") == 1
+    assert syncd("import", str(path), "--source", "crm", "--map", "Adresse=courriel").exit_code == 2
+
+
+def test_single_opt_in_import_records_consent_and_list_membership(syncd, tmp_path, count):
+    path = tmp_path / "form.csv"
+    path.write_text("email;prénom\na@exemple.fr;Anne\nb@exemple.fr;Bruno\nA@exemple.fr;\n", encoding="utf-8")
+    result = syncd(
+        "import", str(path), "--source", "site-form", "--list", "newsletter", "--consent", "single_opt_in"
+    )
+    assert result.exit_code == 0, result.output
+    assert count("consent", action="opt_in", list_name="newsletter", source="import:site-form:form.csv") == 2
+    assert count("membership", list_name="newsletter", status="subscribed") == 2
+    before = count("auditlog")
+    again = syncd(
+        "import", str(path), "--source", "site-form", "--list", "newsletter", "--consent", "single_opt_in"
+    )
+    assert f"  {'unchanged':<24}{3:>9}" in again.output
+    assert count("consent") == 2 and count("auditlog") == before
+
+
+def test_double_opt_in_list_gets_pending_members_from_a_single_opt_in_file(syncd, tmp_path, count):
+    path = tmp_path / "form.csv"
+    path.write_text("email;type\na@exemple.fr;client\n", encoding="utf-8")
+    result = syncd(
+        "import", str(path), "--source", "site", "--list", "clients-doi", "--consent", "single_opt_in"
+    )
+    assert result.exit_code == 0, result.output
+    assert count("membership", status="pending") == 1
+
+
+def test_purchased_file_cannot_join_a_consent_list_and_records_no_consent(syncd, tmp_path, count):
+    path = tmp_path / "bought.csv"
+    path.write_text("email;type\nv@fournisseur.fr;fournisseur\n", encoding="utf-8")
+    refused = syncd("import", str(path), "--source", "purchased-file", "--list", "newsletter")
+    assert refused.exit_code == 2 and "needs single opt in" in refused.output
+    assert count("contact") == 0
+    ok = syncd("import", str(path), "--source", "purchased-file", "--list", "vendors", "--consent", "none")
+    assert ok.exit_code == 0, ok.output
+    assert count("membership", list_name="vendors", status="subscribed") == 1 and count("consent") == 0
+    assert syncd("import", str(path), "--source", "x", "--consent", "single_opt_in").exit_code == 2
+
+
+def test_show_export_and_forget(syncd, engine, tmp_path, count):
+    path = tmp_path / "contacts.csv"
+    path.write_text(MESSY, encoding="utf-8")
+    import_file(engine, path, Options(channel="salon"))
+
+    shown = syncd("contacts", "show", "MARIE.DUPONT@exemple.fr")
+    assert shown.exit_code == 0, shown.output
+    assert "Marie Dupont <marie.dupont@exemple.fr>" in shown.output and "sources: 2" in shown.output
+    assert "salon  contacts.csv row 2" in shown.output
+
+    exported = syncd("contacts", "export", "marie.dupont@exemple.fr")
+    data = json.loads(exported.output)
+    assert data["contact"]["phone"] == "+33612345678" and len(data["sources"]) == 2
+    out = tmp_path / "marie.json"
+    assert syncd("contacts", "export", "marie.dupont@exemple.fr", "--output", str(out)).exit_code == 0
+    assert json.loads(out.read_text("utf-8"))["contact"]["company"] == "ACME"
+
+    aborted = syncd("contacts", "forget", "marie.dupont@exemple.fr", input="n\n")
+    assert aborted.exit_code == 1 and count("contact", email="marie.dupont@exemple.fr") == 1
+    forgot = syncd("contacts", "forget", "marie.dupont@exemple.fr", "--yes")
+    assert forgot.exit_code == 0 and "erased" in forgot.output
+    assert count("contact", email="marie.dupont@exemple.fr") == 0 and count("source") == 1
+
+    assert "erased at the contact's request" in syncd("contacts", "show", "marie.dupont@exemple.fr").output
+    assert syncd("contacts", "export", "marie.dupont@exemple.fr").exit_code == 1
+    reimport = syncd("import", str(path), "--source", "salon")
+    assert f"  {'rejected':<24}{3:>9}" in reimport.output
+    assert count("contact", email="marie.dupont@exemple.fr") == 0
+
+
+def test_logs_carry_no_address_in_clear(syncd, tmp_path):
+    path = tmp_path / "contacts.csv"
+    path.write_text(MESSY, encoding="utf-8")
+    result = syncd("--log-level", "debug", "import", str(path), "--source", "salon")
+    assert "import.finished" in result.stderr
+    assert "@exemple.fr" not in result.stderr
+
+
+def test_sample_file_imports(syncd):
+    from pathlib import Path
+
+    sample = Path(__file__).parents[2] / "config" / "samples" / "contacts.csv"
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "contacts.csv"
+        shutil.copy(sample, copy)
+        result = syncd("import", str(copy), "--source", "demo")
+    assert result.exit_code == 0, result.output
+    assert f"  {'imported (new)':<24}{34:>9}" in result.output
+    assert f"  {'rejected':<24}{3:>9}" in result.output

@@ -1,0 +1,120 @@
+"""GDPR access and erasure."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlmodel import Session, select
+
+from syncd.config import ListConfig
+from syncd.contacts.gdpr import export_contact, forget_contact
+from syncd.contacts.importer import Options, import_file
+from syncd.db import email_hash
+from syncd.membership import join_list
+from syncd.models import AuditLog, Contact, Flag, InboxEvent, TargetState, Tombstone
+
+AT = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def _seed(engine, tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text(
+        "email;prénom;nom;société\nMarie@Exemple.fr;Marie;Dupont;ACME\nmarie@exemple.fr;;;Globex\n"
+        "paul@exemple.fr;Paul;Durand;\n",
+        encoding="utf-8",
+    )
+    import_file(engine, path, Options(channel="salon"))
+    with Session(engine) as session:
+        marie = session.exec(select(Contact).where(Contact.email == "marie@exemple.fr")).one()
+        join_list(
+            session,
+            marie,
+            "newsletter",
+            ListConfig(consent="single_opt_in"),
+            consent="single_opt_in",
+            source="form",
+            at=AT,
+            ip="192.0.2.1",
+        )
+        session.add(
+            TargetState(contact_id=marie.id, list_name="newsletter", target_key="brevo:1", remote_id="42")
+        )
+        session.add(Flag(contact_id=marie.id, list_name="newsletter", rule="wrong_list"))
+        session.add(
+            Flag(email_hash=email_hash("marie@exemple.fr"), list_name="vendors", rule="unknown_remote")
+        )
+        session.add(
+            InboxEvent(
+                provider="mailchimp",
+                dedupe_key="k1",
+                content_type="application/x-www-form-urlencoded",
+                payload="type=unsubscribe&data%5Bemail%5D=marie%40exemple.fr",
+                status="done",
+            )
+        )
+        session.add(
+            InboxEvent(
+                provider="brevo",
+                dedupe_key="k2",
+                content_type="application/json",
+                payload='{"event": "unsubscribe", "email": "paul@exemple.fr"}',
+            )
+        )
+        session.commit()
+        return marie.id
+
+
+def test_export_holds_everything_about_the_contact(engine, tmp_path):
+    _seed(engine, tmp_path)
+    data = export_contact(engine, " MARIE@exemple.fr ")
+    assert data["contact"]["email"] == "marie@exemple.fr" and data["contact"]["company"] == "ACME"
+    assert [(s["channel"], s["detail"], s["row"]) for s in data["sources"]] == [
+        ("salon", "a.csv", 2),
+        ("salon", "a.csv", 3),
+    ]
+    assert [(c["action"], c["list_name"], c["ip"]) for c in data["consents"]] == [
+        ("opt_in", "newsletter", "192.0.2.1")
+    ]
+    assert [(m["list_name"], m["status"]) for m in data["memberships"]] == [("newsletter", "subscribed")]
+    assert data["target_states"][0]["remote_id"] == "42"
+    assert data["flags"][0]["rule"] == "wrong_list"
+    conflict = next(a for a in data["audit_log"] if a["action"] == "import.conflict")
+    assert conflict["detail"]["conflicts"][0]["offered"] == "Globex"
+    assert data["consents"][0]["at"] == "2026-03-01T09:00:00+00:00"
+    assert export_contact(engine, "nobody@exemple.fr") is None
+
+
+def test_forget_deletes_everything_scrubs_traces_and_keeps_a_tombstone(engine, tmp_path, count):
+    marie_id = _seed(engine, tmp_path)
+    result = forget_contact(engine, "Marie@Exemple.fr")
+    assert result.found
+    for table in ("source", "consent", "membership", "targetstate", "flag"):
+        assert count(table, contact_id=marie_id) == 0, table
+    assert count("flag") == 0  # the flag on her address hash went too
+    assert count("contact") == 1 and count("source") == 1  # Paul is untouched
+    with Session(engine) as session:
+        assert session.get(Tombstone, email_hash("marie@exemple.fr")) is not None
+        for entry in session.exec(select(AuditLog).where(AuditLog.contact_id == marie_id)):
+            assert "marie" not in str(entry.detail).lower() and "Globex" not in str(entry.detail)
+        events = {e.dedupe_key: e for e in session.exec(select(InboxEvent))}
+        assert "marie" not in events["k1"].payload
+        assert "paul@exemple.fr" in events["k2"].payload
+
+
+def test_forgotten_contact_is_never_re_imported_and_its_consent_does_not_come_back(engine, tmp_path, count):
+    _seed(engine, tmp_path)
+    forget_contact(engine, "marie@exemple.fr")
+    path = tmp_path / "again.csv"
+    path.write_text("email;prénom\nMARIE@exemple.fr;Marie\n", encoding="utf-8")
+    s = import_file(engine, path, Options(channel="purchased-file"))
+    assert (s.imported, s.rejected) == (0, 1)
+    assert count("contact", email="marie@exemple.fr") == 0
+    assert count("consent") == 0
+
+
+def test_forgetting_an_unknown_address_still_blocks_it(engine, count):
+    result = forget_contact(engine, "stranger@exemple.fr")
+    assert not result.found
+    assert count("tombstone") == 1
+    forget_contact(engine, "stranger@exemple.fr")
+    assert count("tombstone") == 1
