@@ -130,6 +130,21 @@ def simulate(provider: str, port: int, api_key: str | None) -> None:
     serve(port, key)
 
 
+@main.command()
+@click.option("--host", help="Address to listen on [default: the config's server.host, else 127.0.0.1].")
+@click.option("--port", type=int, help="Port [default: the config's server.port, else 8080].")
+@click.pass_obj
+def run(app: App, host: str | None, port: int | None) -> None:
+    """Run the daemon: the web app (webhooks, confirmation and preference pages, /healthz,
+    /readyz, /metrics) and the scheduler (a sync per list on its schedule, webhook inbox, double
+    opt-in mail, hygiene scan). SIGTERM finishes the batch in flight, then exits."""
+    from syncd import daemon
+
+    config, engine = app.config, app.engine
+    click.echo(f"syncd listening on http://{host or config.server.host}:{port or config.server.port}", err=True)
+    daemon.run(config, engine, host=host, port=port)
+
+
 def _register_subcommands() -> None:
     import importlib
 

@@ -1,0 +1,109 @@
+"""``syncd run``: the web app and the scheduler in one process.
+
+SIGTERM (or Ctrl-C) stops the web server, lets the job in flight finish its current batch
+(the sync engine checks the stop signal between batches), releases the leadership, and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import uvicorn
+from sqlalchemy.engine import Engine
+
+from syncd import doi, hygiene, inbox, metrics
+from syncd.config import Config
+from syncd.log import get_logger
+from syncd.providers import make_connector
+from syncd.scheduler import Job, Leader, build_scheduler, every
+from syncd.sync.engine import sync_list
+from syncd.web.app import create_app
+
+log = get_logger(__name__)
+
+
+def configured_connectors(config: Config) -> dict[str, Any]:
+    return {p: make_connector(config, p) for p in ("brevo", "mailchimp") if getattr(config.providers, p)}
+
+
+def jobs_for(config: Config, engine: Engine, connectors: dict[str, Any], stop: threading.Event) -> list[Job]:
+    """Every scheduled job of the daemon: a sync per list on its schedule, inbox drain,
+    double opt-in mail (send, remind, expire) and the hygiene scan."""
+    sender: list[doi.Send] = []
+
+    def send(mail: doi.Mail) -> None:
+        if not sender:
+            sender.append(doi.transport(config, connectors))
+        sender[0](mail)
+
+    def sync_job(name: str) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            started = time.monotonic()
+            report = sync_list(engine, config, name, connectors, stop=stop)
+            metrics.SYNC_RUNS.labels(name, "ok" if report.ok else "failed").inc()
+            metrics.SYNC_DURATION.labels(name).observe(time.monotonic() - started)
+            for t in report.targets:
+                metrics.API_CALLS.labels(t.target.split(":")[0]).inc(t.write_calls)
+            return {"list": name, "ok": report.ok}
+
+        return run
+
+    def doi_job() -> dict[str, int]:
+        return {
+            "sent": doi.send_pending(engine, config, send),
+            "reminded": doi.remind(engine, config, send),
+            "expired": doi.expire(engine, config),
+        }
+
+    jobs = [
+        Job(f"sync:{name}", sync_job(name), lst.schedule)
+        for name, lst in config.lists.items()
+        if lst.schedule is not None and lst.targets
+    ]
+    jobs.append(Job("inbox", lambda: dict(inbox.drain(engine, config, connectors=connectors)), every(seconds=10)))
+    jobs.append(Job("double-opt-in", doi_job, every(minutes=1)))
+    jobs.append(Job("hygiene", lambda: hygiene.scan(engine, config), every(hours=1)))
+    return jobs
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM once it has stopped, which would kill the process before the
+    scheduler's job in flight finishes: here the signal only asks the server to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def run(config: Config, engine: Engine, *, host: str | None = None, port: int | None = None) -> None:
+    host = host or config.server.host
+    port = port or config.server.port
+    stop = threading.Event()
+    connectors = configured_connectors(config)
+    app = create_app(config, engine, connectors=connectors)
+    leader = Leader(engine)
+    scheduler = build_scheduler(jobs_for(config, engine, connectors, stop), leader)
+    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    scheduler.start()
+    log.info("daemon.started", host=host, port=port, jobs=len(scheduler.get_jobs()))
+    try:
+        server.run()  # returns on SIGTERM / SIGINT
+    finally:
+        log.info("daemon.stopping")
+        stop.set()
+        scheduler.shutdown(wait=True)
+        leader.release()
+        log.info("daemon.stopped")

@@ -1,0 +1,107 @@
+"""`syncd run` as an operator runs it: a real process, real simulators, SIGTERM to stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from connectors.base import RemoteStatus
+from connectors.simulators.brevo import BrevoSimulator
+from connectors.simulators.server import free_port
+from syncd.config import load_config
+from syncd.db import session_scope
+from syncd.membership import join_list
+from syncd.models import Contact
+
+
+@pytest.fixture
+def brevo():
+    with BrevoSimulator() as sim:
+        yield sim
+
+
+def wait_for(predicate, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_the_daemon_serves_health_syncs_on_schedule_and_stops_on_sigterm(tmp_path, engine, brevo):
+    news = brevo.create_target("news")
+    port = free_port()
+    path = tmp_path / "syncd.yaml"
+    path.write_text(f"""
+version: 1
+providers:
+  brevo: {{api_key: "${{T_KEY}}", base_url: "{brevo.api_url}", webhook_secret: "${{T_HOOK}}"}}
+server: {{host: 127.0.0.1, port: {port}}}
+lists:
+  news:
+    consent: single_opt_in
+    targets: [{{brevo: {{list_id: {news.list_id}}}}}]
+    schedule: every 1 second
+""")
+    config = load_config_with(path, T_KEY=brevo.api_key, T_HOOK="hook")
+    with session_scope(engine) as s:
+        c = Contact(email="ana@example.fr", first_name="Ana")
+        s.add(c)
+        s.flush()
+        join_list(s, c, "news", config.lists["news"], consent="single_opt_in", source="form")
+
+    env = {**os.environ, "T_KEY": brevo.api_key, "T_HOOK": "hook",
+           "SYNCD_DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+    proc = subprocess.Popen([sys.executable, "-m", "syncd", "--log-level", "info", "--config", str(path), "run"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _ok(f"{base}/healthz"), what="/healthz")
+        assert httpx.get(f"{base}/readyz").status_code == 200
+        wait_for(lambda: brevo.members(news).get("ana@example.fr") is not None, what="the scheduled sync")
+        assert brevo.members(news)["ana@example.fr"].status == RemoteStatus.SUBSCRIBED
+        assert "syncd_sync_runs" in httpx.get(f"{base}/metrics").text
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "daemon.stopped" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_config_error_stops_start_up_with_the_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("version: 1\nlists:\n  news:\n    schedul: every 1 hour\n")
+    proc = subprocess.run([sys.executable, "-m", "syncd", "--config", str(path), "run"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert f"{path}:4: lists.news.schedul: unknown key" in proc.stderr
+
+
+def load_config_with(path, **env):
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return load_config(path)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
