@@ -194,27 +194,29 @@ def plan_target(
     plan = Plan(target)
     for contact_id, wanted, synced in members:
         if isinstance(wanted, Skip):
-            _plan_absent(plan, list_cfg, contact_id, wanted, synced)
+            _plan_absent(plan, target, list_cfg, contact_id, wanted, synced)
         else:
             _plan_present(plan, contact_id, wanted, synced, scope)
     return plan
 
 
-def _on_target(synced: SyncedState | None) -> bool:
-    """Whether the target may still mail the member. An unsubscribed or cleaned member is left
-    as the provider keeps it (archiving it would drop the provider's own record of the opt-out);
-    a BLOCKED one is still in the Brevo list and is taken off it (rule 3)."""
+def _on_target(target: Target, synced: SyncedState | None) -> bool:
+    """Whether the member is still on the target's list. A Mailchimp member unsubscribed or
+    cleaned is left as the provider keeps it (archiving would drop Mailchimp's own record of the
+    opt-out); a Brevo one, blocked or list-unsubscribed, is taken off the Brevo list (rule 3)."""
     if synced is None:
         return False
     if synced.remote_status in (RemoteStatus.SUBSCRIBED, RemoteStatus.PENDING, RemoteStatus.BLOCKED):
+        return True
+    if target.provider == "brevo" and synced.remote_status == RemoteStatus.UNSUBSCRIBED:
         return True
     return synced.pushed_hash is not None and synced.remote_status is None
 
 
 def _plan_absent(
-    plan: Plan, list_cfg: ListConfig, contact_id: int, skip: Skip, synced: SyncedState | None
+    plan: Plan, target: Target, list_cfg: ListConfig, contact_id: int, skip: Skip, synced: SyncedState | None
 ) -> None:
-    if not _on_target(synced):
+    if not _on_target(target, synced):
         return
     if skip.consent or list_cfg.on_violation == "remove":
         plan.removals.append(PlanItem(contact_id, skip.email, skip.reason))

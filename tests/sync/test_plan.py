@@ -145,9 +145,11 @@ def test_global_scope_lifts_a_block_only_for_a_newer_opt_in():
     assert len(plan_target(BREVO, NEWS, [(1, new, synced)], scope="global").unblocks) == 1
 
 
-def test_already_unsubscribed_at_the_provider_is_not_removed():
+def test_unsubscribed_at_mailchimp_is_left_there_but_taken_off_a_brevo_list():
     d = wanted("news", person(kind="client"), "unsubscribed")
-    assert not plan_target(BREVO, NEWS, [(1, d, SyncedState("h", RemoteStatus.UNSUBSCRIBED))])
+    gone = SyncedState("h", RemoteStatus.UNSUBSCRIBED)
+    assert not plan_target(Target("mailchimp", "aud"), NEWS, [(1, d, gone)])
+    assert len(plan_target(BREVO, NEWS, [(1, d, gone)]).removals) == 1
 
 
 def test_archived_member_still_wanted_is_pushed_again():
