@@ -205,7 +205,9 @@ def render_request(
         "List-Unsubscribe": f"<{unsubscribe_url}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
-    return Mail(contact.email, _full_name(contact), subject or list_name, str(html), str(text), headers, wording)
+    return Mail(
+        contact.email, _full_name(contact), subject or list_name, str(html), str(text), headers, wording
+    )
 
 
 def _full_name(contact: Contact) -> str | None:
@@ -243,8 +245,13 @@ def brevo_transport(config: Config, connector: Any) -> Send:
 
     def send(mail: Mail) -> str:
         return connector.send_email(
-            sender_email=sender.email, sender_name=sender.name or "", to_email=mail.to_email,
-            to_name=mail.to_name, subject=mail.subject, html=mail.html, text=mail.text,
+            sender_email=sender.email,
+            sender_name=sender.name or "",
+            to_email=mail.to_email,
+            to_name=mail.to_name,
+            subject=mail.subject,
+            html=mail.html,
+            text=mail.text,
             headers=dict(mail.headers),
         )
 
@@ -266,17 +273,41 @@ def transport(config: Config, connectors: Mapping[str, Any] | None = None) -> Se
 # --- sending, reminding, expiring -----------------------------------------------------------------
 
 
-def _issue(session: Session, config: Config, contact: Contact, list_name: str, *, now: datetime,
-           expires_at: datetime, reminder: bool) -> tuple[Mail, str]:
+def _issue(
+    session: Session,
+    config: Config,
+    contact: Contact,
+    list_name: str,
+    *,
+    now: datetime,
+    expires_at: datetime,
+    reminder: bool,
+) -> tuple[Mail, str]:
     token = sign(config, "confirm", secrets.token_urlsafe(18))
     mail = render_request(config, contact, list_name, token, expires_at=expires_at, reminder=reminder)
     assert contact.id is not None
-    session.add(DoiToken(contact_id=contact.id, list_name=list_name, token_hash=token_hash(token),
-                         wording=mail.wording, created_at=now, expires_at=expires_at,
-                         reminded_at=now if reminder else None))
-    session.add(Consent(contact_id=contact.id, list_name=list_name, action=ConsentAction.DOI_REQUESTED, at=now,
-                        source="doi:reminder" if reminder else "doi:request", wording=mail.wording,
-                        token_hash=token_hash(token)))
+    session.add(
+        DoiToken(
+            contact_id=contact.id,
+            list_name=list_name,
+            token_hash=token_hash(token),
+            wording=mail.wording,
+            created_at=now,
+            expires_at=expires_at,
+            reminded_at=now if reminder else None,
+        )
+    )
+    session.add(
+        Consent(
+            contact_id=contact.id,
+            list_name=list_name,
+            action=ConsentAction.DOI_REQUESTED,
+            at=now,
+            source="doi:reminder" if reminder else "doi:request",
+            wording=mail.wording,
+            token_hash=token_hash(token),
+        )
+    )
     return mail, token_hash(token)
 
 
@@ -298,8 +329,9 @@ def _doi_lists(config: Config) -> list[str]:
     return [name for name, lst in config.lists.items() if lst.consent == "double_opt_in"]
 
 
-def send_pending(engine: Engine, config: Config, send: Send, *, now: datetime | None = None,
-                 limit: int = 1000) -> int:
+def send_pending(
+    engine: Engine, config: Config, send: Send, *, now: datetime | None = None, limit: int = 1000
+) -> int:
     """Mail a confirmation link to each pending request that has none yet. Returns mails sent."""
     lists = _doi_lists(config)
     if not lists:
@@ -325,21 +357,34 @@ def send_pending(engine: Engine, config: Config, send: Send, *, now: datetime | 
         with Session(engine, expire_on_commit=False) as session:
             contact = session.get(Contact, contact_id)
             assert contact is not None
-            mail, hashed = _issue(session, config, contact, list_name, now=now,
-                          expires_at=now + config.double_opt_in.expires_after, reminder=False)
+            mail, hashed = _issue(
+                session,
+                config,
+                contact,
+                list_name,
+                now=now,
+                expires_at=now + config.double_opt_in.expires_after,
+                reminder=False,
+            )
             session.commit()
         sent += _deliver(engine, send, mail, hashed, "confirmation")
     return sent
 
 
-def remind(engine: Engine, config: Config, send: Send, *, now: datetime | None = None, limit: int = 1000) -> int:
+def remind(
+    engine: Engine, config: Config, send: Send, *, now: datetime | None = None, limit: int = 1000
+) -> int:
     """Mail one reminder, with a fresh link, to requests unconfirmed after ``remind_after``."""
     now = now or utcnow()
     with Session(engine) as session:
         due = session.exec(
             select(DoiToken.id)
-            .join(Membership, sa.and_(Membership.contact_id == DoiToken.contact_id,
-                                      Membership.list_name == DoiToken.list_name))
+            .join(
+                Membership,
+                sa.and_(
+                    Membership.contact_id == DoiToken.contact_id, Membership.list_name == DoiToken.list_name
+                ),
+            )
             .where(Membership.status == MembershipStatus.PENDING)
             .where(DoiToken.used_at.is_(None), DoiToken.reminded_at.is_(None))  # type: ignore[union-attr]
             .where(DoiToken.expires_at > now, DoiToken.created_at <= now - config.double_opt_in.remind_after)
@@ -356,8 +401,15 @@ def remind(engine: Engine, config: Config, send: Send, *, now: datetime | None =
             original.reminded_at = now
             session.add(original)
             # The reminder's link lives as long as the first one: a reminder never extends a request.
-            mail, hashed = _issue(session, config, contact, original.list_name, now=now,
-                          expires_at=original.expires_at, reminder=True)
+            mail, hashed = _issue(
+                session,
+                config,
+                contact,
+                original.list_name,
+                now=now,
+                expires_at=original.expires_at,
+                reminder=True,
+            )
             session.commit()
         sent += _deliver(engine, send, mail, hashed, "reminder")
     return sent
@@ -367,17 +419,22 @@ def expire(engine: Engine, config: Config, *, now: datetime | None = None) -> in
     """Close requests whose every link has expired unused: unsubscribed, reason "doi expired"."""
     now = now or utcnow()
     live = select(DoiToken.id).where(
-        DoiToken.contact_id == Membership.contact_id, DoiToken.list_name == Membership.list_name,
-        DoiToken.used_at.is_(None), DoiToken.expires_at > now,  # type: ignore[union-attr]
+        DoiToken.contact_id == Membership.contact_id,
+        DoiToken.list_name == Membership.list_name,
+        DoiToken.used_at.is_(None),
+        DoiToken.expires_at > now,  # type: ignore[union-attr]
     )
     lapsed = select(DoiToken.id).where(
-        DoiToken.contact_id == Membership.contact_id, DoiToken.list_name == Membership.list_name,
-        DoiToken.created_at >= Membership.since, DoiToken.expires_at <= now,
+        DoiToken.contact_id == Membership.contact_id,
+        DoiToken.list_name == Membership.list_name,
+        DoiToken.created_at >= Membership.since,
+        DoiToken.expires_at <= now,
     )
     with Session(engine) as session:
         rows = session.exec(
-            select(Membership.contact_id, Membership.list_name)
-            .where(Membership.status == MembershipStatus.PENDING, lapsed.exists(), ~live.exists())
+            select(Membership.contact_id, Membership.list_name).where(
+                Membership.status == MembershipStatus.PENDING, lapsed.exists(), ~live.exists()
+            )
         ).all()
     for contact_id, list_name in rows:
         with Session(engine) as session:
@@ -425,8 +482,15 @@ def look_up(session: Session, config: Config, token: str, *, now: datetime, lock
     return found
 
 
-def confirm(engine: Engine, config: Config, token: str, *, ip: str | None, user_agent: str | None,
-            now: datetime | None = None) -> Request:
+def confirm(
+    engine: Engine,
+    config: Config,
+    token: str,
+    *,
+    ip: str | None,
+    user_agent: str | None,
+    now: datetime | None = None,
+) -> Request:
     """Confirm a request: the proof (time, IP, user agent, wording, token hash) goes in the ledger."""
     now = now or utcnow()
     with Session(engine, expire_on_commit=False) as session:
@@ -443,10 +507,23 @@ def confirm(engine: Engine, config: Config, token: str, *, ip: str | None, user_
             session.rollback()
             found.state = "already"
             return found
-        evidence = {"token_hash": row.token_hash, "wording": row.wording, "requested_at": row.created_at.isoformat()}
-        join_list(session, contact, row.list_name, config.list(row.list_name), consent="double_opt_in",
-                  source="doi:confirm", at=now, ip=ip, user_agent=(user_agent or "")[:500] or None,
-                  evidence=evidence)
+        evidence = {
+            "token_hash": row.token_hash,
+            "wording": row.wording,
+            "requested_at": row.created_at.isoformat(),
+        }
+        join_list(
+            session,
+            contact,
+            row.list_name,
+            config.list(row.list_name),
+            consent="double_opt_in",
+            source="doi:confirm",
+            at=now,
+            ip=ip,
+            user_agent=(user_agent or "")[:500] or None,
+            evidence=evidence,
+        )
         for proof in session.new:
             if isinstance(proof, Consent) and proof.action == ConsentAction.DOI_CONFIRMED:
                 proof.token_hash, proof.wording = row.token_hash, row.wording
@@ -467,9 +544,23 @@ def renew(engine: Engine, config: Config, token: str, send: Send, *, now: dateti
         assert contact is not None and list_name is not None
         if contact.email_status in UNREACHABLE or list_name not in config.lists:
             return "withdrawn"
-        join_list(session, contact, list_name, config.list(list_name), consent="single_opt_in",
-                  source="doi:new-link", at=now)
-        mail, hashed = _issue(session, config, contact, list_name, now=now,
-                      expires_at=now + config.double_opt_in.expires_after, reminder=False)
+        join_list(
+            session,
+            contact,
+            list_name,
+            config.list(list_name),
+            consent="single_opt_in",
+            source="doi:new-link",
+            at=now,
+        )
+        mail, hashed = _issue(
+            session,
+            config,
+            contact,
+            list_name,
+            now=now,
+            expires_at=now + config.double_opt_in.expires_after,
+            reminder=False,
+        )
         session.commit()
     return "sent" if _deliver(engine, send, mail, hashed, "confirmation") else "failed"

@@ -88,7 +88,9 @@ def _claim(session: Session, at: datetime, skip_locked: bool) -> InboxEvent | No
     return session.exec(query).first()
 
 
-def _apply_row(session: Session, row: InboxEvent, parsers: _Parsers, apply: Apply, config: Config) -> list[str]:
+def _apply_row(
+    session: Session, row: InboxEvent, parsers: _Parsers, apply: Apply, config: Config
+) -> list[str]:
     events = parsers.get(row.provider).parse_webhook(row.payload.encode("utf-8"), row.content_type, {})
     outcomes = []
     for event in sorted(events, key=lambda e: e.occurred_at):  # apply by event time

@@ -23,12 +23,17 @@ WEBHOOK_PROCESSED = Counter(
     registry=REGISTRY,
 )
 WEBHOOK_FAILED = Counter(
-    "syncd_webhook_events_failed", "Inbox rows whose processing failed (retried, or dead)", ["provider"],
+    "syncd_webhook_events_failed",
+    "Inbox rows whose processing failed (retried, or dead)",
+    ["provider"],
     registry=REGISTRY,
 )
 SYNC_RUNS = Counter("syncd_sync_runs", "Sync runs, by list and status", ["list", "status"], registry=REGISTRY)
 SYNC_DURATION = Histogram(
-    "syncd_sync_duration_seconds", "Duration of a sync run", ["list"], registry=REGISTRY,
+    "syncd_sync_duration_seconds",
+    "Duration of a sync run",
+    ["list"],
+    registry=REGISTRY,
     buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
 )
 API_CALLS = Counter("syncd_api_calls", "Calls made to a provider's API", ["provider"], registry=REGISTRY)

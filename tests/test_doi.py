@@ -26,16 +26,26 @@ UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"
 
 
 def make_config(public_url: str = "http://syncd.test", **doi_settings) -> Config:
-    return Config.model_validate({
-        "version": 1,
-        "providers": {"brevo": {"api_key": "sim-key", "base_url": doi_settings.pop("brevo_url", None)}},
-        "double_opt_in": {"secret": "doi-signing-secret", "public_url": public_url,
-                          "sender": {"email": "news@example.fr", "name": "Example"}, **doi_settings},
-        "lists": {
-            "club": {"description": "Le Club", "consent": "double_opt_in", "targets": [{"brevo": {"list_id": 7}}]},
-            "news": {"description": "Newsletter", "consent": "single_opt_in"},
-        },
-    })
+    return Config.model_validate(
+        {
+            "version": 1,
+            "providers": {"brevo": {"api_key": "sim-key", "base_url": doi_settings.pop("brevo_url", None)}},
+            "double_opt_in": {
+                "secret": "doi-signing-secret",
+                "public_url": public_url,
+                "sender": {"email": "news@example.fr", "name": "Example"},
+                **doi_settings,
+            },
+            "lists": {
+                "club": {
+                    "description": "Le Club",
+                    "consent": "double_opt_in",
+                    "targets": [{"brevo": {"list_id": 7}}],
+                },
+                "news": {"description": "Newsletter", "consent": "single_opt_in"},
+            },
+        }
+    )
 
 
 class Catcher:
@@ -90,7 +100,9 @@ def confirm_link(text: str) -> str:
 def test_smtp_confirmation_link_followed_records_the_proof(engine, smtp):
     catcher, port = smtp
     app_port = free_port()
-    config = make_config(f"http://127.0.0.1:{app_port}", transport="smtp", smtp={"host": "127.0.0.1", "port": port})
+    config = make_config(
+        f"http://127.0.0.1:{app_port}", transport="smtp", smtp={"host": "127.0.0.1", "port": port}
+    )
     cid = pending(engine, config, lists=("club", "news"))
 
     assert doi.send_pending(engine, config, doi.transport(config)) == 1
@@ -176,13 +188,16 @@ def test_a_link_works_once(engine, config, client):
         assert len(s.exec(select(Consent).where(Consent.action == "doi_confirmed")).all()) == 1
 
 
-@pytest.mark.parametrize("mangle", [
-    lambda t: "garbage",
-    lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),  # signature altered
-    lambda t: "x" + t,  # payload altered
-    lambda t: doi.sign(make_config(), "confirm", "never-issued"),  # well signed, never issued
-    lambda t: doi.sign(make_config(), "prefs", 1, "abc"),  # a token for another use
-])
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: "garbage",
+        lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),  # signature altered
+        lambda t: "x" + t,  # payload altered
+        lambda t: doi.sign(make_config(), "confirm", "never-issued"),  # well signed, never issued
+        lambda t: doi.sign(make_config(), "prefs", 1, "abc"),  # a token for another use
+    ],
+)
 def test_forged_or_altered_links_get_a_clear_400(engine, config, client, mangle):
     cid = pending(engine, config)
     outbox = Outbox()
@@ -260,17 +275,24 @@ def test_one_click_unsubscribe_leaves_that_list_only(engine, config, client):
     outbox = Outbox()
     doi.send_pending(engine, config, outbox)
     url = outbox[0].headers["List-Unsubscribe"].strip("<>").removeprefix("http://syncd.test")
-    assert client.get(url).status_code == 200 and statuses(engine, cid)["club"] == "pending"  # GET is harmless
-    r = client.post(url, content=b"List-Unsubscribe=One-Click",
-                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert (
+        client.get(url).status_code == 200 and statuses(engine, cid)["club"] == "pending"
+    )  # GET is harmless
+    r = client.post(
+        url,
+        content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert r.status_code == 200
     assert statuses(engine, cid) == {"club": "unsubscribed", "news": "subscribed"}
     assert client.post(url.replace("/unsubscribe/", "/unsubscribe/x")).status_code == 400
 
 
 def test_custom_template_and_its_wording_version(engine, tmp_path):
-    (tmp_path / "mine.html").write_text("{% set subject %}Join {{ list_description }}{% endset %}"
-                                        "<a href='{{ confirm_url }}'>yes</a> <a href='{{ prefs_url }}'>prefs</a>")
+    (tmp_path / "mine.html").write_text(
+        "{% set subject %}Join {{ list_description }}{% endset %}"
+        "<a href='{{ confirm_url }}'>yes</a> <a href='{{ prefs_url }}'>prefs</a>"
+    )
     (tmp_path / "mine.txt").write_text("Yes: {{ confirm_url }}\nUnsubscribe: {{ unsubscribe_url }}\n")
     config = make_config(template=str(tmp_path / "mine.html"))
     pending(engine, config)

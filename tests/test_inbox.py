@@ -17,14 +17,16 @@ from syncd.inbox import MAX_ATTEMPTS, backlog, dead_letters, drain, requeue
 from syncd.models import AuditLog, Contact, InboxEvent, Membership
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-CONFIG = Config.model_validate({
-    "version": 1,
-    "providers": {
-        "brevo": {"api_key": "k", "base_url": "http://127.0.0.1:9/v3", "api_key_name": "syncd"},
-        "mailchimp": {"api_key": "k-us1", "base_url": "http://127.0.0.1:9/3.0"},
-    },
-    "lists": {"news": {"targets": [{"brevo": {"list_id": 12}}]}},
-})
+CONFIG = Config.model_validate(
+    {
+        "version": 1,
+        "providers": {
+            "brevo": {"api_key": "k", "base_url": "http://127.0.0.1:9/v3", "api_key_name": "syncd"},
+            "mailchimp": {"api_key": "k-us1", "base_url": "http://127.0.0.1:9/3.0"},
+        },
+        "lists": {"news": {"targets": [{"brevo": {"list_id": 12}}]}},
+    }
+)
 
 
 def store(engine, provider: str, kind: EventKind, email: str, n: int = 1, **extra) -> list[int]:
@@ -34,10 +36,19 @@ def store(engine, provider: str, kind: EventKind, email: str, n: int = 1, **extr
     with Session(engine) as s:
         for i in range(n):
             at = NOW - timedelta(minutes=n - i)
-            body, ctype = sim.webhook_payload(kind, email, target, **({"occurred_at": at} if provider == "brevo" else
-                                                                       {"fired_at": at}), **extra)
-            row = InboxEvent(provider=provider, dedupe_key=f"{provider}:{kind}:{i}:{email}", content_type=ctype,
-                             payload=body.decode())
+            body, ctype = sim.webhook_payload(
+                kind,
+                email,
+                target,
+                **({"occurred_at": at} if provider == "brevo" else {"fired_at": at}),
+                **extra,
+            )
+            row = InboxEvent(
+                provider=provider,
+                dedupe_key=f"{provider}:{kind}:{i}:{email}",
+                content_type=ctype,
+                payload=body.decode(),
+            )
             s.add(row)
             s.flush()
             ids.append(row.id)
@@ -99,13 +110,24 @@ def test_after_max_attempts_the_row_is_dead_visible_and_replayable(engine):
 def test_a_delivery_is_applied_by_event_time_and_skips_our_own_echo(engine):
     items = [
         {"event": "unsubscribe", "email": "a@example.fr", "list_id": [12], "ts_epoch": 2_000},
-        {"event": "contact_updated", "email": "a@example.fr", "ts_epoch": 1_000, "api_key_name": "syncd",
-         "attributes": {"FIRSTNAME": "A"}},
+        {
+            "event": "contact_updated",
+            "email": "a@example.fr",
+            "ts_epoch": 1_000,
+            "api_key_name": "syncd",
+            "attributes": {"FIRSTNAME": "A"},
+        },
         {"event": "hard_bounce", "email": "a@example.fr", "ts_epoch": 1_500},
     ]
     with Session(engine) as s:
-        s.add(InboxEvent(provider="brevo", dedupe_key="brevo:batch", content_type="application/json",
-                         payload=json.dumps(items)))
+        s.add(
+            InboxEvent(
+                provider="brevo",
+                dedupe_key="brevo:batch",
+                content_type="application/json",
+                payload=json.dumps(items),
+            )
+        )
         s.commit()
     seen = []
     drain(engine, CONFIG, now=NOW, apply=lambda s, e, c: seen.append(e.kind) or "applied")
@@ -117,7 +139,9 @@ def test_real_events_reach_the_master_base(engine):
         c = Contact(email="ana@example.fr", updated_at=NOW - timedelta(days=1))
         s.add(c)
         s.flush()
-        s.add(Membership(contact_id=c.id, list_name="news", status="subscribed", since=NOW - timedelta(days=1)))
+        s.add(
+            Membership(contact_id=c.id, list_name="news", status="subscribed", since=NOW - timedelta(days=1))
+        )
         s.commit()
     store(engine, "brevo", EventKind.UNSUBSCRIBED, "ana@example.fr")
     assert drain(engine, CONFIG, now=NOW) == {"done": 1}
@@ -127,7 +151,9 @@ def test_real_events_reach_the_master_base(engine):
 
 def test_replicas_draining_together_apply_each_row_once(engine):
     if engine.dialect.name != "postgresql":
-        pytest.skip("several replicas drain only on PostgreSQL (FOR UPDATE SKIP LOCKED); SQLite has one process")
+        pytest.skip(
+            "several replicas drain only on PostgreSQL (FOR UPDATE SKIP LOCKED); SQLite has one process"
+        )
     store(engine, "mailchimp", EventKind.PROFILE_UPDATED, "ana@example.fr", n=60)
     applied: list[int] = []
     lock = threading.Lock()
@@ -137,8 +163,10 @@ def test_replicas_draining_together_apply_each_row_once(engine):
             applied.append(event.occurred_at)
         return "applied"
 
-    threads = [threading.Thread(target=drain, args=(engine, CONFIG), kwargs={"now": NOW, "apply": apply})
-               for _ in range(4)]
+    threads = [
+        threading.Thread(target=drain, args=(engine, CONFIG), kwargs={"now": NOW, "apply": apply})
+        for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:

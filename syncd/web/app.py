@@ -54,7 +54,8 @@ def create_app(
     known = _Connectors(config, connectors)
     hooks = WebhookReceiver(config, InboxWriter(engine), known)
     env = Environment(
-        loader=FileSystemLoader(str(doi.TEMPLATES)), autoescape=select_autoescape(["html"]),
+        loader=FileSystemLoader(str(doi.TEMPLATES)),
+        autoescape=select_autoescape(["html"]),
         undefined=StrictUndefined,
     )
     mailer: list[doi.Send] = [send] if send is not None else []

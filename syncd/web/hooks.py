@@ -125,8 +125,9 @@ class WebhookReceiver:
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not secret_matches(token.strip(), settings.webhook_token):
                 WEBHOOK_REJECTED.labels("brevo", "token").inc()
-                return PlainTextResponse("Unauthorized", status_code=401,
-                                         headers={"WWW-Authenticate": "Bearer"})
+                return PlainTextResponse(
+                    "Unauthorized", status_code=401, headers={"WWW-Authenticate": "Bearer"}
+                )
         return await self._receive("brevo", request)
 
     async def mailchimp(self, request: Request) -> Response:
@@ -149,7 +150,9 @@ class WebhookReceiver:
         connector = self.connectors[provider]
         if provider == "mailchimp" and self.config.providers.mailchimp.signing_secret:
             signature = request.headers.get("x-mailchimp-signature")
-            if not connector.verify_signature(body, signature, self.config.providers.mailchimp.signing_secret):
+            if not connector.verify_signature(
+                body, signature, self.config.providers.mailchimp.signing_secret
+            ):
                 WEBHOOK_REJECTED.labels(provider, "signature").inc()
                 return PlainTextResponse("Bad signature", status_code=401)
         try:
@@ -166,8 +169,11 @@ class WebhookReceiver:
         except sa.exc.SQLAlchemyError as exc:
             WEBHOOK_REJECTED.labels(provider, "database").inc()
             log.error("webhook.store_failed", provider=provider, error=type(exc).__name__)
-            return PlainTextResponse("Service Unavailable: the master base cannot be reached",
-                                     status_code=503, headers={"Retry-After": "30"})
+            return PlainTextResponse(
+                "Service Unavailable: the master base cannot be reached",
+                status_code=503,
+                headers={"Retry-After": "30"},
+            )
         if outcome != "duplicate":
             WEBHOOK_RECEIVED.labels(provider).inc()
         return JSONResponse({"status": outcome, "events": len(events)})

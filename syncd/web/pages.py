@@ -48,18 +48,28 @@ class Pages:
 
     def _lang(self, request: Request, form: Any = None) -> str:
         asked = (form or {}).get("lang") or request.query_params.get("lang")
-        return pick_language(asked, request.headers.get("accept-language"), self.config.double_opt_in.language)
+        return pick_language(
+            asked, request.headers.get("accept-language"), self.config.double_opt_in.language
+        )
 
     def _page(self, name: str, lang: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = self.env.get_template(name).render(lang=lang, t=TEXT[lang], **context)
-        return HTMLResponse(html, status_code=status, headers={
-            "Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
-        })
+        return HTMLResponse(
+            html,
+            status_code=status,
+            headers={
+                "Cache-Control": "no-store",
+                "Referrer-Policy": "no-referrer",
+                "X-Frame-Options": "DENY",
+            },
+        )
 
     def _message(self, lang: str, title_key: str, message: str, status: int, **context: Any) -> HTMLResponse:
         for key in ("form_action", "form_button", "prefs_url"):
             context.setdefault(key, None)
-        return self._page("page_message.html", lang, status, title=TEXT[lang][title_key], message=message, **context)
+        return self._page(
+            "page_message.html", lang, status, title=TEXT[lang][title_key], message=message, **context
+        )
 
     def _invalid(self, lang: str) -> HTMLResponse:
         return self._message(lang, "invalid.title", TEXT[lang]["invalid"], 400)
@@ -75,8 +85,9 @@ class Pages:
 
     def _confirm_page(self, request: Request, lang: str, found: doi.Request) -> HTMLResponse:
         title_key, message_key, status = STATE_PAGES[found.state]
-        text = TEXT[lang][message_key].format(list=self._label(found.list_name),
-                                             email=found.contact.email if found.contact else "")
+        text = TEXT[lang][message_key].format(
+            list=self._label(found.list_name), email=found.contact.email if found.contact else ""
+        )
         token = request.path_params["token"]
         action = button = None
         if found.state == "ready":
@@ -84,7 +95,9 @@ class Pages:
         elif found.state == "expired":
             action, button = f"/confirm/{token}/renew", TEXT[lang]["confirm.renew"]
         prefs = self._prefs_url(found.contact, lang) if found.state in ("confirmed", "already") else None
-        return self._message(lang, title_key, text, status, form_action=action, form_button=button, prefs_url=prefs)
+        return self._message(
+            lang, title_key, text, status, form_action=action, form_button=button, prefs_url=prefs
+        )
 
     async def confirm_get(self, request: Request) -> Response:
         lang = self._lang(request)
@@ -100,8 +113,14 @@ class Pages:
         form = await request.form()
         lang = self._lang(request, form)
         ip = request.client.host if request.client else None
-        found = await run_in_threadpool(doi.confirm, self.engine, self.config, request.path_params["token"],
-                                        ip=ip, user_agent=request.headers.get("user-agent"))
+        found = await run_in_threadpool(
+            doi.confirm,
+            self.engine,
+            self.config,
+            request.path_params["token"],
+            ip=ip,
+            user_agent=request.headers.get("user-agent"),
+        )
         return self._confirm_page(request, lang, found)
 
     async def confirm_renew(self, request: Request) -> Response:
@@ -133,8 +152,15 @@ class Pages:
             return self._invalid(lang)
         contact, list_name = found
         text = TEXT[lang]["unsub.ask"].format(list=self._label(list_name), email=contact.email)
-        return self._message(lang, "unsub.title", text, 200, form_action=f"/unsubscribe/{token}",
-                             form_button=TEXT[lang]["unsub.button"], prefs_url=self._prefs_url(contact, lang))
+        return self._message(
+            lang,
+            "unsub.title",
+            text,
+            200,
+            form_action=f"/unsubscribe/{token}",
+            form_button=TEXT[lang]["unsub.button"],
+            prefs_url=self._prefs_url(contact, lang),
+        )
 
     async def unsubscribe_post(self, request: Request) -> Response:
         """RFC 8058 one-click (body ``List-Unsubscribe=One-Click``) and the page's button alike."""
@@ -146,7 +172,9 @@ class Pages:
             with Session(self.engine, expire_on_commit=False) as session:
                 found = self._unsub_target(session, token)
                 if found is not None:
-                    leave_list(session, found[0], found[1], reason="unsubscribe link", source="web:unsubscribe")
+                    leave_list(
+                        session, found[0], found[1], reason="unsubscribe link", source="web:unsubscribe"
+                    )
                     session.commit()
                 return found
 
@@ -168,27 +196,58 @@ class Pages:
 
     def _csrf_ok(self, contact: Contact, value: str) -> bool:
         parts = doi.unsign(self.config, "csrf", value)
-        return (bool(parts) and len(parts) == 2 and parts[0] == contact.id
-                and isinstance(parts[1], int) and 0 <= time.time() - parts[1] <= CSRF_MAX_AGE_S)
+        return (
+            bool(parts)
+            and len(parts) == 2
+            and parts[0] == contact.id
+            and isinstance(parts[1], int)
+            and 0 <= time.time() - parts[1] <= CSRF_MAX_AGE_S
+        )
 
-    def _prefs_page(self, request: Request, lang: str, contact: Contact, rows: list[Membership],
-                    notice: str | None = None, status: int = 200) -> HTMLResponse:
-        lists = [{"name": m.list_name, "label": self._label(m.list_name),
-                  "pending": m.status == MembershipStatus.PENDING} for m in rows]
-        return self._page("page_prefs.html", lang, status, title=TEXT[lang]["prefs.title"],
-                          intro=TEXT[lang]["prefs.intro"].format(email=contact.email), lists=lists,
-                          csrf=self._csrf(contact), notice=notice,
-                          form_action=f"/prefs/{request.path_params['token']}")
+    def _prefs_page(
+        self,
+        request: Request,
+        lang: str,
+        contact: Contact,
+        rows: list[Membership],
+        notice: str | None = None,
+        status: int = 200,
+    ) -> HTMLResponse:
+        lists = [
+            {
+                "name": m.list_name,
+                "label": self._label(m.list_name),
+                "pending": m.status == MembershipStatus.PENDING,
+            }
+            for m in rows
+        ]
+        return self._page(
+            "page_prefs.html",
+            lang,
+            status,
+            title=TEXT[lang]["prefs.title"],
+            intro=TEXT[lang]["prefs.intro"].format(email=contact.email),
+            lists=lists,
+            csrf=self._csrf(contact),
+            notice=notice,
+            form_action=f"/prefs/{request.path_params['token']}",
+        )
 
     @staticmethod
     def _active(session: Session, contact: Contact) -> list[Membership]:
-        return list(session.exec(
-            select(Membership)
-            .where(Membership.contact_id == contact.id)
-            .where(sa.or_(Membership.status == MembershipStatus.SUBSCRIBED,
-                          Membership.status == MembershipStatus.PENDING))
-            .order_by(Membership.list_name)
-        ).all())
+        return list(
+            session.exec(
+                select(Membership)
+                .where(Membership.contact_id == contact.id)
+                .where(
+                    sa.or_(
+                        Membership.status == MembershipStatus.SUBSCRIBED,
+                        Membership.status == MembershipStatus.PENDING,
+                    )
+                )
+                .order_by(Membership.list_name)
+            ).all()
+        )
 
     async def prefs_get(self, request: Request) -> Response:
         lang = self._lang(request)
@@ -217,15 +276,17 @@ class Pages:
                 if not self._csrf_ok(contact, str(form.get("csrf") or "")):
                     return "stale", contact, self._active(session, contact)
                 if everything:
-                    opt_out_everywhere(session, contact, reason="preference centre: everything",
-                                       source="web:prefs")
+                    opt_out_everywhere(
+                        session, contact, reason="preference centre: everything", source="web:prefs"
+                    )
                 else:
                     # Only lists the page showed and the contact unticked: a list joined since the
                     # page was loaded is not touched (it was not on the form).
                     for list_name in sorted(shown - keep):
                         if membership(session, contact.id, list_name) is not None:  # type: ignore[arg-type]
-                            leave_list(session, contact, list_name, reason="preference centre",
-                                       source="web:prefs")
+                            leave_list(
+                                session, contact, list_name, reason="preference centre", source="web:prefs"
+                            )
                 session.commit()
                 return "saved", contact, self._active(session, contact)
 

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (prose: one sentence a line reads better than wrapped fragments)
 """What the public pages say, in French and English. Keys are what the page is about."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ TEXT: dict[str, dict[str, str]] = {
         "confirm.already": "Votre inscription à « {list} » était déjà confirmée. Il n’y a rien d’autre à faire.",
         "confirm.expired.title": "Lien expiré",
         "confirm.expired": "Ce lien de confirmation a expiré. Vous pouvez demander un nouveau lien, "
-                           "qui sera envoyé à l’adresse inscrite.",
+        "qui sera envoyé à l’adresse inscrite.",
         "confirm.renew": "M’envoyer un nouveau lien",
         "confirm.renewed.title": "Nouveau lien envoyé",
         "confirm.renewed": "Un nouveau lien de confirmation vient d’être envoyé. Pensez à vérifier vos indésirables.",
@@ -24,7 +25,7 @@ TEXT: dict[str, dict[str, str]] = {
         "confirm.withdrawn": "Cette demande d’inscription n’est plus valable.",
         "invalid.title": "Lien non valable",
         "invalid": "Ce lien n’est pas valable : il a peut-être été mal copié ou modifié. "
-                   "Ouvrez-le de nouveau depuis le message reçu.",
+        "Ouvrez-le de nouveau depuis le message reçu.",
         "unsub.title": "Se désinscrire",
         "unsub.ask": "Ne plus recevoir « {list} » à l’adresse {email} ? Vos autres abonnements ne changent pas.",
         "unsub.button": "Me désinscrire de cette liste",
@@ -53,7 +54,7 @@ TEXT: dict[str, dict[str, str]] = {
         "confirm.already": "Your subscription to \u201c{list}\u201d was already confirmed. Nothing else to do.",
         "confirm.expired.title": "Link expired",
         "confirm.expired": "This confirmation link has expired. You can ask for a new link, "
-                           "which will be sent to the address given.",
+        "which will be sent to the address given.",
         "confirm.renew": "Send me a new link",
         "confirm.renewed.title": "New link sent",
         "confirm.renewed": "A new confirmation link has just been sent. Check your spam folder too.",
@@ -62,7 +63,7 @@ TEXT: dict[str, dict[str, str]] = {
         "confirm.withdrawn": "This subscription request is no longer valid.",
         "invalid.title": "Invalid link",
         "invalid": "This link is not valid: it may have been copied incompletely or altered. "
-                   "Open it again from the message you received.",
+        "Open it again from the message you received.",
         "unsub.title": "Unsubscribe",
         "unsub.ask": "Stop receiving \u201c{list}\u201d at {email}? Your other subscriptions stay as they are.",
         "unsub.button": "Unsubscribe me from this list",

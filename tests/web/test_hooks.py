@@ -63,7 +63,9 @@ def test_mailchimp_registration_check_gets_200(client, engine):
     assert inbox(engine) == []
 
 
-@pytest.mark.parametrize("path", ["/hooks/brevo/wrong", "/hooks/mailchimp/wrong", f"/hooks/brevo/{MAILCHIMP_SECRET}"])
+@pytest.mark.parametrize(
+    "path", ["/hooks/brevo/wrong", "/hooks/mailchimp/wrong", f"/hooks/brevo/{MAILCHIMP_SECRET}"]
+)
 def test_wrong_secret_is_404_and_nothing_is_stored(client, engine, path):
     r = client.post(path, content=brevo_body(), headers=JSON)
     assert r.status_code == 404
@@ -153,7 +155,9 @@ def test_mailchimp_signature_is_checked_when_a_signing_secret_is_set(engine):
 
 def unreachable_engine(engine, tmp_path):
     if engine.dialect.name == "postgresql":
-        return db.make_engine("postgresql+psycopg://postgres@127.0.0.1:1/nowhere", connect_args={"connect_timeout": 2})
+        return db.make_engine(
+            "postgresql+psycopg://postgres@127.0.0.1:1/nowhere", connect_args={"connect_timeout": 2}
+        )
     return db.make_engine(f"sqlite:///{tmp_path}/missing-dir/syncd.db")
 
 
@@ -177,7 +181,13 @@ def test_metrics_count_received_deliveries(client):
     client.post(MAILCHIMP, content=mailchimp_body(EventKind.PROFILE_UPDATED, first_name="Zoé"), headers=FORM)
     assert _metric(client, 'syncd_webhook_events_received_total{provider="mailchimp"}') == before + 1
     text = client.get("/metrics").text
-    for name in ("syncd_sync_runs", "syncd_api_calls", "syncd_doi_sent", "syncd_doi_confirmed", "syncd_doi_expired"):
+    for name in (
+        "syncd_sync_runs",
+        "syncd_api_calls",
+        "syncd_doi_sent",
+        "syncd_doi_confirmed",
+        "syncd_doi_expired",
+    ):
         assert f"# TYPE {name}" in text
 
 

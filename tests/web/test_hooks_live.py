@@ -60,7 +60,15 @@ def test_brevo_unsubscribe_from_all(engine, config, brevo):
 def test_hard_bounce_cleans_the_address(engine, config, provider, request):
     cid = add_contact(engine, "ana@example.fr", {"news": "single_opt_in"})
     sim, url = request.getfixturevalue(provider)
-    fire_and_drain(engine, config, sim, url, EventKind.BOUNCED_HARD, "ana@example.fr", NEWS if provider == "brevo" else CLUB)
+    fire_and_drain(
+        engine,
+        config,
+        sim,
+        url,
+        EventKind.BOUNCED_HARD,
+        "ana@example.fr",
+        NEWS if provider == "brevo" else CLUB,
+    )
     contact, lists = state(engine, cid)
     assert contact.email_status == "bounced"
     assert lists == {"news": "cleaned"}
@@ -70,7 +78,15 @@ def test_hard_bounce_cleans_the_address(engine, config, provider, request):
 def test_spam_complaint_opts_out_everywhere(engine, config, provider, request):
     cid = add_contact(engine, "ana@example.fr", {"news": "single_opt_in", "offers": "single_opt_in"})
     sim, url = request.getfixturevalue(provider)
-    fire_and_drain(engine, config, sim, url, EventKind.COMPLAINED, "ana@example.fr", NEWS if provider == "brevo" else CLUB)
+    fire_and_drain(
+        engine,
+        config,
+        sim,
+        url,
+        EventKind.COMPLAINED,
+        "ana@example.fr",
+        NEWS if provider == "brevo" else CLUB,
+    )
     contact, lists = state(engine, cid)
     assert (contact.email_status, contact.global_opt_out) == ("complained", True)
     assert set(lists.values()) == {"unsubscribed"}
@@ -86,15 +102,17 @@ def test_mailchimp_unsubscribe_leaves_only_the_audience_lists(engine, config, ma
 
 def test_mailchimp_profile_update(engine, config, mailchimp):
     cid = add_contact(engine, "ana@example.fr", {"club": "double_opt_in"}, first_name="Ana")
-    fire_and_drain(engine, config, *mailchimp, EventKind.PROFILE_UPDATED, "ana@example.fr", CLUB,
-                   first_name="Anaïs")
+    fire_and_drain(
+        engine, config, *mailchimp, EventKind.PROFILE_UPDATED, "ana@example.fr", CLUB, first_name="Anaïs"
+    )
     assert state(engine, cid)[0].first_name == "Anaïs"
 
 
 def test_brevo_profile_update(engine, config, brevo):
     cid = add_contact(engine, "ana@example.fr", {"news": "single_opt_in"}, first_name="Ana")
-    fire_and_drain(engine, config, *brevo, EventKind.PROFILE_UPDATED, "ana@example.fr",
-                   fields={"first_name": "Anaïs"})
+    fire_and_drain(
+        engine, config, *brevo, EventKind.PROFILE_UPDATED, "ana@example.fr", fields={"first_name": "Anaïs"}
+    )
     assert state(engine, cid)[0].first_name == "Anaïs"
 
 
@@ -102,8 +120,16 @@ def test_brevo_profile_update(engine, config, brevo):
 def test_email_change(engine, config, provider, request):
     cid = add_contact(engine, "ana@example.fr", {"news": "single_opt_in"})
     sim, url = request.getfixturevalue(provider)
-    fire_and_drain(engine, config, sim, url, EventKind.EMAIL_CHANGED, "ana@example.fr",
-                   NEWS if provider == "brevo" else CLUB, new_email="ana.new@example.fr")
+    fire_and_drain(
+        engine,
+        config,
+        sim,
+        url,
+        EventKind.EMAIL_CHANGED,
+        "ana@example.fr",
+        NEWS if provider == "brevo" else CLUB,
+        new_email="ana.new@example.fr",
+    )
     contact, lists = state(engine, cid)
     assert contact.email == "ana.new@example.fr"
     assert lists == {"news": "subscribed"}
@@ -127,7 +153,9 @@ def test_duplicate_delivery_has_one_effect(engine, config, mailchimp):
     cid = add_contact(engine, "ana@example.fr", {"club": "double_opt_in", "news": "single_opt_in"})
     sim, url = mailchimp
     body, content_type = sim.webhook_payload(EventKind.UNSUBSCRIBED, "ana@example.fr", CLUB)
-    answers = [httpx.post(url, content=body, headers={"Content-Type": content_type}).status_code for _ in range(3)]
+    answers = [
+        httpx.post(url, content=body, headers={"Content-Type": content_type}).status_code for _ in range(3)
+    ]
     assert answers == [200, 200, 200]
     assert drain(engine, config)["done"] == 1
     with Session(engine) as s:

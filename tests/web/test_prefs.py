@@ -37,20 +37,28 @@ def form_fields(html: str) -> dict[str, list[str]]:
 
 @pytest.fixture
 def ana(engine):
-    return add_contact(engine, "ana@example.fr", {"news": "single_opt_in", "offers": "single_opt_in",
-                                                  "club": "single_opt_in"})
+    return add_contact(
+        engine,
+        "ana@example.fr",
+        {"news": "single_opt_in", "offers": "single_opt_in", "club": "single_opt_in"},
+    )
 
 
 def test_page_lists_memberships_accessibly_in_french_by_default(client, engine, config, ana):
     html = client.get(prefs_path(engine, config, ana)).text
     assert '<html lang="fr">' in html and "<fieldset>" in html and "<legend>" in html
-    assert re.search(r'<label for="list-1"><input type="checkbox" id="list-1" name="keep" value="club" checked> '
-                     r"Club \(en attente de confirmation\)</label>", html)
+    assert re.search(
+        r'<label for="list-1"><input type="checkbox" id="list-1" name="keep" value="club" checked> '
+        r"Club \(en attente de confirmation\)</label>",
+        html,
+    )
     assert "Newsletter" in html and "Offers" in html and "Me désinscrire de tout" in html
     assert "<script" not in html
 
 
-@pytest.mark.parametrize(("query", "headers"), [("?lang=en", {}), ("", {"Accept-Language": "en-GB,en;q=0.9,fr;q=0.5"})])
+@pytest.mark.parametrize(
+    ("query", "headers"), [("?lang=en", {}), ("", {"Accept-Language": "en-GB,en;q=0.9,fr;q=0.5"})]
+)
 def test_page_speaks_english_when_asked(client, engine, config, ana, query, headers):
     html = client.get(prefs_path(engine, config, ana) + query, headers=headers).text
     assert '<html lang="en">' in html and "Unsubscribe me from everything" in html
@@ -107,8 +115,12 @@ def test_form_without_a_valid_csrf_token_changes_nothing(client, engine, config,
 def test_forged_prefs_link_is_400(client, engine, config, ana):
     path = prefs_path(engine, config, ana)
     assert client.get(path[:-3] + "xyz").status_code == 400
-    assert client.get(f"/prefs/{doi.unsubscribe_token(config, Contact(id=ana, email='ana@example.fr'), 'news')}"
-                      ).status_code == 400
+    assert (
+        client.get(
+            f"/prefs/{doi.unsubscribe_token(config, Contact(id=ana, email='ana@example.fr'), 'news')}"
+        ).status_code
+        == 400
+    )
 
 
 @pytest.mark.browser
@@ -120,10 +132,17 @@ def test_real_browser_leaves_one_list_and_keeps_the_others(served, engine, confi
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run",
-        ])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         try:
             page = browser.new_page(locale="en-GB", java_script_enabled=False)
             page.goto(served.url + prefs_path(engine, config, ana))

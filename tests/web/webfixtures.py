@@ -20,16 +20,34 @@ def make_config(**overrides: Any) -> Config:
     data: dict[str, Any] = {
         "version": 1,
         "providers": {
-            "brevo": {"api_key": "sim-key", "base_url": "http://127.0.0.1:9/v3", "webhook_secret": BREVO_SECRET},
-            "mailchimp": {"api_key": "sim-key-us1", "base_url": "http://127.0.0.1:9/3.0",
-                          "webhook_secret": MAILCHIMP_SECRET},
+            "brevo": {
+                "api_key": "sim-key",
+                "base_url": "http://127.0.0.1:9/v3",
+                "webhook_secret": BREVO_SECRET,
+            },
+            "mailchimp": {
+                "api_key": "sim-key-us1",
+                "base_url": "http://127.0.0.1:9/3.0",
+                "webhook_secret": MAILCHIMP_SECRET,
+            },
         },
         "double_opt_in": {"secret": "doi-signing-secret", "public_url": "http://127.0.0.1:9"},
         "lists": {
-            "news": {"description": "Newsletter", "consent": "single_opt_in", "targets": [{"brevo": {"list_id": 12}}]},
-            "offers": {"description": "Offers", "consent": "single_opt_in", "targets": [{"brevo": {"list_id": 13}}]},
-            "club": {"description": "Club", "consent": "double_opt_in",
-                     "targets": [{"mailchimp": {"audience": AUDIENCE, "tag": "club"}}]},
+            "news": {
+                "description": "Newsletter",
+                "consent": "single_opt_in",
+                "targets": [{"brevo": {"list_id": 12}}],
+            },
+            "offers": {
+                "description": "Offers",
+                "consent": "single_opt_in",
+                "targets": [{"brevo": {"list_id": 13}}],
+            },
+            "club": {
+                "description": "Club",
+                "consent": "double_opt_in",
+                "targets": [{"mailchimp": {"audience": AUDIENCE, "tag": "club"}}],
+            },
         },
     }
     for key, value in overrides.items():
