@@ -785,4 +785,4 @@ def serve(port: int, api_key: str) -> None:
     import uvicorn
 
     sim = BrevoSimulator(api_key=api_key)
-    uvicorn.run(sim, host="127.0.0.1", port=port, log_level="info", lifespan="off")
+    uvicorn.run(sim, host="127.0.0.1", port=port, log_level="warning", lifespan="off")

@@ -202,12 +202,16 @@ class _Run:
                 contact = contacts.get(m.email)
                 if contact is None:
                     continue
-                state = states.get(contact.id) or TargetState(
-                    contact_id=contact.id, list_name=self.list_name, target_key=self.target.key
-                )
+                state = states.get(contact.id)
+                if state is not None and (state.remote_status, state.remote_id) == (str(m.status), m.remote_id):
+                    continue  # nothing new: most members of an incremental read are our own writes
+                if state is None:
+                    state = TargetState(contact_id=contact.id, list_name=self.list_name, target_key=self.target.key)
                 state.remote_status, state.remote_id, state.pulled_at = str(m.status), m.remote_id, now
                 s.add(state)
-                if m.evidence:
+                # The provider's opt-in evidence matters for members syncd did not put there; for
+                # the others it only echoes syncd's own push.
+                if m.evidence and state.pushed_hash is None:
                     record_provider_evidence(s, contact, self.list_name, m.evidence, f"provider:{self.target.key}")
                 event = self._event_for(m, memberships.get(contact.id))
                 if event is not None:
@@ -253,33 +257,41 @@ class _Run:
     def _state_filter(self) -> tuple[Any, ...]:
         return (TargetState.list_name == self.list_name, TargetState.target_key == self.target.key)
 
-    def _chunks(self) -> Iterator[list[Contact]]:
-        """Contacts that concern this list on this target, by id, CHUNK at a time."""
+    def _chunks(self) -> Iterator[list[Any]]:
+        """Contacts that concern this list on this target, by id, CHUNK at a time (plain rows:
+        building ORM objects for every contact of a large base costs more than the plan)."""
+        contact = Contact.__table__
         last = 0
-        concerned = sa.or_(
-            Contact.id.in_(select(Membership.contact_id).where(Membership.list_name == self.list_name)),
-            Contact.id.in_(select(TargetState.contact_id).where(*self._state_filter())),
+        concerned: Any = sa.or_(
+            contact.c.id.in_(sa.select(Membership.contact_id).where(Membership.list_name == self.list_name)),
+            contact.c.id.in_(sa.select(TargetState.contact_id).where(*self._state_filter())),
         )
         if self.list_cfg.auto_enroll:
             concerned = sa.true()
         while True:
-            with Session(self.engine) as s:
-                rows = list(s.exec(select(Contact).where(concerned, Contact.id > last).order_by(Contact.id).limit(CHUNK)))
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(contact).where(concerned, contact.c.id > last).order_by(contact.c.id).limit(CHUNK)
+                ).all()
             if not rows:
                 return
             yield rows
             last = rows[-1].id
 
     def _plans(self) -> Iterator[tuple[Plan, dict[int, SyncedState | None]]]:
+        m_cols = (Membership.contact_id, Membership.list_name, Membership.status, Membership.since)
+        t_cols = (TargetState.contact_id, TargetState.pushed_hash, TargetState.remote_status)
         for contacts in self._chunks():
             ids = [c.id for c in contacts]
-            with Session(self.engine) as s:
-                memberships: dict[int, dict[str, Membership]] = {}
-                for m in s.exec(select(Membership).where(Membership.contact_id.in_(ids))):
+            with self.engine.connect() as conn:
+                memberships: dict[int, dict[str, Any]] = {}
+                for m in conn.execute(sa.select(*m_cols).where(Membership.contact_id.in_(ids))):
                     memberships.setdefault(m.contact_id, {})[m.list_name] = m
                 states = {
                     t.contact_id: SyncedState.of(t)
-                    for t in s.exec(select(TargetState).where(*self._state_filter(), TargetState.contact_id.in_(ids)))
+                    for t in conn.execute(
+                        sa.select(*t_cols).where(*self._state_filter(), TargetState.contact_id.in_(ids))
+                    )
                 }
             rows, unknown, all_facts = [], [], {}
             for c in contacts:

@@ -1,0 +1,205 @@
+"""Sync benchmark: N contacts, 3 lists, 2 providers, the real `syncd sync` command (run by hand).
+
+    /work/venv/bin/python benchmarks/sync_bench.py --contacts 100000
+    /work/venv/bin/python benchmarks/sync_bench.py --contacts 10000
+
+Both simulators run in their own processes. Reports, for the first sync, a no-op re-sync and a
+re-sync after 1 % of the contacts changed: wall time, provider write calls (from the run
+records) against the connectors' floor, and the peak RSS of the `syncd sync` process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from connectors.brevo import BrevoConnector
+from connectors.mailchimp import MailchimpConnector
+from connectors.simulators import brevo as brevo_sim
+from connectors.simulators import mailchimp as mailchimp_sim
+from connectors.simulators.server import free_port
+from syncd import db
+from syncd.models import Contact, Membership, SyncRun
+
+BREVO_KEY, MC_KEY = "bench-brevo", "bench-key-us1"
+
+
+def start(serve, key):
+    port = free_port()
+    proc = multiprocessing.get_context("spawn").Process(target=serve, args=(port, key), daemon=True)
+    proc.start()
+    return proc, port
+
+
+def wait_up(make):
+    for _ in range(100):
+        try:
+            return make()
+        except Exception:  # noqa: BLE001 — not up yet
+            time.sleep(0.1)
+    raise SystemExit("simulator did not start")
+
+
+def seed(url: str, n: int) -> None:
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    kinds = ["client", "client", "prospect", "prospect", "vendor"]
+    with engine.begin() as conn:
+        for start_at in range(0, n, 10_000):
+            rows = [
+                {
+                    "email": f"c{i:07d}@example.fr",
+                    "first_name": f"Name{i}",
+                    "last_name": "Dupont",
+                    "kind": kinds[i % 5],
+                    "tags": [],
+                    "attributes": {},
+                    "email_status": "valid",
+                    "global_opt_out": False,
+                    "version": 1,
+                    "created_at": db_now(),
+                    "updated_at": db_now(),
+                }
+                for i in range(start_at, min(n, start_at + 10_000))
+            ]
+            conn.execute(sa.insert(Contact.__table__), rows)
+        ids = conn.execute(sa.select(Contact.id, Contact.kind)).all()
+        members = [
+            {
+                "contact_id": cid,
+                "list_name": "clients" if kind == "client" else "prospects",
+                "status": "subscribed",
+                "since": db_now(),
+            }
+            for cid, kind in ids
+            if kind in ("client", "prospect")
+        ]
+        for i in range(0, len(members), 10_000):
+            conn.execute(sa.insert(Membership.__table__), members[i : i + 10_000])
+    engine.dispose()
+
+
+def db_now():
+    from syncd.models import utcnow
+
+    return utcnow()
+
+
+def run_sync(env: dict[str, str], config: Path, profile: str | None = None) -> tuple[float, int]:
+    started = time.monotonic()
+    python = [sys.executable, "-m", "cProfile", "-o", profile] if profile else [sys.executable]
+    proc = subprocess.Popen(
+        [*python, "-m", "syncd", "--config", str(config), "sync"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    out = proc.stdout.read()
+    if status != 0:
+        print(out, proc.stderr.read())
+        raise SystemExit("sync failed")
+    return time.monotonic() - started, usage.ru_maxrss // 1024
+
+
+def write_calls(url: str, since_id: int) -> dict[str, int]:
+    engine = db.make_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(SyncRun.target_key, SyncRun.counts).where(SyncRun.id > since_id)).all()
+    engine.dispose()
+    return {key: counts.get("write_calls", 0) for key, counts in rows}
+
+
+def last_run_id(url: str) -> int:
+    engine = db.make_engine(url)
+    with engine.connect() as conn:
+        value = conn.execute(sa.select(sa.func.max(SyncRun.id))).scalar() or 0
+    engine.dispose()
+    return value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--contacts", type=int, default=100_000)
+    parser.add_argument("--database", help="default: a fresh SQLite file")
+    parser.add_argument("--profile", help="write a cProfile of the no-op re-sync to this file")
+    args = parser.parse_args()
+    n = args.contacts
+    tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-"))
+    url = args.database or f"sqlite:///{tmp / 'bench.db'}"
+
+    b_proc, b_port = start(brevo_sim.serve, BREVO_KEY)
+    m_proc, m_port = start(mailchimp_sim.serve, MC_KEY)
+    try:
+        b_url, m_url = f"http://127.0.0.1:{b_port}/v3", f"http://127.0.0.1:{m_port}/3.0"
+        brevo = wait_up(lambda: BrevoConnector(BREVO_KEY, b_url))
+        clients_b = wait_up(lambda: brevo.create_list("clients"))
+        vendors_b = brevo.create_list("vendors")
+        audience = wait_up(lambda: MailchimpConnector(MC_KEY, m_url).create_list("bench"))
+        config = tmp / "syncd.yaml"
+        config.write_text(f"""
+version: 1
+providers:
+  brevo: {{api_key: "${{B_KEY}}", base_url: "{b_url}"}}
+  mailchimp: {{api_key: "${{M_KEY}}", base_url: "{m_url}"}}
+lists:
+  clients:
+    consent: single_opt_in
+    segment: {{kind: [client]}}
+    targets: [{{brevo: {{list_id: {clients_b.list_id}}}}}, {{mailchimp: {{audience: "{audience.list_id}", tag: clients}}}}]
+  prospects:
+    consent: single_opt_in
+    segment: {{kind: [prospect]}}
+    targets: [{{mailchimp: {{audience: "{audience.list_id}", tag: prospects}}}}]
+  vendors:
+    consent: legitimate_interest
+    segment: {{kind: [vendor]}}
+    auto_enroll: true
+    targets: [{{brevo: {{list_id: {vendors_b.list_id}}}}}]
+""")
+        env = {**os.environ, "B_KEY": BREVO_KEY, "M_KEY": MC_KEY, "SYNCD_DATABASE_URL": url}
+        t0 = time.monotonic()
+        seed(url, n)
+        print(f"seeded {n} contacts in {time.monotonic() - t0:.1f}s ({url})")
+
+        per_list = {"clients": 2 * n // 5, "prospects": 2 * n // 5, "vendors": n // 5}
+        floor = {
+            f"brevo:{clients_b.list_id}": 1,
+            f"brevo:{vendors_b.list_id}": 1,  # one import each (< 8 MB)
+            f"mailchimp:{audience.list_id}:clients": 2 * math.ceil(per_list["clients"] / 500),
+            f"mailchimp:{audience.list_id}:prospects": 2 * math.ceil(per_list["prospects"] / 500),
+        }
+        for phase in ("first sync", "no-op re-sync", "re-sync after 1 % changed"):
+            if phase.startswith("re-sync after"):
+                engine = db.make_engine(url)
+                with engine.begin() as conn:
+                    conn.execute(sa.update(Contact).where(Contact.id % 101 == 0).values(first_name="Changed"))
+                engine.dispose()
+            before = last_run_id(url)
+            seconds, rss = run_sync(env, config, args.profile if phase == "no-op re-sync" else None)
+            calls = write_calls(url, before)
+            total = sum(calls.values())
+            print(f"\n{phase}: {seconds:.1f}s, peak RSS {rss} MB, write calls {total}")
+            for key, c in sorted(calls.items()):
+                extra = f" (floor {floor[key]}, {c / floor[key]:.2f}x)" if phase == "first sync" else ""
+                print(f"  {key}: {c}{extra}")
+    finally:
+        for p in (b_proc, m_proc):
+            p.terminate()
+            p.join(5)
+
+
+if __name__ == "__main__":
+    main()
