@@ -11,6 +11,7 @@ a peak RSS <= 500 MB. ~10 % of the rows repeat an earlier address (other case), 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import resource
 import sys
@@ -74,7 +75,15 @@ def generate(path: Path, rows: int, seed: int = 7) -> None:
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """The larger of this process's and its worker's peak (ru_maxrss is in KiB on Linux)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def main() -> int:
@@ -108,9 +117,11 @@ def main() -> int:
             db.upgrade(engine)
             rss_before = peak_rss_mb()
             options = Options(channel="bench", rules=Rules(), batch_size=args.batch_size)
+            cpu0 = _cpu_seconds()
             t0 = time.perf_counter()
             summary = import_file(engine, csv_path, options)
             elapsed = time.perf_counter() - t0
+            cpu = _cpu_seconds() - cpu0
             with engine.connect() as conn:
                 contacts = conn.execute(sa.text("SELECT count(*) FROM contact")).scalar_one()
         finally:
@@ -123,6 +134,8 @@ def main() -> int:
     print(f"counts: {summary.counts()}")
     print(f"contacts in the base: {contacts:,}")
     print(f"import: {elapsed:.1f} s, {args.rows / elapsed:,.0f} rows/s end to end")
+    print(f"CPU time: {cpu:.1f} s, {args.rows / cpu:,.0f} rows per CPU-second")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"peak RSS: {peak_rss_mb():.0f} MB (before the import: {rss_before:.0f} MB)")
     return 0
 

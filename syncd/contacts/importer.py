@@ -14,12 +14,12 @@
 
 from __future__ import annotations
 
-import codecs
 import csv
+import io
+import re
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -191,39 +191,30 @@ def detect_encoding(path: Path) -> str:
     return "utf-8-sig" if good >= bad else "cp1252"
 
 
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes the encoding could not decode (surrogateescape)
+
+
 def _open_csv(path: Path) -> Table:
     encoding = detect_encoding(path)
     size = path.stat().st_size
     raw = path.open("rb")
-    consumed = [0]
-    bad_lines: set[int] = set()
-    decode = codecs.getdecoder(encoding)
-
-    def lines() -> Iterator[str]:
-        for n, line in enumerate(raw, start=1):
-            consumed[0] += len(line)
-            try:
-                text = decode(line)[0]
-            except UnicodeDecodeError:
-                bad_lines.add(n)
-                text = line.decode("utf-8", errors="surrogateescape")
-            yield text
-
-    source = lines()
-    first = next(source, None)
-    if first is None or not first.strip():
-        raw.close()
+    text = io.TextIOWrapper(raw, encoding=encoding, errors="surrogateescape", newline="")
+    first = text.readline()
+    if not first.strip():
+        text.close()
         raise ImportFailed(f"cannot read {path}: the file is empty or its first line is blank")
-    first = first.lstrip("\ufeff")
     delimiter = max(";,\t", key=first.count)
-    reader = csv.reader(_chain(first, source), delimiter=delimiter)
-    header = [h.strip() for h in next(reader)]
-    if 1 in bad_lines:
+    header = [h.strip() for h in next(csv.reader([first], delimiter=delimiter))]
+    if _UNDECODABLE.search(first):
+        text.close()
         raise ImportFailed(f"cannot read {path}: the header line is not {encoding} text")
+    reader = csv.reader(text, delimiter=delimiter)
+    width = len(header)
+    label = encoding.removesuffix("-sig")
 
     def rows() -> Iterator[RawRow]:
         try:
-            start = reader.line_num + 1
+            start = 2
             while True:
                 try:
                     cells = next(reader)
@@ -231,29 +222,22 @@ def _open_csv(path: Path) -> Table:
                     return
                 except csv.Error as exc:
                     yield RawRow(start, [], f"unreadable CSV row: {exc}")
-                    start = reader.line_num + 1
+                    start = reader.line_num + 2
                     continue
-                end, line = reader.line_num, start
-                start = end + 1
-                if not cells or not any(c.strip() for c in cells):
+                line, start = start, reader.line_num + 2  # + the header line
+                joined = "".join(cells)
+                if not joined or joined.isspace():
                     continue
-                if bad_lines and any(n in bad_lines for n in range(line, end + 1)):
-                    yield RawRow(line, cells, f"not valid {encoding.removesuffix('-sig')} text")
-                elif len(cells) != len(header) and not (
-                    len(cells) > len(header) and not any(c.strip() for c in cells[len(header) :])
-                ):
-                    yield RawRow(line, cells, f"expected {len(header)} columns, found {len(cells)}")
+                if _UNDECODABLE.search(joined):
+                    yield RawRow(line, cells, f"not valid {label} text")
+                elif len(cells) != width and (len(cells) < width or "".join(cells[width:]).strip()):
+                    yield RawRow(line, cells, f"expected {width} columns, found {len(cells)}")
                 else:
                     yield RawRow(line, cells)
         finally:
-            raw.close()
+            text.close()
 
-    return Table(header, rows(), delimiter, lambda: consumed[0], size)
-
-
-def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
-    yield first
-    yield from rest
+    return Table(header, rows(), delimiter, raw.tell, size)
 
 
 def _open_xlsx(path: Path) -> Table:
@@ -321,6 +305,14 @@ CONTACT = Contact.__table__
 SOURCE = Source.__table__
 AUDIT = AuditLog.__table__
 TOMBSTONE = Tombstone.__table__
+# Built once; the expanding IN takes the batch's keys as one parameter.
+_ERASED_AMONG = sa.select(TOMBSTONE.c.email_hash).where(
+    TOMBSTONE.c.email_hash.in_(sa.bindparam("keys", expanding=True))
+)
+_KNOWN_AMONG = sa.select(CONTACT).where(CONTACT.c.email.in_(sa.bindparam("keys", expanding=True)))
+_IDS_AMONG = sa.select(CONTACT.c.id, CONTACT.c.email).where(
+    CONTACT.c.email.in_(sa.bindparam("keys", expanding=True))
+)
 
 
 class Rejects:
@@ -388,19 +380,13 @@ def import_rows(
     progress: Callable[[int, int], None] | None = None,
 ) -> Summary:
     total = Summary()
-    batch: list[RawRow] = []
     last_line = 1
     try:
-        for raw in rows:
-            batch.append(raw)
-            last_line = raw.line
-            if len(batch) >= options.batch_size:
-                _commit_batch(engine, file_name, columns, batch, options, rejects, total)
-                batch = []
-                if progress and table:
-                    progress(table.position(), table.size)
-        if batch:
-            _commit_batch(engine, file_name, columns, batch, options, rejects, total)
+        for batch, results in _qualified_batches(rows, columns, options):
+            last_line = batch[-1].line
+            _commit_batch(engine, file_name, batch, results, options, rejects, total)
+            if progress and table:
+                progress(table.position(), table.size)
     except Exception as exc:
         log.error("import.interrupted", file=file_name, line=last_line, error=repr(exc), **total.counts())
         raise ImportInterrupted(last_line, exc, total) from exc
@@ -420,11 +406,38 @@ def import_rows(
     return total
 
 
+def qualify_batch(columns: list[str], batch: list[RawRow], rules: Rules) -> list[Qualified | Rejected]:
+    """Map and qualify one batch of rows."""
+    return [
+        Rejected(raw.error) if raw.error else qualify(_record(columns, raw.cells), rules) for raw in batch
+    ]
+
+
+def _batches(rows: Iterable[RawRow], size: int) -> Iterator[list[RawRow]]:
+    batch: list[RawRow] = []
+    for raw in rows:
+        batch.append(raw)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _qualified_batches(
+    rows: Iterable[RawRow], columns: list[str], options: Options
+) -> Iterator[tuple[list[RawRow], list[Qualified | Rejected]]]:
+    # Qualifying in a worker process was tried: pickling the rows both ways cost more CPU than it
+    # saved, and lost outright on a busy machine. One process, batch by batch.
+    for batch in _batches(rows, options.batch_size):
+        yield batch, qualify_batch(columns, batch, options.rules)
+
+
 def _commit_batch(
     engine: Engine,
     file_name: str,
-    columns: list[str],
     batch: list[RawRow],
+    results: list[Qualified | Rejected],
     options: Options,
     rejects: Rejects,
     total: Summary,
@@ -432,8 +445,7 @@ def _commit_batch(
     summary = Summary(read=len(batch))
     rejected: list[tuple[int, str, list[Any]]] = []
     good: list[tuple[RawRow, Qualified]] = []
-    for raw in batch:
-        result = Rejected(raw.error) if raw.error else qualify(_record(columns, raw.cells), options.rules)
+    for raw, result in zip(batch, results, strict=True):
         if isinstance(result, Rejected):
             rejected.append((raw.line, result.reason, raw.cells))
         else:
@@ -458,14 +470,14 @@ def _record(columns: list[str], cells: list[Any]) -> dict[str, Any]:
     record: dict[str, Any] = {}
     attributes: dict[str, Any] = {}
     for target, value in zip(columns, cells, strict=False):
-        if value is None or value == "":
+        if value is None or value == "" or target == IGNORE:
             continue
-        if target.startswith("attributes."):
+        if target[:11] == "attributes.":
             if isinstance(value, str):
                 value = value.strip()
             if value != "":
                 attributes[target[11:]] = value
-        elif target != IGNORE:
+        else:
             record[target] = value
     record["attributes"] = attributes
     return record
@@ -498,19 +510,12 @@ def _write(
         return 0
     at = utcnow()
     hashes = {q.email: email_hash(q.email) for _, q in good}
-    erased = set(
-        session.execute(
-            sa.select(TOMBSTONE.c.email_hash).where(TOMBSTONE.c.email_hash.in_(set(hashes.values())))
-        ).scalars()
-    )
+    erased = set(session.execute(_ERASED_AMONG, {"keys": list(set(hashes.values()))}).scalars())
     if erased:
         rejected.extend((raw.line, ERASED, raw.cells) for raw, q in good if hashes[q.email] in erased)
         good = [(raw, q) for raw, q in good if hashes[q.email] not in erased]
     emails = {q.email for _, q in good}
-    known = {
-        r["email"]: dict(r)
-        for r in session.execute(sa.select(CONTACT).where(CONTACT.c.email.in_(emails))).mappings()
-    }
+    known = {r["email"]: dict(r) for r in session.execute(_KNOWN_AMONG, {"keys": list(emails)}).mappings()}
     ids = [r["id"] for r in known.values()]
     sourced: set[tuple[int, int | None]] = set()
     noted: set[tuple[int, int]] = set()
@@ -578,13 +583,11 @@ def _write(
 
     written = 0
     if created:
-        rows = [{**row, "created_at": at, "updated_at": at, "version": 1} for row in created.values()]
-        _insert_many(session, CONTACT, rows)
+        rows = list(created.values())
+        _insert_many(session, CONTACT, rows, {"created_at": at, "updated_at": at, "version": 1})
         # A plain executemany and one SELECT: INSERT … RETURNING in parameter order falls back to
         # one statement per row on SQLite.
-        for cid, email in session.execute(
-            sa.select(CONTACT.c.id, CONTACT.c.email).where(CONTACT.c.email.in_(created))
-        ).tuples():
+        for cid, email in session.execute(_IDS_AMONG, {"keys": list(created)}).tuples():
             created[email]["id"] = cid
         written += len(rows)
     if dirty:
@@ -613,16 +616,8 @@ def _write(
         _insert_many(
             session,
             SOURCE,
-            [
-                {
-                    "contact_id": contact_id(e),
-                    "channel": options.channel,
-                    "detail": file_name,
-                    "row": line,
-                    "at": at,
-                }
-                for e, line in sources
-            ],
+            [{"contact_id": contact_id(e), "row": line} for e, line in sources],
+            {"channel": options.channel, "detail": file_name, "at": at},
         )
         written += len(sources)
     if conflicts:
@@ -656,41 +651,49 @@ def _write(
     return written
 
 
-def _insert_many(session: Session, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """One driver-level executemany, each column's bind processing done here.
+def _insert_many(
+    session: Session, table: sa.Table, rows: list[dict[str, Any]], shared: dict[str, Any] | None = None
+) -> None:
+    """One driver-level executemany of ``rows`` (same keys each), plus ``shared`` values for every row.
 
-    SQLAlchemy's per-row parameter processing was half of the import's database time; values shared by
-    the whole batch (its timestamp) are processed once.
+    SQLAlchemy's per-row parameter processing was half of the import's database time: here only the
+    columns that need it (JSON) are processed per row, the shared ones (timestamps) and defaults once.
     """
     conn = session.connection()
     dialect = conn.dialect
-    names = list(rows[0])
-    compiled = sa.insert(table).inline().values({n: sa.bindparam(n) for n in names}).compile(dialect=dialect)
-    order = list(compiled.positiontup) if compiled.positional else list(compiled.params)
-    procs = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in order]
-    defaults = {n: _default(table.c[n]) for n in order if n not in rows[0]}
-    cache: dict[tuple[int, int], Any] = {}
+    shared = shared or {}
+    # Named parameters on every driver, so that a row is a dict: sqlite3 takes :name as well as ?.
+    compiler = type(dialect)(paramstyle="named") if dialect.positional else dialect
+    names = [*rows[0], *shared]
+    compiled = sa.insert(table).inline().values({n: sa.bindparam(n) for n in names}).compile(dialect=compiler)
 
-    def convert(i: int, value: Any) -> Any:
-        proc = procs[i]
-        if proc is None or value is None:
-            return value
-        if isinstance(value, datetime):
-            key = (i, id(value))
-            if key not in cache:
-                cache[key] = (proc(value), value)  # keep the object alive: its id stays unique
-            return cache[key][0]
-        return proc(value)
+    def processor(name: str) -> Any:
+        return table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
 
-    if compiled.positional:
-        params: list[Any] = [
-            tuple(convert(i, row[n] if n in row else defaults[n]) for i, n in enumerate(order))
-            for row in rows
-        ]
-    else:
-        params = [
-            {n: convert(i, row[n] if n in row else defaults[n]) for i, n in enumerate(order)} for row in rows
-        ]
+    constants = {}
+    for name in compiled.params:
+        if name in rows[0]:
+            continue
+        value = shared[name] if name in shared else _default(table.c[name])
+        proc = processor(name)
+        constants[name] = proc(value) if proc and value is not None else value
+    procs = [(n, p, {}) for n in rows[0] if (p := processor(n)) is not None]
+    params = []
+    for row in rows:
+        values = {**row, **constants}
+        for name, proc, memo in procs:
+            value = values[name]
+            if value is None:
+                continue
+            # Tag lists and attribute dicts repeat from row to row: serialise each shape once.
+            key = repr(value) if value.__class__ in (list, dict) else None
+            if key is None:
+                values[name] = proc(value)
+            elif key in memo:
+                values[name] = memo[key]
+            else:
+                values[name] = memo[key] = proc(value)
+        params.append(values)
     conn.exec_driver_sql(str(compiled), params)
 
 

@@ -370,6 +370,8 @@ def normalise_tags(raw: str) -> list[str]:
 def _clean(value: Any) -> str | None:
     if value is None:
         return None
+    if value.__class__ is str:
+        return " ".join(value.split()) or None
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # a spreadsheet cell holding 75001 or 612345678
     text = " ".join(str(value).split())
