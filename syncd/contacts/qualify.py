@@ -359,12 +359,17 @@ _TAG_SPLIT = re.compile(r"[,;|]")
 
 
 def normalise_tags(raw: str) -> list[str]:
+    return list(_tags(raw))
+
+
+@lru_cache(maxsize=65536)
+def _tags(raw: str) -> tuple[str, ...]:
     tags: list[str] = []
     for tag in _TAG_SPLIT.split(raw):
         tag = " ".join(tag.split()).lower()
         if tag and tag not in tags:
             tags.append(tag)
-    return tags
+    return tuple(tags)
 
 
 def _clean(value: Any) -> str | None:
