@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import tempfile
@@ -102,6 +103,15 @@ async def load(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[fl
     return latencies, ok, failed, elapsed
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux), to tell the server's cost from the client's."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_until_up(base: str, proc: mp.Process) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -143,9 +153,11 @@ def main() -> None:
         asyncio.run(load(f"{base}/hooks/brevo/{SECRET}", bodies[:200], 8))  # warm-up, stored too
         with engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM inboxevent"))
+        cpu_before = cpu_seconds(proc.pid)
         latencies, ok, failed, elapsed = asyncio.run(
             load(f"{base}/hooks/brevo/{SECRET}", bodies, args.concurrency)
         )
+        server_cpu = cpu_seconds(proc.pid) - cpu_before
     finally:
         proc.terminate()
         proc.join(10)
@@ -160,6 +172,10 @@ def main() -> None:
     print(
         f"latency      p50 {p(0.50):.1f} ms, p99 {p(0.99):.1f} ms, max {latencies[-1] * 1000:.1f} ms, "
         f"mean {statistics.fmean(latencies) * 1000:.1f} ms"
+    )
+    print(
+        f"server CPU   {server_cpu / max(ok, 1) * 1e6:.0f} us per event "
+        f"(= {max(ok, 1) / server_cpu:,.0f} events/s per core); load average {os.getloadavg()[0]:.1f}"
     )
     print(f"inbox rows   {stored}; lost (2xx without a row) = {max(0, ok - stored)}")
     engine.dispose()
