@@ -7,11 +7,12 @@ Rules, in short (the tests in ``tests/contacts/test_qualify.py`` spell each one 
 - names: trimmed; a word typed all upper- or all lower-case is re-cased, a word typed in mixed case
   ("McDonald", "DeVito") is kept as the person wrote it. Each hyphen part is capitalised
   (Jean-François); "Mc" takes a capital after it (MCDONALD → McDonald); "o'brien" → O'Brien.
-  The particles de, d', du, des, van, von, der, den, da, di, del, della, dos, das, zu are
-  lower-case unless they are the last word ("DE LA TOUR" → "de La Tour": the article La/Le is part
-  of the name and keeps its capital, as in Jean de La Fontaine). No name at all → kept, "incomplete".
+  The particles de, du, des, van, von, der, den, da, di, del, della, dos, das, zu are lower-case
+  unless they are the last word ("DE LA TOUR" → "de La Tour": the article La/Le is part of the
+  name and keeps its capital, as in Jean de La Fontaine); an elided d' is always lower-case
+  (d'Artagnan). No name at all → kept, reported "incomplete".
 - phone: E.164 with phonenumbers, the contact's country (else the default region) for national
-  numbers. Unparseable or invalid → dropped, with a warning.
+  numbers. Unparseable or invalid → dropped, with a warning. Results are cached per (text, region).
 - SIRET (14 digits) / SIREN (9): spaces, dots and dashes removed, checked with python-stdnum.
   Invalid → dropped with a warning. A valid SIREN goes to ``attributes["siren"]``.
 - country: ISO 3166 alpha-2 from a code or a French/English name; unknown → dropped, warning.
