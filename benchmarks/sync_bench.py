@@ -181,14 +181,16 @@ lists:
             f"mailchimp:{audience.list_id}:clients": 2 * math.ceil(per_list["clients"] / 500),
             f"mailchimp:{audience.list_id}:prospects": 2 * math.ceil(per_list["prospects"] / 500),
         }
-        for phase in ("first sync", "no-op re-sync", "re-sync after 1 % changed"):
+        phases = ("first sync", "no-op re-sync (re-reads the members just pushed)", "steady no-op re-sync",
+                  "re-sync after 1 % changed")
+        for phase in phases:
             if phase.startswith("re-sync after"):
                 engine = db.make_engine(url)
                 with engine.begin() as conn:
                     conn.execute(sa.update(Contact).where(Contact.id % 101 == 0).values(first_name="Changed"))
                 engine.dispose()
             before = last_run_id(url)
-            seconds, rss = run_sync(env, config, args.profile if phase == "no-op re-sync" else None)
+            seconds, rss = run_sync(env, config, args.profile if phase == "steady no-op re-sync" else None)
             calls = write_calls(url, before)
             total = sum(calls.values())
             print(f"\n{phase}: {seconds:.1f}s, peak RSS {rss} MB, write calls {total}")

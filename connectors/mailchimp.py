@@ -185,6 +185,8 @@ class _ConnectionGate:
 
 class MailchimpConnector:
     provider = PROVIDER
+    # Members the sync engine hands over per upsert: whole batch-subscribe calls, 10 in flight.
+    preferred_batch = 5_000
 
     def __init__(
         self,

@@ -89,6 +89,13 @@ class Leader:
     def _close(self) -> None:
         if self._conn is not None:
             try:
+                # Unlock explicitly: the pool would keep the session (and the lock) alive.
+                self._conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LEADER_LOCK_KEY})
+                self._conn.commit()
+            except sa.exc.DBAPIError:
+                pass
+            try:
+                self._conn.invalidate()
                 self._conn.close()
             except sa.exc.DBAPIError:
                 pass

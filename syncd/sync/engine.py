@@ -29,10 +29,20 @@ from connectors.base import (
 )
 from syncd import locks
 from syncd.config import Config, ListConfig
-from syncd.db import session_scope
+from syncd.db import email_hash, session_scope
 from syncd.events import apply_event, record_provider_evidence
 from syncd.log import get_logger
-from syncd.models import AuditLog, Contact, Membership, Source, SyncCursor, SyncRun, TargetState, utcnow
+from syncd.models import (
+    AuditLog,
+    Contact,
+    Membership,
+    Source,
+    SyncCursor,
+    SyncRun,
+    TargetState,
+    Tombstone,
+    utcnow,
+)
 from syncd.segments import ContactFacts, consent_blockers, eligibility
 from syncd.sync.plan import Plan, PlanItem, Skip, SyncedState, desired_member, plan_target, state_after
 
@@ -124,7 +134,8 @@ class _Run:
             "adds": [], "updates": [], "removals": [], "unblocks": []
         }
         self.batch = int(getattr(connector, "preferred_batch", 5000))
-        self.lifts: list[str] = []  # Brevo blacklists to lift, with no list state to keep
+        self.lifts: list[str] = []
+        self.erased: list[str] = []  # remote members whose address was erased from the master base  # Brevo blacklists to lift, with no list state to keep
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -183,8 +194,13 @@ class _Run:
         with session_scope(self.engine) as s:
             emails = [m.email for m in members]
             contacts = {c.email: c for c in s.exec(select(Contact).where(Contact.email.in_(emails)))}
-            for m in members:
-                if m.email not in contacts and m.status == RemoteStatus.SUBSCRIBED:
+            unknown = {email_hash(m.email): m for m in members if m.email not in contacts}
+            erased = set(s.exec(select(Tombstone.email_hash).where(Tombstone.email_hash.in_(list(unknown)))))
+            for digest, m in unknown.items():
+                if digest in erased:
+                    # Erased at the contact's request: never re-imported; taken off the target.
+                    self.erased.append(m.email)
+                elif m.status == RemoteStatus.SUBSCRIBED:
                     contacts[m.email] = self._import_unknown(s, m, now)
             s.flush()
             ids = [c.id for c in contacts.values()]
@@ -357,6 +373,11 @@ class _Run:
             self._apply_removals()
         if self.buffer["unblocks"] and (force or len(self.buffer["unblocks"]) >= self.batch):
             self._apply_unblocks()
+        if force and self.erased:
+            result = self.connector.remove(self.target, self.erased)
+            self.report.write_calls += result.calls
+            self.report.applied["erased"] = len(result.done)
+            self.erased = []
         if force and self.lifts:
             for email in self.lifts:
                 self.connector.set_blocked(email, False)

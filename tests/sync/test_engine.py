@@ -259,3 +259,19 @@ def raise_outage():
     from connectors.base import Transient
 
     raise Transient("Mailchimp unavailable (503)", provider="mailchimp", status=503)
+
+
+def test_an_erased_contact_is_never_brought_back_by_a_sync(world):
+    from syncd.contacts.gdpr import forget_contact
+
+    w = world
+    add_contact(w, "gone@example.fr", "client", ["newsletter-clients"])
+    assert run_cli(w, "sync").exit_code == 0
+    forget_contact(w.engine, "gone@example.fr")
+    w.brevo.seed(w.offers_b, [{"email": "gone@example.fr", "status": "subscribed"}])
+
+    assert run_cli(w, "sync").exit_code == 0
+    with Session(w.engine) as s:
+        assert s.exec(select(Contact).where(Contact.email == "gone@example.fr")).first() is None
+    assert "gone@example.fr" not in subscribed(w.brevo, w.offers_b)
+    assert "gone@example.fr" not in subscribed(w.brevo, w.news_b)
