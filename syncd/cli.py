@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -143,6 +144,20 @@ def run(app: App, host: str | None, port: int | None) -> None:
     config, engine = app.config, app.engine
     click.echo(f"syncd listening on http://{host or config.server.host}:{port or config.server.port}", err=True)
     daemon.run(config, engine, host=host, port=port)
+
+
+@main.command()
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the demo base (and rejects files) in this folder [default: a temporary one, removed].")
+@click.option("--keep-running", is_flag=True, help="Leave the daemon and the simulators up at the end.")
+@click.option("--port", type=int, help="Port of the demo's web app [default: a free one].")
+def demo(folder: Path | None, keep_running: bool, port: int | None) -> None:
+    """See syncd do its whole job in one minute, on a throw-away base and the bundled Brevo and
+    Mailchimp simulators: import, double opt-in, sync, a per-list unsubscribe, a spam
+    complaint and the hygiene scan, narrated with the numbers."""
+    from syncd.demo import run_demo
+
+    run_demo(folder, keep_running=keep_running, port=port)
 
 
 def _register_subcommands() -> None:

@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
+import sqlalchemy.orm
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -95,6 +96,9 @@ class Contact(SQLModel, table=True):
     created_at: datetime = _when(default=True)
     updated_at: datetime = _when(default=True, index=True)
     version: int = Field(default=1)
+    # Wall-clock time of the last write, whatever the change's own time: what incremental sync
+    # planning compares with (``updated_at`` may carry an older provider event's time).
+    touched_at: datetime | None = _when(nullable=True, index=True, default=True)
 
 
 class Source(SQLModel, table=True):
@@ -133,6 +137,7 @@ class Membership(SQLModel, table=True):
     status: str = Field(max_length=16)
     since: datetime = _when(default=True)
     reason: str | None = Field(default=None, max_length=200)
+    touched_at: datetime | None = _when(nullable=True, index=True, default=True)
 
 
 class TargetState(SQLModel, table=True):
@@ -161,6 +166,11 @@ class SyncCursor(SQLModel, table=True):
     target_key: str = Field(max_length=200)
     cursor: str | None = Field(default=None, max_length=100)
     updated_at: datetime = _when(default=True)
+    # Incremental planning: when the last complete plan started, under which list rules, and
+    # when the last full (not incremental) plan ran.
+    planned_at: datetime | None = _when(nullable=True)
+    rules_hash: str | None = Field(default=None, max_length=64)
+    full_plan_at: datetime | None = _when(nullable=True)
 
 
 class Flag(SQLModel, table=True):
@@ -230,3 +240,12 @@ class DoiToken(SQLModel, table=True):
     expires_at: datetime = _when(index=True)
     used_at: datetime | None = _when(nullable=True)
     reminded_at: datetime | None = _when(nullable=True)
+
+
+@sa.event.listens_for(sa.orm.Session, "before_flush")
+def _touch_changed_rows(session: sa.orm.Session, _context: Any, _instances: Any) -> None:
+    """Every ORM write of a contact or a membership stamps ``touched_at`` with the wall clock."""
+    now = utcnow()
+    for obj in (*session.new, *session.dirty):
+        if isinstance(obj, Contact | Membership):
+            obj.touched_at = now

@@ -24,7 +24,7 @@ def error_of(path) -> ConfigError:
 
 def test_the_shipped_demo_config_loads():
     cfg = load_config(ROOT / "config" / "demo.yaml")
-    assert set(cfg.lists) == {"newsletter-clients", "prospects", "vendors"}
+    assert set(cfg.lists) == {"newsletter-clients", "events", "prospects", "vendors"}
     assert cfg.lists["vendors"].auto_enroll is True
     assert cfg.lists["newsletter-clients"].schedule.every == timedelta(minutes=15)
 
@@ -116,8 +116,8 @@ def test_duplicate_keys_are_refused(tmp_path):
 def test_check_prints_a_summary(tmp_path):
     result = CliRunner().invoke(main, ["check", "--config", str(ROOT / "config" / "demo.yaml")])
     assert result.exit_code == 0, result.output
-    assert "lists: 3" in result.output
-    assert "vendors: consent legitimate_interest auto-enrol, on violation remove → brevo:2" in result.output
+    assert "lists: 4" in result.output
+    assert "vendors: consent legitimate_interest auto-enrol, on violation remove → brevo:3" in result.output
 
 
 def test_check_reports_a_bad_file_with_exit_status_2(tmp_path):

@@ -34,17 +34,16 @@ def sync(app: App, list_names: tuple[str, ...], dry_run: bool, show_emails: bool
         config.list(name)  # unknown list: clear error before any work
     providers = {t.target.provider for n in names for t in config.lists[n].targets}
     connectors = {p: make_connector(config, p) for p in providers}
-    ok = True
+    reports = []
     for name in names:
         with _Progress() as progress:
             report = sync_list(app.engine, config, name, connectors, dry_run=dry_run, progress=progress)
         _print_report(report, show_emails)
-        ok = ok and report.ok
-    if not dry_run:
-        counts = hygiene.scan(app.engine, config, names)
-        if counts:
-            summary = ", ".join(f"{n} {rule}" for rule, n in sorted(counts.items()))
-            click.echo(f"flags open: {summary} — see `syncd flags`")
+        reports.append(report)
+    ok = all(r.ok for r in reports)
+    flagged = sum(t.planned.get("flags", 0) for r in reports for t in r.targets)
+    if flagged:
+        click.echo(f"{flagged} member(s) kept against the list rules: see `syncd flags`")
     if not ok:
         sys.exit(1)
 

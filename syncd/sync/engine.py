@@ -8,10 +8,12 @@ at any point converges on the next one: at worst the unfinished batch is sent ag
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -49,6 +51,10 @@ from syncd.sync.plan import Plan, PlanItem, Skip, SyncedState, desired_member, p
 log = get_logger(__name__)
 
 CHUNK = 1000  # contacts read from the master base at a time
+FULL_PLAN_EVERY = timedelta(hours=24)
+# Incremental plans look back this far before the previous plan's start, so that a write whose
+# transaction was still open when that plan read the base is planned too.
+PLAN_MARGIN = timedelta(minutes=5)
 SAMPLE = 5  # changes shown per kind in a dry-run
 
 
@@ -65,6 +71,7 @@ class TargetReport:
     samples: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # kind -> (email, reason)
     write_calls: int = 0
     failed: str | None = None
+    incremental: bool = False
 
     @property
     def ok(self) -> bool:
@@ -141,11 +148,15 @@ class _Run:
 
     def execute(self) -> TargetReport:
         run_id = None if self.dry_run else self._start_run()
-        log.info("sync.started", list=self.list_name, target=self.target.key, dry_run=self.dry_run)
+        started = utcnow()
+        since, full = self._planning_window(started)
+        self.report.incremental = not full
+        log.info("sync.started", list=self.list_name, target=self.target.key, dry_run=self.dry_run,
+                 incremental=not full)
         try:
             if not self.dry_run:
                 self._pull()
-            for plan, states in self._plans():
+            for plan, states in self._plans(since):
                 self._take(plan, states)
                 if self.stop.is_set():
                     raise _Stopped()
@@ -156,10 +167,47 @@ class _Run:
             self.report.failed = f"{type(exc).__name__}: {exc}"
             log.error("sync.failed", list=self.list_name, target=self.target.key, error=str(exc))
         if run_id is not None:
+            if self.report.ok:
+                self._remember_plan(started, full)
             self._finish_run(run_id)
         log.info("sync.finished", list=self.list_name, target=self.target.key, planned=self.report.planned,
                  applied=self.report.applied, write_calls=self.report.write_calls, failed=self.report.failed)
         return self.report
+
+    # --- incremental planning -------------------------------------------------------------------
+
+    def _rules_hash(self) -> str:
+        """Everything a plan depends on besides the base: the lists' rules and the unsubscribe scope."""
+        doc = {"lists": {n: lst.model_dump(mode="json") for n, lst in self.config.lists.items()},
+               "scope": self.config.unsubscribe.scope}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _planning_window(self, now: datetime) -> tuple[datetime | None, bool]:
+        """``(since, full)``: plan only contacts touched since ``since``, or everyone (``full``).
+
+        A run plans everyone when it is the first, when the list rules changed, or when the last
+        full plan is older than FULL_PLAN_EVERY (a safety net for changes made outside syncd)."""
+        with Session(self.engine) as s:
+            row = s.exec(self._cursor_query()).first()
+        if (
+            row is None
+            or row.planned_at is None
+            or row.full_plan_at is None
+            or row.rules_hash != self._rules_hash()
+            or now - row.full_plan_at > FULL_PLAN_EVERY
+        ):
+            return None, True
+        return row.planned_at - PLAN_MARGIN, False
+
+    def _remember_plan(self, started: datetime, full: bool) -> None:
+        with session_scope(self.engine) as s:
+            row = s.exec(self._cursor_query()).first() or SyncCursor(
+                list_name=self.list_name, target_key=self.target.key
+            )
+            row.planned_at, row.rules_hash = started, self._rules_hash()
+            if full:
+                row.full_plan_at = started
+            s.add(row)
 
     # --- pull and reconcile ----------------------------------------------------------------------
 
@@ -188,6 +236,9 @@ class _Run:
 
     def _reconcile(self, members: list[RemoteMember]) -> None:
         """Provider-side changes first: they change the master base before anything is planned."""
+        if not members:
+            return
+        members = self._news(members)
         if not members:
             return
         now = utcnow()
@@ -219,8 +270,6 @@ class _Run:
                 if contact is None:
                     continue
                 state = states.get(contact.id)
-                if state is not None and (state.remote_status, state.remote_id) == (str(m.status), m.remote_id):
-                    continue  # nothing new: most members of an incremental read are our own writes
                 if state is None:
                     state = TargetState(contact_id=contact.id, list_name=self.list_name, target_key=self.target.key)
                 state.remote_status, state.remote_id, state.pulled_at = str(m.status), m.remote_id, now
@@ -233,6 +282,23 @@ class _Run:
                 if event is not None:
                     outcome = apply_event(s, event, self.config)
                     self.report.reconciled[outcome] = self.report.reconciled.get(outcome, 0) + 1
+
+    def _news(self, members: list[RemoteMember]) -> list[RemoteMember]:
+        """The members whose remote status or id differ from what TargetState holds: one cheap
+        query, since most of an incremental read is the echo of syncd's own writes."""
+        contact, state = Contact.__table__, TargetState.__table__
+        query = (
+            sa.select(contact.c.email, state.c.remote_status, state.c.remote_id)
+            .select_from(contact.outerjoin(state, sa.and_(
+                state.c.contact_id == contact.c.id,
+                state.c.list_name == self.list_name,
+                state.c.target_key == self.target.key,
+            )))
+            .where(contact.c.email.in_([m.email for m in members]))
+        )
+        with self.engine.connect() as conn:
+            known = {r.email: (r.remote_status, r.remote_id) for r in conn.execute(query)}
+        return [m for m in members if known.get(m.email) != (str(m.status), m.remote_id)]
 
     def _import_unknown(self, s: Session, m: RemoteMember, now: datetime) -> Contact:
         """A member the provider has and the master base does not: kept, with provenance and no
@@ -273,31 +339,47 @@ class _Run:
     def _state_filter(self) -> tuple[Any, ...]:
         return (TargetState.list_name == self.list_name, TargetState.target_key == self.target.key)
 
-    def _chunks(self) -> Iterator[list[Any]]:
+    def _chunks(self, since: datetime | None) -> Iterator[list[Any]]:
         """Contacts that concern this list on this target, by id, CHUNK at a time (plain rows:
-        building ORM objects for every contact of a large base costs more than the plan)."""
+        building ORM objects for every contact of a large base costs more than the plan).
+
+        With ``since``, only those touched since then: their record, any of their memberships (an
+        exclusive list may have changed), or what was just read of them from this target."""
         contact = Contact.__table__
+        if since is not None:
+            ids: Any = sa.union(
+                sa.select(contact.c.id.label("id")).where(contact.c.touched_at > since),
+                sa.select(Membership.contact_id).where(Membership.touched_at > since),
+                sa.select(TargetState.contact_id).where(*self._state_filter(), TargetState.pulled_at > since),
+            ).subquery()
+        elif self.list_cfg.auto_enroll:
+            ids = None
+        else:
+            ids = sa.union(
+                sa.select(Membership.contact_id.label("id")).where(Membership.list_name == self.list_name),
+                sa.select(TargetState.contact_id).where(*self._state_filter()),
+            ).subquery()
         last = 0
-        concerned: Any = sa.or_(
-            contact.c.id.in_(sa.select(Membership.contact_id).where(Membership.list_name == self.list_name)),
-            contact.c.id.in_(sa.select(TargetState.contact_id).where(*self._state_filter())),
-        )
-        if self.list_cfg.auto_enroll:
-            concerned = sa.true()
         while True:
             with self.engine.connect() as conn:
-                rows = conn.execute(
-                    sa.select(contact).where(concerned, contact.c.id > last).order_by(contact.c.id).limit(CHUNK)
-                ).all()
+                if ids is None:
+                    query = sa.select(contact).where(contact.c.id > last)
+                else:
+                    page = sa.select(ids.c.id).where(ids.c.id > last).order_by(ids.c.id).limit(CHUNK)
+                    chunk_ids = [r.id for r in conn.execute(page)]
+                    if not chunk_ids:
+                        return
+                    query = sa.select(contact).where(contact.c.id.in_(chunk_ids))
+                rows = conn.execute(query.order_by(contact.c.id).limit(CHUNK)).all()
             if not rows:
                 return
             yield rows
             last = rows[-1].id
 
-    def _plans(self) -> Iterator[tuple[Plan, dict[int, SyncedState | None]]]:
+    def _plans(self, since: datetime | None) -> Iterator[tuple[Plan, dict[int, SyncedState | None]]]:
         m_cols = (Membership.contact_id, Membership.list_name, Membership.status, Membership.since)
         t_cols = (TargetState.contact_id, TargetState.pushed_hash, TargetState.remote_status)
-        for contacts in self._chunks():
+        for contacts in self._chunks(since):
             ids = [c.id for c in contacts]
             with self.engine.connect() as conn:
                 memberships: dict[int, dict[str, Any]] = {}

@@ -275,3 +275,37 @@ def test_an_erased_contact_is_never_brought_back_by_a_sync(world):
         assert s.exec(select(Contact).where(Contact.email == "gone@example.fr")).first() is None
     assert "gone@example.fr" not in subscribed(w.brevo, w.offers_b)
     assert "gone@example.fr" not in subscribed(w.brevo, w.news_b)
+
+
+def test_later_runs_plan_only_what_changed_and_still_see_every_change(world):
+    w = world
+    for i in range(30):
+        add_contact(w, f"p{i:02d}@example.fr", "client", ["newsletter-clients"])
+    first = sync_list(w.engine, w.config, "newsletter-clients", _connectors(w))
+    assert first.ok and not any(t.incremental for t in first.targets)
+
+    with session_scope(w.engine) as s:
+        c = s.exec(select(Contact).where(Contact.email == "p07@example.fr")).one()
+        c.first_name = "Renamed"
+    second = sync_list(w.engine, w.config, "newsletter-clients", _connectors(w))
+    assert second.ok and all(t.incremental for t in second.targets)
+    assert all(t.planned.get("updates") == 1 for t in second.targets)
+    assert w.brevo.members(w.news_b)["p07@example.fr"].fields["first_name"] == "Renamed"
+    assert w.mailchimp.members(w.clients_mc)["p07@example.fr"].fields["first_name"] == "Renamed"
+
+    # A change of the list rules plans everyone again.
+    edited = load_config_text(w, w.config_path.read_text().replace("consent: single_opt_in\n    segment: {kind: [client]}",
+                                                                   "consent: single_opt_in\n    segment: {kind: [client, partner]}"))
+    third = sync_list(w.engine, edited, "newsletter-clients", _connectors(w))
+    assert third.ok and not any(t.incremental for t in third.targets)
+
+
+def _connectors(w):
+    return {"brevo": BrevoConnector(w.brevo.api_key, w.brevo.api_url),
+            "mailchimp": MailchimpConnector(w.mailchimp.api_key, w.mailchimp.api_url)}
+
+
+def load_config_text(w, text):
+    path = w.config_path.with_name("edited.yaml")
+    path.write_text(text)
+    return load_config(path)
