@@ -584,7 +584,7 @@ def _write(
     written = 0
     if created:
         rows = list(created.values())
-        _insert_many(session, CONTACT, rows, {"created_at": at, "updated_at": at, "version": 1})
+        _insert_many(session, CONTACT, rows, {"created_at": at, "updated_at": at, "touched_at": at, "version": 1})
         # A plain executemany and one SELECT: INSERT … RETURNING in parameter order falls back to
         # one statement per row on SQLite.
         for cid, email in session.execute(_IDS_AMONG, {"keys": list(created)}).tuples():
@@ -596,6 +596,7 @@ def _write(
             {
                 **{f"v_{f}": known[e][f] for f in fields},
                 "v_updated_at": at,
+                "v_touched_at": at,  # incremental sync planning picks the merged contact up
                 "v_version": known[e]["version"] + 1,
                 "k_id": known[e]["id"],
             }

@@ -309,3 +309,18 @@ def load_config_text(w, text):
     path = w.config_path.with_name("edited.yaml")
     path.write_text(text)
     return load_config(path)
+
+
+def test_an_import_that_fills_a_field_is_pushed_by_the_next_incremental_run(world, tmp_path):
+    from syncd.contacts.importer import Options, import_file
+
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["newsletter-clients"])
+    assert sync_list(w.engine, w.config, "newsletter-clients", _connectors(w)).ok
+    csv = tmp_path / "fair.csv"
+    csv.write_text("email;société\nana@example.fr;Atelier Ana\n", encoding="utf-8")
+    import_file(w.engine, csv, Options(channel="fair"))
+
+    report = sync_list(w.engine, w.config, "newsletter-clients", _connectors(w))
+    assert report.ok and all(t.incremental for t in report.targets)
+    assert w.brevo.members(w.news_b)["ana@example.fr"].fields["company"] == "Atelier Ana"
