@@ -389,40 +389,37 @@ def _clean(value: Any) -> str | None:
 
 def qualify(record: dict[str, Any], rules: Rules = Rules()) -> Qualified | Rejected:
     """Qualify one record keyed by field names (email, first_name, …, attributes)."""
+    r = {k: c for k, v in record.items() if k != "attributes" and (c := _clean(v)) is not None}
     try:
-        email = normalise_email(_clean(record.get("email")), check_deliverability=rules.check_deliverability)
+        email = normalise_email(r.get("email"), check_deliverability=rules.check_deliverability)
     except InvalidEmail as exc:
         return Rejected(str(exc))
     q = Qualified(email=email, attributes=dict(record.get("attributes") or {}))
-    first = _clean(record.get("first_name"))
-    last = _clean(record.get("last_name"))
-    full = _clean(record.get("full_name"))
+    first, last, full = r.get("first_name"), r.get("last_name"), r.get("full_name")
     if full and not (first or last):
         first, _, last = full.rpartition(" ") if " " in full else ("", "", full)
     q.first_name, q.last_name = normalise_name(first), normalise_name(last)
     if q.incomplete:
         q.issues.append(INCOMPLETE)
-    q.company = _clean(record.get("company"))
-    q.city = _clean(record.get("city"))
-    q.region = _clean(record.get("region"))
-    q.stage = (_clean(record.get("stage")) or "").lower() or None
-
-    if country := _clean(record.get("country")):
+    q.company, q.city, q.region = r.get("company"), r.get("city"), r.get("region")
+    if stage := r.get("stage"):
+        q.stage = stage.lower()
+    if country := r.get("country"):
         try:
             q.country = normalise_country(country)
         except ValueError:
             q.issues.append(f"country dropped: unknown country {country!r}")
-    if postal := _clean(record.get("postal_code")):
+    if postal := r.get("postal_code"):
         if (q.country or rules.default_region) == "FR" and postal.isdigit() and len(postal) == 4:
             postal = "0" + postal  # a spreadsheet ate the leading zero of 01000
         q.postal_code = postal
-    if phone := _clean(record.get("phone")):
+    if phone := r.get("phone"):
         try:
             q.phone = normalise_phone(phone, q.country or rules.default_region)
         except ValueError as exc:
             q.issues.append(f"phone dropped: {exc}")
     for key in ("siret", "siren"):
-        if number := _clean(record.get(key)):
+        if number := r.get(key):
             try:
                 siret, siren = normalise_siret(number)
             except ValueError:
@@ -431,9 +428,9 @@ def qualify(record: dict[str, Any], rules: Rules = Rules()) -> Qualified | Rejec
             q.siret = q.siret or siret
             if siren:
                 q.attributes["siren"] = siren
-    if tags := _clean(record.get("tags")):
+    if tags := r.get("tags"):
         q.tags = normalise_tags(tags)
-    if kind := _clean(record.get("kind")):
+    if kind := r.get("kind"):
         try:
             q.kind = normalise_kind(kind, rules.kinds)
         except ValueError as exc:
