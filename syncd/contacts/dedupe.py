@@ -40,8 +40,9 @@ class Conflict:
 
 def new_contact(q: Qualified) -> dict[str, Any]:
     """The column values of a contact created from ``q``."""
-    row: dict[str, Any] = {f: getattr(q, f) for f in MERGED_FIELDS}
-    row.update(email=q.email, tags=list(q.tags), attributes=dict(q.attributes))
+    row = dict(q.__dict__)  # every field of Qualified is a column, but its warnings
+    del row["issues"]
+    row["tags"], row["attributes"] = list(q.tags), dict(q.attributes)
     return row
 
 

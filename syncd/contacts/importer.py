@@ -142,7 +142,7 @@ class Summary:
 # --- reading ------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class RawRow:
     line: int
     cells: list[Any]

@@ -307,3 +307,11 @@ def test_no_consent_is_recorded_unless_the_importer_says_so(engine, tmp_path, co
     path = write_messy(tmp_path / "contacts.csv", "utf-8")
     import_file(engine, path, Options(channel="purchased-file"))
     assert count("consent") == 0 and count("membership") == 0
+
+
+def test_every_qualified_field_is_a_contact_column():
+    from syncd.contacts.dedupe import new_contact
+    from syncd.contacts.qualify import qualify
+
+    row = new_contact(qualify({"email": "a@exemple.fr"}))
+    assert set(row) <= set(Contact.__table__.columns.keys())
