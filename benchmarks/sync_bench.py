@@ -11,6 +11,7 @@ records) against the connectors' floor, and the peak RSS of the `syncd sync` pro
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import math
 import multiprocessing
 import os
@@ -28,7 +29,7 @@ from connectors.simulators import brevo as brevo_sim
 from connectors.simulators import mailchimp as mailchimp_sim
 from connectors.simulators.server import free_port
 from syncd import db
-from syncd.models import Contact, Membership, SyncRun
+from syncd.models import Contact, Membership, SyncCursor, SyncRun, TargetState
 
 BREVO_KEY, MC_KEY = "bench-brevo", "bench-key-us1"
 
@@ -94,6 +95,22 @@ def db_now():
     return utcnow()
 
 
+def age_one_hour(url: str) -> None:
+    """Let an hour pass between runs, as between two scheduled syncs: every time syncd stamps moves
+    back by an hour (back-to-back runs would all fall inside the incremental plan's safety margin)."""
+    hour = dt.timedelta(hours=1)
+    engine = db.make_engine(url)
+    with engine.begin() as conn:
+        for table, columns in ((Contact, ("touched_at",)), (Membership, ("touched_at",)),
+                               (SyncCursor, ("planned_at", "full_plan_at")), (TargetState, ("pulled_at", "pushed_at"))):
+            for column in columns:
+                col = getattr(table, column)
+                rows = conn.execute(sa.select(table.id, col).where(col.is_not(None))).all()
+                conn.execute(sa.update(table).where(table.id == sa.bindparam("k")).values({column: sa.bindparam("v")}),
+                             [{"k": r[0], "v": r[1] - hour} for r in rows]) if rows else None
+    engine.dispose()
+
+
 def run_sync(env: dict[str, str], config: Path, profile: str | None = None) -> tuple[float, int]:
     started = time.monotonic()
     python = [sys.executable, "-m", "cProfile", "-o", profile] if profile else [sys.executable]
@@ -106,6 +123,8 @@ def run_sync(env: dict[str, str], config: Path, profile: str | None = None) -> t
     )
     _, status, usage = os.wait4(proc.pid, 0)
     out = proc.stdout.read()
+    if os.environ.get("SYNC_BENCH_VERBOSE"):
+        print(out)
     if status != 0:
         print(out, proc.stderr.read())
         raise SystemExit("sync failed")
@@ -184,10 +203,14 @@ lists:
         phases = ("first sync", "no-op re-sync (re-reads the members just pushed)", "steady no-op re-sync",
                   "re-sync after 1 % changed")
         for phase in phases:
+            if phase.startswith("steady"):
+                age_one_hour(url)
             if phase.startswith("re-sync after"):
+                age_one_hour(url)
                 engine = db.make_engine(url)
-                with engine.begin() as conn:
-                    conn.execute(sa.update(Contact).where(Contact.id % 101 == 0).values(first_name="Changed"))
+                with engine.begin() as conn:  # as an import's merge does: the change and its stamp
+                    conn.execute(sa.update(Contact).where(Contact.id % 101 == 0)
+                                 .values(first_name="Changed", touched_at=db_now()))
                 engine.dispose()
             before = last_run_id(url)
             seconds, rss = run_sync(env, config, args.profile if phase == "steady no-op re-sync" else None)

@@ -77,7 +77,8 @@ def _print_report(report: ListReport, show_emails: bool) -> None:
         click.echo(f"  skipped: {report.skipped}")
     for t in report.targets:
         planned = ", ".join(f"{n} {k}" for k, n in t.planned.items() if n) or "nothing to change"
-        click.echo(f"  → {t.target}: {planned}")
+        scope = "contacts changed since the last run" if t.incremental else "every contact"
+        click.echo(f"  → {t.target}: {planned} (planned over {scope})")
         if not report.dry_run:
             applied = ", ".join(f"{n} {k}" for k, n in t.applied.items() if n) or "none"
             click.echo(f"    read {t.pulled} remote members ({t.created} new to the base); "

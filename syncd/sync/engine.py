@@ -54,7 +54,7 @@ CHUNK = 1000  # contacts read from the master base at a time
 FULL_PLAN_EVERY = timedelta(hours=24)
 # Incremental plans look back this far before the previous plan's start, so that a write whose
 # transaction was still open when that plan read the base is planned too.
-PLAN_MARGIN = timedelta(minutes=5)
+PLAN_MARGIN = timedelta(minutes=2)
 SAMPLE = 5  # changes shown per kind in a dry-run
 
 
