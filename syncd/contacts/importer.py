@@ -503,7 +503,9 @@ def _write(
     if not good:
         return 0
     at = utcnow()
-    hashes = {q.email: email_hash(q.email) for _, q in good}
+    # Hashing every address costs more than asking, once per batch, whether anyone was ever erased.
+    any_erased = session.execute(sa.select(TOMBSTONE.c.email_hash).limit(1)).first() is not None
+    hashes = {q.email: email_hash(q.email) for _, q in good} if any_erased else {}
     erased = set(_column_among(session, "tombstone", "email_hash", "email_hash", set(hashes.values())))
     if erased:
         rejected.extend((raw.line, ERASED, raw.cells) for raw, q in good if hashes[q.email] in erased)
@@ -709,8 +711,10 @@ def _column_among(session: Session, table: str, columns: str, key: str, values: 
     SQLAlchemy's expanding IN renders a bound name per value; for a thousand keys per batch that was a
     visible share of the import's time.
     """
-    conn = session.connection()
     values = list(values)
+    if not values:
+        return []
+    conn = session.connection()
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sql = f"SELECT {columns} FROM {table} WHERE {key} IN ({', '.join([mark] * len(values))})"
     rows = conn.exec_driver_sql(sql, tuple(values)).fetchall()
