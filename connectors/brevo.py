@@ -332,6 +332,19 @@ class BrevoConnector:
         self._map(one, chunks)
         return result
 
+    def erase(self, target: Target, email: str) -> bool:
+        """GDPR erasure: the contact is deleted from the Brevo account (every list). True if Brevo
+        held it. https://developers.brevo.com/reference/deletecontact"""
+        try:
+            self._write(
+                "DELETE /contacts/{identifier}",
+                lambda: self._contacts.delete_contact(email.strip().lower(), _request_timeout=self._timeout),
+                None,
+            )
+        except NotFound:
+            return False
+        return True
+
     def set_blocked(self, email: str, blocked: bool) -> None:
         # https://developers.brevo.com/reference/updatecontact : emailBlacklisted is account-wide
         body = sib.UpdateContact(email_blacklisted=blocked)

@@ -336,6 +336,22 @@ class MailchimpConnector:
             pass  # not in the audience (or already archived): already off the target
         return result
 
+    def erase(self, target: Target, email: str) -> bool:
+        """GDPR erasure in one audience: permanent deletion (the address cannot be re-added unless
+        the person signs up again). True if Mailchimp held the member.
+        https://mailchimp.com/developer/marketing/api/list-members/delete-list-member/"""
+        try:
+            self._write(
+                "delete_list_member_permanent",
+                WriteResult(),
+                self.client.lists.delete_list_member_permanent,
+                target.list_id,
+                subscriber_hash(email),
+            )
+        except NotFound:
+            return False
+        return True
+
     def set_blocked(self, email: str, blocked: bool) -> None:
         """No-op: Mailchimp has no account-wide block list; its states are per audience.
 

@@ -160,6 +160,45 @@ def demo(folder: Path | None, keep_running: bool, port: int | None) -> None:
     run_demo(folder, keep_running=keep_running, port=port)
 
 
+@main.group(name="inbox")
+def inbox_group() -> None:
+    """The webhook inbox: deliveries stored before they were acknowledged, then applied."""
+
+
+@inbox_group.command(name="status")
+@click.pass_obj
+def inbox_status(app: App) -> None:
+    """Count deliveries per state, and list the dead letters (failed every retry) with their error."""
+    from syncd import inbox
+
+    counts = inbox.backlog(app.engine)
+    click.echo(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "the inbox is empty")
+    for row in inbox.dead_letters(app.engine):
+        click.echo(f"dead #{row.id} {row.provider} received {row.received_at:%Y-%m-%d %H:%M} "
+                   f"after {row.attempts} attempts: {(row.error or '').splitlines()[0][:200]}")
+
+
+@inbox_group.command(name="drain")
+@click.option("--limit", type=int, default=10_000, show_default=True)
+@click.pass_obj
+def inbox_drain(app: App, limit: int) -> None:
+    """Apply the deliveries waiting in the inbox now (the daemon does it every 10 seconds)."""
+    from syncd import inbox
+
+    counts = inbox.drain(app.engine, app.config, limit=limit)
+    click.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing to apply")
+
+
+@inbox_group.command(name="requeue")
+@click.argument("ids", nargs=-1, type=int)
+@click.pass_obj
+def inbox_requeue(app: App, ids: tuple[int, ...]) -> None:
+    """Give dead letters (all, or the ids given) a fresh start, e.g. after a fix."""
+    from syncd import inbox
+
+    click.echo(f"{inbox.requeue(app.engine, list(ids) or None)} delivery(ies) queued again")
+
+
 def _register_subcommands() -> None:
     import importlib
 

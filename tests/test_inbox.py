@@ -173,3 +173,25 @@ def test_replicas_draining_together_apply_each_row_once(engine):
         t.join()
     assert len(applied) == 60 == len(set(applied))
     assert {r.status for r in rows(engine)} == {"done"}
+
+
+def test_the_inbox_commands_show_and_requeue_dead_letters(engine):
+    from click.testing import CliRunner
+
+    from syncd.cli import main
+    from syncd.db import session_scope
+    from syncd.models import InboxEvent
+
+    with session_scope(engine) as s:
+        s.add(InboxEvent(provider="brevo", dedupe_key="k-dead", content_type="application/json",
+                         payload="{}", status="dead", attempts=8, error="PayloadError: no email\ntrace"))
+        s.add(InboxEvent(provider="brevo", dedupe_key="k-done", content_type="application/json",
+                         payload="{}", status="done", attempts=1))
+    url = engine.url.render_as_string(hide_password=False)
+    status = CliRunner().invoke(main, ["--database", url, "inbox", "status"])
+    assert status.exit_code == 0, status.output
+    assert "1 dead, 1 done" in status.output
+    assert "after 8 attempts: PayloadError: no email" in status.output
+    requeued = CliRunner().invoke(main, ["--database", url, "inbox", "requeue"])
+    assert "1 delivery(ies) queued again" in requeued.output
+    assert "1 done, 1 new" in CliRunner().invoke(main, ["--database", url, "inbox", "status"]).output

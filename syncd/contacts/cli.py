@@ -267,13 +267,15 @@ def export(app: App, email: str, output: Path | None) -> None:
 @contacts.command()
 @click.argument("email")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--local-only", is_flag=True, help="Erase from the master base only, not at the providers.")
 @click.pass_obj
-def forget(app: App, email: str, yes: bool) -> None:
+def forget(app: App, email: str, yes: bool, local_only: bool) -> None:
     """Erase one contact for good (GDPR right to erasure).
 
     The contact and everything attached (sources, consents, list memberships, flags) are deleted,
     the audit trail keeps no personal data about them, and the address is blocked: a later import
-    of it is rejected.
+    of it is rejected and a sync never brings it back. Unless --local-only, the contact is also
+    deleted at the providers of the config's lists (Brevo account, Mailchimp audiences).
     """
     if not yes:
         click.confirm(f"Erase {email} for good? This cannot be undone", abort=True)
@@ -283,3 +285,29 @@ def forget(app: App, email: str, yes: bool) -> None:
         click.echo(f"erased: {removed}; {result.audit_scrubbed} audit entries scrubbed; address blocked")
     else:
         click.echo("no contact with that address; the address is blocked from future imports")
+    if not local_only:
+        _erase_at_providers(app, gdpr.lookup_email(email))
+
+
+def _erase_at_providers(app: App, email: str) -> None:
+    from connectors.base import ConnectorError
+    from syncd.providers import make_connector
+
+    # Brevo deletes account-wide: once is enough; Mailchimp erases per audience.
+    targets = {}
+    for lst in app.config.lists.values():
+        for t in lst.targets:
+            target = t.target
+            key = "brevo" if target.provider == "brevo" else f"mailchimp:{target.list_id}"
+            targets.setdefault(key, target)
+    failed = False
+    for key, target in sorted(targets.items()):
+        try:
+            held = make_connector(app.config, target.provider).erase(target, email)
+        except ConnectorError as exc:
+            failed = True
+            click.secho(f"{key}: NOT erased ({exc}); run the command again later", fg="red", err=True)
+            continue
+        click.echo(f"{key}: {'deleted' if held else 'not held there'}")
+    if failed:
+        sys.exit(1)

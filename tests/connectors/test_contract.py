@@ -193,3 +193,13 @@ def test_a_malformed_webhook_is_a_payload_error(fresh, body):
     with pytest.raises(PayloadError) as info:
         connect(fresh).parse_webhook(body, content_type, {})
     assert str(info.value)
+
+
+def test_erase_deletes_the_member_for_good(fresh):
+    target = fresh.create_target("erase")
+    fresh.seed(target, [{"email": "gone@example.fr", "status": "subscribed"},
+                        {"email": "kept@example.fr", "status": "subscribed"}])
+    conn = connect(fresh)
+    assert conn.erase(target, "Gone@Example.fr") is True
+    assert sorted(fresh.members(target)) == ["kept@example.fr"]
+    assert conn.erase(target, "never@example.fr") is False

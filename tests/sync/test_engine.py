@@ -324,3 +324,16 @@ def test_an_import_that_fills_a_field_is_pushed_by_the_next_incremental_run(worl
     report = sync_list(w.engine, w.config, "newsletter-clients", _connectors(w))
     assert report.ok and all(t.incremental for t in report.targets)
     assert w.brevo.members(w.news_b)["ana@example.fr"].fields["company"] == "Atelier Ana"
+
+
+def test_forget_erases_the_contact_at_every_provider_too(world):
+    w = world
+    add_contact(w, "gone@example.fr", "client", ["newsletter-clients", "offers"])
+    assert run_cli(w, "sync").exit_code == 0
+    result = run_cli(w, "contacts", "forget", "gone@example.fr", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "brevo: deleted" in result.output
+    assert f"mailchimp:{w.clients_mc.list_id}: deleted" in result.output
+    assert "gone@example.fr" not in w.brevo.members(w.news_b)
+    assert "gone@example.fr" not in w.brevo.members(w.offers_b)
+    assert "gone@example.fr" not in w.mailchimp.members(w.clients_mc)
