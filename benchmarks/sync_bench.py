@@ -101,13 +101,19 @@ def age_one_hour(url: str) -> None:
     hour = dt.timedelta(hours=1)
     engine = db.make_engine(url)
     with engine.begin() as conn:
-        for table, columns in ((Contact, ("touched_at",)), (Membership, ("touched_at",)),
-                               (SyncCursor, ("planned_at", "full_plan_at")), (TargetState, ("pulled_at", "pushed_at"))):
+        for table, columns in (
+            (Contact, ("touched_at",)),
+            (Membership, ("touched_at",)),
+            (SyncCursor, ("planned_at", "full_plan_at")),
+            (TargetState, ("pulled_at", "pushed_at")),
+        ):
             for column in columns:
                 col = getattr(table, column)
                 rows = conn.execute(sa.select(table.id, col).where(col.is_not(None))).all()
-                conn.execute(sa.update(table).where(table.id == sa.bindparam("k")).values({column: sa.bindparam("v")}),
-                             [{"k": r[0], "v": r[1] - hour} for r in rows]) if rows else None
+                conn.execute(
+                    sa.update(table).where(table.id == sa.bindparam("k")).values({column: sa.bindparam("v")}),
+                    [{"k": r[0], "v": r[1] - hour} for r in rows],
+                ) if rows else None
     engine.dispose()
 
 
@@ -177,7 +183,9 @@ lists:
   clients:
     consent: single_opt_in
     segment: {{kind: [client]}}
-    targets: [{{brevo: {{list_id: {clients_b.list_id}}}}}, {{mailchimp: {{audience: "{audience.list_id}", tag: clients}}}}]
+    targets:
+      - brevo: {{list_id: {clients_b.list_id}}}
+      - mailchimp: {{audience: "{audience.list_id}", tag: clients}}
   prospects:
     consent: single_opt_in
     segment: {{kind: [prospect]}}
@@ -200,8 +208,12 @@ lists:
             f"mailchimp:{audience.list_id}:clients": 2 * math.ceil(per_list["clients"] / 500),
             f"mailchimp:{audience.list_id}:prospects": 2 * math.ceil(per_list["prospects"] / 500),
         }
-        phases = ("first sync", "no-op re-sync (re-reads the members just pushed)", "steady no-op re-sync",
-                  "re-sync after 1 % changed")
+        phases = (
+            "first sync",
+            "no-op re-sync (re-reads the members just pushed)",
+            "steady no-op re-sync",
+            "re-sync after 1 % changed",
+        )
         for phase in phases:
             if phase.startswith("steady"):
                 age_one_hour(url)
@@ -209,8 +221,11 @@ lists:
                 age_one_hour(url)
                 engine = db.make_engine(url)
                 with engine.begin() as conn:  # as an import's merge does: the change and its stamp
-                    conn.execute(sa.update(Contact).where(Contact.id % 101 == 0)
-                                 .values(first_name="Changed", touched_at=db_now()))
+                    conn.execute(
+                        sa.update(Contact)
+                        .where(Contact.id % 101 == 0)
+                        .values(first_name="Changed", touched_at=db_now())
+                    )
                 engine.dispose()
             before = last_run_id(url)
             seconds, rss = run_sync(env, config, args.profile if phase == "steady no-op re-sync" else None)

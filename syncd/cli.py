@@ -142,13 +142,19 @@ def run(app: App, host: str | None, port: int | None) -> None:
     from syncd import daemon
 
     config, engine = app.config, app.engine
-    click.echo(f"syncd listening on http://{host or config.server.host}:{port or config.server.port}", err=True)
+    click.echo(
+        f"syncd listening on http://{host or config.server.host}:{port or config.server.port}", err=True
+    )
     daemon.run(config, engine, host=host, port=port)
 
 
 @main.command()
-@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
-              help="Keep the demo base (and rejects files) in this folder [default: a temporary one, removed].")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the demo base (and rejects files) in this folder [default: a temporary one, removed].",
+)
 @click.option("--keep-running", is_flag=True, help="Leave the daemon and the simulators up at the end.")
 @click.option("--port", type=int, help="Port of the demo's web app [default: a free one].")
 def demo(folder: Path | None, keep_running: bool, port: int | None) -> None:
@@ -174,8 +180,10 @@ def inbox_status(app: App) -> None:
     counts = inbox.backlog(app.engine)
     click.echo(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "the inbox is empty")
     for row in inbox.dead_letters(app.engine):
-        click.echo(f"dead #{row.id} {row.provider} received {row.received_at:%Y-%m-%d %H:%M} "
-                   f"after {row.attempts} attempts: {(row.error or '').splitlines()[0][:200]}")
+        click.echo(
+            f"dead #{row.id} {row.provider} received {row.received_at:%Y-%m-%d %H:%M} "
+            f"after {row.attempts} attempts: {(row.error or '').splitlines()[0][:200]}"
+        )
 
 
 @inbox_group.command(name="drain")

@@ -231,7 +231,9 @@ class Config(Strict):
             for i, t in enumerate(lst.targets):
                 provider = t.target.provider
                 if getattr(self.providers, provider) is None:
-                    raise _Located(("lists", name, "targets", i, provider), f"no 'providers.{provider}' section")
+                    raise _Located(
+                        ("lists", name, "targets", i, provider), f"no 'providers.{provider}' section"
+                    )
             seg, where = lst.segment, ("lists", name, "segment")
             while seg is not None:
                 for field, allowed in (("kind", self.kinds), ("stage", self.stages)):
@@ -243,14 +245,18 @@ class Config(Strict):
                             )
                 seg, where = seg.not_, (*where, "not")
         if self.double_opt_in.transport == "brevo" and self.providers.brevo is None:
-            raise _Located(("double_opt_in", "transport"), "transport 'brevo' needs a 'providers.brevo' section")
+            raise _Located(
+                ("double_opt_in", "transport"), "transport 'brevo' needs a 'providers.brevo' section"
+            )
         return self
 
     def list(self, name: str) -> ListConfig:
         try:
             return self.lists[name]
         except KeyError:
-            raise KeyError(f"unknown list {name!r}; the config has: {', '.join(self.lists) or 'none'}") from None
+            raise KeyError(
+                f"unknown list {name!r}; the config has: {', '.join(self.lists) or 'none'}"
+            ) from None
 
 
 class _Located(ValueError):

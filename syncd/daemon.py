@@ -65,7 +65,9 @@ def jobs_for(config: Config, engine: Engine, connectors: dict[str, Any], stop: t
         for name, lst in config.lists.items()
         if lst.schedule is not None and lst.targets
     ]
-    jobs.append(Job("inbox", lambda: dict(inbox.drain(engine, config, connectors=connectors)), every(seconds=10)))
+    jobs.append(
+        Job("inbox", lambda: dict(inbox.drain(engine, config, connectors=connectors)), every(seconds=10))
+    )
     jobs.append(Job("double-opt-in", doi_job, every(minutes=1)))
     jobs.append(Job("hygiene", lambda: hygiene.scan(engine, config), every(hours=1)))
     return jobs

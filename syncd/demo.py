@@ -32,6 +32,7 @@ from syncd.models import Contact, Membership
 from syncd.providers import make_connector
 from syncd.sync.engine import sync_list
 
+
 def _project_root() -> Path:
     """The checkout the demo runs from (its config/ folder), for an editable install or the CWD."""
     for root in (Path(__file__).resolve().parents[1], Path.cwd()):
@@ -83,24 +84,30 @@ class Demo:
         self.events = brevo.create_list("Événements")
         self.vendors = brevo.create_list("Fournisseurs")
         self.audience = mailchimp.create_list("Maison Demo")
-        os.environ.update({
-            "DEMO_BREVO_NEWSLETTER": self.news.list_id,
-            "DEMO_BREVO_EVENTS": self.events.list_id,
-            "DEMO_BREVO_VENDORS": self.vendors.list_id,
-            "DEMO_MAILCHIMP_AUDIENCE": self.audience.list_id,
-        })
+        os.environ.update(
+            {
+                "DEMO_BREVO_NEWSLETTER": self.news.list_id,
+                "DEMO_BREVO_EVENTS": self.events.list_id,
+                "DEMO_BREVO_VENDORS": self.vendors.list_id,
+                "DEMO_MAILCHIMP_AUDIENCE": self.audience.list_id,
+            }
+        )
         self.config: Config = load_config(CONFIG)
         self.engine = db.make_engine(self.config.database)
         db.upgrade(self.engine)
-        self.connectors = {"brevo": make_connector(self.config, "brevo"),
-                           "mailchimp": make_connector(self.config, "mailchimp")}
+        self.connectors = {
+            "brevo": make_connector(self.config, "brevo"),
+            "mailchimp": make_connector(self.config, "mailchimp"),
+        }
         from syncd.web.app import create_app
 
         app = create_app(self.config, self.engine, connectors=self.connectors)
         self.web = self.stack.enter_context(ThreadedServer(app, port=self.port))
         # What the accounts hold before syncd: someone filed Claire, a client, in the vendors list.
-        self.brevo.seed(self.vendors, [{"email": "claire@boulangerie-fontaine.fr", "status": "subscribed",
-                                        "first_name": "Claire"}])
+        self.brevo.seed(
+            self.vendors,
+            [{"email": "claire@boulangerie-fontaine.fr", "status": "subscribed", "first_name": "Claire"}],
+        )
 
     def stop(self) -> None:
         self.stack.close()
@@ -110,85 +117,126 @@ class Demo:
 
     def run(self) -> None:
         say("syncd demo — one master base, two providers, every rule at work", bold=True, fg="cyan")
-        say(f"Base: {self.config.database}  ·  Brevo simulator: {self.brevo.api_url}  ·  "
-            f"Mailchimp simulator: {self.mailchimp.api_url}  ·  web app: {self.public}")
+        say(
+            f"Base: {self.config.database}  ·  Brevo simulator: {self.brevo.api_url}  ·  "
+            f"Mailchimp simulator: {self.mailchimp.api_url}  ·  web app: {self.public}"
+        )
 
         step(1, "Import the CRM export (config/samples/contacts.csv)")
         s = self._import("contacts.csv", "crm-export")
-        say(f"   {s.read} rows read: {s.imported} contacts created, {s.merged} duplicates merged into them, "
-            f"{s.rejected} rejected (bad addresses), {s.incomplete} kept but incomplete (no name).")
+        say(
+            f"   {s.read} rows read: {s.imported} contacts created, {s.merged} duplicates merged into them, "
+            f"{s.rejected} rejected (bad addresses), {s.incomplete} kept but incomplete (no name)."
+        )
         say(f"   Rejected rows, with their line and reason: {s.rejects_path}")
-        say(f"   Phone numbers normalised to E.164; {s.phones_dropped} unusable phone(s) and "
-            f"{s.siret_dropped} invalid SIRET dropped and reported.")
+        say(
+            f"   Phone numbers normalised to E.164; {s.phones_dropped} unusable phone(s) and "
+            f"{s.siret_dropped} invalid SIRET dropped and reported."
+        )
 
         step(2, "Sign-ups arrive from three channels, each with its consent")
         n = self._import("newsletter-signups.csv", "site-newsletter", "newsletter-clients", "single_opt_in")
-        say(f"   Site newsletter form: {n.read} sign-ups for the clients' newsletter, which needs double "
-            f"opt-in: they wait for confirmation ({self._count('newsletter-clients', 'pending')} pending).")
+        say(
+            f"   Site newsletter form: {n.read} sign-ups for the clients' newsletter, which needs double "
+            f"opt-in: they wait for confirmation ({self._count('newsletter-clients', 'pending')} pending)."
+        )
         f = self._import("salon-2026.csv", "salon-2026", "events", "single_opt_in")
-        say(f"   Fair sign-up sheet: {f.read} people asked for event invitations "
-            f"({f.imported} new, {f.merged + f.unchanged} already known and merged).")
+        say(
+            f"   Fair sign-up sheet: {f.read} people asked for event invitations "
+            f"({f.imported} new, {f.merged + f.unchanged} already known and merged)."
+        )
         w = self._import("livre-blanc.csv", "white-paper", "prospects", "single_opt_in")
         say(f"   White paper download: {w.read} prospects opted in to the nurturing list.")
 
         step(3, "Double opt-in: confirmation mails go out, one contact confirms")
         sent = doi.send_pending(self.engine, self.config, doi.transport(self.config, self.connectors))
-        say(f"   {sent} confirmation mails sent through Brevo's transactional API "
-            f"(caught by the simulator's outbox: {len(self.brevo.outbox)} mails).")
+        say(
+            f"   {sent} confirmation mails sent through Brevo's transactional API "
+            f"(caught by the simulator's outbox: {len(self.brevo.outbox)} mails)."
+        )
         mail = next(m for m in self.brevo.outbox if m["to"][0]["email"] == "marie.dupont@exemple.fr")
         link = LINK.search(mail.get("textContent") or mail["htmlContent"]).group(0)
         httpx.get(link, timeout=10)  # the landing page; confirming is its button (a POST)
         page = httpx.post(link, headers={"User-Agent": "Mozilla/5.0 (demo)"}, timeout=10)
-        say(f"   Marie follows her link and confirms (HTTP {page.status_code}); the proof — time, IP, "
-            "browser, wording and token hash — is in the consent ledger.")
-        say(f"   Newsletter: {self._count('newsletter-clients', 'subscribed')} confirmed, "
-            f"{self._count('newsletter-clients', 'pending')} still pending (never pushed until they confirm).")
+        say(
+            f"   Marie follows her link and confirms (HTTP {page.status_code}); the proof — time, IP, "
+            "browser, wording and token hash — is in the consent ledger."
+        )
+        say(
+            f"   Newsletter: {self._count('newsletter-clients', 'subscribed')} confirmed, "
+            f"{self._count('newsletter-clients', 'pending')} still pending (never pushed until they confirm)."
+        )
 
         step(4, "First sync to Brevo and Mailchimp")
         self._sync_all()
-        say(f"   Claire (a client) had been filed in the Brevo vendors list: "
-            f"{'removed' if 'claire@boulangerie-fontaine.fr' not in self._on(self.brevo, self.vendors) else 'still there'}"
-            " (vendors list: on_violation: remove).")
+        claire_gone = "claire@boulangerie-fontaine.fr" not in self._on(self.brevo, self.vendors)
+        say(
+            "   Claire (a client) had been filed in the Brevo vendors list: "
+            f"{'removed' if claire_gone else 'still there'} (vendors list: on_violation: remove)."
+        )
 
         step(5, "Marie unsubscribes from the newsletter only (Brevo webhook)")
         self.brevo.unsubscribe("marie.dupont@exemple.fr", self.news)
-        say(f"   Brevo blacklists her account-wide, as it always does: blocked = "
-            f"{self.brevo.is_blocked('marie.dupont@exemple.fr')}.")
-        hook = self.brevo.fire_webhook(f"{self.public}/hooks/brevo/{SECRETS['BREVO_WEBHOOK_SECRET']}",
-                                       EventKind.UNSUBSCRIBED, "marie.dupont@exemple.fr", self.news)
+        say(
+            f"   Brevo blacklists her account-wide, as it always does: blocked = "
+            f"{self.brevo.is_blocked('marie.dupont@exemple.fr')}."
+        )
+        hook = self.brevo.fire_webhook(
+            f"{self.public}/hooks/brevo/{SECRETS['BREVO_WEBHOOK_SECRET']}",
+            EventKind.UNSUBSCRIBED,
+            "marie.dupont@exemple.fr",
+            self.news,
+        )
         drained = inbox.drain(self.engine, self.config, connectors=self.connectors)
         say(f"   Webhook stored (HTTP {hook.status_code}) and applied ({drained.get('done', 0)} event).")
         self._sync_all(quiet=True)
         lists = self._memberships("marie.dupont@exemple.fr")
         still = [n for n, st in lists.items() if st == "subscribed"]
         say(f"   Marie left newsletter-clients; she is still in: {', '.join(still) or 'nothing'}.")
-        say(f"   Brevo events list: {'member' if 'marie.dupont@exemple.fr' in self._on(self.brevo, self.events) else 'gone'}"
-            f"; Mailchimp 'events' tag: {'member' if 'marie.dupont@exemple.fr' in self._on(self.mailchimp, self._tag('events')) else 'gone'}"
-            f"; Brevo blacklist lifted: {not self.brevo.is_blocked('marie.dupont@exemple.fr')} "
-            "(her order e-mails keep flowing).")
+        marie = "marie.dupont@exemple.fr"
+        in_brevo = marie in self._on(self.brevo, self.events)
+        in_mailchimp = marie in self._on(self.mailchimp, self._tag("events"))
+        say(
+            f"   Brevo events list: {'member' if in_brevo else 'gone'}; "
+            f"Mailchimp 'events' tag: {'member' if in_mailchimp else 'gone'}; "
+            f"Brevo blacklist lifted: {not self.brevo.is_blocked(marie)} (her order e-mails keep flowing)."
+        )
 
         step(6, "Julie marks a mail as spam (Mailchimp webhook): that one is global")
-        hook = self.mailchimp.fire_webhook(f"{self.public}/hooks/mailchimp/{SECRETS['MAILCHIMP_WEBHOOK_SECRET']}",
-                                           EventKind.COMPLAINED, "julie.morel@exemple.fr", self.audience)
+        hook = self.mailchimp.fire_webhook(
+            f"{self.public}/hooks/mailchimp/{SECRETS['MAILCHIMP_WEBHOOK_SECRET']}",
+            EventKind.COMPLAINED,
+            "julie.morel@exemple.fr",
+            self.audience,
+        )
         inbox.drain(self.engine, self.config, connectors=self.connectors)
         self._sync_all(quiet=True)
         julie = "julie.morel@exemple.fr"
         left = [n for n, st in self._memberships(julie).items() if st == "subscribed"]
-        remote = [t.key for t in (self.events, self._tag("events"), self._tag("prospects"))
-                  if julie in self._on(self.brevo if t.provider == "brevo" else self.mailchimp, t)]
-        say(f"   Webhook stored (HTTP {hook.status_code}); Julie is now in {len(left)} list(s) of the master "
-            f"base and on {len(remote)} provider list(s): a complaint opts out of everything.")
+        remote = [
+            t.key
+            for t in (self.events, self._tag("events"), self._tag("prospects"))
+            if julie in self._on(self.brevo if t.provider == "brevo" else self.mailchimp, t)
+        ]
+        say(
+            f"   Webhook stored (HTTP {hook.status_code}); Julie is now in {len(left)} list(s) of the master "
+            f"base and on {len(remote)} provider list(s): a complaint opts out of everything."
+        )
 
         step(7, "Hygiene scan: who sits where they should not")
         counts = hygiene.scan(self.engine, self.config)
         flags = hygiene.open_flags(self.engine)
-        say(f"   {len(flags)} open flag(s){': ' if flags else '.'}"
-            + ", ".join(f"{n} {rule}" for rule, n in sorted(counts.items())))
+        say(
+            f"   {len(flags)} open flag(s){': ' if flags else '.'}"
+            + ", ".join(f"{n} {rule}" for rule, n in sorted(counts.items()))
+        )
         for flag in flags[:5]:
             say(f"   - {flag['list']}: {flag['rule']} — {flag['email']} ({flag['detail']})")
         if any(f["rule"] == "not_in_segment" for f in flags):
-            say("   A vendor signed up to the clients' newsletter: check his kind in your CRM, or let the "
-                "list remove him (on_violation: remove).")
+            say(
+                "   A vendor signed up to the clients' newsletter: check his kind in your CRM, or let the "
+                "list remove him (on_violation: remove)."
+            )
 
         step(8, "Where to look next")
         if self.kept:
@@ -198,12 +246,16 @@ class Demo:
             say("   syncd demo --dir demo-run                   (keeps the base, to explore it afterwards:)")
             say("   syncd --database sqlite:///demo-run/syncd-demo.db contacts show marie.dupont@exemple.fr")
         say("   syncd check --config config/example.yaml   (every key, with its default)")
-        say("   syncd demo --keep-running                   (the daemon stays up: preference centre, metrics)")
+        say(
+            "   syncd demo --keep-running                   (the daemon stays up: preference centre, metrics)"
+        )
         say("   README.md: lists, consent, webhooks registration, operations.")
 
     # --- helpers -------------------------------------------------------------------------------
 
-    def _import(self, name: str, channel: str, list_name: str | None = None, consent: str = "none") -> Summary:
+    def _import(
+        self, name: str, channel: str, list_name: str | None = None, consent: str = "none"
+    ) -> Summary:
         cfg = self.config
         options = Options(
             channel=channel,
@@ -212,7 +264,9 @@ class Demo:
             list_cfg=cfg.lists[list_name] if list_name else None,
             consent=consent,
         )
-        return import_file(self.engine, SAMPLES / name, options, rejects_path=self.folder / f"{Path(name).stem}.rejects.csv")
+        return import_file(
+            self.engine, SAMPLES / name, options, rejects_path=self.folder / f"{Path(name).stem}.rejects.csv"
+        )
 
     def _sync_all(self, quiet: bool = False) -> None:
         for name in self.config.lists:
@@ -225,13 +279,20 @@ class Demo:
 
     def _count(self, list_name: str, status: str) -> int:
         with Session(self.engine) as s:
-            return len(s.exec(select(Membership.id).where(Membership.list_name == list_name,
-                                                          Membership.status == status)).all())
+            return len(
+                s.exec(
+                    select(Membership.id).where(
+                        Membership.list_name == list_name, Membership.status == status
+                    )
+                ).all()
+            )
 
     def _memberships(self, email: str) -> dict[str, str]:
         with Session(self.engine) as s:
             c = s.exec(select(Contact).where(Contact.email == email)).one()
-            return {m.list_name: m.status for m in s.exec(select(Membership).where(Membership.contact_id == c.id))}
+            return {
+                m.list_name: m.status for m in s.exec(select(Membership).where(Membership.contact_id == c.id))
+            }
 
     def _tag(self, tag: str) -> Target:
         return Target("mailchimp", self.audience.list_id, tag)
@@ -261,8 +322,13 @@ def _folder(given: Path | None) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def run_demo(folder: Path | None = None, *, keep_running: bool = False, port: int | None = None,
-             serve: Callable[[Demo], None] | None = None) -> None:
+def run_demo(
+    folder: Path | None = None,
+    *,
+    keep_running: bool = False,
+    port: int | None = None,
+    serve: Callable[[Demo], None] | None = None,
+) -> None:
     with _folder(folder) as where:
         demo = Demo(where, port or free_port(), kept=folder is not None)
         try:
@@ -272,7 +338,10 @@ def run_demo(folder: Path | None = None, *, keep_running: bool = False, port: in
                 (serve or _serve_forever)(demo)
         finally:
             demo.stop()
-    say("\nDone: simulators and web app stopped." + ("" if folder else " The demo base was removed."), fg="green")
+    say(
+        "\nDone: simulators and web app stopped." + ("" if folder else " The demo base was removed."),
+        fg="green",
+    )
 
 
 def _serve_forever(demo: Demo) -> None:
@@ -281,6 +350,8 @@ def _serve_forever(demo: Demo) -> None:
     demo.web.stop()
     say("\nThe daemon is running (Ctrl-C to stop):", bold=True)
     say(f"   preference centre (Marie): {demo.prefs_url('marie.dupont@exemple.fr')}")
-    say(f"   health: {demo.public}/healthz   readiness: {demo.public}/readyz   metrics: {demo.public}/metrics")
+    say(
+        f"   health: {demo.public}/healthz   readiness: {demo.public}/readyz   metrics: {demo.public}/metrics"
+    )
     say(f"   Brevo simulator: {demo.brevo.api_url}   Mailchimp simulator: {demo.mailchimp.api_url}")
     daemon.run(demo.config, demo.engine, host="127.0.0.1", port=demo.port)

@@ -91,8 +91,9 @@ def raise_flag(s: Session, contact_id: int | None, list_name: str, v: Violation,
         )
     ).first()
     if existing is None:
-        existing = Flag(contact_id=contact_id, list_name=list_name, target_key=v.target_key, rule=v.rule,
-                        detail=v.detail)
+        existing = Flag(
+            contact_id=contact_id, list_name=list_name, target_key=v.target_key, rule=v.rule, detail=v.detail
+        )
     else:
         existing.detail = v.detail
     s.add(existing)
@@ -109,7 +110,9 @@ def _concerned(list_name: str, list_cfg: ListConfig, engine: Engine) -> Iterator
     last = 0
     while True:
         with Session(engine) as s:
-            rows = list(s.exec(select(Contact).where(concerned, Contact.id > last).order_by(Contact.id).limit(CHUNK)))
+            rows = list(
+                s.exec(select(Contact).where(concerned, Contact.id > last).order_by(Contact.id).limit(CHUNK))
+            )
         if not rows:
             return
         yield rows
@@ -130,12 +133,23 @@ def scan(engine: Engine, config: Config, lists: list[str] | None = None) -> dict
                     memberships.setdefault(m.contact_id, {})[m.list_name] = m.status
                 remote: dict[int, dict[str, tuple[str | None, bool]]] = {}
                 for t in s.exec(
-                    select(TargetState).where(TargetState.list_name == list_name, TargetState.contact_id.in_(ids))
+                    select(TargetState).where(
+                        TargetState.list_name == list_name, TargetState.contact_id.in_(ids)
+                    )
                 ):
-                    remote.setdefault(t.contact_id, {})[t.target_key] = (t.remote_status, t.pushed_hash is not None)
+                    remote.setdefault(t.contact_id, {})[t.target_key] = (
+                        t.remote_status,
+                        t.pushed_hash is not None,
+                    )
                 for c in contacts:
-                    found = violations(list_name, list_cfg, ContactFacts.of(c), memberships.get(c.id, {}),
-                                       remote.get(c.id, {}), config.lists)
+                    found = violations(
+                        list_name,
+                        list_cfg,
+                        ContactFacts.of(c),
+                        memberships.get(c.id, {}),
+                        remote.get(c.id, {}),
+                        config.lists,
+                    )
                     for v in found:
                         raise_flag(s, c.id, list_name, v, seen)
                         counts[v.rule] = counts.get(v.rule, 0) + 1
@@ -150,14 +164,22 @@ def scan(engine: Engine, config: Config, lists: list[str] | None = None) -> dict
 
 def open_flags(engine: Engine, list_name: str | None = None) -> list[dict[str, Any]]:
     with Session(engine) as s:
-        query = select(Flag, Contact.email).join(Contact, Contact.id == Flag.contact_id, isouter=True).where(
-            Flag.resolved_at.is_(None)
+        query = (
+            select(Flag, Contact.email)
+            .join(Contact, Contact.id == Flag.contact_id, isouter=True)
+            .where(Flag.resolved_at.is_(None))
         )
         if list_name:
             query = query.where(Flag.list_name == list_name)
         rows = s.exec(query.order_by(Flag.list_name, Flag.rule, Flag.id)).all()
     return [
-        {"list": f.list_name, "rule": f.rule, "email": email, "target": f.target_key, "detail": f.detail,
-         "detected_at": f.detected_at.isoformat()}
+        {
+            "list": f.list_name,
+            "rule": f.rule,
+            "email": email,
+            "target": f.target_key,
+            "detail": f.detail,
+            "detected_at": f.detected_at.isoformat(),
+        }
         for f, email in rows
     ]

@@ -91,9 +91,14 @@ def join_list(
                 evidence=evidence or {},
             )
         )
-        if status == MembershipStatus.SUBSCRIBED and contact.global_opt_out and contact.email_status not in (
-            EmailStatus.COMPLAINED,
-            EmailStatus.BOUNCED,
+        if (
+            status == MembershipStatus.SUBSCRIBED
+            and contact.global_opt_out
+            and contact.email_status
+            not in (
+                EmailStatus.COMPLAINED,
+                EmailStatus.BOUNCED,
+            )
         ):
             # A new explicit opt-in to one list lifts the global opt-out for that list only:
             # every other membership was closed when the contact opted out.
@@ -102,7 +107,9 @@ def join_list(
             contact.opt_out_at = None
             _touch(session, contact, at)
     if current is None:
-        current = Membership(contact_id=contact.id, list_name=list_name, status=status, since=at, reason=source)
+        current = Membership(
+            contact_id=contact.id, list_name=list_name, status=status, since=at, reason=source
+        )
     else:
         current.status, current.since, current.reason = status, at, source
     session.add(current)
@@ -111,7 +118,13 @@ def join_list(
 
 
 def leave_list(
-    session: Session, contact: Contact, list_name: str, *, reason: str, source: str, at: datetime | None = None
+    session: Session,
+    contact: Contact,
+    list_name: str,
+    *,
+    reason: str,
+    source: str,
+    at: datetime | None = None,
 ) -> Membership | None:
     """A per-list unsubscribe: exactly one membership changes (rule 2).
 
@@ -127,8 +140,16 @@ def leave_list(
         current = Membership(contact_id=contact.id, list_name=list_name, status=MembershipStatus.UNSUBSCRIBED)
     current.status, current.since, current.reason = MembershipStatus.UNSUBSCRIBED, at, reason
     session.add(current)
-    session.add(Consent(contact_id=contact.id, list_name=list_name, action=ConsentAction.OPT_OUT, at=at,
-                        source=source, evidence={"reason": reason}))
+    session.add(
+        Consent(
+            contact_id=contact.id,
+            list_name=list_name,
+            action=ConsentAction.OPT_OUT,
+            at=at,
+            source=source,
+            evidence={"reason": reason},
+        )
+    )
     _audit(session, contact, "list.unsubscribed", source, at, list_name=list_name, reason=reason)
     return current
 
@@ -142,7 +163,7 @@ def opt_out_everywhere(
     complaint: bool = False,
     at: datetime | None = None,
 ) -> None:
-    """"Unsubscribe from everything" or a spam complaint: the only global opt-outs."""
+    """ "Unsubscribe from everything" or a spam complaint: the only global opt-outs."""
     at = at or utcnow()
     assert contact.id is not None
     contact.global_opt_out, contact.opt_out_reason, contact.opt_out_at = True, reason, at
@@ -154,8 +175,16 @@ def opt_out_everywhere(
             m.status, m.since, m.reason = MembershipStatus.UNSUBSCRIBED, at, reason
             session.add(m)
     action = ConsentAction.COMPLAINT if complaint else ConsentAction.OPT_OUT
-    session.add(Consent(contact_id=contact.id, list_name=None, action=action, at=at, source=source,
-                        evidence={"reason": reason}))
+    session.add(
+        Consent(
+            contact_id=contact.id,
+            list_name=None,
+            action=action,
+            at=at,
+            source=source,
+            evidence={"reason": reason},
+        )
+    )
     _audit(session, contact, "contact.opted_out", source, at, reason=reason, complaint=complaint)
 
 

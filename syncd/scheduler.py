@@ -149,6 +149,8 @@ def _led(job: Job, leader: Leader) -> Callable[[], None]:
         except Exception as exc:  # a failed job must not kill the scheduler; it runs again next time
             log.exception("job.failed", job=job.name, error=type(exc).__name__)
             return
-        log.info("job.finished", job=job.name, result=result if isinstance(result, dict | int | str) else None)
+        log.info(
+            "job.finished", job=job.name, result=result if isinstance(result, dict | int | str) else None
+        )
 
     return run

@@ -30,8 +30,13 @@ def test_the_shipped_demo_config_loads():
 
 
 def test_the_commented_example_loads_once_its_secrets_are_set(monkeypatch):
-    for var in ("BREVO_API_KEY", "BREVO_WEBHOOK_SECRET", "MAILCHIMP_API_KEY", "MAILCHIMP_WEBHOOK_SECRET",
-                "SYNCD_SECRET"):
+    for var in (
+        "BREVO_API_KEY",
+        "BREVO_WEBHOOK_SECRET",
+        "MAILCHIMP_API_KEY",
+        "MAILCHIMP_WEBHOOK_SECRET",
+        "SYNCD_SECRET",
+    ):
         monkeypatch.setenv(var, "x")
     cfg = load_config(ROOT / "config" / "example.yaml")
     assert cfg.lists["newsletter-clients"].targets[1].target.key == "mailchimp:a1b2c3d4e5:clients"
@@ -61,8 +66,10 @@ def test_a_bad_value_says_what_was_expected(tmp_path):
 def test_environment_substitution_with_defaults(tmp_path, monkeypatch):
     monkeypatch.setenv("BREVO_KEY", "k-123")
     monkeypatch.delenv("SYNCD_PORT", raising=False)
-    path = write(tmp_path, "version: 1\nserver: {port: '${SYNCD_PORT:-9090}'}\n"
-                           "providers:\n  brevo: {api_key: '${BREVO_KEY}'}\n")
+    path = write(
+        tmp_path,
+        "version: 1\nserver: {port: '${SYNCD_PORT:-9090}'}\nproviders:\n  brevo: {api_key: '${BREVO_KEY}'}\n",
+    )
     cfg = load_config(path)
     assert cfg.server.port == 9090
     assert cfg.providers.brevo.api_key == "k-123"
@@ -81,8 +88,12 @@ def test_a_secret_written_in_clear_is_refused(tmp_path):
 
 def test_a_target_names_exactly_one_provider(tmp_path, monkeypatch):
     monkeypatch.setenv("K", "x")
-    err = error_of(write(tmp_path, "version: 1\nproviders: {brevo: {api_key: '${K}'}}\nlists:\n  a:\n"
-                                   "    targets:\n      - {}\n"))
+    err = error_of(
+        write(
+            tmp_path,
+            "version: 1\nproviders: {brevo: {api_key: '${K}'}}\nlists:\n  a:\n    targets:\n      - {}\n",
+        )
+    )
     assert err.key == "lists.a.targets[0]" and err.line == 6
 
 
@@ -99,8 +110,13 @@ def test_unknown_segment_values_and_exclusive_lists(tmp_path):
 
 
 def test_schedules_and_durations(tmp_path):
-    cfg = load_config(write(tmp_path, "version: 1\ndouble_opt_in: {expires_after: 3d}\nlists:\n"
-                                      "  a: {schedule: {cron: '*/5 * * * *'}}\n  b: {schedule: every hour}\n"))
+    cfg = load_config(
+        write(
+            tmp_path,
+            "version: 1\ndouble_opt_in: {expires_after: 3d}\nlists:\n"
+            "  a: {schedule: {cron: '*/5 * * * *'}}\n  b: {schedule: every hour}\n",
+        )
+    )
     assert cfg.lists["a"].schedule.cron == "*/5 * * * *"
     assert cfg.lists["b"].schedule.every == timedelta(hours=1)
     assert cfg.double_opt_in.expires_after == timedelta(days=3)

@@ -57,10 +57,19 @@ lists:
         s.flush()
         join_list(s, c, "news", config.lists["news"], consent="single_opt_in", source="form")
 
-    env = {**os.environ, "T_KEY": brevo.api_key, "T_HOOK": "hook",
-           "SYNCD_DATABASE_URL": engine.url.render_as_string(hide_password=False)}
-    proc = subprocess.Popen([sys.executable, "-m", "syncd", "--log-level", "info", "--config", str(path), "run"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "T_KEY": brevo.api_key,
+        "T_HOOK": "hook",
+        "SYNCD_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncd", "--log-level", "info", "--config", str(path), "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: _ok(f"{base}/healthz"), what="/healthz")
@@ -81,8 +90,12 @@ lists:
 def test_a_config_error_stops_start_up_with_the_file_and_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("version: 1\nlists:\n  news:\n    schedul: every 1 hour\n")
-    proc = subprocess.run([sys.executable, "-m", "syncd", "--config", str(path), "run"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "syncd", "--config", str(path), "run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert f"{path}:4: lists.news.schedul: unknown key" in proc.stderr
 

@@ -14,8 +14,19 @@ def test_migrations_reach_head(engine):
 
 def test_every_table_of_the_model_exists(engine):
     names = set(sa.inspect(engine).get_table_names())
-    assert {"contact", "source", "consent", "membership", "targetstate", "flag", "inboxevent",
-            "syncrun", "auditlog", "tombstone", "synccursor"} <= names
+    assert {
+        "contact",
+        "source",
+        "consent",
+        "membership",
+        "targetstate",
+        "flag",
+        "inboxevent",
+        "syncrun",
+        "auditlog",
+        "tombstone",
+        "synccursor",
+    } <= names
 
 
 def test_datetimes_come_back_aware_utc(engine):

@@ -8,8 +8,13 @@ import sqlalchemy as sa
 
 def test_the_demo_runs_the_whole_job_and_leaves_no_process(tmp_path):
     folder = tmp_path / "demo-run"
-    proc = subprocess.run([sys.executable, "-m", "syncd", "demo", "--dir", str(folder)],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "syncd", "demo", "--dir", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     out = proc.stdout
     assert proc.returncode == 0, proc.stderr + out
     assert "40 rows read: 34 contacts created, 3 duplicates merged into them, 3 rejected" in out
@@ -24,9 +29,14 @@ def test_the_demo_runs_the_whole_job_and_leaves_no_process(tmp_path):
     # The kept base holds what the narration says.
     engine = sa.create_engine(f"sqlite:///{folder / 'syncd-demo.db'}")
     with engine.connect() as conn:
-        statuses = dict(conn.execute(sa.text(
-            "SELECT m.list_name, m.status FROM membership m JOIN contact c ON c.id = m.contact_id "
-            "WHERE c.email = 'marie.dupont@exemple.fr'")).all())
+        statuses = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT m.list_name, m.status FROM membership m JOIN contact c ON c.id = m.contact_id "
+                    "WHERE c.email = 'marie.dupont@exemple.fr'"
+                )
+            ).all()
+        )
     engine.dispose()
     assert statuses == {"newsletter-clients": "unsubscribed", "events": "subscribed"}
     assert (folder / "contacts.rejects.csv").exists()

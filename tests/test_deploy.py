@@ -85,8 +85,14 @@ def test_systemd_unit_runs_syncd_with_hardening():
         binary, *args = shlex.split(service[key])
         assert binary.endswith("/bin/syncd")
         assert_cli_accepts(args)
-    for hardening in ("NoNewPrivileges", "ProtectSystem", "PrivateTmp", "CapabilityBoundingSet",
-                      "RestrictAddressFamilies", "SystemCallFilter"):
+    for hardening in (
+        "NoNewPrivileges",
+        "ProtectSystem",
+        "PrivateTmp",
+        "CapabilityBoundingSet",
+        "RestrictAddressFamilies",
+        "SystemCallFilter",
+    ):
         assert hardening in service
     assert service["KillSignal"] == "SIGTERM"
 

@@ -183,10 +183,27 @@ def test_the_inbox_commands_show_and_requeue_dead_letters(engine):
     from syncd.models import InboxEvent
 
     with session_scope(engine) as s:
-        s.add(InboxEvent(provider="brevo", dedupe_key="k-dead", content_type="application/json",
-                         payload="{}", status="dead", attempts=8, error="PayloadError: no email\ntrace"))
-        s.add(InboxEvent(provider="brevo", dedupe_key="k-done", content_type="application/json",
-                         payload="{}", status="done", attempts=1))
+        s.add(
+            InboxEvent(
+                provider="brevo",
+                dedupe_key="k-dead",
+                content_type="application/json",
+                payload="{}",
+                status="dead",
+                attempts=8,
+                error="PayloadError: no email\ntrace",
+            )
+        )
+        s.add(
+            InboxEvent(
+                provider="brevo",
+                dedupe_key="k-done",
+                content_type="application/json",
+                payload="{}",
+                status="done",
+                attempts=1,
+            )
+        )
     url = engine.url.render_as_string(hide_password=False)
     status = CliRunner().invoke(main, ["--database", url, "inbox", "status"])
     assert status.exit_code == 0, status.output

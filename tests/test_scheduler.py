@@ -24,8 +24,9 @@ def url_of(engine) -> str:
 
 
 def test_only_one_replica_leads_and_another_takes_over_when_it_dies(engine):
-    first = subprocess.Popen([sys.executable, "-c", HOLD_LEADERSHIP, url_of(engine)],
-                             stdout=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LEADERSHIP, url_of(engine)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert first.stdout.readline().strip() == "leader"
         second = Leader(engine)
@@ -59,11 +60,14 @@ def test_jobs_run_only_on_the_leader_and_never_overlap(engine):
                 time.sleep(0.3)
             finally:
                 running.release()
+
         return job
 
     fast = Schedule(every=timedelta(seconds=0.1))
-    schedulers = [build_scheduler([Job("sync", slow("leader"), fast)], leader),
-                  build_scheduler([Job("sync", slow("follower"), fast)], follower)]
+    schedulers = [
+        build_scheduler([Job("sync", slow("leader"), fast)], leader),
+        build_scheduler([Job("sync", slow("follower"), fast)], follower),
+    ]
     for s in schedulers:
         s.start()
     time.sleep(1.2)

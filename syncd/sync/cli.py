@@ -16,7 +16,9 @@ from syncd.sync.engine import ListReport, sync_list
 
 
 @click.command()
-@click.option("--list", "list_names", multiple=True, help="Only this list (repeatable) [default: every list].")
+@click.option(
+    "--list", "list_names", multiple=True, help="Only this list (repeatable) [default: every list]."
+)
 @click.option("--dry-run", is_flag=True, help="Show what would change, per list and target; change nothing.")
 @click.option("--show-emails", is_flag=True, help="Show addresses in clear in the samples (default: masked).")
 @click.pass_obj
@@ -81,8 +83,10 @@ def _print_report(report: ListReport, show_emails: bool) -> None:
         click.echo(f"  → {t.target}: {planned} (planned over {scope})")
         if not report.dry_run:
             applied = ", ".join(f"{n} {k}" for k, n in t.applied.items() if n) or "none"
-            click.echo(f"    read {t.pulled} remote members ({t.created} new to the base); "
-                       f"applied: {applied}; write calls: {t.write_calls}")
+            click.echo(
+                f"    read {t.pulled} remote members ({t.created} new to the base); "
+                f"applied: {applied}; write calls: {t.write_calls}"
+            )
             for outcome, n in sorted(t.reconciled.items()):
                 click.echo(f"    provider change {outcome}: {n}")
         for kind, samples in t.samples.items():
@@ -97,7 +101,9 @@ def _print_report(report: ListReport, show_emails: bool) -> None:
 
 @click.command()
 @click.option("--list", "list_name", help="Only this list.")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
+)
 @click.option("--scan/--no-scan", default=True, show_default=True, help="Re-scan the base before reporting.")
 @click.pass_obj
 def flags(app: App, list_name: str | None, fmt: str, scan: bool) -> None:
@@ -116,7 +122,9 @@ def flags(app: App, list_name: str | None, fmt: str, scan: bool) -> None:
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
     elif fmt == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=["list", "rule", "email", "target", "detail", "detected_at"])
+        writer = csv.DictWriter(
+            sys.stdout, fieldnames=["list", "rule", "email", "target", "detail", "detected_at"]
+        )
         writer.writeheader()
         writer.writerows(rows)
     else:

@@ -138,11 +138,14 @@ class _Run:
         self.stop = stop or threading.Event()
         self.report = TargetReport(list_name, target.key)
         self.buffer: dict[str, list[tuple[PlanItem, SyncedState | None]]] = {
-            "adds": [], "updates": [], "removals": [], "unblocks": []
+            "adds": [],
+            "updates": [],
+            "removals": [],
+            "unblocks": [],
         }
         self.batch = int(getattr(connector, "preferred_batch", 5000))
-        self.lifts: list[str] = []
-        self.erased: list[str] = []  # remote members whose address was erased from the master base  # Brevo blacklists to lift, with no list state to keep
+        self.lifts: list[str] = []  # Brevo blacklists to lift, with no list state to keep
+        self.erased: list[str] = []  # remote members whose address was erased from the master base
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -151,8 +154,13 @@ class _Run:
         started = utcnow()
         since, full = self._planning_window(started)
         self.report.incremental = not full
-        log.info("sync.started", list=self.list_name, target=self.target.key, dry_run=self.dry_run,
-                 incremental=not full)
+        log.info(
+            "sync.started",
+            list=self.list_name,
+            target=self.target.key,
+            dry_run=self.dry_run,
+            incremental=not full,
+        )
         try:
             if not self.dry_run:
                 self._pull()
@@ -170,16 +178,25 @@ class _Run:
             if self.report.ok:
                 self._remember_plan(started, full)
             self._finish_run(run_id)
-        log.info("sync.finished", list=self.list_name, target=self.target.key, planned=self.report.planned,
-                 applied=self.report.applied, write_calls=self.report.write_calls, failed=self.report.failed)
+        log.info(
+            "sync.finished",
+            list=self.list_name,
+            target=self.target.key,
+            planned=self.report.planned,
+            applied=self.report.applied,
+            write_calls=self.report.write_calls,
+            failed=self.report.failed,
+        )
         return self.report
 
     # --- incremental planning -------------------------------------------------------------------
 
     def _rules_hash(self) -> str:
         """Everything a plan depends on besides the base: the lists' rules and the unsubscribe scope."""
-        doc = {"lists": {n: lst.model_dump(mode="json") for n, lst in self.config.lists.items()},
-               "scope": self.config.unsubscribe.scope}
+        doc = {
+            "lists": {n: lst.model_dump(mode="json") for n, lst in self.config.lists.items()},
+            "scope": self.config.unsubscribe.scope,
+        }
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
     def _planning_window(self, now: datetime) -> tuple[datetime | None, bool]:
@@ -257,12 +274,16 @@ class _Run:
             ids = [c.id for c in contacts.values()]
             states = {
                 t.contact_id: t
-                for t in s.exec(select(TargetState).where(*self._state_filter(), TargetState.contact_id.in_(ids)))
+                for t in s.exec(
+                    select(TargetState).where(*self._state_filter(), TargetState.contact_id.in_(ids))
+                )
             }
             memberships = {
                 m.contact_id: m
                 for m in s.exec(
-                    select(Membership).where(Membership.list_name == self.list_name, Membership.contact_id.in_(ids))
+                    select(Membership).where(
+                        Membership.list_name == self.list_name, Membership.contact_id.in_(ids)
+                    )
                 )
             }
             for m in members:
@@ -271,13 +292,17 @@ class _Run:
                     continue
                 state = states.get(contact.id)
                 if state is None:
-                    state = TargetState(contact_id=contact.id, list_name=self.list_name, target_key=self.target.key)
+                    state = TargetState(
+                        contact_id=contact.id, list_name=self.list_name, target_key=self.target.key
+                    )
                 state.remote_status, state.remote_id, state.pulled_at = str(m.status), m.remote_id, now
                 s.add(state)
                 # The provider's opt-in evidence matters for members syncd did not put there; for
                 # the others it only echoes syncd's own push.
                 if m.evidence and state.pushed_hash is None:
-                    record_provider_evidence(s, contact, self.list_name, m.evidence, f"provider:{self.target.key}")
+                    record_provider_evidence(
+                        s, contact, self.list_name, m.evidence, f"provider:{self.target.key}"
+                    )
                 event = self._event_for(m, memberships.get(contact.id))
                 if event is not None:
                     outcome = apply_event(s, event, self.config)
@@ -289,11 +314,16 @@ class _Run:
         contact, state = Contact.__table__, TargetState.__table__
         query = (
             sa.select(contact.c.email, state.c.remote_status, state.c.remote_id)
-            .select_from(contact.outerjoin(state, sa.and_(
-                state.c.contact_id == contact.c.id,
-                state.c.list_name == self.list_name,
-                state.c.target_key == self.target.key,
-            )))
+            .select_from(
+                contact.outerjoin(
+                    state,
+                    sa.and_(
+                        state.c.contact_id == contact.c.id,
+                        state.c.list_name == self.list_name,
+                        state.c.target_key == self.target.key,
+                    ),
+                )
+            )
             .where(contact.c.email.in_([m.email for m in members]))
         )
         with self.engine.connect() as conn:
@@ -303,14 +333,32 @@ class _Run:
     def _import_unknown(self, s: Session, m: RemoteMember, now: datetime) -> Contact:
         """A member the provider has and the master base does not: kept, with provenance and no
         consent; it is flagged, never pushed anywhere on the provider's word alone."""
-        contact = Contact(email=m.email, created_at=now, updated_at=now, **{
-            k: v for k, v in m.fields.items() if k in ("first_name", "last_name", "phone", "company", "city")
-        })
+        contact = Contact(
+            email=m.email,
+            created_at=now,
+            updated_at=now,
+            **{
+                k: v
+                for k, v in m.fields.items()
+                if k in ("first_name", "last_name", "phone", "company", "city")
+            },
+        )
         s.add(contact)
         s.flush()
-        s.add(Source(contact_id=contact.id, channel=f"provider:{self.target.key}", detail=self.list_name, at=now))
-        s.add(AuditLog(at=now, actor=f"sync:{self.list_name}", action="contact.imported_from_provider",
-                       contact_id=contact.id, detail={"target": self.target.key}))
+        s.add(
+            Source(
+                contact_id=contact.id, channel=f"provider:{self.target.key}", detail=self.list_name, at=now
+            )
+        )
+        s.add(
+            AuditLog(
+                at=now,
+                actor=f"sync:{self.list_name}",
+                action="contact.imported_from_provider",
+                contact_id=contact.id,
+                detail={"target": self.target.key},
+            )
+        )
         self.report.created += 1
         return contact
 
@@ -318,9 +366,10 @@ class _Run:
         """A pulled status the master base does not know yet, as the event a webhook would have brought."""
         if membership is None or membership.status not in ("subscribed", "pending"):
             return None
-        kind = {RemoteStatus.UNSUBSCRIBED: EventKind.UNSUBSCRIBED, RemoteStatus.CLEANED: EventKind.BOUNCED_HARD}.get(
-            m.status
-        )
+        kind = {
+            RemoteStatus.UNSUBSCRIBED: EventKind.UNSUBSCRIBED,
+            RemoteStatus.CLEANED: EventKind.BOUNCED_HARD,
+        }.get(m.status)
         if kind is None:
             return None
         at = m.changed_at or datetime.now(UTC)
@@ -398,13 +447,21 @@ class _Run:
                 statuses = {name: m.status for name, m in mine.items()}
                 own = mine.get(self.list_name)
                 elig = eligibility(self.list_name, self.list_cfg, facts, statuses, self.config.lists)
-                wanted = desired_member(self.list_name, self.list_cfg, facts, own.status if own else None, elig,
-                                        since=own.since if own else None)
+                wanted = desired_member(
+                    self.list_name,
+                    self.list_cfg,
+                    facts,
+                    own.status if own else None,
+                    elig,
+                    since=own.since if own else None,
+                )
                 synced = states.get(c.id)
                 if own is None and not self.list_cfg.auto_enroll and synced and synced.pushed_hash is None:
                     # On the provider's list but never a member here nor pushed by syncd: a person
                     # the master base knows nothing about for this list. Report, don't remove.
-                    unknown.append(PlanItem(c.id, c.email, "on the provider's list, not a member in the master base"))
+                    unknown.append(
+                        PlanItem(c.id, c.email, "on the provider's list, not a member in the master base")
+                    )
                     continue
                 rows.append((c.id, wanted, synced))
             plan = plan_target(self.target, self.list_cfg, rows, scope=self.config.unsubscribe.scope)
@@ -423,10 +480,16 @@ class _Run:
             return
         removing = {i.contact_id for i in plan.removals}
         for contact_id, wanted, synced in rows:
-            if synced is None or synced.remote_status != RemoteStatus.UNSUBSCRIBED or not isinstance(wanted, Skip):
+            if (
+                synced is None
+                or synced.remote_status != RemoteStatus.UNSUBSCRIBED
+                or not isinstance(wanted, Skip)
+            ):
                 continue
             if contact_id not in removing:
-                plan.removals.append(PlanItem(contact_id, wanted.email, f"{wanted.reason}; unsubscribed at Brevo"))
+                plan.removals.append(
+                    PlanItem(contact_id, wanted.email, f"{wanted.reason}; unsubscribed at Brevo")
+                )
             if self.config.unsubscribe.scope == "list" and not consent_blockers(facts[contact_id]):
                 self.lifts.append(wanted.email)
 
@@ -479,8 +542,14 @@ class _Run:
             self.report.applied[kind] = self.report.applied.get(kind, 0) + 1
         for r in result.rejected:
             self.report.rejected.append((r.email, r.reason))
-            log.warning("sync.member_rejected", list=self.list_name, target=self.target.key, email=r.email,
-                        reason=r.reason, code=r.code)
+            log.warning(
+                "sync.member_rejected",
+                list=self.list_name,
+                target=self.target.key,
+                email=r.email,
+                reason=r.reason,
+                code=r.code,
+            )
         self.progress(f"{self.list_name} → {self.target.key}: writing", len(items))
 
     def _apply_removals(self) -> None:
@@ -514,7 +583,9 @@ class _Run:
             ids = [item.contact_id for _, item, _ in accepted]
             rows = {
                 t.contact_id: t
-                for t in s.exec(select(TargetState).where(*self._state_filter(), TargetState.contact_id.in_(ids)))
+                for t in s.exec(
+                    select(TargetState).where(*self._state_filter(), TargetState.contact_id.in_(ids))
+                )
             }
             for kind, item, before in accepted:
                 after = state_after(item, kind, before)
@@ -524,7 +595,9 @@ class _Run:
                         s.delete(row)
                     continue
                 if row is None:
-                    row = TargetState(contact_id=item.contact_id, list_name=self.list_name, target_key=self.target.key)
+                    row = TargetState(
+                        contact_id=item.contact_id, list_name=self.list_name, target_key=self.target.key
+                    )
                     rows[item.contact_id] = row
                 row.pushed_hash = after.pushed_hash
                 row.remote_status = str(after.remote_status) if after.remote_status else None
@@ -549,9 +622,15 @@ class _Run:
             run.finished_at = utcnow()
             run.status = "ok" if r.ok else "failed"
             run.error = r.failed
-            run.counts = {"pulled": r.pulled, "created": r.created, "reconciled": r.reconciled,
-                          "planned": r.planned, "applied": r.applied, "rejected": len(r.rejected),
-                          "write_calls": r.write_calls}
+            run.counts = {
+                "pulled": r.pulled,
+                "created": r.created,
+                "reconciled": r.reconciled,
+                "planned": r.planned,
+                "applied": r.applied,
+                "rejected": len(r.rejected),
+                "write_calls": r.write_calls,
+            }
             s.add(run)
 
 

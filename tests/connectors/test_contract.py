@@ -75,8 +75,11 @@ def test_pull_pages_through_every_member(fresh):
     assert len(set(got)) == 2500, "a member was read twice"
     assert len(pages) >= 3, "the provider's page cap was not used"
     assert pages[-1].cursor and all(p.cursor is None for p in pages[:-1])
-    assert all(m.status == RemoteStatus.SUBSCRIBED and m.fields.get("first_name") == "Ana"
-               for p in pages for m in p.members)
+    assert all(
+        m.status == RemoteStatus.SUBSCRIBED and m.fields.get("first_name") == "Ana"
+        for p in pages
+        for m in p.members
+    )
 
 
 def test_pull_since_a_cursor_returns_only_changes(fresh):
@@ -96,8 +99,10 @@ def test_upsert_creates_updates_and_reports_rejected_members(fresh):
     fresh.seed(target, [{"email": "known@example.fr", "status": "subscribed", "first_name": "Old"}])
     conn = connect(fresh)
     pushes = [MemberPush(e, fields={"first_name": "New"}) for e in emails(620, "u")]
-    pushes += [MemberPush("known@example.fr", fields={"first_name": "Renamed"}),
-               MemberPush("not-an-address", fields={})]
+    pushes += [
+        MemberPush("known@example.fr", fields={"first_name": "Renamed"}),
+        MemberPush("not-an-address", fields={}),
+    ]
     result = conn.upsert(target, pushes)
     assert [r.email for r in result.rejected] == ["not-an-address"]
     assert result.rejected[0].reason
@@ -114,7 +119,9 @@ def test_remove_takes_members_off_the_target_without_unsubscribing(fresh):
     result = connect(fresh).remove(target, emails(160, "r"))
     assert sorted(result.done) == emails(160, "r")
     state = fresh.members(target)
-    assert sorted(e for e, m in state.items() if m.status == RemoteStatus.SUBSCRIBED) == emails(200, "r")[160:]
+    assert (
+        sorted(e for e, m in state.items() if m.status == RemoteStatus.SUBSCRIBED) == emails(200, "r")[160:]
+    )
     assert not any(fresh.is_blocked(e) for e in emails(200, "r"))
 
 
@@ -162,8 +169,9 @@ def test_a_bad_api_key_is_auth_failed(fresh):
         list(bad.pull(target))
 
 
-@pytest.mark.parametrize("kind", [EventKind.UNSUBSCRIBED, EventKind.BOUNCED_HARD, EventKind.COMPLAINED,
-                                  EventKind.PROFILE_UPDATED])
+@pytest.mark.parametrize(
+    "kind", [EventKind.UNSUBSCRIBED, EventKind.BOUNCED_HARD, EventKind.COMPLAINED, EventKind.PROFILE_UPDATED]
+)
 def test_webhook_payloads_parse_into_normalised_events(fresh, kind):
     target = fresh.create_target("hooks")
     body, content_type = fresh.webhook_payload(kind, "Ana@Example.fr", target)
@@ -189,7 +197,9 @@ def test_the_same_delivery_has_the_same_dedupe_key(fresh):
 
 @pytest.mark.parametrize("body", [b"", b"\xff\xfe garbage", b"{not json", b"type=&fired_at="])
 def test_a_malformed_webhook_is_a_payload_error(fresh, body):
-    _, content_type = fresh.webhook_payload(EventKind.UNSUBSCRIBED, "a@example.fr", Target(fresh.provider, "1"))
+    _, content_type = fresh.webhook_payload(
+        EventKind.UNSUBSCRIBED, "a@example.fr", Target(fresh.provider, "1")
+    )
     with pytest.raises(PayloadError) as info:
         connect(fresh).parse_webhook(body, content_type, {})
     assert str(info.value)
@@ -197,8 +207,13 @@ def test_a_malformed_webhook_is_a_payload_error(fresh, body):
 
 def test_erase_deletes_the_member_for_good(fresh):
     target = fresh.create_target("erase")
-    fresh.seed(target, [{"email": "gone@example.fr", "status": "subscribed"},
-                        {"email": "kept@example.fr", "status": "subscribed"}])
+    fresh.seed(
+        target,
+        [
+            {"email": "gone@example.fr", "status": "subscribed"},
+            {"email": "kept@example.fr", "status": "subscribed"},
+        ],
+    )
     conn = connect(fresh)
     assert conn.erase(target, "Gone@Example.fr") is True
     assert sorted(fresh.members(target)) == ["kept@example.fr"]

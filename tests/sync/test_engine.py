@@ -40,7 +40,8 @@ def world(tmp_path, engine, brevo, mailchimp, monkeypatch):
     monkeypatch.setenv("T_BREVO_KEY", brevo.api_key)
     monkeypatch.setenv("T_MC_KEY", mailchimp.api_key)
     path = tmp_path / "syncd.yaml"
-    path.write_text(f"""
+    path.write_text(
+        f"""
 version: 1
 providers:
   brevo: {{api_key: "${{T_BREVO_KEY}}", base_url: "{brevo.api_url}", api_key_name: syncd}}
@@ -62,7 +63,9 @@ lists:
     exclusive_with: [newsletter-clients]
     on_violation: flag
     targets: [{{brevo: {{list_id: {vendors_b.list_id}}}}}]
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     brevo.reset_calls()
     mailchimp.reset_calls()
     w = type("World", (), {})()
@@ -91,7 +94,9 @@ def run_cli(w, *args):
 def memberships(w, email):
     with Session(w.engine) as s:
         c = s.exec(select(Contact).where(Contact.email == email)).one()
-        return {m.list_name: m.status for m in s.exec(select(Membership).where(Membership.contact_id == c.id))}
+        return {
+            m.list_name: m.status for m in s.exec(select(Membership).where(Membership.contact_id == c.id))
+        }
 
 
 def subscribed(sim, target):
@@ -214,8 +219,9 @@ def test_a_run_cut_off_by_an_outage_converges_on_the_next_run(world):
     for i in range(1200):
         add_contact(w, f"c{i:04d}@example.fr", "client", ["newsletter-clients"])
     config = w.config
-    mc = MailchimpConnector(w.mailchimp.api_key, w.mailchimp.api_url, concurrency=1, max_retries=1,
-                            max_retry_seconds=1)
+    mc = MailchimpConnector(
+        w.mailchimp.api_key, w.mailchimp.api_url, concurrency=1, max_retries=1, max_retry_seconds=1
+    )
     mc.preferred_batch = 500
     connectors = {"brevo": BrevoConnector(w.brevo.api_key, w.brevo.api_url), "mailchimp": mc}
     # Mailchimp goes down after the first batch.
@@ -232,8 +238,10 @@ def test_a_run_cut_off_by_an_outage_converges_on_the_next_run(world):
     assert len(subscribed(w.brevo, w.news_b)) == 1200
     mc_report = next(t for t in second.targets if t.target.startswith("mailchimp"))
     # Only what the outage left undone is written again: 700 members = 2 batches of 500.
-    assert mc_report.applied.get("adds", 0) + mc_report.applied.get("updates", 0) == 1200 - len(partial) or \
-        mc_report.write_calls <= 2 + 2
+    assert (
+        mc_report.applied.get("adds", 0) + mc_report.applied.get("updates", 0) == 1200 - len(partial)
+        or mc_report.write_calls <= 2 + 2
+    )
 
 
 class _FailAfter:
@@ -250,6 +258,7 @@ class _FailAfter:
     def upsert(self, target, members):
         if self.n == 0:
             from connectors.simulators.mailchimp import MailchimpSimulator  # noqa: F401
+
             raise_outage()
         self.n -= 1
         return self.connector.upsert(target, members)
@@ -294,15 +303,22 @@ def test_later_runs_plan_only_what_changed_and_still_see_every_change(world):
     assert w.mailchimp.members(w.clients_mc)["p07@example.fr"].fields["first_name"] == "Renamed"
 
     # A change of the list rules plans everyone again.
-    edited = load_config_text(w, w.config_path.read_text().replace("consent: single_opt_in\n    segment: {kind: [client]}",
-                                                                   "consent: single_opt_in\n    segment: {kind: [client, partner]}"))
+    edited = load_config_text(
+        w,
+        w.config_path.read_text().replace(
+            "consent: single_opt_in\n    segment: {kind: [client]}",
+            "consent: single_opt_in\n    segment: {kind: [client, partner]}",
+        ),
+    )
     third = sync_list(w.engine, edited, "newsletter-clients", _connectors(w))
     assert third.ok and not any(t.incremental for t in third.targets)
 
 
 def _connectors(w):
-    return {"brevo": BrevoConnector(w.brevo.api_key, w.brevo.api_url),
-            "mailchimp": MailchimpConnector(w.mailchimp.api_key, w.mailchimp.api_url)}
+    return {
+        "brevo": BrevoConnector(w.brevo.api_key, w.brevo.api_url),
+        "mailchimp": MailchimpConnector(w.mailchimp.api_key, w.mailchimp.api_url),
+    }
 
 
 def load_config_text(w, text):
