@@ -188,7 +188,7 @@ lists:
         }
         phases = (
             "first sync",
-            "no-op re-sync (re-reads the members just pushed)",
+            "next run, no change (reads back what the first sync pushed)",
             "steady no-op re-sync",
             "re-sync after 1 % changed",
         )

@@ -295,7 +295,11 @@ class _Run:
                     state = TargetState(
                         contact_id=contact.id, list_name=self.list_name, target_key=self.target.key
                     )
-                state.remote_status, state.remote_id, state.pulled_at = str(m.status), m.remote_id, now
+                if state.remote_status != str(m.status):
+                    # A new remote status is what the incremental plan must look at; a remote id
+                    # learnt for a member syncd pushed is not.
+                    state.remote_status, state.pulled_at = str(m.status), now
+                state.remote_id = m.remote_id
                 s.add(state)
                 # The provider's opt-in evidence matters for members syncd did not put there; for
                 # the others it only echoes syncd's own push.
@@ -309,11 +313,11 @@ class _Run:
                     self.report.reconciled[outcome] = self.report.reconciled.get(outcome, 0) + 1
 
     def _news(self, members: list[RemoteMember]) -> list[RemoteMember]:
-        """The members whose remote status or id differ from what TargetState holds: one cheap
-        query, since most of an incremental read is the echo of syncd's own writes."""
+        """The members whose remote status differs from what TargetState holds (or who are new to
+        it): one cheap query, since most of an incremental read is the echo of syncd's own writes."""
         contact, state = Contact.__table__, TargetState.__table__
         query = (
-            sa.select(contact.c.email, state.c.remote_status, state.c.remote_id)
+            sa.select(contact.c.email, state.c.remote_status)
             .select_from(
                 contact.outerjoin(
                     state,
@@ -327,8 +331,8 @@ class _Run:
             .where(contact.c.email.in_([m.email for m in members]))
         )
         with self.engine.connect() as conn:
-            known = {r.email: (r.remote_status, r.remote_id) for r in conn.execute(query)}
-        return [m for m in members if known.get(m.email) != (str(m.status), m.remote_id)]
+            known = {r.email: r.remote_status for r in conn.execute(query)}
+        return [m for m in members if m.email not in known or known[m.email] != str(m.status)]
 
     def _import_unknown(self, s: Session, m: RemoteMember, now: datetime) -> Contact:
         """A member the provider has and the master base does not: kept, with provenance and no
