@@ -61,7 +61,7 @@ def jobs_for(config: Config, engine: Engine, connectors: dict[str, Any], stop: t
         }
 
     jobs = [
-        Job(f"sync:{name}", sync_job(name), lst.schedule)
+        Job(f"sync:{name}", sync_job(name), lst.schedule, run_at_start=True)
         for name, lst in config.lists.items()
         if lst.schedule is not None and lst.targets
     ]

@@ -65,6 +65,14 @@ class Demo:
     # --- set-up --------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.start_providers()
+        from syncd.web.app import create_app
+
+        app = create_app(self.config, self.engine, connectors=self.connectors)
+        self.web = self.stack.enter_context(ThreadedServer(app, port=self.port))
+
+    def start_providers(self) -> None:
+        """Simulators up, the accounts' lists created, the environment config/demo.yaml reads set."""
         self.brevo = self.stack.enter_context(BrevoSimulator(api_key="sim-brevo-key"))
         self.mailchimp = self.stack.enter_context(MailchimpSimulator(api_key="sim-mailchimp-key-us1"))
         # The lists are created through the official SDKs, as a marketer would in each account.
@@ -77,6 +85,7 @@ class Demo:
             "SYNCD_PUBLIC_URL": self.public,
             "SYNCD_DATABASE_URL": f"sqlite:///{self.folder / 'syncd-demo.db'}",
         }
+        self.env = env
         os.environ.update(env)
         bootstrap = load_config(CONFIG)
         brevo, mailchimp = make_connector(bootstrap, "brevo"), make_connector(bootstrap, "mailchimp")
@@ -84,7 +93,7 @@ class Demo:
         self.events = brevo.create_list("Événements")
         self.vendors = brevo.create_list("Fournisseurs")
         self.audience = mailchimp.create_list("Maison Demo")
-        os.environ.update(
+        self.env.update(
             {
                 "DEMO_BREVO_NEWSLETTER": self.news.list_id,
                 "DEMO_BREVO_EVENTS": self.events.list_id,
@@ -92,6 +101,7 @@ class Demo:
                 "DEMO_MAILCHIMP_AUDIENCE": self.audience.list_id,
             }
         )
+        os.environ.update(self.env)
         self.config: Config = load_config(CONFIG)
         self.engine = db.make_engine(self.config.database)
         db.upgrade(self.engine)
@@ -99,10 +109,6 @@ class Demo:
             "brevo": make_connector(self.config, "brevo"),
             "mailchimp": make_connector(self.config, "mailchimp"),
         }
-        from syncd.web.app import create_app
-
-        app = create_app(self.config, self.engine, connectors=self.connectors)
-        self.web = self.stack.enter_context(ThreadedServer(app, port=self.port))
         # What the accounts hold before syncd: someone filed Claire, a client, in the vendors list.
         self.brevo.seed(
             self.vendors,

@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -114,6 +114,7 @@ class Job:
     name: str
     func: Callable[[], Any]
     schedule: Schedule
+    run_at_start: bool = False  # also once when the daemon starts (then on schedule)
 
 
 def trigger_for(schedule: Schedule) -> Any:
@@ -134,7 +135,8 @@ def build_scheduler(jobs: list[Job], leader: Leader) -> BackgroundScheduler:
         job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 300},
     )
     for job in jobs:
-        scheduler.add_job(_led(job, leader), trigger_for(job.schedule), id=job.name, name=job.name)
+        first = {"next_run_time": datetime.now(UTC)} if job.run_at_start else {}
+        scheduler.add_job(_led(job, leader), trigger_for(job.schedule), id=job.name, name=job.name, **first)
     return scheduler
 
 

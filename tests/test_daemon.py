@@ -118,3 +118,66 @@ def _ok(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_syncd_run_with_the_demo_config_syncs_at_start_and_on_schedule(tmp_path):
+    from syncd.contacts.importer import Options, import_file
+    from syncd.demo import CONFIG, SAMPLES, Demo
+
+    saved = dict(os.environ)
+    demo = Demo(tmp_path, free_port())
+    try:
+        demo.start_providers()
+        import_file(
+            demo.engine,
+            SAMPLES / "contacts.csv",
+            Options(channel="crm"),
+            rejects_path=tmp_path / "rejects.csv",
+        )
+        env = {**os.environ, **demo.env}
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "syncd",
+                "--log-level",
+                "info",
+                "--config",
+                str(CONFIG),
+                "run",
+                "--port",
+                str(demo.port),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_for(lambda: _ok(f"{demo.public}/healthz"), what="/healthz")
+            # vendors is auto-enrolled: the sync run at start-up pushes the file's vendors.
+            vendors = {
+                "compta@atelier-moreau.fr",
+                "bernard@boulangerie-fontaine.fr",
+                "nicolas.fournier@exemple.fr",
+                "arthur.muller@exemple.fr",
+                "jules.mathieu@exemple.fr",
+            }
+
+            def synced() -> bool:
+                held = set(demo.brevo.members(demo.vendors))
+                return vendors <= held and "claire@boulangerie-fontaine.fr" not in held
+
+            wait_for(synced, what="the start-up sync (vendors pushed, the misfiled client removed)")
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+            assert proc.returncode == 0, err
+            assert "daemon.stopped" in err
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        demo.stop()
+        os.environ.clear()
+        os.environ.update(saved)
