@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import phonenumbers
@@ -195,11 +195,21 @@ def _leave(
         m = memberships.get(name)
         if m is not None and m.status == "unsubscribed":
             out.append(Ignore("no_change", f"already unsubscribed from {name}"))
-        elif m is not None and m.since is not None and event.occurred_at < m.since:
+        elif m is not None and m.since is not None and _before(event.occurred_at, m.since):
             out.append(Ignore("older", f"{name} changed after this unsubscribe"))
         else:
             out.append(LeaveList(name))
     return out
+
+
+# Providers stamp events to the second while syncd keeps microseconds: an opt-out stamped in the
+# same second as the opt-in it would close cannot be ordered, and is then honoured.
+SAME_SECOND = timedelta(seconds=1)
+
+
+def _before(event_at: datetime, state_since: datetime) -> bool:
+    """Whether an opt-out clearly happened before the state it would change."""
+    return event_at < state_since - SAME_SECOND
 
 
 def _opt_out_all(
@@ -208,7 +218,7 @@ def _opt_out_all(
     if facts.global_opt_out:
         return [Ignore("no_change", "already opted out of everything")]
     active = {n: m for n, m in memberships.items() if m.status in ACTIVE}
-    newer = {n for n, m in active.items() if m.since is not None and m.since > event.occurred_at}
+    newer = {n for n, m in active.items() if m.since is not None and _before(event.occurred_at, m.since)}
     if not newer:
         return [OptOutAll(complaint=False)]
     # A newer opt-in survives an older "unsubscribe from all": only what predates the event closes,

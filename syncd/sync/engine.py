@@ -108,11 +108,25 @@ def sync_list(
     report = ListReport(list_name, dry_run)
     try:
         with locks.exclusive(engine, f"sync:{list_name}"):
-            for target_cfg in list_cfg.targets:
-                target = target_cfg.target
-                connector = connectors[target.provider]
-                run = _Run(engine, config, list_name, list_cfg, target, connector, dry_run, progress, stop)
-                report.targets.append(run.execute())
+            runs = [
+                _Run(
+                    engine,
+                    config,
+                    list_name,
+                    list_cfg,
+                    t.target,
+                    connectors[t.target.provider],
+                    dry_run,
+                    progress,
+                    stop,
+                )
+                for t in list_cfg.targets
+            ]
+            # Every target is read before any is planned: an unsubscribe seen on one target
+            # (a Mailchimp audience) changes what the list's other targets must hold in this run.
+            for run in runs:
+                run.read()
+            report.targets.extend(run.write() for run in runs)
     except locks.Busy:
         report.skipped = "another sync of this list is running"
         log.warning("sync.skipped_busy", list=list_name)
@@ -149,45 +163,53 @@ class _Run:
 
     # --- the run -------------------------------------------------------------------------------
 
-    def execute(self) -> TargetReport:
-        run_id = None if self.dry_run else self._start_run()
-        started = utcnow()
-        since, full = self._planning_window(started)
-        self.report.incremental = not full
-        log.info(
-            "sync.started",
-            list=self.list_name,
-            target=self.target.key,
-            dry_run=self.dry_run,
-            incremental=not full,
-        )
+    def read(self) -> None:
+        """First phase: what changed at the provider goes into the master base."""
+        self.run_id = None if self.dry_run else self._start_run()
+        self.started = utcnow()
+        log.info("sync.started", list=self.list_name, target=self.target.key, dry_run=self.dry_run)
+        if self.dry_run:
+            return
         try:
-            if not self.dry_run:
-                self._pull()
-            for plan, states in self._plans(since):
-                self._take(plan, states)
-                if self.stop.is_set():
-                    raise _Stopped()
-            self._flush(force=True)
-        except _Stopped:
-            self.report.failed = "stopped before the end (the next run completes it)"
+            self._pull()
         except ConnectorError as exc:
-            self.report.failed = f"{type(exc).__name__}: {exc}"
-            log.error("sync.failed", list=self.list_name, target=self.target.key, error=str(exc))
-        if run_id is not None:
+            self._failed(exc)
+
+    def write(self) -> TargetReport:
+        """Second phase, once every target of the list was read: plan and apply."""
+        full = True
+        if self.report.failed is None:
+            since, full = self._planning_window(self.started)
+            self.report.incremental = not full
+            try:
+                for plan, states in self._plans(since):
+                    self._take(plan, states)
+                    if self.stop.is_set():
+                        raise _Stopped()
+                self._flush(force=True)
+            except _Stopped:
+                self.report.failed = "stopped before the end (the next run completes it)"
+            except ConnectorError as exc:
+                self._failed(exc)
+        if self.run_id is not None:
             if self.report.ok:
-                self._remember_plan(started, full)
-            self._finish_run(run_id)
+                self._remember_plan(self.started, full)
+            self._finish_run(self.run_id)
         log.info(
             "sync.finished",
             list=self.list_name,
             target=self.target.key,
+            incremental=self.report.incremental,
             planned=self.report.planned,
             applied=self.report.applied,
             write_calls=self.report.write_calls,
             failed=self.report.failed,
         )
         return self.report
+
+    def _failed(self, exc: ConnectorError) -> None:
+        self.report.failed = f"{type(exc).__name__}: {exc}"
+        log.error("sync.failed", list=self.list_name, target=self.target.key, error=str(exc))
 
     # --- incremental planning -------------------------------------------------------------------
 

@@ -35,7 +35,9 @@ def mailchimp():
 @pytest.fixture
 def world(tmp_path, engine, brevo, mailchimp, monkeypatch):
     """Fresh provider lists and a config that maps three syncd lists onto them."""
-    news_b, offers_b, vendors_b = (brevo.create_target(n) for n in ("news", "offers", "vendors"))
+    news_b, offers_b, vendors_b, events_b = (
+        brevo.create_target(n) for n in ("news", "offers", "vendors", "events")
+    )
     audience = mailchimp.create_target("audience")
     monkeypatch.setenv("T_BREVO_KEY", brevo.api_key)
     monkeypatch.setenv("T_MC_KEY", mailchimp.api_key)
@@ -55,7 +57,12 @@ lists:
       - mailchimp: {{audience: "{audience.list_id}", tag: clients}}
   offers:
     consent: single_opt_in
-    targets: [{{brevo: {{list_id: {offers_b.list_id}}}}}]
+    targets:
+      - brevo: {{list_id: {offers_b.list_id}}}
+      - mailchimp: {{audience: "{audience.list_id}", tag: offers}}
+  events:
+    consent: single_opt_in
+    targets: [{{brevo: {{list_id: {events_b.list_id}}}}}]
   vendors:
     consent: legitimate_interest
     segment: {{kind: [vendor]}}
@@ -73,6 +80,8 @@ lists:
     w.engine, w.brevo, w.mailchimp = engine, brevo, mailchimp
     w.news_b, w.offers_b, w.vendors_b = news_b, offers_b, vendors_b
     w.clients_mc = type(audience)(audience.provider, audience.list_id, "clients")
+    w.offers_mc = type(audience)(audience.provider, audience.list_id, "offers")
+    w.events_b, w.audience = events_b, audience
     return w
 
 
@@ -160,8 +169,32 @@ def test_unsubscribe_from_one_brevo_list_keeps_the_others_and_lifts_the_blacklis
     assert memberships(w, "ana@example.fr") == {"newsletter-clients": "unsubscribed", "offers": "subscribed"}
     assert not w.brevo.is_blocked("ana@example.fr"), "transactional mail and other lists cut off"
     assert subscribed(w.brevo, w.offers_b) == ["ana@example.fr"]
+    assert subscribed(w.mailchimp, w.offers_mc) == ["ana@example.fr"], "Mailchimp side of the other list"
     assert "ana@example.fr" not in subscribed(w.brevo, w.news_b)
     assert "ana@example.fr" not in subscribed(w.mailchimp, w.clients_mc)
+    with Session(w.engine) as s:
+        assert s.exec(select(Contact)).one().global_opt_out is False
+
+
+def test_a_mailchimp_unsubscribe_leaves_the_lists_of_that_audience_only(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["newsletter-clients", "offers", "events"])
+    assert run_cli(w, "sync").exit_code == 0
+    # Ana unsubscribes in a Mailchimp campaign: Mailchimp's unsubscribe is per audience.
+    w.mailchimp.unsubscribe("ana@example.fr", w.clients_mc)
+
+    result = run_cli(w, "sync")
+    assert result.exit_code == 0, result.output
+    # Both syncd lists on that audience are left (DESIGN rule 3); the Brevo-only list is kept.
+    assert memberships(w, "ana@example.fr") == {
+        "newsletter-clients": "unsubscribed",
+        "offers": "unsubscribed",
+        "events": "subscribed",
+    }
+    assert subscribed(w.brevo, w.events_b) == ["ana@example.fr"]
+    assert not w.brevo.is_blocked("ana@example.fr")
+    assert "ana@example.fr" not in subscribed(w.brevo, w.news_b)
+    assert "ana@example.fr" not in subscribed(w.brevo, w.offers_b)
     with Session(w.engine) as s:
         assert s.exec(select(Contact)).one().global_opt_out is False
 
