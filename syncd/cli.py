@@ -76,6 +76,16 @@ def check(app: App, config_path: str | None) -> None:
     for provider in providers:
         if not getattr(cfg.providers, provider).webhook_secret:
             click.echo(f"warning: providers.{provider}.webhook_secret is not set: its webhooks are refused")
+        else:
+            base = cfg.double_opt_in.public_url.rstrip("/")
+            click.echo(f"webhook URL for {provider}: {base}/hooks/{provider}/<webhook_secret>")
+    doi_lists = [n for n, lst in cfg.lists.items() if lst.consent == "double_opt_in"]
+    if doi_lists and not cfg.double_opt_in.secret:
+        lists = ", ".join(doi_lists)
+        click.echo(f"warning: double_opt_in.secret is not set: no confirmation mail can be sent ({lists})")
+    unscheduled = [n for n, lst in cfg.lists.items() if lst.targets and lst.schedule is None]
+    if unscheduled:
+        click.echo(f"note: not synced by the daemon (no schedule): {', '.join(unscheduled)}")
 
 
 def _safe_url(url: str) -> str:
