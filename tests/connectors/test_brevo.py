@@ -408,3 +408,24 @@ def test_concurrent_pull_yields_the_same_pages_in_order(sim):
     pages = list(connector(sim, concurrency=4).pull(target))
     assert [m.email for p in pages for m in p.members] == serial
     assert [p.cursor is not None for p in pages] == [False] * 4 + [True]
+
+
+def test_import_bodies_are_csv_split_under_the_size_cap():
+    import csv
+    import io
+
+    from connectors import brevo as brevo_module
+    from connectors.base import MemberPush
+
+    wanted = {
+        f"m{i:06d}@example.fr": MemberPush(
+            f"m{i:06d}@example.fr", fields={"first_name": 'Zoé; "Z"', "city": "Lyon"}
+        )
+        for i in range(300_000)
+    }
+    bodies = list(brevo_module.import_chunks(wanted))
+    assert len(bodies) >= 2
+    assert all(len(b.encode()) <= brevo_module.IMPORT_MAX_BYTES * 1.05 for b in bodies)
+    rows = [r for b in bodies for r in csv.DictReader(io.StringIO(b), delimiter=";")]
+    assert [r["EMAIL"] for r in rows] == list(wanted)
+    assert rows[0]["FIRSTNAME"] == 'Zoé; "Z"' and rows[0]["CITY"] == "Lyon" and rows[0]["SMS"] == ""
