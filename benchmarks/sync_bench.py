@@ -95,11 +95,14 @@ def db_now():
     return utcnow()
 
 
-def run_sync(env: dict[str, str], config: Path, profile: str | None = None) -> tuple[float, int]:
+def run_sync(
+    env: dict[str, str], config: Path, profile: str | None = None, lists: tuple[str, ...] = ()
+) -> tuple[float, int]:
     started = time.monotonic()
     python = [sys.executable, "-m", "cProfile", "-o", profile] if profile else [sys.executable]
+    only = [a for name in lists for a in ("--list", name)]
     proc = subprocess.Popen(
-        [*python, "-m", "syncd", "--config", str(config), "sync"],
+        [*python, "-m", "syncd", "--config", str(config), "sync", *only],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -138,6 +141,9 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--database", help="default: a fresh SQLite file")
     parser.add_argument("--profile", help="write a cProfile of the no-op re-sync to this file")
+    parser.add_argument(
+        "--first-only", action="store_true", help="stop after the first sync (memory scaling)"
+    )
     args = parser.parse_args()
     n = args.contacts
     tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-"))
@@ -193,6 +199,11 @@ lists:
             "re-sync after 1 % changed",
         )
         previous_done = time.monotonic()
+        if args.first_only:
+            for name in ("clients", "prospects", "vendors"):
+                seconds, rss = run_sync(env, config, lists=(name,))
+                print(f"first sync of {name}: {seconds:.1f}s, peak RSS {rss} MB")
+            return
         for phase in phases:
             if not phase.startswith("first"):
                 # Scheduled runs are minutes apart: wait until the provider's clock has moved past

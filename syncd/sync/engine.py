@@ -601,34 +601,55 @@ class _Run:
         self.report.applied["unblocks"] = self.report.applied.get("unblocks", 0) + len(done)
 
     def _store(self, accepted: list[tuple[str, PlanItem, SyncedState | None]]) -> None:
-        """What the provider accepted becomes TargetState, in one transaction per batch."""
+        """What the provider accepted becomes TargetState, in one transaction per batch.
+
+        Plain statements, CHUNK rows at a time: a batch can hold tens of thousands of members,
+        too many to keep as ORM objects in one session."""
         if not accepted:
             return
         now = utcnow()
-        with session_scope(self.engine) as s:
-            ids = [item.contact_id for _, item, _ in accepted]
-            rows = {
-                t.contact_id: t
-                for t in s.exec(
-                    select(TargetState).where(*self._state_filter(), TargetState.contact_id.in_(ids))
+        table = TargetState.__table__
+        update = (
+            sa.update(table)
+            .where(table.c.id == sa.bindparam("k_id"))
+            .values(pushed_hash=sa.bindparam("v_hash"), remote_status=sa.bindparam("v_status"), pushed_at=now)
+        )
+        with self.engine.begin() as conn:
+            for start in range(0, len(accepted), CHUNK):
+                part = accepted[start : start + CHUNK]
+                existing = dict(
+                    conn.execute(
+                        sa.select(table.c.contact_id, table.c.id).where(
+                            *self._state_filter(), table.c.contact_id.in_([i.contact_id for _, i, _ in part])
+                        )
+                    ).all()
                 )
-            }
-            for kind, item, before in accepted:
-                after = state_after(item, kind, before)
-                row = rows.get(item.contact_id)
-                if after is None:
-                    if row is not None:
-                        s.delete(row)
-                    continue
-                if row is None:
-                    row = TargetState(
-                        contact_id=item.contact_id, list_name=self.list_name, target_key=self.target.key
-                    )
-                    rows[item.contact_id] = row
-                row.pushed_hash = after.pushed_hash
-                row.remote_status = str(after.remote_status) if after.remote_status else None
-                row.pushed_at = now
-                s.add(row)
+                gone, changed, new = [], [], {}
+                for kind, item, before in part:
+                    after = state_after(item, kind, before)
+                    row_id = existing.get(item.contact_id)
+                    if after is None:
+                        if row_id is not None:
+                            gone.append(row_id)
+                        continue
+                    status = str(after.remote_status) if after.remote_status else None
+                    if row_id is None:
+                        new[item.contact_id] = {
+                            "contact_id": item.contact_id,
+                            "list_name": self.list_name,
+                            "target_key": self.target.key,
+                            "pushed_hash": after.pushed_hash,
+                            "remote_status": status,
+                            "pushed_at": now,
+                        }
+                    else:
+                        changed.append({"k_id": row_id, "v_hash": after.pushed_hash, "v_status": status})
+                if gone:
+                    conn.execute(sa.delete(table).where(table.c.id.in_(gone)))
+                if changed:
+                    conn.execute(update, changed)
+                if new:
+                    conn.execute(sa.insert(table), list(new.values()))
 
     # --- the run's record ----------------------------------------------------------------------
 
