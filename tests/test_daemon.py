@@ -181,3 +181,68 @@ def test_syncd_run_with_the_demo_config_syncs_at_start_and_on_schedule(tmp_path)
         demo.stop()
         os.environ.clear()
         os.environ.update(saved)
+
+
+def test_two_daemons_only_the_leader_runs_jobs_and_the_other_takes_over(tmp_path, engine, brevo):
+    news = brevo.create_target("news")
+    path = tmp_path / "syncd.yaml"
+    path.write_text(f"""
+version: 1
+providers:
+  brevo: {{api_key: "${{T_KEY}}", base_url: "{brevo.api_url}"}}
+lists:
+  news:
+    consent: single_opt_in
+    targets: [{{brevo: {{list_id: {news.list_id}}}}}]
+    schedule: every 1 second
+""")
+    env = {
+        **os.environ,
+        "T_KEY": brevo.api_key,
+        "SYNCD_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+    }
+
+    def daemon(log_path):
+        port = free_port()
+        handle = open(log_path, "w")  # noqa: SIM115 (closed below)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "syncd",
+                "--log-level",
+                "info",
+                "--config",
+                str(path),
+                "run",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=handle,
+            text=True,
+        )
+        return proc, handle, log_path
+
+    first = daemon(tmp_path / "first.log")
+    wait_for(lambda: "leader.acquired" in first[2].read_text(), what="a leader")
+    second = daemon(tmp_path / "second.log")
+    try:
+        wait_for(lambda: first[2].read_text().count("job.finished") >= 3, what="the leader's jobs")
+        time.sleep(2)
+        assert "leader.acquired" not in second[2].read_text()
+        assert "job.finished" not in second[2].read_text(), "the follower ran a job"
+        first[0].send_signal(signal.SIGKILL)  # the leader dies without a word
+        first[0].wait(timeout=10)
+        wait_for(lambda: "leader.acquired" in second[2].read_text(), timeout=30, what="the take-over")
+        wait_for(lambda: second[2].read_text().count("job.finished") >= 2, what="jobs on the new leader")
+    finally:
+        for proc, handle, _ in (first, second):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            handle.close()
