@@ -251,7 +251,7 @@ class Demo:
         else:
             say("   syncd demo --dir demo-run                   (keeps the base, to explore it afterwards:)")
             say("   syncd --database sqlite:///demo-run/syncd-demo.db contacts show marie.dupont@exemple.fr")
-        say("   syncd check --config config/example.yaml   (every key, with its default)")
+        say("   syncd check --config config/demo.yaml      (then start yours from config/example.yaml)")
         say(
             "   syncd demo --keep-running                   (the daemon stays up: preference centre, metrics)"
         )
