@@ -1,7 +1,8 @@
 """One sync of one list: pull remote changes → reconcile them → plan → apply in batches.
 
 Everything is streamed: remote members page by page, the master base in chunks of contacts, and
-provider writes in buffered batches, so memory stays flat as the base grows. State is committed
+provider writes in buffered batches (the connector's preferred batch), so memory is bounded by
+those sizes rather than by the base. State is committed
 as it goes (TargetState after each accepted batch, the cursor after the pull), so a run killed
 at any point converges on the next one: at worst the unfinished batch is sent again.
 """
@@ -67,7 +68,7 @@ class TargetReport:
     created: int = 0
     planned: dict[str, int] = field(default_factory=dict)
     applied: dict[str, int] = field(default_factory=dict)
-    rejected: list[tuple[str, str]] = field(default_factory=list)  # (masked email, reason)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (email, provider's reason)
     samples: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # kind -> (email, reason)
     write_calls: int = 0
     failed: str | None = None
