@@ -59,14 +59,14 @@ def run(members: int, latency_s: float, in_process: bool) -> tuple[int, float, i
     with simulator(latency_s, in_process) as url:
         connector = MailchimpConnector(API_KEY, url, concurrency=MAX_CONNECTIONS)
         target: Target = connector.create_list("bench")
-        writes_before = connector.stats["write_calls"]
+        writes_before = connector.stats.write_calls
         started = time.perf_counter()
         result = connector.upsert(target, pushes)
         elapsed = time.perf_counter() - started
         assert len(result.done) == members and not result.rejected, result.rejected[:3]
         assert connector.get_list(target.list_id)["stats"]["total_contacts"] == members
         connector.close()
-        return connector.stats["write_calls"] - writes_before, elapsed, connector.stats["rate_limited"]
+        return connector.stats.write_calls - writes_before, elapsed, connector.stats.rate_limited
 
 
 def main() -> None:

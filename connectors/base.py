@@ -7,6 +7,7 @@ grouped by what the caller does next.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -73,6 +74,20 @@ class WriteResult:
     done: list[str] = field(default_factory=list)  # emails the provider accepted
     rejected: list[Rejected] = field(default_factory=list)
     calls: int = 0  # write calls made
+
+
+@dataclass
+class ApiStats:
+    """What a connector has asked of its provider since it was made (for logs and metrics)."""
+
+    calls: Counter[str] = field(default_factory=Counter)  # endpoint -> requests sent, retries included
+    write_calls: int = 0
+    rate_limited: int = 0  # 429 answers
+    retries: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
 
 
 class EventKind(StrEnum):

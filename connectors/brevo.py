@@ -13,10 +13,8 @@ import json
 import re
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -25,6 +23,7 @@ import urllib3
 from sib_api_v3_sdk.rest import ApiException
 
 from connectors.base import (
+    ApiStats,
     AuthFailed,
     ConnectorError,
     EventKind,
@@ -112,14 +111,6 @@ OWN_WRITE_EVENTS = {"contact_updated", "list_addition"}
 EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-@dataclass
-class BrevoStats:
-    calls: Counter = field(default_factory=Counter)  # endpoint -> requests sent, retries included
-    write_calls: int = 0
-    rate_limited: int = 0
-    retries: int = 0
-
-
 class BrevoConnector:
     provider = PROVIDER
     # Members the sync engine hands over per upsert: one import takes ~80,000 contacts (8 MB).
@@ -154,7 +145,7 @@ class BrevoConnector:
         self._policy = RetryPolicy(max_retries=max_retries, max_seconds=max_retry_seconds)
         self.api_key_name = api_key_name
         self.concurrency = max(1, concurrency)
-        self.stats = BrevoStats()
+        self.stats = ApiStats()
         self._lock = threading.Lock()
 
     # --- reading -------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from mailchimp_marketing.api_client import ApiClient, ApiClientError
 from requests.adapters import HTTPAdapter
 
 from connectors.base import (
+    ApiStats,
     AuthFailed,
     ConnectorError,
     EventKind,
@@ -211,7 +212,7 @@ class MailchimpConnector:
         # host built here, that replacement is switched off (an empty ``server`` skips it).
         self.client.api_client.host = base_url.rstrip("/") if base_url else _host_for(api_key)
         self.client.api_client.server = ""
-        self.stats: dict[str, Any] = {"calls": {}, "write_calls": 0, "rate_limited": 0, "retries": 0}
+        self.stats = ApiStats()
         self._stats_lock = threading.Lock()
         self._segments: dict[tuple[str, str], int] = {}
         self._gate = _ConnectionGate(self.concurrency)
@@ -501,7 +502,7 @@ class MailchimpConnector:
 
         def on_retry(exc: Exception, wait: float, attempt: int) -> None:
             with self._stats_lock:
-                self.stats["retries"] += 1
+                self.stats.retries += 1
             log.warning(
                 "mailchimp.retry",
                 endpoint=endpoint,
@@ -514,8 +515,8 @@ class MailchimpConnector:
 
     def _count(self, endpoint: str, write: bool) -> None:
         with self._stats_lock:
-            self.stats["calls"][endpoint] = self.stats["calls"].get(endpoint, 0) + 1
-            self.stats["write_calls"] += write
+            self.stats.calls[endpoint] += 1
+            self.stats.write_calls += write
 
     def _error(self, endpoint: str, status: int | None, text: Any, attempt: int) -> ConnectorError:
         """One place maps Mailchimp's answers to syncd's error types.
@@ -535,7 +536,7 @@ class MailchimpConnector:
             return NotFound(message, **kw)
         if status == 429:
             with self._stats_lock:
-                self.stats["rate_limited"] += 1
+                self.stats.rate_limited += 1
             self._gate.crowded()
             # No rate-limit headers from Mailchimp: the wait is our own back-off.
             return RateLimited(message, wait_s=self.retry.backoff_s(attempt - 1), **kw)

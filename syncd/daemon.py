@@ -41,24 +41,39 @@ def jobs_for(config: Config, engine: Engine, connectors: dict[str, Any], stop: t
             sender.append(doi.transport(config, connectors))
         sender[0](mail)
 
+    exported: dict[str, tuple[int, int]] = {}
+
+    def export_api_metrics() -> None:
+        """Provider calls and 429s since the last export, from the connectors' own counters."""
+        for provider, connector in connectors.items():
+            stats = connector.stats
+            calls, limited = exported.get(provider, (0, 0))
+            metrics.API_CALLS.labels(provider).inc(stats.total - calls)
+            metrics.API_RATE_LIMITED.labels(provider).inc(stats.rate_limited - limited)
+            exported[provider] = (stats.total, stats.rate_limited)
+
     def sync_job(name: str) -> Callable[[], dict[str, Any]]:
         def run() -> dict[str, Any]:
             started = time.monotonic()
-            report = sync_list(engine, config, name, connectors, stop=stop)
+            try:
+                report = sync_list(engine, config, name, connectors, stop=stop)
+            finally:
+                export_api_metrics()
             metrics.SYNC_RUNS.labels(name, "ok" if report.ok else "failed").inc()
             metrics.SYNC_DURATION.labels(name).observe(time.monotonic() - started)
-            for t in report.targets:
-                metrics.API_CALLS.labels(t.target.split(":")[0]).inc(t.write_calls)
             return {"list": name, "ok": report.ok}
 
         return run
 
     def doi_job() -> dict[str, int]:
-        return {
-            "sent": doi.send_pending(engine, config, send),
-            "reminded": doi.remind(engine, config, send),
-            "expired": doi.expire(engine, config),
-        }
+        try:
+            return {
+                "sent": doi.send_pending(engine, config, send),
+                "reminded": doi.remind(engine, config, send),
+                "expired": doi.expire(engine, config),
+            }
+        finally:
+            export_api_metrics()
 
     jobs = [
         Job(f"sync:{name}", sync_job(name), lst.schedule, run_at_start=True)

@@ -76,7 +76,15 @@ lists:
         assert httpx.get(f"{base}/readyz").status_code == 200
         wait_for(lambda: brevo.members(news).get("ana@example.fr") is not None, what="the scheduled sync")
         assert brevo.members(news)["ana@example.fr"].status == RemoteStatus.SUBSCRIBED
-        assert "syncd_sync_runs" in httpx.get(f"{base}/metrics").text
+        done = 'syncd_sync_runs_total{list="news",status="ok"}'
+        wait_for(lambda: done in httpx.get(f"{base}/metrics").text, what="the sync run in the metrics")
+        scraped = httpx.get(f"{base}/metrics").text
+        calls = [
+            line
+            for line in scraped.splitlines()
+            if line.startswith('syncd_api_calls_total{provider="brevo"}')
+        ]
+        assert calls and float(calls[0].split()[-1]) > 0
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err

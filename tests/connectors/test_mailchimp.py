@@ -87,7 +87,7 @@ def test_pull_pages_through_ten_thousand_members(sim: MailchimpSimulator, mc: Ma
     assert [len(p.members) for p in pages] == [1000] * 10
     assert {m.email for p in pages for m in p.members} == {f"m{i}@example.fr" for i in range(10_000)}
     assert [p.cursor is not None for p in pages] == [False] * 9 + [True]
-    assert mc.stats["calls"]["get_list_members_info"] == 10
+    assert mc.stats.calls["get_list_members_info"] == 10
 
 
 def test_pull_maps_status_fields_tags_and_opt_in_evidence(
@@ -230,14 +230,14 @@ def test_upsert_to_a_tag_target_tags_the_accepted_members_only(
     assert len(result.done) == 600 and [r.email for r in result.rejected] == ["gone@example.fr"]
     assert set(sim.members(target)) == {f"user{i}@example.fr" for i in range(600)}
     # one segment look-up and creation, then per 500: one batch subscribe and one segment add
-    assert mc.stats["calls"] == {
+    assert mc.stats.calls == {
         "list_segments": 1,
         "create_segment": 1,
         "batch_list_members": 2,
         "batch_segment_members": 2,
     }
     mc.upsert(target, pushes(1))
-    assert mc.stats["calls"]["list_segments"] == 1  # the segment id is remembered
+    assert mc.stats.calls["list_segments"] == 1  # the segment id is remembered
 
 
 def test_removal_from_a_tag_target_removes_the_tag_only(
@@ -292,7 +292,7 @@ def test_connection_limit_storm_loses_and_duplicates_nobody(
     result = mc.upsert(target, pushes(5000))
 
     assert len(result.done) == 5000 and not result.rejected
-    assert mc.stats["rate_limited"] > 0
+    assert mc.stats.rate_limited > 0
     accepted = Counter(e for c in batch_posts(sim, target) for e in c.emails)
     assert len(accepted) == 5000 and set(accepted.values()) == {1}
     assert len(batch_posts(sim, target)) == 10
@@ -305,7 +305,7 @@ def test_5xx_is_retried_then_succeeds(sim: MailchimpSimulator, mc: MailchimpConn
 
     result = mc.upsert(target, pushes(3))
 
-    assert len(result.done) == 3 and mc.stats["retries"] == 2
+    assert len(result.done) == 3 and mc.stats.retries == 2
     assert [c.status for c in sim.calls] == [503, 503, 200]
 
 
