@@ -222,18 +222,20 @@ def _region_check(region: str) -> tuple[str, list[tuple[frozenset[int], re.Patte
     if meta.general_desc is None or not meta.general_desc.national_number_pattern:
         return None
     descs = []
+    # general_desc first (it is the gate); then the common types first: any type that matches
+    # gives the same E.164 form, so the order only changes how soon the loop stops.
     for name in (
         "general_desc",
-        "premium_rate",
+        "mobile",
+        "fixed_line",
+        "voip",
         "toll_free",
         "shared_cost",
-        "voip",
+        "premium_rate",
         "personal_number",
         "pager",
         "uan",
         "voicemail",
-        "fixed_line",
-        "mobile",
     ):
         desc = getattr(meta, name)
         if desc is not None and desc.national_number_pattern:
@@ -377,6 +379,8 @@ def _clean(value: Any) -> str | None:
     if value is None:
         return None
     if value.__class__ is str:
+        if "  " not in value and value.isprintable() and value == value.strip():
+            return value or None  # already clean: the common case, without a split and a join
         return " ".join(value.split()) or None
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # a spreadsheet cell holding 75001 or 612345678

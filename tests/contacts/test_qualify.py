@@ -206,3 +206,22 @@ def test_tags_and_kind():
     assert qualify({"email": "a@exemple.fr"}, Rules(default_kind="prospect")).kind == "prospect"
     q = qualify({"email": "a@exemple.fr", "kind": "martien"})
     assert q.kind is None and any(i.startswith("kind dropped") for i in q.issues)
+
+
+def test_cells_with_odd_spacing_are_collapsed_and_clean_ones_kept():
+    from syncd.contacts.qualify import qualify
+
+    q = qualify(
+        {
+            "email": " ana@example.fr ",
+            "first_name": "Ana\u00a0 Maria",
+            "last_name": "Lopez\tGarcia",
+            "city": "Saint-Étienne",
+        }
+    )
+    assert (q.email, q.first_name, q.last_name, q.city) == (
+        "ana@example.fr",
+        "Ana Maria",
+        "Lopez Garcia",
+        "Saint-Étienne",
+    )
