@@ -15,6 +15,7 @@ import argparse
 import math
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -231,6 +232,7 @@ lists:
         for p in (b_proc, m_proc):
             p.terminate()
             p.join(5)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
