@@ -85,14 +85,9 @@ lists:
             if line.startswith('syncd_api_calls_total{provider="brevo"}')
         ]
         assert calls and float(calls[0].split()[-1]) > 0
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0, err
-        assert "daemon.stopped" in err
+        assert_stops_cleanly_on_sigterm(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
 
 
 def test_a_config_error_stops_start_up_with_the_file_and_line(tmp_path):
@@ -106,6 +101,19 @@ def test_a_config_error_stops_start_up_with_the_file_and_line(tmp_path):
     )
     assert proc.returncode == 2
     assert f"{path}:4: lists.news.schedul: unknown key" in proc.stderr
+
+
+def assert_stops_cleanly_on_sigterm(proc) -> None:
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "daemon.stopped" in err
+
+
+def kill_if_running(proc) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 def load_config_with(path, **env):
@@ -177,14 +185,9 @@ def test_syncd_run_with_the_demo_config_syncs_at_start_and_on_schedule(tmp_path)
                 return vendors <= held and "claire@boulangerie-fontaine.fr" not in held
 
             wait_for(synced, what="the start-up sync (vendors pushed, the misfiled client removed)")
-            proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=30)
-            assert proc.returncode == 0, err
-            assert "daemon.stopped" in err
+            assert_stops_cleanly_on_sigterm(proc)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            kill_if_running(proc)
     finally:
         demo.stop()
         os.environ.clear()
