@@ -493,31 +493,25 @@ class _Run:
                 rows.append((c.id, wanted, synced))
             plan = plan_target(self.target, self.list_cfg, rows, scope=self.config.unsubscribe.scope)
             plan.flags.extend(unknown)
-            self._brevo_repairs(plan, rows, all_facts)
+            self._brevo_lifts(rows, all_facts)
             yield plan, states
 
-    def _brevo_repairs(
-        self, plan: Plan, rows: list[tuple[int, Any, SyncedState | None]], facts: dict[int, ContactFacts]
+    def _brevo_lifts(
+        self, rows: list[tuple[int, Any, SyncedState | None]], facts: dict[int, ContactFacts]
     ) -> None:
-        """Brevo keeps an unsubscribed contact in the list (``listUnsubscribed``) and blacklists it
-        account-wide, which also stops its transactional mail. syncd takes the contact off that list
-        and, under unsubscribe scope "list", lifts the blacklist unless the master base says the
-        contact opted out of everything, complained or bounced (DESIGN §4 rule 3)."""
-        if self.target.provider != "brevo":
+        """Brevo blacklists a contact account-wide when it unsubscribes from one list, which also
+        stops its transactional mail. The plan takes the contact off that list; under unsubscribe
+        scope "list" syncd also lifts the blacklist, unless the master base says the contact opted
+        out of everything, complained or bounced (DESIGN §4 rule 3)."""
+        if self.target.provider != "brevo" or self.config.unsubscribe.scope != "list":
             return
-        removing = {i.contact_id for i in plan.removals}
         for contact_id, wanted, synced in rows:
             if (
-                synced is None
-                or synced.remote_status != RemoteStatus.UNSUBSCRIBED
-                or not isinstance(wanted, Skip)
+                synced is not None
+                and synced.remote_status == RemoteStatus.UNSUBSCRIBED
+                and isinstance(wanted, Skip)
+                and not consent_blockers(facts[contact_id])
             ):
-                continue
-            if contact_id not in removing:
-                plan.removals.append(
-                    PlanItem(contact_id, wanted.email, f"{wanted.reason}; unsubscribed at Brevo")
-                )
-            if self.config.unsubscribe.scope == "list" and not consent_blockers(facts[contact_id]):
                 self.lifts.append(wanted.email)
 
     # --- apply ---------------------------------------------------------------------------------
