@@ -12,13 +12,18 @@ from typing import Any
 
 import structlog
 
-_EMAIL = re.compile(r"([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*@([A-Za-z0-9.\-]+\.[A-Za-z]{2,})")
+# An address is any run of characters around an "@" up to a separator: the local part and the
+# domain may hold any letter (``zoë@exämple.fr``, ``josé.garcía@…``), combining marks included,
+# and the domain may be punycode. Masking too much beats leaking a name.
+_NOT_IN_ADDRESS = r"\s@<>()\[\]\\,;:\"/"
+_EMAIL = re.compile(rf"([^{_NOT_IN_ADDRESS}])[^{_NOT_IN_ADDRESS}]*@([^{_NOT_IN_ADDRESS}']+)")
 _SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password|authorization)", re.I)
 # Values that look like provider keys: Brevo "xkeysib-…", Mailchimp "<32 hex>-us19".
 _KEY_VALUE = re.compile(r"\b(xkeysib-[A-Za-z0-9-]{8,}|[0-9a-f]{32}-us\d{1,2})\b")
 
 
 def mask_email(text: str) -> str:
+    """``jean@müller.de`` → ``j***@müller.de``: the first character of the local part, the domain."""
     return _EMAIL.sub(r"\1***@\2", text)
 
 
@@ -27,9 +32,12 @@ def _mask(value: Any) -> Any:
         return _KEY_VALUE.sub("***", mask_email(value))
     if isinstance(value, dict):
         return {k: "***" if _SECRET_KEY.search(str(k)) else _mask(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_mask(v) for v in value)
-    return value
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_mask(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    # Anything else (an exception, a record) would be rendered with its repr(), address and all.
+    return _mask(str(value))
 
 
 def mask_personal_data(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
