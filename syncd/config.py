@@ -17,9 +17,13 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from connectors.base import Target
+from syncd.secret import HOW_TO_MAKE_ONE, weakness
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 SECRET_KEYS = {"api_key", "webhook_secret", "webhook_token", "signing_secret", "password", "secret"}
+# The secrets the operator makes up (the others are issued by a provider or a mail server): they
+# must be strong. The webhook secret is a part of the webhook URL.
+CHOSEN_SECRET_KEYS = {"webhook_secret", "webhook_token", "signing_secret", "secret"}
 
 
 class ConfigError(Exception):
@@ -292,14 +296,34 @@ def _walk(node: yaml.Node, path: tuple[Any, ...], out: _Loaded, file: str) -> An
         value = _substitute(value, file, node.start_mark.line + 1, path)
     elif path and path[-1] in SECRET_KEYS and value is not None:
         value = str(value)
-    if path and path[-1] in SECRET_KEYS and value is not None and "${" not in str(node.value):
+    if path and path[-1] in SECRET_KEYS and value is not None:
+        _check_secret(str(node.value), value, file, node.start_mark.line + 1, path)
+    return value
+
+
+def _check_secret(written: str, value: Any, file: str, line: int, path: tuple[Any, ...]) -> None:
+    """A secret comes from the environment, never from the file (not even as a default), and a
+    secret the operator chooses is strong."""
+    refs = list(_ENV.finditer(written))
+    var = refs[0].group(1) if refs else _env_name(path)
+    if not refs:
         raise ConfigError(
             file,
-            node.start_mark.line + 1,
+            line,
             _dotted(path),
-            f"secrets come from the environment only: write ${{{_env_name(path)}}} and set that variable",
+            f"secrets come from the environment only: write ${{{var}}} and set that variable",
         )
-    return value
+    if any(m.group(2) for m in refs):
+        raise ConfigError(
+            file,
+            line,
+            _dotted(path),
+            f"a secret cannot have a default written in the file: write ${{{var}}} and set {var}",
+        )
+    if path[-1] in CHOSEN_SECRET_KEYS and value:
+        why = weakness(str(value), in_url=path[-1] == "webhook_secret")
+        if why:
+            raise ConfigError(file, line, _dotted(path), f"{var} is too weak: {why}; {HOW_TO_MAKE_ONE}")
 
 
 def _substitute(text: str, file: str, line: int, path: tuple[Any, ...]) -> Any:

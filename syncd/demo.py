@@ -30,6 +30,7 @@ from syncd.contacts.importer import Options, Summary, import_file
 from syncd.contacts.qualify import Rules
 from syncd.models import Contact, Membership
 from syncd.providers import make_connector
+from syncd.secret import generate as generate_secret
 from syncd.sync.engine import sync_list
 
 
@@ -44,7 +45,7 @@ def _project_root() -> Path:
 ROOT = _project_root()
 CONFIG = ROOT / "config" / "demo.yaml"
 SAMPLES = ROOT / "config" / "samples"
-SECRETS = {"BREVO_WEBHOOK_SECRET": "demo-brevo-hook", "MAILCHIMP_WEBHOOK_SECRET": "demo-mailchimp-hook"}
+SECRET_VARIABLES = ("BREVO_WEBHOOK_SECRET", "MAILCHIMP_WEBHOOK_SECRET", "SYNCD_SECRET")
 LINK = re.compile(r"https?://[^\s\"'<>]+/confirm/[^\s\"'<>]+")
 
 
@@ -76,8 +77,10 @@ class Demo:
         self.brevo = self.stack.enter_context(BrevoSimulator(api_key="sim-brevo-key"))
         self.mailchimp = self.stack.enter_context(MailchimpSimulator(api_key="sim-mailchimp-key-us1"))
         # The lists are created through the official SDKs, as a marketer would in each account.
+        # Fresh secrets for every run, as an operator makes them with `syncd secret`.
+        self.secrets = {name: generate_secret() for name in SECRET_VARIABLES}
         env = {
-            **SECRETS,
+            **self.secrets,
             "BREVO_API_KEY": self.brevo.api_key,
             "BREVO_BASE_URL": self.brevo.api_url,
             "MAILCHIMP_API_KEY": self.mailchimp.api_key,
@@ -188,7 +191,7 @@ class Demo:
             f"{self.brevo.is_blocked('marie.dupont@exemple.fr')}."
         )
         hook = self.brevo.fire_webhook(
-            f"{self.public}/hooks/brevo/{SECRETS['BREVO_WEBHOOK_SECRET']}",
+            f"{self.public}/hooks/brevo/{self.secrets['BREVO_WEBHOOK_SECRET']}",
             EventKind.UNSUBSCRIBED,
             "marie.dupont@exemple.fr",
             self.news,
@@ -210,7 +213,7 @@ class Demo:
 
         step(6, "Julie marks a mail as spam (Mailchimp webhook): that one is global")
         hook = self.mailchimp.fire_webhook(
-            f"{self.public}/hooks/mailchimp/{SECRETS['MAILCHIMP_WEBHOOK_SECRET']}",
+            f"{self.public}/hooks/mailchimp/{self.secrets['MAILCHIMP_WEBHOOK_SECRET']}",
             EventKind.COMPLAINED,
             "julie.morel@exemple.fr",
             self.audience,

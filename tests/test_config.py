@@ -6,6 +6,7 @@ from click.testing import CliRunner
 
 from syncd.cli import main
 from syncd.config import ConfigError, load_config
+from syncd.secret import generate as generate_secret
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +23,16 @@ def error_of(path) -> ConfigError:
     return info.value
 
 
-def test_the_shipped_demo_config_loads():
+@pytest.fixture
+def demo_environment(monkeypatch):
+    """What `syncd demo` sets before it reads config/demo.yaml: the simulators' keys, fresh secrets."""
+    for var in ("BREVO_WEBHOOK_SECRET", "MAILCHIMP_WEBHOOK_SECRET", "SYNCD_SECRET"):
+        monkeypatch.setenv(var, generate_secret())
+    monkeypatch.setenv("BREVO_API_KEY", "sim-brevo-key")
+    monkeypatch.setenv("MAILCHIMP_API_KEY", "sim-mailchimp-key-us1")
+
+
+def test_the_shipped_demo_config_loads(demo_environment):
     cfg = load_config(ROOT / "config" / "demo.yaml")
     assert set(cfg.lists) == {"newsletter-clients", "events", "prospects", "vendors"}
     assert cfg.lists["vendors"].auto_enroll is True
@@ -30,14 +40,10 @@ def test_the_shipped_demo_config_loads():
 
 
 def test_the_commented_example_loads_once_its_secrets_are_set(monkeypatch):
-    for var in (
-        "BREVO_API_KEY",
-        "BREVO_WEBHOOK_SECRET",
-        "MAILCHIMP_API_KEY",
-        "MAILCHIMP_WEBHOOK_SECRET",
-        "SYNCD_SECRET",
-    ):
+    for var in ("BREVO_API_KEY", "MAILCHIMP_API_KEY"):
         monkeypatch.setenv(var, "x")
+    for var in ("BREVO_WEBHOOK_SECRET", "MAILCHIMP_WEBHOOK_SECRET", "SYNCD_SECRET"):
+        monkeypatch.setenv(var, generate_secret())
     cfg = load_config(ROOT / "config" / "example.yaml")
     assert cfg.lists["newsletter-clients"].targets[1].target.key == "mailchimp:a1b2c3d4e5:clients"
 
@@ -129,7 +135,7 @@ def test_duplicate_keys_are_refused(tmp_path):
     assert (err.line, err.key) == (4, "lists.a")
 
 
-def test_check_prints_a_summary(tmp_path):
+def test_check_prints_a_summary(tmp_path, demo_environment):
     result = CliRunner().invoke(main, ["check", "--config", str(ROOT / "config" / "demo.yaml")])
     assert result.exit_code == 0, result.output
     assert "lists: 4" in result.output
@@ -141,3 +147,64 @@ def test_check_reports_a_bad_file_with_exit_status_2(tmp_path):
     result = CliRunner().invoke(main, ["check", "--config", str(path)])
     assert result.exit_code == 2
     assert f"{path}:4: lists.news.consnet: unknown key" in result.output
+
+
+BREVO_WITH_HOOK = "version: 1\nproviders:\n  brevo:\n    api_key: ${{K}}\n    webhook_secret: {value}\n"
+
+
+def test_a_secret_with_a_default_written_in_the_file_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("K", "key")
+    monkeypatch.setenv("HOOK", generate_secret())  # even when the variable is set
+    text = BREVO_WITH_HOOK.format(value="${HOOK:-" + generate_secret() + "}")
+    err = error_of(write(tmp_path, text))
+    assert (err.line, err.key) == (5, "providers.brevo.webhook_secret")
+    assert "default" in err.message and "${HOOK}" in err.message
+
+
+def test_an_empty_default_leaves_an_optional_secret_unset(tmp_path, monkeypatch):
+    monkeypatch.setenv("K", "key")
+    monkeypatch.delenv("HOOK", raising=False)
+    cfg = load_config(write(tmp_path, BREVO_WITH_HOOK.format(value="${HOOK:-}")))
+    assert not cfg.providers.brevo.webhook_secret
+
+
+@pytest.mark.parametrize(
+    "section, key",
+    [
+        ("providers: {brevo: {api_key: '${K}', webhook_secret: '${S}'}}", "providers.brevo.webhook_secret"),
+        ("providers: {brevo: {api_key: '${K}', webhook_token: '${S}'}}", "providers.brevo.webhook_token"),
+        (
+            "providers: {mailchimp: {api_key: '${K}', signing_secret: '${S}'}}",
+            "providers.mailchimp.signing_secret",
+        ),
+        ("double_opt_in: {secret: '${S}'}", "double_opt_in.secret"),
+    ],
+)
+@pytest.mark.parametrize(
+    "weak",
+    ["x", "a" * 40, "change-me-change-me-change-me-change-me", "Brevo-Webhook-Secret-For-Our-Lists-2026"],
+)
+def test_a_weak_chosen_secret_is_refused_with_how_to_make_one(tmp_path, monkeypatch, section, key, weak):
+    monkeypatch.setenv("K", "key")
+    monkeypatch.setenv("S", weak)
+    path = write(tmp_path, f"version: 1\n{section}\n")
+    err = error_of(path)
+    assert (err.line, err.key) == (2, key)
+    assert "S is too weak" in err.message and "syncd secret" in err.message
+    assert weak not in str(err)
+
+
+def test_check_refuses_a_one_character_webhook_secret(tmp_path, monkeypatch):
+    monkeypatch.setenv("K", "key")
+    monkeypatch.setenv("HOOK", "x")
+    path = write(tmp_path, BREVO_WITH_HOOK.format(value="${HOOK}"))
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}:5: providers.brevo.webhook_secret: HOOK is too weak" in result.output
+
+
+def test_a_webhook_secret_must_be_usable_in_a_url(tmp_path, monkeypatch):
+    monkeypatch.setenv("K", "key")
+    monkeypatch.setenv("HOOK", generate_secret()[:20] + "/?#" + generate_secret()[:20])
+    err = error_of(write(tmp_path, BREVO_WITH_HOOK.format(value="${HOOK}")))
+    assert err.key == "providers.brevo.webhook_secret" and "URL" in err.message

@@ -18,6 +18,7 @@ from syncd.config import load_config
 from syncd.db import session_scope
 from syncd.membership import join_list
 from syncd.models import Contact
+from syncd.secret import generate as generate_secret
 
 
 @pytest.fixture
@@ -50,7 +51,8 @@ lists:
     targets: [{{brevo: {{list_id: {news.list_id}}}}}]
     schedule: every 1 second
 """)
-    config = load_config_with(path, T_KEY=brevo.api_key, T_HOOK="hook")
+    hook_secret = generate_secret()
+    config = load_config_with(path, T_KEY=brevo.api_key, T_HOOK=hook_secret)
     with session_scope(engine) as s:
         c = Contact(email="ana@example.fr", first_name="Ana")
         s.add(c)
@@ -60,7 +62,7 @@ lists:
     env = {
         **os.environ,
         "T_KEY": brevo.api_key,
-        "T_HOOK": "hook",
+        "T_HOOK": hook_secret,
         "SYNCD_DATABASE_URL": engine.url.render_as_string(hide_password=False),
     }
     proc = subprocess.Popen(

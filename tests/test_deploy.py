@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from syncd.cli import main
-from syncd.config import load_config
+from syncd.config import ConfigError, load_config
+from syncd.secret import generate as generate_secret
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -109,11 +110,17 @@ def test_kubernetes_manifests_parse_and_agree_with_the_app(monkeypatch, tmp_path
     assert str(port) == container["args"][container["args"].index("--port") + 1]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    # The ConfigMap's YAML is a valid syncd config once the Secret's variables are set.
+    # The ConfigMap's YAML is a valid syncd config once the Secret's variables are set, and its
+    # placeholder secrets are refused until the operator replaces them.
     for key, value in docs["Secret"]["stringData"].items():
         monkeypatch.setenv(key, value)
     path = tmp_path / "syncd.yaml"
     path.write_text(docs["ConfigMap"]["data"]["syncd.yaml"])
+    with pytest.raises(ConfigError, match="too weak.*syncd secret"):
+        load_config(path)
+    for key in docs["Secret"]["stringData"]:
+        if key.endswith("_SECRET"):
+            monkeypatch.setenv(key, generate_secret())
     config = load_config(path)
     assert config.server.port == port
 
