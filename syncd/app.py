@@ -39,11 +39,15 @@ class App:
     def url(self) -> str:
         return self.database_url or os.environ.get("SYNCD_DATABASE_URL") or self.config.database
 
+    def new_engine(self) -> Engine:
+        """An engine on the master base with the config's ``database_timeouts``."""
+        return db.make_engine(self.url, timeouts=self.config.database_timeouts.seconds())
+
     @property
     def engine(self) -> Engine:
         """The master base, migrated on first use when it is the embedded SQLite file."""
         if self._engine is None:
-            engine = db.make_engine(self.url)
+            engine = self.new_engine()
             if engine.dialect.name == "sqlite":
                 db.upgrade(engine)
             elif db.current_revision(engine) != db.head_revision():

@@ -121,7 +121,7 @@ def db_group() -> None:
 @click.pass_obj
 def upgrade(app: App) -> None:
     """Create or migrate the master base schema to the latest version."""
-    engine = db.make_engine(app.url)
+    engine = app.new_engine()
     db.upgrade(engine)
     click.echo(f"database {_safe_url(app.url)} at revision {db.current_revision(engine)}")
 
@@ -130,7 +130,7 @@ def upgrade(app: App) -> None:
 @click.pass_obj
 def current(app: App) -> None:
     """Print the schema revision of the master base."""
-    engine = db.make_engine(app.url)
+    engine = app.new_engine()
     rev, head = db.current_revision(engine), db.head_revision()
     click.echo(f"revision {rev or 'none'} (latest {head})")
     if rev != head:

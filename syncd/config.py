@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from connectors.base import Target
+from syncd.db import Timeouts
 from syncd.secret import HOW_TO_MAKE_ONE, weakness
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -144,6 +145,21 @@ class Unsubscribe(Strict):
     scope: Literal["list", "global"] = "list"
 
 
+class DatabaseTimeouts(Strict):
+    """How long the master base may keep a caller waiting (see ``syncd.db.Timeouts``)."""
+
+    connect: Duration = timedelta(seconds=Timeouts.connect)
+    statement: Duration = timedelta(seconds=Timeouts.statement)
+    pool_checkout: Duration = timedelta(seconds=Timeouts.pool_checkout)
+
+    def seconds(self) -> Timeouts:
+        return Timeouts(
+            connect=self.connect.total_seconds(),
+            statement=self.statement.total_seconds(),
+            pool_checkout=self.pool_checkout.total_seconds(),
+        )
+
+
 class Server(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -217,6 +233,7 @@ DEFAULT_STAGES = ["suspect", "cold", "warm", "hot", "active", "dormant", "ambass
 class Config(Strict):
     version: Literal[1]
     database: str = "sqlite:///syncd.db"
+    database_timeouts: DatabaseTimeouts = DatabaseTimeouts()
     providers: Providers = Providers()
     double_opt_in: DoubleOptIn = DoubleOptIn()
     unsubscribe: Unsubscribe = Unsubscribe()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +23,64 @@ def email_hash(email: str) -> str:
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()
 
 
-def make_engine(url: str = DEFAULT_URL, **kw: Any) -> Engine:
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+@dataclass(frozen=True)
+class Timeouts:
+    """How long the master base may keep a caller waiting, in seconds (config ``database_timeouts``).
+
+    Without them a network partition hangs every webhook for libpq's 130 s and keeps the pool
+    exhausted long after the network heals.
+    """
+
+    connect: float = 5  # PostgreSQL: reach the server and log in; also how long sent data may
+    # stay unacknowledged on an open connection (tcp_user_timeout), so a dead peer is noticed
+    statement: float = 30  # PostgreSQL: statement_timeout; SQLite: wait for another writer's lock
+    pool_checkout: float = 5  # wait for a free connection of the pool
+
+
+def normalise_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` (as Heroku, Render or libpq write them) mean
+    PostgreSQL through psycopg 3, the driver syncd ships with."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+def make_engine(url: str = DEFAULT_URL, *, timeouts: Timeouts | None = None, **kw: Any) -> Engine:
+    t = timeouts or Timeouts()
+    url = normalise_url(url)
+    in_memory = url.startswith("sqlite") and sa.engine.make_url(url).database in (None, "", ":memory:")
+    if not in_memory:  # an in-memory SQLite base has one connection per thread, no pool to wait on
+        kw.setdefault("pool_timeout", t.pool_checkout)
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 30}, **kw)
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        engine = sa.create_engine(url, connect_args={"timeout": t.statement}, **kw)
+        sa.event.listen(
+            engine, "connect", functools.partial(_sqlite_pragmas, busy_ms=int(t.statement * 1000))
+        )
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, **kw)
+    engine = sa.create_engine(url, pool_pre_ping=True, **kw)
+    if engine.dialect.name == "postgresql":
+        sa.event.listen(engine, "do_connect", functools.partial(_postgresql_limits, t))
+    return engine
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _postgresql_limits(
+    t: Timeouts, _dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]
+) -> None:
+    """Added to the connection's parameters; what the URL or ``connect_args`` say wins."""
+    cparams.setdefault("connect_timeout", max(2, round(t.connect)))  # libpq's minimum is 2 s
+    cparams.setdefault("tcp_user_timeout", int(t.connect * 1000))
+    options = str(cparams.get("options") or "")
+    if "statement_timeout" not in options:
+        cparams["options"] = f"{options} -c statement_timeout={int(t.statement * 1000)}".strip()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, *, busy_ms: int) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")  # readers (the web app) never wait for the sync's writer
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={busy_ms}")
     cur.close()
 
 

@@ -12,6 +12,9 @@ target_metadata = SQLModel.metadata
 def run_migrations_online() -> None:
     engine = config.attributes["engine"]
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # A migration may rewrite a large table: the engine's statement timeout is for the service.
+            connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
         context.configure(
             connection=connection,
             target_metadata=target_metadata,

@@ -27,6 +27,25 @@ from syncd.web.pages import Pages
 
 log = get_logger(__name__)
 
+RETRY_AFTER_S = "30"
+# The master base cannot be reached, answers too slowly, or every pooled connection is busy: try
+# again later. Any other database error is a bug, not an outage, and stays a 500.
+DATABASE_UNAVAILABLE = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.TimeoutError,
+    sa.exc.DisconnectionError,
+)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("web.database_unavailable", method=request.method, error=type(exc).__name__)
+    return PlainTextResponse(
+        "Service Unavailable: the master base cannot be reached; try again later",
+        status_code=503,
+        headers={"Retry-After": RETRY_AFTER_S},
+    )
+
 
 class _Connectors(dict):
     """Provider connectors, built from the config on first use (parsing needs no network)."""
@@ -79,7 +98,11 @@ def create_app(
             await run_in_threadpool(ping)
         except sa.exc.SQLAlchemyError as exc:
             log.warning("web.not_ready", error=type(exc).__name__)
-            return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+            return JSONResponse(
+                {"status": "unavailable", "database": "unreachable"},
+                status_code=503,
+                headers={"Retry-After": RETRY_AFTER_S},
+            )
         return JSONResponse({"status": "ready"})
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -100,6 +123,6 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers=dict.fromkeys(DATABASE_UNAVAILABLE, _unavailable))
     app.state.config, app.state.engine, app.state.connectors = config, engine, known
     return app

@@ -1,0 +1,99 @@
+"""A master base that does not answer, or a pool with no free connection, is a prompt 503 with
+Retry-After on every route that needs the base: the provider retries, nothing hangs.
+
+The HTTP client gives up after CLIENT_PATIENCE_S: without the timeouts a request waits 130 s
+(psycopg's default connect timeout) or 30 s (SQLAlchemy's default pool wait) and the test fails.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlmodel import Session
+from webfixtures import BREVO_SECRET, add_contact
+
+from connectors.base import EventKind, Target
+from connectors.simulators.brevo import BrevoSimulator
+from connectors.simulators.server import ThreadedServer
+from syncd import db, doi
+from syncd.models import Contact
+from syncd.web.app import create_app
+
+CLIENT_PATIENCE_S = 20
+FAST = db.Timeouts(connect=2, statement=5, pool_checkout=1)
+DELIVERY, _ = BrevoSimulator().webhook_payload(
+    EventKind.UNSUBSCRIBED, "ana@example.fr", Target("brevo", "12")
+)
+
+
+@pytest.fixture
+def silent_database() -> Iterator[str]:
+    """A PostgreSQL URL whose address accepts TCP connections and never answers a byte."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)  # never accepted: the handshake completes, the login never does
+        yield f"postgresql+psycopg://syncd:pw@127.0.0.1:{listener.getsockname()[1]}/syncd"
+
+
+def post_delivery(base: str) -> httpx.Response:
+    return httpx.post(
+        f"{base}/hooks/brevo/{BREVO_SECRET}",
+        content=DELIVERY,
+        headers={"content-type": "application/json"},
+        timeout=CLIENT_PATIENCE_S,
+    )
+
+
+def test_an_unanswering_database_is_a_503_with_retry_after_on_webhooks_and_readyz(config, silent_database):
+    engine = db.make_engine(silent_database, timeouts=FAST)
+    try:
+        with ThreadedServer(create_app(config, engine)) as srv:
+            hook = post_delivery(srv.url)
+            ready = httpx.get(f"{srv.url}/readyz", timeout=CLIENT_PATIENCE_S)
+            health = httpx.get(f"{srv.url}/healthz", timeout=CLIENT_PATIENCE_S)
+    finally:
+        engine.dispose()
+    assert hook.status_code == 503 and hook.headers["Retry-After"]
+    assert ready.status_code == 503 and ready.headers["Retry-After"]
+    assert health.status_code == 200
+
+
+def test_an_exhausted_pool_is_a_503_with_retry_after_then_the_retry_is_stored(config, database_url, engine):
+    contact_id = add_contact(engine, "ana@example.fr", {"news": "single_opt_in"})
+    with Session(engine) as s:
+        prefs = f"/prefs/{doi.prefs_token(config, s.get(Contact, contact_id))}"
+    small = db.make_engine(database_url, timeouts=FAST, pool_size=2, max_overflow=0)
+    try:
+        with ThreadedServer(create_app(config, small)) as srv:
+            held = [small.connect() for _ in range(2)]  # every pooled connection is busy
+            try:
+                hook = post_delivery(srv.url)
+                ready = httpx.get(f"{srv.url}/readyz", timeout=CLIENT_PATIENCE_S)
+                page = httpx.get(f"{srv.url}{prefs}", timeout=CLIENT_PATIENCE_S)
+            finally:
+                for conn in held:
+                    conn.close()
+            retried = post_delivery(srv.url)
+    finally:
+        small.dispose()
+    for refused in (hook, ready, page):
+        assert refused.status_code == 503 and refused.headers["Retry-After"]
+    assert retried.status_code == 200 and retried.json()["status"] == "stored"
+
+
+def test_the_engine_bounds_connect_statement_and_pool_waits(database_url):
+    engine = db.make_engine(database_url, timeouts=db.Timeouts(connect=3, statement=7, pool_checkout=4))
+    try:
+        assert engine.pool.timeout() == 4
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "7s"
+                params = conn.connection.dbapi_connection.info.get_parameters()
+                assert params["connect_timeout"] == "3"
+            else:
+                assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 7000
+    finally:
+        engine.dispose()
