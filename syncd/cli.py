@@ -8,23 +8,61 @@ from pathlib import Path
 from typing import Any
 
 import click
+import sqlalchemy as sa
 
 from syncd import db, log
 from syncd.app import App, SchemaOutdated
-from syncd.config import ConfigError
+from syncd.config import ConfigError, UnknownList
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 class _Group(click.Group):
-    """Turns the errors a marketer can act on into one clear line and exit status 2."""
+    """Turns the errors an operator can act on (a bad config, a database that cannot be reached
+    or named) into one clear line and exit status 2, for every command."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ConfigError, SchemaOutdated) as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(2)
+        except (ConfigError, UnknownList, SchemaOutdated, db.DatabaseURLError) as exc:
+            _fail(str(exc))
+        except DATABASE_UNREACHABLE as exc:
+            app = ctx.obj if isinstance(ctx.obj, App) else None
+            _fail(f"cannot use the database {_described_url(app)}: {_reason(exc, app)}")
+
+
+DATABASE_UNREACHABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+
+
+def _fail(message: str) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(2)
+
+
+def _described_url(app: App | None) -> str:
+    try:
+        return db.safe_url(app.url) if app else "(unknown)"
+    except ConfigError:
+        return "(unknown)"
+
+
+def _reason(exc: Exception, app: App | None) -> str:
+    """The driver's own first line (psycopg: 'connection timeout expired', 'connection refused'),
+    without SQLAlchemy's SQL echo and links, and never the password."""
+    orig = getattr(exc, "orig", None) or exc
+    text = next((line.strip() for line in str(orig).splitlines() if line.strip()), type(exc).__name__)
+    text = text.split(" (Background on this error at:")[0]
+    password = _password(app)
+    return text.replace(password, "***") if password else text
+
+
+def _password(app: App | None) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(db.normalise_url(app.url)).password if app else None  # type: ignore[return-value]
+    except Exception:
+        return None
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
@@ -65,7 +103,7 @@ def check(app: App, config_path: str | None) -> None:
         app.config_path = config_path
     cfg = app.config
     click.echo(f"config OK: {app.config_path or 'built-in defaults'}")
-    click.echo(f"database: {_safe_url(app.url)}")
+    click.echo(f"database: {db.safe_url(app.url)}")
     providers = [p for p in ("brevo", "mailchimp") if getattr(cfg.providers, p)]
     click.echo(f"providers: {', '.join(providers) or 'none'}")
     click.echo(f"unsubscribe scope: {cfg.unsubscribe.scope}")
@@ -106,12 +144,6 @@ def secret(names: tuple[str, ...]) -> None:
         click.echo(f"{name}={generate()}")
 
 
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
 @main.group(name="db")
 def db_group() -> None:
     """Master base schema: migrations."""
@@ -123,7 +155,7 @@ def upgrade(app: App) -> None:
     """Create or migrate the master base schema to the latest version."""
     engine = app.new_engine()
     db.upgrade(engine)
-    click.echo(f"database {_safe_url(app.url)} at revision {db.current_revision(engine)}")
+    click.echo(f"database {db.safe_url(app.url)} at revision {db.current_revision(engine)}")
 
 
 @db_group.command()
@@ -240,7 +272,7 @@ def _register_subcommands() -> None:
 
     for module, names in (
         ("syncd.contacts.cli", ("import_cmd", "contacts")),
-        ("syncd.sync.cli", ("sync", "flags")),
+        ("syncd.sync.cli", ("sync", "flags", "runs")),
     ):
         try:
             mod = importlib.import_module(module)

@@ -275,9 +275,16 @@ class Config(Strict):
         try:
             return self.lists[name]
         except KeyError:
-            raise KeyError(
+            raise UnknownList(
                 f"unknown list {name!r}; the config has: {', '.join(self.lists) or 'none'}"
             ) from None
+
+
+class UnknownList(KeyError):
+    """A list name the config does not declare (a KeyError, for the callers that catch one)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class _Located(ValueError):

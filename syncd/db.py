@@ -46,9 +46,33 @@ def normalise_url(url: str) -> str:
     return url
 
 
+class DatabaseURLError(ValueError):
+    """The database URL names no database syncd can use; the message says how to write one."""
+
+
+URL_FORMS = "sqlite:///path/to/syncd.db or postgresql+psycopg://user:password@host:5432/dbname"
+
+
 def make_engine(url: str = DEFAULT_URL, *, timeouts: Timeouts | None = None, **kw: Any) -> Engine:
-    t = timeouts or Timeouts()
     url = normalise_url(url)
+    try:
+        return _engine(url, timeouts or Timeouts(), **kw)
+    except sa.exc.ArgumentError as exc:  # NoSuchModuleError included: an unknown dialect
+        raise DatabaseURLError(f"database URL {safe_url(url)}: {exc}; expected {URL_FORMS}") from None
+    except ModuleNotFoundError as exc:
+        hint = "pip install 'syncd[postgres]'" if "psycopg" in str(exc.name) else f"expected {URL_FORMS}"
+        raise DatabaseURLError(f"database URL {safe_url(url)}: no driver ({exc.name}); {hint}") from None
+
+
+def safe_url(url: str) -> str:
+    """The URL as it may be shown: the password hidden."""
+    try:
+        return sa.engine.make_url(normalise_url(url)).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "(unreadable)"
+
+
+def _engine(url: str, t: Timeouts, **kw: Any) -> Engine:
     in_memory = url.startswith("sqlite") and sa.engine.make_url(url).database in (None, "", ":memory:")
     if not in_memory:  # an in-memory SQLite base has one connection per thread, no pool to wait on
         kw.setdefault("pool_timeout", t.pool_checkout)

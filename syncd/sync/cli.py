@@ -12,7 +12,7 @@ from syncd import hygiene
 from syncd.app import App
 from syncd.log import mask_email
 from syncd.providers import make_connector
-from syncd.sync.engine import ListReport, sync_list
+from syncd.sync.engine import ListReport, recent_runs, sync_list
 
 
 @click.command()
@@ -134,3 +134,24 @@ def flags(app: App, list_name: str | None, fmt: str, scan: bool) -> None:
             where = f" @ {r['target']}" if r["target"] else ""
             click.echo(f"{r['list']:<20} {r['rule']:<18} {r['email'] or '?':<32} {r['detail']}{where}")
         click.echo(f"{len(rows)} open flag(s)")
+
+
+@click.command()
+@click.option("--list", "list_name", help="Only this list.")
+@click.option("--limit", type=int, default=20, show_default=True, help="How many runs, newest first.")
+@click.pass_obj
+def runs(app: App, list_name: str | None, limit: int) -> None:
+    """Show the latest sync runs: when, which list and target, how each ended (ok, failed,
+    interrupted: the process was killed before it finished; the next run completed its work)
+    and what it changed. A run still shown running is in progress now."""
+    rows = recent_runs(app.engine, list_name, limit)
+    if not rows:
+        click.echo("no sync run yet")
+    for r in rows:
+        ended = f"{r.finished_at:%Y-%m-%d %H:%M:%S}" if r.finished_at else "-"
+        applied = ", ".join(f"{n} {k}" for k, n in (r.counts.get("applied") or {}).items() if n)
+        line = (
+            f"#{r.id} {r.started_at:%Y-%m-%d %H:%M:%S} → {ended}  {r.list_name} → {r.target_key}  {r.status}"
+        )
+        detail = mask_email(r.error or "") or (f"applied: {applied}" if applied else "")
+        click.echo(f"{line}  {detail}".rstrip())

@@ -649,8 +649,24 @@ class _Run:
     # --- the run's record ----------------------------------------------------------------------
 
     def _start_run(self) -> int:
+        """The run's record; the list's lock is held, so a record of this list and target still
+        ``running`` belongs to a run that was killed: it is marked interrupted."""
         with session_scope(self.engine) as s:
-            run = SyncRun(list_name=self.list_name, target_key=self.target.key)
+            now = utcnow()
+            stale = s.connection().execute(
+                sa.update(SyncRun)
+                .where(
+                    SyncRun.list_name == self.list_name,  # type: ignore[arg-type]
+                    SyncRun.target_key == self.target.key,  # type: ignore[arg-type]
+                    SyncRun.status == "running",  # type: ignore[arg-type]
+                )
+                .values(status="interrupted", finished_at=now, error=INTERRUPTED)
+            )
+            if stale.rowcount:
+                log.warning(
+                    "sync.interrupted_runs", list=self.list_name, target=self.target.key, runs=stale.rowcount
+                )
+            run = SyncRun(list_name=self.list_name, target_key=self.target.key, started_at=now)
             s.add(run)
             s.flush()
             assert run.id is not None
@@ -678,3 +694,18 @@ class _Run:
 
 class _Stopped(Exception):
     pass
+
+
+INTERRUPTED = (
+    "interrupted: the process stopped before this run finished (killed, crashed or the machine "
+    "went down); the next run of the list picked up its work"
+)
+
+
+def recent_runs(engine: Engine, list_name: str | None = None, limit: int = 20) -> list[SyncRun]:
+    """The latest runs' records, newest first (``syncd runs``)."""
+    query = select(SyncRun).order_by(SyncRun.id.desc()).limit(limit)  # type: ignore[union-attr]
+    if list_name:
+        query = query.where(SyncRun.list_name == list_name)
+    with Session(engine) as s:
+        return list(s.exec(query))
