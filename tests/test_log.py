@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connectors.simulators.brevo import BrevoSimulator
+from connectors.simulators.mailchimp import MailchimpSimulator
 from syncd import log
 from syncd.cli import main
 from syncd.config import load_config
@@ -80,27 +81,40 @@ def brevo():
         yield sim
 
 
-def test_a_sync_with_a_rejected_non_ascii_member_logs_and_prints_it_masked(
-    tmp_path, engine, brevo, monkeypatch
+@pytest.fixture
+def mailchimp():
+    with MailchimpSimulator() as sim:
+        yield sim
+
+
+def test_a_sync_with_rejected_non_ascii_members_logs_and_prints_them_masked(
+    tmp_path, engine, brevo, mailchimp, monkeypatch
 ):
-    news = brevo.create_target("news")
+    news, audience = brevo.create_target("news"), mailchimp.create_target("audience")
     monkeypatch.setenv("T_BREVO_KEY", brevo.api_key)
+    monkeypatch.setenv("T_MC_KEY", mailchimp.api_key)
     path = tmp_path / "syncd.yaml"
     path.write_text(
         f"""
 version: 1
 providers:
   brevo: {{api_key: "${{T_BREVO_KEY}}", base_url: "{brevo.api_url}"}}
+  mailchimp: {{api_key: "${{T_MC_KEY}}", base_url: "{mailchimp.api_url}"}}
 lists:
   news:
     consent: single_opt_in
-    targets: [{{brevo: {{list_id: {news.list_id}}}}}]
+    targets:
+      - brevo: {{list_id: {news.list_id}}}
+      - mailchimp: {{audience: "{audience.list_id}"}}
 """,
         encoding="utf-8",
     )
     config = load_config(path)
+    # Brevo refuses every address outside ASCII; Mailchimp only the last one (its domain ends in
+    # letters outside ASCII), with a reason that quotes the address.
+    addresses = ("ana@example.fr", "jean@müller.de", "zoë@exämple.fr", "josé.garcía@correo.españa")
     with session_scope(engine) as s:
-        for email in ("ana@example.fr", "jean@müller.de", "zoë@exämple.fr"):
+        for email in addresses:
             c = Contact(email=email, first_name="Ana")
             s.add(c)
             s.flush()
@@ -111,10 +125,15 @@ lists:
     result = CliRunner().invoke(main, args)  # the log goes to stderr as JSON lines (not a terminal)
 
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
-    rejected = [line for line in lines if line["event"] == "sync.member_rejected"]
-    assert sorted(line["email"] for line in rejected) == ["j***@müller.de", "z***@exämple.fr"]
-    assert "rejected by the provider: j***@müller.de" in result.stdout
-    assert "rejected by the provider: z***@exämple.fr" in result.stdout
-    for clear in ("jean@", "zoë@"):
+    rejected = [(line["target"], line["email"]) for line in lines if line["event"] == "sync.member_rejected"]
+    assert sorted(rejected) == [
+        (f"brevo:{news.list_id}", "j***@correo.españa"),
+        (f"brevo:{news.list_id}", "j***@müller.de"),
+        (f"brevo:{news.list_id}", "z***@exämple.fr"),
+        (f"mailchimp:{audience.list_id}", "j***@correo.españa"),
+    ]
+    for masked in ("j***@müller.de", "z***@exämple.fr", "j***@correo.españa"):
+        assert f"rejected by the provider: {masked}" in result.stdout
+    for clear in ("jean@", "zoë@", "josé.garcía@", "garcía@"):
         assert clear not in result.output
-    assert "applied: 1 adds" in result.stdout  # ana was pushed: the sync did run
+    assert "applied: 1 adds" in result.stdout  # ana was pushed to Brevo: the sync did run

@@ -89,12 +89,13 @@ def _print_report(report: ListReport, show_emails: bool) -> None:
             )
             for outcome, n in sorted(t.reconciled.items()):
                 click.echo(f"    provider change {outcome}: {n}")
+        # The reason may quote the address too (Mailchimp: "<address> looks fake or invalid").
+        shown = (lambda text: text) if show_emails else mask_email
         for kind, samples in t.samples.items():
             for email, reason in samples:
-                shown = email if show_emails else mask_email(email)
-                click.echo(f"    {kind[:-1]}: {shown} — {reason}")
+                click.echo(shown(f"    {kind[:-1]}: {email} — {reason}"))
         for email, reason in t.rejected[:10]:
-            click.echo(f"    rejected by the provider: {mask_email(email)} — {reason}")
+            click.echo(shown(f"    rejected by the provider: {email} — {reason}"))
         if t.failed:
             click.secho(f"    FAILED: {t.failed}", fg="red")
 
