@@ -207,7 +207,7 @@ class SyncRun(SQLModel, table=True):
     target_key: str | None = Field(default=None, max_length=200)
     started_at: datetime = _when(default=True)
     finished_at: datetime | None = _when(nullable=True)
-    status: str = Field(default="running", max_length=12)  # running | ok | failed
+    status: str = Field(default="running", max_length=12)  # running | ok | failed | interrupted
     counts: dict[str, Any] = _json({})
     error: str | None = Field(default=None, sa_type=sa.Text)
 
