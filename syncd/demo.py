@@ -44,7 +44,11 @@ def _project_root() -> Path:
 ROOT = _project_root()
 CONFIG = ROOT / "config" / "demo.yaml"
 SAMPLES = ROOT / "config" / "samples"
-SECRETS = {"BREVO_WEBHOOK_SECRET": "demo-brevo-hook", "MAILCHIMP_WEBHOOK_SECRET": "demo-mailchimp-hook"}
+SECRETS = {
+    "BREVO_WEBHOOK_SECRET": "demo-brevo-hook",
+    "BREVO_WEBHOOK_TOKEN": "demo-brevo-token",
+    "MAILCHIMP_WEBHOOK_SECRET": "demo-mailchimp-hook",
+}
 LINK = re.compile(r"https?://[^\s\"'<>]+/confirm/[^\s\"'<>]+")
 
 
@@ -74,6 +78,7 @@ class Demo:
     def start_providers(self) -> None:
         """Simulators up, the accounts' lists created, the environment config/demo.yaml reads set."""
         self.brevo = self.stack.enter_context(BrevoSimulator(api_key="sim-brevo-key"))
+        self.brevo.webhook_token = SECRETS["BREVO_WEBHOOK_TOKEN"]
         self.mailchimp = self.stack.enter_context(MailchimpSimulator(api_key="sim-mailchimp-key-us1"))
         # The lists are created through the official SDKs, as a marketer would in each account.
         env = {

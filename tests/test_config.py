@@ -33,6 +33,7 @@ def test_the_commented_example_loads_once_its_secrets_are_set(monkeypatch):
     for var in (
         "BREVO_API_KEY",
         "BREVO_WEBHOOK_SECRET",
+        "BREVO_WEBHOOK_TOKEN",
         "MAILCHIMP_API_KEY",
         "MAILCHIMP_WEBHOOK_SECRET",
         "SYNCD_SECRET",
