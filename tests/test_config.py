@@ -142,3 +142,36 @@ def test_check_reports_a_bad_file_with_exit_status_2(tmp_path):
     result = CliRunner().invoke(main, ["check", "--config", str(path)])
     assert result.exit_code == 2
     assert f"{path}:4: lists.news.consnet: unknown key" in result.output
+
+
+def _check_output(tmp_path, monkeypatch, brevo_extra: str, mailchimp_extra: str) -> str:
+    for var in ("T_KEY", "T_HOOK", "T_TOKEN", "T_SIGN"):
+        monkeypatch.setenv(var, f"{var}-k7Qm2xVb9Lp4Rt8Wz3Nc6Hy1Df5Gs0Ja")
+    path = write(
+        tmp_path,
+        "version: 1\nproviders:\n"
+        f"  brevo: {{api_key: '${{T_KEY}}', webhook_secret: '${{T_HOOK}}'{brevo_extra}}}\n"
+        f"  mailchimp: {{api_key: '${{T_KEY}}', webhook_secret: '${{T_HOOK}}'{mailchimp_extra}}}\n",
+    )
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_check_says_how_each_webhook_endpoint_authenticates_and_warns_on_the_weaker(tmp_path, monkeypatch):
+    weak = _check_output(tmp_path, monkeypatch, "", "")
+    assert "webhook authentication for brevo: URL secret + bearer token, but no token is set" in weak
+    assert "warning: providers.brevo.webhook_token is not set" in weak
+    assert "webhook authentication for mailchimp: URL secret only" in weak
+    assert "warning: Mailchimp webhooks are authenticated by the URL secret alone" in weak
+
+    opted_out = _check_output(tmp_path, monkeypatch, ", webhook_auth: url_secret", "")
+    assert "webhook authentication for brevo: URL secret only" in opted_out
+    assert "warning: Brevo webhooks are authenticated by the URL secret alone" in opted_out
+
+    strong = _check_output(
+        tmp_path, monkeypatch, ", webhook_token: '${T_TOKEN}'", ", signing_secret: '${T_SIGN}'"
+    )
+    assert "webhook authentication for brevo: URL secret + bearer token (Authorization: Bearer)" in strong
+    assert "webhook authentication for mailchimp: URL secret + signature" in strong
+    assert "URL secret alone" not in strong and "webhook_token is not set" not in strong

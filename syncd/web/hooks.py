@@ -164,6 +164,31 @@ class FailureThrottle:
                 self._spent.popitem(last=False)
 
 
+def auth_summary(config: Any, provider: str) -> tuple[str, str | None]:
+    """How ``provider``'s endpoint authenticates a delivery, and a warning when that is weak."""
+    settings = getattr(config.providers, provider)
+    if not settings.webhook_secret:
+        return "none: every delivery is refused (404)", f"providers.{provider}.webhook_secret is not set"
+    if provider == "brevo":
+        if settings.webhook_token:
+            return "URL secret + bearer token (Authorization: Bearer)", None
+        if settings.webhook_auth == "bearer":
+            return "URL secret + bearer token, but no token is set: every delivery is refused (401)", (
+                "providers.brevo.webhook_token is not set: set the webhook's bearer token in Brevo and "
+                "here (or accept the weaker URL secret alone with webhook_auth: url_secret)"
+            )
+        return "URL secret only", (
+            "Brevo webhooks are authenticated by the URL secret alone (webhook_auth: url_secret): "
+            "anyone who learns the URL can post events; set a bearer token (webhook_token)"
+        )
+    if settings.signing_secret:
+        return "URL secret + signature (X-Mailchimp-Signature, HMAC-SHA256, 300 s)", None
+    return "URL secret only", (
+        "Mailchimp webhooks are authenticated by the URL secret alone: set "
+        "providers.mailchimp.signing_secret once the webhook is signed"
+    )
+
+
 class WebhookReceiver:
     """The two providers' endpoints, sharing one store-then-acknowledge path."""
 
