@@ -30,6 +30,8 @@ from connectors.simulators.brevo import BrevoSimulator
 from connectors.simulators.server import free_port
 
 SECRET = "bench-secret"
+TOKEN = "bench-token"
+HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
 
 
 def bench_config(database: str):
@@ -40,7 +42,12 @@ def bench_config(database: str):
             "version": 1,
             "database": database,
             "providers": {
-                "brevo": {"api_key": "k", "base_url": "http://127.0.0.1:9/v3", "webhook_secret": SECRET}
+                "brevo": {
+                    "api_key": "k",
+                    "base_url": "http://127.0.0.1:9/v3",
+                    "webhook_secret": SECRET,
+                    "webhook_token": TOKEN,
+                }
             },
             "lists": {"news": {"targets": [{"brevo": {"list_id": 12}}]}},
         }
@@ -90,7 +97,7 @@ async def load(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[fl
                     return
                 t0 = time.perf_counter()
                 try:
-                    r = await client.post(url, content=body, headers={"Content-Type": "application/json"})
+                    r = await client.post(url, content=body, headers=HEADERS)
                     good = 200 <= r.status_code < 300
                 except httpx.HTTPError:
                     good = False

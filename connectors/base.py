@@ -150,6 +150,15 @@ class PayloadError(ConnectorError):
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """One webhook delivery, normalised: its events, and why each item left out was left out
+    (a batch's bad item never sinks its good ones)."""
+
+    events: list[ProviderEvent]
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Rejected:
     """One member the provider refused, with the provider's own reason. Recorded, never swallowed."""
 
@@ -182,4 +191,15 @@ class Connector(Protocol):
         self, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
     ) -> list[ProviderEvent]:
         """Normalise one webhook delivery. Raises PayloadError with a clear reason."""
+        ...
+
+    def parse_delivery(
+        self, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
+    ) -> Delivery:
+        """``parse_webhook`` with the items left out and why. Raises PayloadError when nothing
+        in the delivery can be used."""
+        ...
+
+    def storable_body(self, body: bytes) -> str:
+        """The raw body as text the master base can store, parsing to the same events."""
         ...

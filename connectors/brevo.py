@@ -26,6 +26,7 @@ from connectors.base import (
     ApiStats,
     AuthFailed,
     ConnectorError,
+    Delivery,
     EventKind,
     MemberPush,
     NotFound,
@@ -41,6 +42,7 @@ from connectors.base import (
     WriteResult,
 )
 from connectors.retry import RetryPolicy, call_with_retries
+from connectors.text import clean_text, email_problem
 
 T = TypeVar("T")
 PROVIDER = "brevo"
@@ -393,15 +395,40 @@ class BrevoConnector:
     def parse_webhook(
         self, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
     ) -> list[ProviderEvent]:
+        return self.parse_delivery(body, content_type, headers).events
+
+    def parse_delivery(
+        self, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
+    ) -> Delivery:
+        """One delivery: a JSON object, or a batch (a JSON array) of them.
+
+        A batch's bad item is left out with its reason, so that it never sinks the good ones;
+        a delivery with nothing usable is refused whole.
+        """
         try:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise PayloadError(f"Brevo webhook body is not JSON: {exc}", provider=PROVIDER) from exc
-        items = payload if isinstance(payload, list) else [payload]
+        except RecursionError as exc:
+            raise PayloadError("Brevo webhook body is nested too deeply", provider=PROVIDER) from exc
+        if not isinstance(payload, list):
+            return Delivery(events_from_payload(payload, self.api_key_name))
+        if not payload:
+            raise PayloadError("Brevo webhook batch is empty", provider=PROVIDER)
         events: list[ProviderEvent] = []
-        for item in items:
-            events.extend(events_from_payload(item, self.api_key_name))
-        return events
+        skipped: list[str] = []
+        for index, item in enumerate(payload):
+            try:
+                events.extend(events_from_payload(item, self.api_key_name))
+            except PayloadError as exc:
+                skipped.append(f"item {index}: {exc}")
+        if len(skipped) == len(payload):
+            raise PayloadError("; ".join(skipped[:5]), provider=PROVIDER)
+        return Delivery(events, skipped)
+
+    def storable_body(self, body: bytes) -> str:
+        # A JSON text holds no raw control character (json.loads refuses one): stored as sent.
+        return body.decode("utf-8")
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -576,12 +603,14 @@ def events_from_payload(item: Any, api_key_name: str | None) -> list[ProviderEve
         raise PayloadError(f"Brevo webhook field 'event' has an unknown value: {name!r}", provider=PROVIDER)
     kind = EVENT_KINDS[name.lower()]
     email = item.get("email")
-    if not isinstance(email, str) or "@" not in email:
-        raise PayloadError("Brevo webhook has no valid 'email' field", provider=PROVIDER)
+    problem = email_problem(email)
+    if problem:
+        raise PayloadError(f"Brevo webhook field 'email' {problem}", provider=PROVIDER)
     if kind is None:
         return []
     email = email.strip().lower()
     occurred_at, ts = event_time(item)
+    ts = clean_text(ts)
     lists = item.get("list_id")
     if lists is None or lists == "":
         lists = []
@@ -590,12 +619,19 @@ def events_from_payload(item: Any, api_key_name: str | None) -> list[ProviderEve
     attrs = item.get("attributes") if isinstance(item.get("attributes"), dict) else {}
     new_email = None
     if kind is EventKind.PROFILE_UPDATED:
-        changed = str(attrs.get("EMAIL") or "").strip().lower()
+        changed = attrs.get("EMAIL")
+        if changed not in (None, "") and email_problem(changed):
+            raise PayloadError(
+                f"Brevo webhook field 'attributes.EMAIL' {email_problem(changed)}", provider=PROVIDER
+            )
+        changed = str(changed or "").strip().lower()
         if changed and changed != email:
             kind, new_email = EventKind.EMAIL_CHANGED, changed
     own = bool(api_key_name) and name.lower() in OWN_WRITE_EVENTS and item.get("api_key_name") == api_key_name
-    fields = {FIELDS_BY_ATTRIBUTE[k]: str(v) for k, v in attrs.items() if k in FIELDS_BY_ATTRIBUTE}
-    message_id = str(item.get("message-id") or item.get("message_id") or "")
+    # Free text is cleaned before anything hashes or stores it (connectors/text.py says why).
+    fields = {FIELDS_BY_ATTRIBUTE[k]: clean_text(v) for k, v in attrs.items() if k in FIELDS_BY_ATTRIBUTE}
+    message_id = clean_text(item.get("message-id") or item.get("message_id") or "")
+    reason = clean_text(item.get("reason") or "") or None
 
     def one(target: str | None, as_kind: EventKind) -> ProviderEvent:
         raw = "|".join((PROVIDER, name.lower(), email, target or "", ts, message_id))
@@ -606,7 +642,7 @@ def events_from_payload(item: Any, api_key_name: str | None) -> list[ProviderEve
             occurred_at=occurred_at,
             dedupe_key=hashlib.sha256(raw.encode()).hexdigest()[:32],
             target=target,
-            reason=item.get("reason") or None,
+            reason=reason,
             new_email=new_email,
             fields=fields,
             own_write=own,
@@ -614,7 +650,7 @@ def events_from_payload(item: Any, api_key_name: str | None) -> list[ProviderEve
 
     if kind in LIST_EVENTS:
         if lists:
-            return [one(str(list_id), kind) for list_id in lists]
+            return [one(clean_text(list_id), kind) for list_id in lists]
         if kind is EventKind.UNSUBSCRIBED:
             # An unsubscribe naming no list is Brevo's account-wide one.
             return [one(None, EventKind.UNSUBSCRIBED_ALL)]

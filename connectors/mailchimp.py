@@ -28,6 +28,7 @@ from connectors.base import (
     ApiStats,
     AuthFailed,
     ConnectorError,
+    Delivery,
     EventKind,
     MemberPush,
     NotFound,
@@ -43,6 +44,7 @@ from connectors.base import (
     WriteResult,
 )
 from connectors.retry import RetryPolicy, call_with_retries
+from connectors.text import clean_text, email_problem
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -555,11 +557,30 @@ class MailchimpConnector:
     def parse_webhook(
         self, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
     ) -> list[ProviderEvent]:
+        return self.parse_delivery(body, content_type, headers).events
+
+    def storable_body(self, body: bytes) -> str:
+        # A raw NUL byte and "%00" decode to the same form field; only the latter can be stored
+        # in a PostgreSQL text column.
+        return body.decode("utf-8").replace("\x00", "%00")
+
+    def parse_delivery(
+        self, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
+    ) -> Delivery:
         """One Mailchimp delivery (form-encoded, ``data[...]`` keys) as normalised events.
 
         https://mailchimp.com/developer/marketing/guides/sync-audience-data-webhooks/
         """
         form = _form(body, content_type)
+        for key in ("data[email]", "data[old_email]", "data[new_email]"):
+            problem = email_problem(form[key]) if form.get(key) else None
+            if problem:
+                raise PayloadError(f"Mailchimp webhook '{key}' {problem}", provider=PROVIDER, body=body)
+        # Free text is cleaned before anything hashes or stores it (connectors/text.py says why).
+        form = {clean_text(k): clean_text(v) for k, v in form.items()}
+        return Delivery(self._events(form, body))
+
+    def _events(self, form: Mapping[str, str], body: bytes) -> list[ProviderEvent]:
         kind_name = form.get("type")
         if not kind_name:
             raise PayloadError("Mailchimp webhook without 'type'", provider=PROVIDER, body=body)

@@ -112,12 +112,18 @@ def check(app: App, config_path: str | None) -> None:
         targets = ", ".join(t.target.key for t in lst.targets) or "no target"
         extra = " auto-enrol" if lst.auto_enroll else ""
         click.echo(f"  - {name}: consent {lst.consent}{extra}, on violation {lst.on_violation} → {targets}")
+    from syncd.web.hooks import auth_summary
+
     for provider in providers:
         if not getattr(cfg.providers, provider).webhook_secret:
             click.echo(f"warning: providers.{provider}.webhook_secret is not set: its webhooks are refused")
-        else:
-            base = cfg.double_opt_in.public_url.rstrip("/")
-            click.echo(f"webhook URL for {provider}: {base}/hooks/{provider}/<webhook_secret>")
+            continue
+        base = cfg.double_opt_in.public_url.rstrip("/")
+        click.echo(f"webhook URL for {provider}: {base}/hooks/{provider}/<webhook_secret>")
+        mechanism, weakness = auth_summary(cfg, provider)
+        click.echo(f"webhook authentication for {provider}: {mechanism}")
+        if weakness:
+            click.echo(f"warning: {weakness}")
     doi_lists = [n for n, lst in cfg.lists.items() if lst.consent == "double_opt_in"]
     if doi_lists and not cfg.double_opt_in.secret:
         lists = ", ".join(doi_lists)

@@ -101,6 +101,8 @@ class BrevoProvider(Strict):
     base_url: str | None = None  # default: the real service; a simulator's URL for trials and tests
     webhook_secret: str | None = None
     webhook_token: str | None = None  # a bearer token Brevo sends, when configured there
+    # "bearer": a delivery needs webhook_token; "url_secret": the URL's secret alone (weaker)
+    webhook_auth: Literal["bearer", "url_secret"] = "bearer"
     api_key_name: str | None = None  # the name of syncd's key: its own writes echo back with it
 
 

@@ -45,7 +45,7 @@ def _project_root() -> Path:
 ROOT = _project_root()
 CONFIG = ROOT / "config" / "demo.yaml"
 SAMPLES = ROOT / "config" / "samples"
-SECRET_VARIABLES = ("BREVO_WEBHOOK_SECRET", "MAILCHIMP_WEBHOOK_SECRET", "SYNCD_SECRET")
+SECRET_VARIABLES = ("BREVO_WEBHOOK_SECRET", "BREVO_WEBHOOK_TOKEN", "MAILCHIMP_WEBHOOK_SECRET", "SYNCD_SECRET")
 LINK = re.compile(r"https?://[^\s\"'<>]+/confirm/[^\s\"'<>]+")
 
 
@@ -79,6 +79,7 @@ class Demo:
         # The lists are created through the official SDKs, as a marketer would in each account.
         # Fresh secrets for every run, as an operator makes them with `syncd secret`.
         self.secrets = {name: generate_secret() for name in SECRET_VARIABLES}
+        self.brevo.webhook_token = self.secrets["BREVO_WEBHOOK_TOKEN"]
         env = {
             **self.secrets,
             "BREVO_API_KEY": self.brevo.api_key,

@@ -102,6 +102,12 @@ class Ignore:
     reason: str
 
 
+# Outcomes a later delivery can still change (LESSONS 12): a Mailchimp profile update for the new
+# address of an ``upemail`` that has not arrived yet is "unknown_contact" until it has. The inbox
+# retries such an event with its back-off before it settles for the outcome.
+NOT_YET = frozenset({"ignored:unknown_contact"})
+
+
 Change = (
     LeaveList
     | OptOutAll

@@ -1,7 +1,8 @@
 """The inbox processor: applies stored webhook deliveries to the master base.
 
-Each row is claimed and applied in one transaction; a failure rolls the row's changes back and
-schedules a retry with exponential back-off; after ``MAX_ATTEMPTS`` the row is ``dead``: kept,
+Each row is claimed and applied in one transaction, each of its events in a SAVEPOINT of its
+own; a failing event rolls back only its own changes and schedules a retry of what is left with
+exponential back-off; after ``MAX_ATTEMPTS`` the row is ``dead``: kept,
 visible with ``dead_letters`` and replayable with ``requeue``, never dropped. On PostgreSQL rows
 are claimed with ``FOR UPDATE SKIP LOCKED``, so several replicas can drain side by side.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,7 +47,13 @@ def drain(
     connectors: Mapping[str, Any] | None = None,
     apply: Apply | None = None,
 ) -> Counter[str]:
-    """Apply up to ``limit`` due inbox rows. Returns counts: done, retried, dead."""
+    """Apply up to ``limit`` due inbox rows. Returns counts: done, retried, deferred, dead.
+
+    Each event of a row applies in its own SAVEPOINT and, once applied, its key is kept on the
+    row: one failing event never rolls back the others, and a retry applies only what is left.
+    An event that cannot apply yet (``events.NOT_YET``) waits with the same back-off, and after
+    ``MAX_ATTEMPTS`` settles for its outcome, noted on the row and logged.
+    """
     if apply is None:
         from syncd.events import apply_event as apply
     parsers = _Parsers(config, connectors)
@@ -59,9 +67,8 @@ def drain(
                 break
             row_id, provider, attempts = row.id, row.provider, row.attempts
             try:
-                outcomes = _apply_row(session, row, parsers, apply, config)
-                row.status, row.processed_at, row.error = "done", at, None
-                row.attempts = attempts + 1
+                result = _apply_row(session, row, parsers, apply, config, final=attempts + 1 >= MAX_ATTEMPTS)
+                verdict = _settle(row, result, at)
                 session.add(row)
                 session.commit()
             except Exception as exc:  # noqa: BLE001 — any failure is recorded on the row, never lost
@@ -69,8 +76,10 @@ def drain(
                 counts[_record_failure(engine, row_id, attempts, exc, at)] += 1
                 WEBHOOK_FAILED.labels(provider).inc()
                 continue
-        counts["done"] += 1
-        for outcome in outcomes:
+        counts[verdict] += 1
+        if result.failed:
+            WEBHOOK_FAILED.labels(provider).inc()
+        for outcome in result.outcomes:
             WEBHOOK_PROCESSED.labels(provider, outcome).inc()
     return counts
 
@@ -88,15 +97,79 @@ def _claim(session: Session, at: datetime, skip_locked: bool) -> InboxEvent | No
     return session.exec(query).first()
 
 
+@dataclass
+class _RowResult:
+    outcomes: list[str] = field(default_factory=list)  # of the events applied by this attempt
+    failed: list[str] = field(default_factory=list)  # errors of the events that failed
+    waiting: list[str] = field(default_factory=list)  # outcomes of the events that wait (NOT_YET)
+    settled: list[str] = field(default_factory=list)  # NOT_YET outcomes accepted on the last attempt
+
+
 def _apply_row(
-    session: Session, row: InboxEvent, parsers: _Parsers, apply: Apply, config: Config
-) -> list[str]:
+    session: Session, row: InboxEvent, parsers: _Parsers, apply: Apply, config: Config, *, final: bool
+) -> _RowResult:
+    from syncd.events import NOT_YET
+
     events = parsers.get(row.provider).parse_webhook(row.payload.encode("utf-8"), row.content_type, {})
-    outcomes = []
-    for event in sorted(events, key=lambda e: e.occurred_at):  # apply by event time
-        outcomes.append("own_write" if event.own_write else apply(session, event, config))
+    applied = list(row.applied_keys or [])
+    # A write before the first SAVEPOINT: pysqlite opens its transaction only before a write, and
+    # a SAVEPOINT outside one would commit on release. The events and their keys commit together.
+    row.attempts += 1
+    session.add(row)
     session.flush()
-    return outcomes
+    result = _RowResult()
+    for event in sorted(events, key=lambda e: e.occurred_at):  # apply by event time
+        if event.dedupe_key in applied:
+            continue
+        if event.own_write:
+            outcome = "own_write"
+        else:
+            try:
+                with session.begin_nested():
+                    outcome = apply(session, event, config)
+                    session.flush()
+            except Exception as exc:  # noqa: BLE001 — recorded on the row; the other events go on
+                result.failed.append(f"{event.kind}: {type(exc).__name__}: {exc}")
+                log.warning("inbox.event_failed", inbox_id=row.id, kind=event.kind, error=type(exc).__name__)
+                continue
+            if outcome in NOT_YET and not final:
+                result.waiting.append(outcome)
+                continue
+            if outcome in NOT_YET:
+                result.settled.append(outcome)
+        applied.append(event.dedupe_key)
+        result.outcomes.append(outcome)
+    row.applied_keys = applied
+    return result
+
+
+def _settle(row: InboxEvent, result: _RowResult, at: datetime) -> str:
+    """The row's new state after an attempt; returns the verdict counted by ``drain``."""
+    if result.failed:
+        dead = row.attempts >= MAX_ATTEMPTS
+        row.status = "dead" if dead else "new"
+        row.next_attempt_at = None if dead else at + backoff(row.attempts)
+        row.error = "; ".join(result.failed)[:4000]
+        log.warning(
+            "inbox.apply_failed",
+            inbox_id=row.id,
+            attempts=row.attempts,
+            dead=dead,
+            failed=len(result.failed),
+            applied=len(result.outcomes),
+        )
+        return "dead" if dead else "retried"
+    if result.waiting:
+        row.next_attempt_at = at + backoff(row.attempts)
+        row.error = "waiting: " + ", ".join(sorted(set(result.waiting)))
+        log.info("inbox.deferred", inbox_id=row.id, attempts=row.attempts, waiting=len(result.waiting))
+        return "deferred"
+    row.status, row.processed_at = "done", at
+    row.error = None
+    if result.settled:
+        row.error = f"settled after {row.attempts} attempts: " + ", ".join(sorted(set(result.settled)))
+        log.warning("inbox.wait_expired", inbox_id=row.id, attempts=row.attempts, outcomes=result.settled)
+    return "done"
 
 
 def _record_failure(engine: Engine, row_id: int | None, attempts: int, exc: Exception, at: datetime) -> str:

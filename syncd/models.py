@@ -199,6 +199,8 @@ class InboxEvent(SQLModel, table=True):
     next_attempt_at: datetime | None = _when(nullable=True)
     processed_at: datetime | None = _when(nullable=True)
     error: str | None = Field(default=None, sa_type=sa.Text)
+    # Keys of the delivery's events already applied: a retry applies only the others.
+    applied_keys: list[str] | None = Field(default=None, sa_type=sa.JSON, nullable=True)
 
 
 class SyncRun(SQLModel, table=True):

@@ -26,7 +26,7 @@ def error_of(path) -> ConfigError:
 @pytest.fixture
 def demo_environment(monkeypatch):
     """What `syncd demo` sets before it reads config/demo.yaml: the simulators' keys, fresh secrets."""
-    for var in ("BREVO_WEBHOOK_SECRET", "MAILCHIMP_WEBHOOK_SECRET", "SYNCD_SECRET"):
+    for var in ("BREVO_WEBHOOK_SECRET", "BREVO_WEBHOOK_TOKEN", "MAILCHIMP_WEBHOOK_SECRET", "SYNCD_SECRET"):
         monkeypatch.setenv(var, generate_secret())
     monkeypatch.setenv("BREVO_API_KEY", "sim-brevo-key")
     monkeypatch.setenv("MAILCHIMP_API_KEY", "sim-mailchimp-key-us1")
@@ -42,7 +42,7 @@ def test_the_shipped_demo_config_loads(demo_environment):
 def test_the_commented_example_loads_once_its_secrets_are_set(monkeypatch):
     for var in ("BREVO_API_KEY", "MAILCHIMP_API_KEY"):
         monkeypatch.setenv(var, "x")
-    for var in ("BREVO_WEBHOOK_SECRET", "MAILCHIMP_WEBHOOK_SECRET", "SYNCD_SECRET"):
+    for var in ("BREVO_WEBHOOK_SECRET", "BREVO_WEBHOOK_TOKEN", "MAILCHIMP_WEBHOOK_SECRET", "SYNCD_SECRET"):
         monkeypatch.setenv(var, generate_secret())
     cfg = load_config(ROOT / "config" / "example.yaml")
     assert cfg.lists["newsletter-clients"].targets[1].target.key == "mailchimp:a1b2c3d4e5:clients"
@@ -208,3 +208,36 @@ def test_a_webhook_secret_must_be_usable_in_a_url(tmp_path, monkeypatch):
     monkeypatch.setenv("HOOK", generate_secret()[:20] + "/?#" + generate_secret()[:20])
     err = error_of(write(tmp_path, BREVO_WITH_HOOK.format(value="${HOOK}")))
     assert err.key == "providers.brevo.webhook_secret" and "URL" in err.message
+
+
+def _check_output(tmp_path, monkeypatch, brevo_extra: str, mailchimp_extra: str) -> str:
+    for var in ("T_KEY", "T_HOOK", "T_TOKEN", "T_SIGN"):
+        monkeypatch.setenv(var, f"{var}-k7Qm2xVb9Lp4Rt8Wz3Nc6Hy1Df5Gs0Ja")
+    path = write(
+        tmp_path,
+        "version: 1\nproviders:\n"
+        f"  brevo: {{api_key: '${{T_KEY}}', webhook_secret: '${{T_HOOK}}'{brevo_extra}}}\n"
+        f"  mailchimp: {{api_key: '${{T_KEY}}', webhook_secret: '${{T_HOOK}}'{mailchimp_extra}}}\n",
+    )
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_check_says_how_each_webhook_endpoint_authenticates_and_warns_on_the_weaker(tmp_path, monkeypatch):
+    weak = _check_output(tmp_path, monkeypatch, "", "")
+    assert "webhook authentication for brevo: URL secret + bearer token, but no token is set" in weak
+    assert "warning: providers.brevo.webhook_token is not set" in weak
+    assert "webhook authentication for mailchimp: URL secret only" in weak
+    assert "warning: Mailchimp webhooks are authenticated by the URL secret alone" in weak
+
+    opted_out = _check_output(tmp_path, monkeypatch, ", webhook_auth: url_secret", "")
+    assert "webhook authentication for brevo: URL secret only" in opted_out
+    assert "warning: Brevo webhooks are authenticated by the URL secret alone" in opted_out
+
+    strong = _check_output(
+        tmp_path, monkeypatch, ", webhook_token: '${T_TOKEN}'", ", signing_secret: '${T_SIGN}'"
+    )
+    assert "webhook authentication for brevo: URL secret + bearer token (Authorization: Bearer)" in strong
+    assert "webhook authentication for mailchimp: URL secret + signature" in strong
+    assert "URL secret alone" not in strong and "webhook_token is not set" not in strong

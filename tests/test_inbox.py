@@ -212,3 +212,47 @@ def test_the_inbox_commands_show_and_requeue_dead_letters(engine):
     requeued = CliRunner().invoke(main, ["--database", url, "inbox", "requeue"])
     assert "1 delivery(ies) queued again" in requeued.output
     assert "1 done, 1 new" in CliRunner().invoke(main, ["--database", url, "inbox", "status"]).output
+
+
+def test_one_failing_event_keeps_the_others_of_its_delivery_and_a_retry_applies_only_it(engine):
+    items = [
+        {"event": "unsubscribe", "email": "a@example.fr", "list_id": [12], "ts_epoch": 1_000},
+        {"event": "hard_bounce", "email": "b@example.fr", "ts_epoch": 2_000},
+        {"event": "spam", "email": "c@example.fr", "ts_epoch": 3_000},
+    ]
+    with Session(engine) as s:
+        s.add(
+            InboxEvent(
+                provider="brevo",
+                dedupe_key="batch",
+                content_type="application/json",
+                payload=json.dumps(items),
+            )
+        )
+        s.commit()
+    calls: list[str] = []
+    broken = {"b@example.fr"}
+
+    def apply(session, event, config) -> str:
+        calls.append(event.email)
+        session.add(AuditLog(actor="test", action=f"applied {event.email}"))
+        if event.email in broken:
+            raise RuntimeError("this event only")
+        return "applied"
+
+    assert drain(engine, CONFIG, now=NOW, apply=apply) == {"retried": 1}
+    with Session(engine) as s:
+        assert sorted(a.action for a in s.exec(select(AuditLog))) == [
+            "applied a@example.fr",
+            "applied c@example.fr",
+        ]
+    [row] = rows(engine)
+    assert (row.status, row.attempts, len(row.applied_keys)) == ("new", 1, 2)
+    assert "this event only" in row.error
+
+    broken.clear()
+    calls.clear()
+    assert drain(engine, CONFIG, now=NOW + timedelta(minutes=1), apply=apply) == {"done": 1}
+    assert calls == ["b@example.fr"]  # the others were not applied a second time
+    with Session(engine) as s:
+        assert len(s.exec(select(AuditLog)).all()) == 3

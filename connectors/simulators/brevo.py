@@ -142,6 +142,7 @@ class BrevoSimulator:
         self.latency_s = 0.0
         self.import_delay_s = 0.0  # > 0: imports stay "queued" that long
         self.fail_reset_s = 1.0  # x-sib-ratelimit-reset sent with fail_next(n, status=429)
+        self.webhook_token: str | None = None  # the bearer token the webhooks it fires carry
         self.outbox: list[dict[str, Any]] = []
         self.calls: list[CallRecord] = []
         self._lock = threading.RLock()
@@ -298,7 +299,11 @@ class BrevoSimulator:
         self, url: str, kind: EventKind, email: str, target: Target | None = None, **extra: Any
     ) -> httpx.Response:
         body, content_type = self.webhook_payload(kind, email, target, **extra)
-        return httpx.post(url, content=body, headers={"Content-Type": content_type}, timeout=10)
+        headers = {"Content-Type": content_type}
+        if self.webhook_token:
+            # The webhook's bearer token, as Brevo sends it when the webhook has one.
+            headers["Authorization"] = f"Bearer {self.webhook_token}"
+        return httpx.post(url, content=body, headers=headers, timeout=10)
 
     # --- ASGI: faults, auth, rate limit, call log ----------------------------------------------
 

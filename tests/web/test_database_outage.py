@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from sqlmodel import Session
-from webfixtures import BREVO_SECRET, add_contact
+from webfixtures import BREVO_SECRET, BREVO_TOKEN, add_contact
 
 from connectors.base import EventKind, Target
 from connectors.simulators.brevo import BrevoSimulator
@@ -42,7 +42,7 @@ def post_delivery(base: str) -> httpx.Response:
     return httpx.post(
         f"{base}/hooks/brevo/{BREVO_SECRET}",
         content=DELIVERY,
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json", "authorization": f"Bearer {BREVO_TOKEN}"},
         timeout=CLIENT_PATIENCE_S,
     )
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, SQLModel, select
 from starlette.testclient import TestClient
-from webfixtures import BREVO_SECRET, make_config
+from webfixtures import BREVO_AUTH, BREVO_SECRET, make_config
 
 from connectors.base import EventKind, Target
 from connectors.simulators.brevo import BrevoSimulator
@@ -65,7 +65,7 @@ def test_each_delivery_is_stored_once_and_applied_once(engine, deliveries):
         for i in deliveries:
             body, ctype = bodies[i]
             answer = client.post(
-                f"/hooks/brevo/{BREVO_SECRET}", content=body, headers={"content-type": ctype}
+                f"/hooks/brevo/{BREVO_SECRET}", content=body, headers={"content-type": ctype, **BREVO_AUTH}
             )
             assert answer.status_code == 200
             with Session(engine) as s:  # stored before the answer came back

@@ -8,7 +8,7 @@ import time
 import pytest
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
-from webfixtures import AUDIENCE, BREVO_SECRET, MAILCHIMP_SECRET, make_config
+from webfixtures import AUDIENCE, BREVO_AUTH, BREVO_SECRET, MAILCHIMP_SECRET, make_config
 
 from connectors.base import EventKind, Target
 from connectors.simulators.brevo import BrevoSimulator
@@ -38,7 +38,7 @@ def mailchimp_body(kind=EventKind.UNSUBSCRIBED, email="ana@example.fr", **extra)
 
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-JSON = {"Content-Type": "application/json"}
+JSON = {"Content-Type": "application/json", **BREVO_AUTH}
 
 
 def test_brevo_delivery_is_stored_raw_before_the_answer(client, engine):

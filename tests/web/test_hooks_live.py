@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from sqlmodel import Session, select
-from webfixtures import AUDIENCE, BREVO_SECRET, MAILCHIMP_SECRET, add_contact
+from webfixtures import AUDIENCE, BREVO_SECRET, BREVO_TOKEN, MAILCHIMP_SECRET, add_contact
 
 from connectors.base import EventKind, Target
 from connectors.simulators.brevo import BrevoSimulator
@@ -19,7 +19,9 @@ CLUB = Target("mailchimp", AUDIENCE)
 
 @pytest.fixture
 def brevo(served):
-    return BrevoSimulator(), f"{served.url}/hooks/brevo/{BREVO_SECRET}"
+    sim = BrevoSimulator()
+    sim.webhook_token = BREVO_TOKEN
+    return sim, f"{served.url}/hooks/brevo/{BREVO_SECRET}"
 
 
 @pytest.fixture

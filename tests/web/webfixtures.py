@@ -12,6 +12,8 @@ from syncd.membership import join_list
 from syncd.models import Contact, utcnow
 
 BREVO_SECRET = "brevo-hook-secret"
+BREVO_TOKEN = "brevo-bearer-token"
+BREVO_AUTH = {"Authorization": f"Bearer {BREVO_TOKEN}"}
 MAILCHIMP_SECRET = "mailchimp-hook-secret"
 AUDIENCE = "a1b2c3d4e5"
 
@@ -24,6 +26,7 @@ def make_config(**overrides: Any) -> Config:
                 "api_key": "sim-key",
                 "base_url": "http://127.0.0.1:9/v3",
                 "webhook_secret": BREVO_SECRET,
+                "webhook_token": BREVO_TOKEN,
             },
             "mailchimp": {
                 "api_key": "sim-key-us1",
