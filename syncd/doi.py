@@ -20,6 +20,7 @@ import email.policy
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import smtplib
 from collections.abc import Callable, Mapping
@@ -76,8 +77,18 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict: the URL-safe alphabet, no padding, no junk, and only the one canonical spelling of
+    the bytes (a link with characters appended, or with its last bits altered, does not verify)."""
+    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+        raise ValueError("not canonical unpadded base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:
+        raise ValueError("not canonical unpadded base64url")
+    return data
 
 
 def sign(config: Config, purpose: str, *parts: Any) -> str:
@@ -89,7 +100,9 @@ def sign(config: Config, purpose: str, *parts: Any) -> str:
 
 def unsign(config: Config, purpose: str, token: str) -> list[Any] | None:
     """The parts of a token signed for ``purpose``; None if forged, altered or for another use."""
-    body, _, mac = token.partition(".")
+    body, dot, mac = token.partition(".")
+    if not dot:
+        return None
     try:
         payload, given = _unb64(body), _unb64(mac)
         expected = hmac.new(_key(config), payload, hashlib.sha256).digest()[:18]

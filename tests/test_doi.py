@@ -209,6 +209,32 @@ def test_forged_or_altered_links_get_a_clear_400(engine, config, client, mangle)
     assert statuses(engine, cid) == {"club": "pending"}
 
 
+@pytest.mark.parametrize("junk", ["==", "!!", "%0A", "%20", "~"])
+def test_prefs_and_unsubscribe_links_with_junk_appended_are_refused(engine, config, client, junk):
+    cid = pending(engine, config, lists=("club", "news"))
+    outbox = Outbox()
+    doi.send_pending(engine, config, outbox)
+    unsubscribe = outbox[0].headers["List-Unsubscribe"].strip("<>").removeprefix("http://syncd.test")
+    with Session(engine) as s:
+        prefs = f"/prefs/{doi.prefs_token(config, s.get(Contact, cid))}"
+    for link in (prefs, unsubscribe):
+        assert client.get(link + junk).status_code == 400
+        assert client.post(link + junk, data={"all": "1"}).status_code == 400
+        assert client.get(link).status_code == 200  # the link as sent still works
+    assert statuses(engine, cid) == {"club": "pending", "news": "subscribed"}
+
+
+def test_a_link_with_junk_prepended_or_an_altered_last_character_is_refused(config):
+    token = doi.sign(config, "prefs", 1, "abc")
+    body, _, mac = token.partition(".")
+    assert doi.unsign(config, "prefs", token) == [1, "abc"]
+    bits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    # The same bytes spelled another way: unused low bits of the last character set.
+    last = bits[bits.index(body[-1]) + 1]
+    for forged in (" " + token, token + "\n", f"{body[:-1]}{last}.{mac}", f"{body}..{mac}", body + mac):
+        assert doi.unsign(config, "prefs", forged) is None, forged
+
+
 def test_expired_link_offers_a_new_one(engine, config, client):
     cid = pending(engine, config)
     outbox = Outbox()

@@ -22,6 +22,7 @@ from syncd.config import Config
 from syncd.log import get_logger
 from syncd.membership import leave_list, membership, opt_out_everywhere
 from syncd.models import Contact, Membership, MembershipStatus
+from syncd.web.headers import content_security_policy, style_hashes
 from syncd.web.wording import TEXT, pick_language
 
 log = get_logger(__name__)
@@ -44,6 +45,12 @@ class Pages:
         self.config, self.engine, self.env = config, engine, env
         self._send = send  # built on first use: the mail transport is only needed to renew a link
 
+    @property
+    def content_security_policy(self) -> str:
+        """The pages' CSP: their one inline style block, by hash; no script at all."""
+        source, _, _ = self.env.loader.get_source(self.env, "page_base.html")
+        return content_security_policy(style_hashes(source))
+
     # --- rendering -------------------------------------------------------------------------------
 
     def _lang(self, request: Request, form: Any = None) -> str:
@@ -57,11 +64,7 @@ class Pages:
         return HTMLResponse(
             html,
             status_code=status,
-            headers={
-                "Cache-Control": "no-store",
-                "Referrer-Policy": "no-referrer",
-                "X-Frame-Options": "DENY",
-            },
+            headers={"Cache-Control": "no-store"},  # security headers: syncd.web.headers
         )
 
     def _message(self, lang: str, title_key: str, message: str, status: int, **context: Any) -> HTMLResponse:
