@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from connectors.base import Target
+from syncd.netaddr import IPNetwork, parse_networks
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 SECRET_KEYS = {"api_key", "webhook_secret", "webhook_token", "signing_secret", "password", "secret"}
@@ -140,9 +141,19 @@ class Unsubscribe(Strict):
     scope: Literal["list", "global"] = "list"
 
 
+def _networks(value: Any) -> Any:
+    # One ${VAR} may hold several, comma-separated: "10.0.0.0/8, 192.0.2.10".
+    return parse_networks(value) if value is None or isinstance(value, str | list | tuple) else value
+
+
+Networks = Annotated[tuple[IPNetwork, ...], BeforeValidator(_networks)]
+
+
 class Server(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    # Reverse proxies whose X-Forwarded-For is believed (addresses or CIDR networks); none by default.
+    trusted_proxies: Networks = ()
 
 
 class Qualification(Strict):

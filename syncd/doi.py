@@ -52,6 +52,7 @@ from syncd.models import (
     MembershipStatus,
     utcnow,
 )
+from syncd.netaddr import parse_ip
 
 log = get_logger(__name__)
 
@@ -504,8 +505,11 @@ def confirm(
     user_agent: str | None,
     now: datetime | None = None,
 ) -> Request:
-    """Confirm a request: the proof (time, IP, user agent, wording, token hash) goes in the ledger."""
+    """Confirm a request: the proof (time, IP, user agent, wording, token hash) goes in the ledger.
+
+    ``ip`` is kept only if it parses as an address (a proxy's header is not trusted to be one)."""
     now = now or utcnow()
+    address = parse_ip(ip)
     with Session(engine, expire_on_commit=False) as session:
         found = look_up(session, config, token, now=now, lock=True)
         if found.state != "ready":
@@ -533,7 +537,7 @@ def confirm(
             consent="double_opt_in",
             source="doi:confirm",
             at=now,
-            ip=ip,
+            ip=str(address) if address else None,
             user_agent=(user_agent or "")[:500] or None,
             evidence=evidence,
         )

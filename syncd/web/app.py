@@ -26,6 +26,7 @@ from syncd.log import get_logger
 from syncd.web.headers import SecurityHeaders
 from syncd.web.hooks import InboxWriter, WebhookReceiver
 from syncd.web.pages import Pages
+from syncd.web.proxies import ClientAddress
 
 log = get_logger(__name__)
 
@@ -104,7 +105,10 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityHeaders, csp=pages.content_security_policy)],
+        middleware=[
+            Middleware(ClientAddress, trusted=config.server.trusted_proxies),
+            Middleware(SecurityHeaders, csp=pages.content_security_policy),
+        ],
     )
     # Starlette's trailing-slash redirect builds an absolute URL from the Host header, which a
     # client chooses: ``/prefs/<token>/`` answers 404 rather than redirect to another site.
