@@ -125,6 +125,14 @@ class Sender(Strict):
     name: str | None = None
 
 
+class RenewalLimit(Strict):
+    """New links a contact may ask for from an expired one: at most ``max`` confirmation mails to
+    one address within ``per`` (every link mailed to it counts, whatever the list)."""
+
+    max: int = Field(default=3, ge=1)
+    per: Duration = timedelta(days=1)
+
+
 class DoubleOptIn(Strict):
     transport: Literal["brevo", "smtp"] = "smtp"
     smtp: Smtp = Smtp()
@@ -135,6 +143,7 @@ class DoubleOptIn(Strict):
     secret: str | None = None  # signs confirmation and preference links
     expires_after: Duration = timedelta(days=7)
     remind_after: Duration = timedelta(days=2)
+    renewals: RenewalLimit = RenewalLimit()
 
 
 class Unsubscribe(Strict):

@@ -469,10 +469,13 @@ def expire(engine: Engine, config: Config, *, now: datetime | None = None) -> in
 class Request:
     """What a confirmation link points at, and where the request stands."""
 
-    state: str  # invalid | ready | confirmed | already | expired | withdrawn
+    state: (
+        str  # invalid | ready | confirmed | already | expired | withdrawn (renewal: sent | failed | limited)
+    )
     list_name: str | None = None
     contact: Contact | None = None
     token: DoiToken | None = None
+    retry_at: datetime | None = None  # limited: when a new link may be asked for
 
 
 def look_up(session: Session, config: Config, token: str, *, now: datetime, lock: bool = False) -> Request:
@@ -550,17 +553,33 @@ def confirm(
     return found
 
 
-def renew(engine: Engine, config: Config, token: str, send: Send, *, now: datetime | None = None) -> str:
-    """The contact asks, from an expired link, for a new one: a new request, mailed at once."""
+def renew(engine: Engine, config: Config, token: str, send: Send, *, now: datetime | None = None) -> Request:
+    """The contact asks, from an expired link, for a new one: a new request, mailed at once, unless
+    the address already got ``double_opt_in.renewals.max`` links within ``renewals.per``
+    (state ``limited``, with ``retry_at``)."""
     now = now or utcnow()
+    limit = config.double_opt_in.renewals
     with Session(engine, expire_on_commit=False) as session:
         found = look_up(session, config, token, now=now)
         if found.state != "expired":
-            return found.state
+            return found
         contact, list_name = found.contact, found.list_name
         assert contact is not None and list_name is not None
         if contact.email_status in UNREACHABLE or list_name not in config.lists:
-            return "withdrawn"
+            return Request("withdrawn", list_name, contact)
+        # Renewals of one address wait for each other here (a row lock on PostgreSQL, the write
+        # lock on SQLite), so that the count below is never read twice before either inserts.
+        session.execute(sa.update(Contact).where(Contact.id == contact.id).values(id=Contact.id))
+        recent = session.exec(
+            select(DoiToken.created_at)
+            .where(DoiToken.contact_id == contact.id, DoiToken.created_at > now - limit.per)
+            .order_by(DoiToken.created_at)
+        ).all()
+        if len(recent) >= limit.max:
+            session.rollback()
+            retry_at = recent[len(recent) - limit.max] + limit.per
+            log.info("doi.renewal_limited", contact_id=contact.id, recent=len(recent), retry_at=retry_at)
+            return Request("limited", list_name, contact, retry_at=retry_at)
         join_list(
             session,
             contact,
@@ -580,4 +599,5 @@ def renew(engine: Engine, config: Config, token: str, send: Send, *, now: dateti
             reminder=False,
         )
         session.commit()
-    return "sent" if _deliver(engine, send, mail, hashed, "confirmation") else "failed"
+    sent = _deliver(engine, send, mail, hashed, "confirmation")
+    return Request("sent" if sent else "failed", list_name, contact)
