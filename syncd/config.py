@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from connectors.base import Target
 from syncd.db import Timeouts
+from syncd.netaddr import IPNetwork, parse_networks
 from syncd.secret import HOW_TO_MAKE_ONE, weakness
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -131,6 +132,14 @@ class Sender(Strict):
     name: str | None = None
 
 
+class RenewalLimit(Strict):
+    """New links a contact may ask for from an expired one: at most ``max`` confirmation mails to
+    one address within ``per`` (every link mailed to it counts, whatever the list)."""
+
+    max: int = Field(default=3, ge=1)
+    per: Duration = timedelta(days=1)
+
+
 class DoubleOptIn(Strict):
     transport: Literal["brevo", "smtp"] = "smtp"
     smtp: Smtp = Smtp()
@@ -141,6 +150,7 @@ class DoubleOptIn(Strict):
     secret: str | None = None  # signs confirmation and preference links
     expires_after: Duration = timedelta(days=7)
     remind_after: Duration = timedelta(days=2)
+    renewals: RenewalLimit = RenewalLimit()
 
 
 class Unsubscribe(Strict):
@@ -162,9 +172,19 @@ class DatabaseTimeouts(Strict):
         )
 
 
+def _networks(value: Any) -> Any:
+    # One ${VAR} may hold several, comma-separated: "10.0.0.0/8, 192.0.2.10".
+    return parse_networks(value) if value is None or isinstance(value, str | list | tuple) else value
+
+
+Networks = Annotated[tuple[IPNetwork, ...], BeforeValidator(_networks)]
+
+
 class Server(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    # Reverse proxies whose X-Forwarded-For is believed (addresses or CIDR networks); none by default.
+    trusted_proxies: Networks = ()
 
 
 class Qualification(Strict):

@@ -113,7 +113,10 @@ def run(config: Config, engine: Engine, *, host: str | None = None, port: int | 
     app = create_app(config, engine, connectors=connectors)
     leader = Leader(engine)
     scheduler = build_scheduler(jobs_for(config, engine, connectors, stop), leader)
-    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    # proxy_headers off: the app reads X-Forwarded-For itself, from server.trusted_proxies only.
+    server = _Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, proxy_headers=False)
+    )
     scheduler.start()
     log.info("daemon.started", host=host, port=port, jobs=len(scheduler.get_jobs()))
     try:

@@ -20,6 +20,7 @@ import email.policy
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import smtplib
 from collections.abc import Callable, Mapping
@@ -51,6 +52,7 @@ from syncd.models import (
     MembershipStatus,
     utcnow,
 )
+from syncd.netaddr import parse_ip
 
 log = get_logger(__name__)
 
@@ -76,8 +78,18 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict: the URL-safe alphabet, no padding, no junk, and only the one canonical spelling of
+    the bytes (a link with characters appended, or with its last bits altered, does not verify)."""
+    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+        raise ValueError("not canonical unpadded base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:
+        raise ValueError("not canonical unpadded base64url")
+    return data
 
 
 def sign(config: Config, purpose: str, *parts: Any) -> str:
@@ -89,7 +101,9 @@ def sign(config: Config, purpose: str, *parts: Any) -> str:
 
 def unsign(config: Config, purpose: str, token: str) -> list[Any] | None:
     """The parts of a token signed for ``purpose``; None if forged, altered or for another use."""
-    body, _, mac = token.partition(".")
+    body, dot, mac = token.partition(".")
+    if not dot:
+        return None
     try:
         payload, given = _unb64(body), _unb64(mac)
         expected = hmac.new(_key(config), payload, hashlib.sha256).digest()[:18]
@@ -455,10 +469,13 @@ def expire(engine: Engine, config: Config, *, now: datetime | None = None) -> in
 class Request:
     """What a confirmation link points at, and where the request stands."""
 
-    state: str  # invalid | ready | confirmed | already | expired | withdrawn
+    state: (
+        str  # invalid | ready | confirmed | already | expired | withdrawn (renewal: sent | failed | limited)
+    )
     list_name: str | None = None
     contact: Contact | None = None
     token: DoiToken | None = None
+    retry_at: datetime | None = None  # limited: when a new link may be asked for
 
 
 def look_up(session: Session, config: Config, token: str, *, now: datetime, lock: bool = False) -> Request:
@@ -491,8 +508,11 @@ def confirm(
     user_agent: str | None,
     now: datetime | None = None,
 ) -> Request:
-    """Confirm a request: the proof (time, IP, user agent, wording, token hash) goes in the ledger."""
+    """Confirm a request: the proof (time, IP, user agent, wording, token hash) goes in the ledger.
+
+    ``ip`` is kept only if it parses as an address (a proxy's header is not trusted to be one)."""
     now = now or utcnow()
+    address = parse_ip(ip)
     with Session(engine, expire_on_commit=False) as session:
         found = look_up(session, config, token, now=now, lock=True)
         if found.state != "ready":
@@ -520,7 +540,7 @@ def confirm(
             consent="double_opt_in",
             source="doi:confirm",
             at=now,
-            ip=ip,
+            ip=str(address) if address else None,
             user_agent=(user_agent or "")[:500] or None,
             evidence=evidence,
         )
@@ -533,17 +553,33 @@ def confirm(
     return found
 
 
-def renew(engine: Engine, config: Config, token: str, send: Send, *, now: datetime | None = None) -> str:
-    """The contact asks, from an expired link, for a new one: a new request, mailed at once."""
+def renew(engine: Engine, config: Config, token: str, send: Send, *, now: datetime | None = None) -> Request:
+    """The contact asks, from an expired link, for a new one: a new request, mailed at once, unless
+    the address already got ``double_opt_in.renewals.max`` links within ``renewals.per``
+    (state ``limited``, with ``retry_at``)."""
     now = now or utcnow()
+    limit = config.double_opt_in.renewals
     with Session(engine, expire_on_commit=False) as session:
         found = look_up(session, config, token, now=now)
         if found.state != "expired":
-            return found.state
+            return found
         contact, list_name = found.contact, found.list_name
         assert contact is not None and list_name is not None
         if contact.email_status in UNREACHABLE or list_name not in config.lists:
-            return "withdrawn"
+            return Request("withdrawn", list_name, contact)
+        # Renewals of one address wait for each other here (a row lock on PostgreSQL, the write
+        # lock on SQLite), so that the count below is never read twice before either inserts.
+        session.execute(sa.update(Contact).where(Contact.id == contact.id).values(id=Contact.id))
+        recent = session.exec(
+            select(DoiToken.created_at)
+            .where(DoiToken.contact_id == contact.id, DoiToken.created_at > now - limit.per)
+            .order_by(DoiToken.created_at)
+        ).all()
+        if len(recent) >= limit.max:
+            session.rollback()
+            retry_at = recent[len(recent) - limit.max] + limit.per
+            log.info("doi.renewal_limited", contact_id=contact.id, recent=len(recent), retry_at=retry_at)
+            return Request("limited", list_name, contact, retry_at=retry_at)
         join_list(
             session,
             contact,
@@ -563,4 +599,5 @@ def renew(engine: Engine, config: Config, token: str, send: Send, *, now: dateti
             reminder=False,
         )
         session.commit()
-    return "sent" if _deliver(engine, send, mail, hashed, "confirmation") else "failed"
+    sent = _deliver(engine, send, mail, hashed, "confirmation")
+    return Request("sent" if sent else "failed", list_name, contact)

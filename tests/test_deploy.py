@@ -132,3 +132,32 @@ def test_probed_routes_exist_in_the_web_app(path, engine):
 
     routes = {r.path for r in create_app(Config(version=1), engine).routes}
     assert path in routes
+
+
+def test_every_deploy_file_says_which_proxies_are_trusted():
+    """Each way of running syncd sets SYNCD_TRUSTED_PROXIES (read by `syncd run`), to a list the
+    daemon accepts: behind a proxy, the consent proof must record the client, not the proxy."""
+    from syncd.netaddr import parse_networks
+
+    run = main.get_command(None, "run")
+    [option] = [p for p in run.params if p.name == "trusted_proxies"]
+    assert option.envvar == "SYNCD_TRUSTED_PROXIES"
+
+    docker = re.search(r'SYNCD_TRUSTED_PROXIES="([^"]*)"', (DEPLOY / "Dockerfile").read_text())
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["syncd"]["environment"]
+    unit = (DEPLOY / "systemd" / "syncd.service").read_text()
+    systemd = re.search(r"^Environment=SYNCD_TRUSTED_PROXIES=(\S*)$", unit, re.M)
+    container = {d["kind"]: d for d in k8s_docs()}["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    kubernetes = {e["name"]: e["value"] for e in container["env"]}
+    values = {
+        "Dockerfile": docker and docker.group(1),
+        "compose": compose.get("SYNCD_TRUSTED_PROXIES", "").replace("${SYNCD_TRUSTED_PROXIES:-}", ""),
+        "systemd": systemd and systemd.group(1),
+        "kubernetes": kubernetes.get("SYNCD_TRUSTED_PROXIES"),
+    }
+    for where, value in values.items():
+        assert value is not None, f"{where} does not set SYNCD_TRUSTED_PROXIES"
+        parse_networks(value)
+    # Where syncd listens on every interface behind an ingress, the ingress must be trusted.
+    assert parse_networks(values["kubernetes"])
+    assert parse_networks(values["systemd"])

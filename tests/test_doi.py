@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import hashlib
 import re
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from email.message import Message
 
@@ -209,6 +210,32 @@ def test_forged_or_altered_links_get_a_clear_400(engine, config, client, mangle)
     assert statuses(engine, cid) == {"club": "pending"}
 
 
+@pytest.mark.parametrize("junk", ["==", "!!", "%0A", "%20", "~"])
+def test_prefs_and_unsubscribe_links_with_junk_appended_are_refused(engine, config, client, junk):
+    cid = pending(engine, config, lists=("club", "news"))
+    outbox = Outbox()
+    doi.send_pending(engine, config, outbox)
+    unsubscribe = outbox[0].headers["List-Unsubscribe"].strip("<>").removeprefix("http://syncd.test")
+    with Session(engine) as s:
+        prefs = f"/prefs/{doi.prefs_token(config, s.get(Contact, cid))}"
+    for link in (prefs, unsubscribe):
+        assert client.get(link + junk).status_code == 400
+        assert client.post(link + junk, data={"all": "1"}).status_code == 400
+        assert client.get(link).status_code == 200  # the link as sent still works
+    assert statuses(engine, cid) == {"club": "pending", "news": "subscribed"}
+
+
+def test_a_link_with_junk_prepended_or_an_altered_last_character_is_refused(config):
+    token = doi.sign(config, "prefs", 1, "abc")
+    body, _, mac = token.partition(".")
+    assert doi.unsign(config, "prefs", token) == [1, "abc"]
+    bits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    # The same bytes spelled another way: unused low bits of the last character set.
+    last = bits[bits.index(body[-1]) + 1]
+    for forged in (" " + token, token + "\n", f"{body[:-1]}{last}.{mac}", f"{body}..{mac}", body + mac):
+        assert doi.unsign(config, "prefs", forged) is None, forged
+
+
 def test_expired_link_offers_a_new_one(engine, config, client):
     cid = pending(engine, config)
     outbox = Outbox()
@@ -225,6 +252,39 @@ def test_expired_link_offers_a_new_one(engine, config, client):
     [fresh] = renewed
     assert client.post(path_of(fresh)).status_code == 200
     assert statuses(engine, cid) == {"club": "subscribed"}
+
+
+def test_asking_for_new_links_is_limited_per_address_and_window(engine, smtp):
+    catcher, port = smtp
+    config = make_config(
+        transport="smtp", smtp={"host": "127.0.0.1", "port": port}, renewals={"max": 3, "per": "1d"}
+    )
+    ana, bob = pending(engine, config), pending(engine, config, "bob@example.fr")
+    old = Outbox()
+    doi.send_pending(engine, config, old, now=utcnow() - timedelta(days=8))
+    ana_link, bob_link = (path_of(m) + "/renew" for m in sorted(old, key=lambda m: m.to_email))
+
+    with ThreadedServer(create_app(config, engine)) as srv, ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(lambda _: httpx.post(srv.url + ana_link, data={"lang": "en"}, timeout=60), range(25))
+        )
+        assert sorted(r.status_code for r in answers) == [200] * 3 + [429] * 22
+        limited = next(r for r in answers if r.status_code == 429)
+        assert "Link already sent" in limited.text and "You can ask for a new one from 20" in limited.text
+        assert 0 < int(limited.headers["Retry-After"]) <= 24 * 3600
+        # The limit is the address's: someone else's renewal goes through.
+        assert httpx.post(srv.url + bob_link).status_code == 200
+
+    assert sorted(m["To"] for m in catcher.messages) == ["Ana <ana@example.fr>"] * 3 + [
+        "Ana <bob@example.fr>"
+    ]
+    with Session(engine) as s:
+        assert len(s.exec(select(DoiToken).where(DoiToken.contact_id == ana)).all()) == 4
+    # Once the window has passed, the address may ask again.
+    token = ana_link.removeprefix("/confirm/").removesuffix("/renew")
+    later = utcnow() + timedelta(days=1, minutes=1)
+    assert doi.renew(engine, config, token, Outbox(), now=later).state == "sent"
+    assert statuses(engine, bob) == {"club": "pending"}
 
 
 def test_pending_request_is_mailed_once_reminded_once_then_expires(engine, config):

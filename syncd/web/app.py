@@ -15,6 +15,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -22,8 +23,10 @@ from starlette.routing import Route
 from syncd import doi, metrics
 from syncd.config import Config
 from syncd.log import get_logger
+from syncd.web.headers import SecurityHeaders
 from syncd.web.hooks import InboxWriter, WebhookReceiver
 from syncd.web.pages import Pages
+from syncd.web.proxies import ClientAddress
 
 log = get_logger(__name__)
 
@@ -123,6 +126,16 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers=dict.fromkeys(DATABASE_UNAVAILABLE, _unavailable))
+    app = Starlette(
+        routes=routes,
+        exception_handlers=dict.fromkeys(DATABASE_UNAVAILABLE, _unavailable),
+        middleware=[
+            Middleware(ClientAddress, trusted=config.server.trusted_proxies),
+            Middleware(SecurityHeaders, csp=pages.content_security_policy),
+        ],
+    )
+    # Starlette's trailing-slash redirect builds an absolute URL from the Host header, which a
+    # client chooses: ``/prefs/<token>/`` answers 404 rather than redirect to another site.
+    app.router.redirect_slashes = False
     app.state.config, app.state.engine, app.state.connectors = config, engine, known
     return app

@@ -22,6 +22,7 @@ from syncd.config import Config
 from syncd.log import get_logger
 from syncd.membership import leave_list, membership, opt_out_everywhere
 from syncd.models import Contact, Membership, MembershipStatus
+from syncd.web.headers import content_security_policy, style_hashes
 from syncd.web.wording import TEXT, pick_language
 
 log = get_logger(__name__)
@@ -36,6 +37,7 @@ STATE_PAGES = {  # confirmation state -> (title key, message key, HTTP status)
     "invalid": ("invalid.title", "invalid", 400),
     "sent": ("confirm.renewed.title", "confirm.renewed", 200),
     "failed": ("confirm.renewed.title", "confirm.renew_failed", 503),
+    "limited": ("confirm.limited.title", "confirm.limited", 429),
 }
 
 
@@ -43,6 +45,12 @@ class Pages:
     def __init__(self, config: Config, engine: Engine, env: Any, send: Callable[[], doi.Send]):
         self.config, self.engine, self.env = config, engine, env
         self._send = send  # built on first use: the mail transport is only needed to renew a link
+
+    @property
+    def content_security_policy(self) -> str:
+        """The pages' CSP: their one inline style block, by hash; no script at all."""
+        source, _, _ = self.env.loader.get_source(self.env, "page_base.html")
+        return content_security_policy(style_hashes(source))
 
     # --- rendering -------------------------------------------------------------------------------
 
@@ -57,11 +65,7 @@ class Pages:
         return HTMLResponse(
             html,
             status_code=status,
-            headers={
-                "Cache-Control": "no-store",
-                "Referrer-Policy": "no-referrer",
-                "X-Frame-Options": "DENY",
-            },
+            headers={"Cache-Control": "no-store"},  # security headers: syncd.web.headers
         )
 
     def _message(self, lang: str, title_key: str, message: str, status: int, **context: Any) -> HTMLResponse:
@@ -85,8 +89,11 @@ class Pages:
 
     def _confirm_page(self, request: Request, lang: str, found: doi.Request) -> HTMLResponse:
         title_key, message_key, status = STATE_PAGES[found.state]
+        when = f"{found.retry_at:%Y-%m-%d %H:%M} UTC" if found.retry_at else ""
         text = TEXT[lang][message_key].format(
-            list=self._label(found.list_name), email=found.contact.email if found.contact else ""
+            list=self._label(found.list_name),
+            email=found.contact.email if found.contact else "",
+            when=when,
         )
         token = request.path_params["token"]
         action = button = None
@@ -95,9 +102,12 @@ class Pages:
         elif found.state == "expired":
             action, button = f"/confirm/{token}/renew", TEXT[lang]["confirm.renew"]
         prefs = self._prefs_url(found.contact, lang) if found.state in ("confirmed", "already") else None
-        return self._message(
+        page = self._message(
             lang, title_key, text, status, form_action=action, form_button=button, prefs_url=prefs
         )
+        if found.retry_at is not None:
+            page.headers["Retry-After"] = str(max(1, int((found.retry_at - doi.utcnow()).total_seconds())))
+        return page
 
     async def confirm_get(self, request: Request) -> Response:
         lang = self._lang(request)
@@ -127,8 +137,8 @@ class Pages:
         form = await request.form()
         lang = self._lang(request, form)
         token = request.path_params["token"]
-        state = await run_in_threadpool(lambda: doi.renew(self.engine, self.config, token, self._send()))
-        return self._confirm_page(request, lang, doi.Request(state))
+        found = await run_in_threadpool(lambda: doi.renew(self.engine, self.config, token, self._send()))
+        return self._confirm_page(request, lang, found)
 
     # --- /unsubscribe (one list) ---------------------------------------------------------------------
 

@@ -21,6 +21,9 @@ TEXT: dict[str, dict[str, str]] = {
         "confirm.renewed.title": "Nouveau lien envoyé",
         "confirm.renewed": "Un nouveau lien de confirmation vient d’être envoyé. Pensez à vérifier vos indésirables.",
         "confirm.renew_failed": "Le message n’a pas pu être envoyé pour le moment. Réessayez dans quelques minutes.",
+        "confirm.limited.title": "Lien déjà envoyé",
+        "confirm.limited": "Plusieurs liens de confirmation ont déjà été envoyés à cette adresse récemment : aucun autre n’a été envoyé. "
+        "Cherchez le dernier dans votre messagerie (et vos indésirables). Vous pourrez en demander un nouveau à partir du {when}.",
         "confirm.withdrawn.title": "Demande close",
         "confirm.withdrawn": "Cette demande d’inscription n’est plus valable.",
         "invalid.title": "Lien non valable",
@@ -59,6 +62,9 @@ TEXT: dict[str, dict[str, str]] = {
         "confirm.renewed.title": "New link sent",
         "confirm.renewed": "A new confirmation link has just been sent. Check your spam folder too.",
         "confirm.renew_failed": "The message could not be sent just now. Please try again in a few minutes.",
+        "confirm.limited.title": "Link already sent",
+        "confirm.limited": "Several confirmation links were sent to this address recently, so no other was sent. "
+        "Look for the latest one in your mailbox (and spam folder). You can ask for a new one from {when}.",
         "confirm.withdrawn.title": "Request closed",
         "confirm.withdrawn": "This subscription request is no longer valid.",
         "invalid.title": "Invalid link",
