@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
 from syncd.contacts.qualify import InvalidEmail, normalise_email
-from syncd.db import email_hash, session_scope
+from syncd.db import email_hash, erased_among, session_scope
 from syncd.models import (
     AuditLog,
     Consent,
@@ -49,7 +49,7 @@ def find_contact(session: Session, email: str) -> Contact | None:
 
 
 def is_forgotten(session: Session, email: str) -> bool:
-    return session.get(Tombstone, email_hash(lookup_email(email))) is not None
+    return bool(erased_among(session, [lookup_email(email)]))
 
 
 def contact_record(session: Session, contact: Contact) -> dict[str, Any]:

@@ -30,9 +30,9 @@ from sqlmodel import Session, select
 from syncd.config import ListConfig
 from syncd.contacts.dedupe import Conflict, merge, new_contact
 from syncd.contacts.qualify import INCOMPLETE, Qualified, Rejected, Rules, fold, qualify
-from syncd.db import email_hash
+from syncd.db import erased_among
 from syncd.log import get_logger
-from syncd.models import AuditLog, Contact, Source, Tombstone, utcnow
+from syncd.models import AuditLog, Contact, Source, utcnow
 
 log = get_logger(__name__)
 
@@ -304,7 +304,6 @@ def parse_map(text: str | None) -> dict[str, str]:
 CONTACT = Contact.__table__
 SOURCE = Source.__table__
 AUDIT = AuditLog.__table__
-TOMBSTONE = Tombstone.__table__
 # Built once; the expanding IN takes the batch's keys as one parameter.
 _KNOWN_AMONG = sa.select(CONTACT).where(CONTACT.c.email.in_(sa.bindparam("keys", expanding=True)))
 
@@ -503,13 +502,10 @@ def _write(
     if not good:
         return 0
     at = utcnow()
-    # Hashing every address costs more than asking, once per batch, whether anyone was ever erased.
-    any_erased = session.execute(sa.select(TOMBSTONE.c.email_hash).limit(1)).first() is not None
-    hashes = {q.email: email_hash(q.email) for _, q in good} if any_erased else {}
-    erased = set(_column_among(session, "tombstone", "email_hash", "email_hash", set(hashes.values())))
+    erased = erased_among(session, (q.email for _, q in good))
     if erased:
-        rejected.extend((raw.line, ERASED, raw.cells) for raw, q in good if hashes[q.email] in erased)
-        good = [(raw, q) for raw, q in good if hashes[q.email] not in erased]
+        rejected.extend((raw.line, ERASED, raw.cells) for raw, q in good if q.email in erased)
+        good = [(raw, q) for raw, q in good if q.email not in erased]
     emails = {q.email for _, q in good}
     known = {r["email"]: dict(r) for r in session.execute(_KNOWN_AMONG, {"keys": list(emails)}).mappings()}
     ids = [r["id"] for r in known.values()]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
+import pytest
 from sqlmodel import Session, select
 
+from connectors.base import EventKind
 from syncd.config import ListConfig
 from syncd.contacts.gdpr import export_contact, forget_contact
 from syncd.contacts.importer import Options, import_file
@@ -118,3 +121,40 @@ def test_forgetting_an_unknown_address_still_blocks_it(engine, count):
     assert count("tombstone") == 1
     forget_contact(engine, "stranger@exemple.fr")
     assert count("tombstone") == 1
+
+
+@pytest.mark.parametrize("provider", ["brevo", "mailchimp"])
+def test_email_change_onto_an_erased_address_is_refused_and_never_pushed(live, provider, tmp_path):
+    w = live
+    ana, gone = f"ana.{provider}@exemple.fr", f"gone.{provider}@exemple.fr"
+    crm = tmp_path / "crm.csv"
+    crm.write_text(f"email;type\n{ana};client\n{gone};client\n", encoding="utf-8")
+    imported = w.cli("import", str(crm), "--source", "crm", "--list", "clients", "--consent", "single_opt_in")
+    assert imported.exit_code == 0, imported.output
+    assert w.cli("sync").exit_code == 0
+    forgotten = w.cli("contacts", "forget", gone, "--yes")
+    assert forgotten.exit_code == 0, forgotten.output
+
+    # Ana types the erased address as her new one at the provider: the provider renames her member.
+    sim, hook, target = (
+        (w.brevo, w.brevo_hook, w.clients_b)
+        if provider == "brevo"
+        else (w.mailchimp, w.mailchimp_hook, w.clients_mc)
+    )
+    sim.seed(target, [{"email": gone, "status": "subscribed"}])
+    fired = sim.fire_webhook(hook, EventKind.EMAIL_CHANGED, ana, target, new_email=gone)
+    assert fired.status_code == 200, fired.text
+    drained = w.cli("inbox", "drain")
+    assert drained.exit_code == 0 and "1 done" in drained.output, drained.output
+    synced = w.cli("sync")
+    assert synced.exit_code == 0, synced.output
+
+    for held, on in w.targets:
+        assert gone not in held.members(on), on
+    with Session(w.engine) as session:
+        assert session.exec(select(Contact).where(Contact.email == gone)).first() is None
+        contact = session.exec(select(Contact).where(Contact.email == ana)).one()
+        refused = session.exec(
+            select(AuditLog).where(AuditLog.action == "contact.email_change_refused")
+        ).one()
+        assert refused.contact_id == contact.id and "@" not in json.dumps(refused.detail)
