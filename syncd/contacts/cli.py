@@ -26,7 +26,12 @@ CONSENTS = ("single_opt_in", "none")
     help="Where these contacts come from: newsletter, site, fair-2024, purchased-file…",
 )
 @click.option("--kind", help="Kind given to rows without a type column value (client, prospect, vendor…).")
-@click.option("--list", "list_name", help="Also add every imported contact to this list of the config.")
+@click.option(
+    "--list",
+    "list_name",
+    help="Also add the imported contacts to this list of the config: those its segment and "
+    "exclusivity rules admit (the others are imported, kept out of it, and counted per reason).",
+)
 @click.option(
     "--consent",
     type=click.Choice(CONSENTS),
@@ -102,6 +107,7 @@ def import_cmd(
         mapping=overrides,
         list_name=list_name,
         list_cfg=list_cfg,
+        all_lists=cfg.lists,
         consent=consent or "none",
         batch_size=batch_size,
     )
@@ -162,9 +168,11 @@ def _print_summary(file: Path, channel: str, s: Summary) -> None:
         ("other warnings", s.other_warnings, ""),
     ]
     if s.not_joined:
-        lines.append(("not added to the list", s.not_joined, ""))
+        lines.append(("not added to the list", s.not_joined, "  (imported, kept out of the list)"))
     for label, value, extra in lines:
         click.echo(f"  {label:<24}{value:>9}{extra}")
+    for reason, n in s.not_joined_why.most_common():
+        click.echo(f"    {n:>6}  {reason}")
     if s.notes:
         click.echo("details:" if len(s.notes) < 50 else "details (first 50):")
         for note in s.notes:

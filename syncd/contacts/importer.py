@@ -18,7 +18,8 @@ import csv
 import io
 import re
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ from syncd.contacts.dedupe import Conflict, merge, new_contact
 from syncd.contacts.qualify import INCOMPLETE, Qualified, Rejected, Rules, fold, qualify
 from syncd.db import erased_among
 from syncd.log import get_logger
-from syncd.models import AuditLog, Contact, Source, utcnow
+from syncd.models import AuditLog, Contact, Membership, Source, utcnow
+from syncd.segments import eligibility
 
 log = get_logger(__name__)
 
@@ -98,6 +100,7 @@ class Options:
     mapping: dict[str, str] = field(default_factory=dict)  # header → field, from --map
     list_name: str | None = None
     list_cfg: ListConfig | None = None
+    all_lists: Mapping[str, ListConfig] = field(default_factory=dict)  # for --list's exclusivity rules
     consent: str = "none"
     batch_size: int = 1000
 
@@ -115,6 +118,7 @@ class Summary:
     siret_dropped: int = 0
     other_warnings: int = 0
     not_joined: int = 0
+    not_joined_why: Counter[str] = field(default_factory=Counter)  # reason → contacts not added to --list
     notes: list[str] = field(default_factory=list)  # first warnings and conflicts, for the marketer
     rejects_path: str | None = None
 
@@ -133,6 +137,7 @@ class Summary:
             "not_joined",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.not_joined_why.update(other.not_joined_why)
         self.notes.extend(other.notes[: max(0, 50 - len(self.notes))])
 
     def counts(self) -> dict[str, int]:
@@ -734,16 +739,21 @@ def _join_list(
     summary: Summary,
     at: Any,
 ) -> set[int]:
-    """Add each contact of the batch to ``--list`` with the consent the importer declared.
+    """Add each contact of the batch that the list's rules admit to ``--list``, with the consent
+    the importer declared. The others stay in the base, out of the list, counted per reason: a
+    contact joined to a list whose segment excludes it is never pushed there, and its membership
+    still counts against the lists declared exclusive with it (a vendor imported into clients
+    would lose the vendors list and gain nothing).
 
     Returns the ids of the contacts for which something was written."""
     from syncd.membership import ConsentRequired, join_list
 
     assert options.list_name and options.list_cfg
-    by_id = {
-        c.id: c
-        for c in session.exec(select(Contact).where(Contact.id.in_({contact_id(e) for _, e in touched})))
-    }
+    ids = {contact_id(e) for _, e in touched}
+    by_id = {c.id: c for c in session.exec(select(Contact).where(Contact.id.in_(ids)))}
+    lists: dict[int, dict[str, str]] = {cid: {} for cid in ids}
+    for m in session.exec(select(Membership).where(Membership.contact_id.in_(ids))):
+        lists[m.contact_id][m.list_name] = m.status
     source = f"import:{options.channel}:{file_name}"
     joined: set[int] = set()
     seen: set[int] = set()
@@ -752,6 +762,10 @@ def _join_list(
         if cid in seen:
             continue
         seen.add(cid)
+        admitted = eligibility(options.list_name, options.list_cfg, by_id[cid], lists[cid], options.all_lists)
+        if not admitted.may:
+            _not_joined(summary, line, options.list_name, admitted.reasons[0])
+            continue
         try:
             with session.no_autoflush:
                 join_list(
@@ -764,11 +778,16 @@ def _join_list(
                     at=at,
                 )
         except ConsentRequired as exc:
-            summary.not_joined += 1
-            if len(summary.notes) < 50:
-                summary.notes.append(f"row {line}: not added to {options.list_name}: {exc}")
+            _not_joined(summary, line, options.list_name, str(exc))
             continue
         if session.new or session.dirty:
             joined.add(cid)
             session.flush()
     return joined
+
+
+def _not_joined(summary: Summary, line: int, list_name: str, reason: str) -> None:
+    summary.not_joined += 1
+    summary.not_joined_why[reason] += 1
+    if len(summary.notes) < 50:
+        summary.notes.append(f"row {line}: not added to {list_name}: {reason}")
