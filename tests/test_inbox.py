@@ -6,6 +6,7 @@ import json
 import threading
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from sqlmodel import Session, select
 
@@ -212,3 +213,46 @@ def test_the_inbox_commands_show_and_requeue_dead_letters(engine):
     requeued = CliRunner().invoke(main, ["--database", url, "inbox", "requeue"])
     assert "1 delivery(ies) queued again" in requeued.output
     assert "1 done, 1 new" in CliRunner().invoke(main, ["--database", url, "inbox", "status"]).output
+
+
+def test_applied_deliveries_lose_their_body_after_the_retention_and_stay_recognised(live, tmp_path):
+    w = live
+    crm = tmp_path / "clients.csv"
+    crm.write_text("email;type\nana@exemple.fr;client\n", encoding="utf-8")
+    imported = w.cli("import", str(crm), "--source", "crm", "--list", "clients", "--consent", "single_opt_in")
+    assert imported.exit_code == 0, imported.output
+    old_body, json_type = w.brevo.webhook_payload(
+        EventKind.PROFILE_UPDATED, "ana@exemple.fr", fields={"city": "Lyon"}
+    )
+    recent_body, form_type = w.mailchimp.webhook_payload(
+        EventKind.PROFILE_UPDATED, "ana@exemple.fr", w.clients_mc, first_name="Ana"
+    )
+    for hook, body, content_type in (
+        (w.brevo_hook, old_body, json_type),
+        (w.mailchimp_hook, recent_body, form_type),
+    ):
+        answer = httpx.post(hook, content=body, headers={"Content-Type": content_type}, timeout=10)
+        assert answer.json()["status"] == "stored", answer.text
+    assert "2 done" in w.cli("inbox", "drain").output
+    waiting, _ = w.brevo.webhook_payload(EventKind.UNSUBSCRIBED, "ana@exemple.fr", w.clients_b)
+    httpx.post(w.brevo_hook, content=waiting, headers={"Content-Type": json_type}, timeout=10)
+
+    nothing = w.cli("inbox", "purge")
+    assert nothing.exit_code == 0 and nothing.output.startswith("0 delivery(ies) purged"), nothing.output
+    key = rows(w.engine)[0].dedupe_key
+    with Session(w.engine) as s:  # the Brevo delivery was applied 31 days ago
+        applied = s.exec(select(InboxEvent).where(InboxEvent.dedupe_key == key)).one()
+        applied.processed_at = datetime.now(UTC) - timedelta(days=31)
+        s.add(applied)
+        s.commit()
+    purged = w.cli("inbox", "purge")
+    assert "1 delivery(ies) purged of personal data: 1 applied more than 30 day(s) ago" in purged.output
+
+    first, second, third = rows(w.engine)
+    assert "ana" not in first.payload and first.purged_at is not None
+    assert (first.status, first.dedupe_key) == ("done", key)
+    assert "ana" in second.payload and second.purged_at is None  # within the retention
+    assert third.status == "new" and "ana" in third.payload  # not applied yet: kept whatever its age
+    again = httpx.post(w.brevo_hook, content=old_body, headers={"Content-Type": json_type}, timeout=10)
+    assert again.json()["status"] == "duplicate"
+    assert len(rows(w.engine)) == 3

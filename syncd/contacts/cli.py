@@ -281,18 +281,27 @@ def forget(app: App, email: str, yes: bool, local_only: bool) -> None:
     """Erase one contact for good (GDPR right to erasure).
 
     The contact and everything attached (sources, consents, list memberships, flags) are deleted,
-    the audit trail keeps no personal data about them, and the address is blocked: a later import
+    the audit trail and the stored webhook deliveries keep no personal data about them, and the
+    address is blocked: a later import
     of it is rejected and a sync never brings it back. Unless --local-only, the contact is also
     deleted at the providers of the config's lists (Brevo account, Mailchimp audiences).
     """
     if not yes:
         click.confirm(f"Erase {email} for good? This cannot be undone", abort=True)
-    result = gdpr.forget_contact(app.engine, email, actor="cli")
+    from syncd.inbox_purge import connector_parser
+
+    result = gdpr.forget_contact(app.engine, email, actor="cli", parse=connector_parser(app.config))
     if result.found:
         removed = ", ".join(f"{n} {t}" for t, n in result.deleted.items() if n)
         click.echo(f"erased: {removed}; {result.audit_scrubbed} audit entries scrubbed; address blocked")
     else:
         click.echo("no contact with that address; the address is blocked from future imports")
+    click.echo(f"webhook inbox: {result.inbox_scrubbed} stored deliveries scrubbed")
+    if result.inbox_held:
+        click.echo(
+            f"  {result.inbox_held} still to apply (they carry other contacts' events): "
+            "scrubbed once applied (syncd inbox drain, then syncd inbox purge; the daemon does both)"
+        )
     if not local_only:
         _erase_at_providers(app, gdpr.lookup_email(email))
 
