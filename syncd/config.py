@@ -180,6 +180,12 @@ def _networks(value: Any) -> Any:
 Networks = Annotated[tuple[IPNetwork, ...], BeforeValidator(_networks)]
 
 
+class Inbox(Strict):
+    # Applied webhook deliveries keep their raw body this long (to replay a misparsed event), then
+    # only the row (status, dedupe key, times) stays: the body is personal data.
+    retention: Duration = timedelta(days=30)
+
+
 class Server(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -260,6 +266,7 @@ class Config(Strict):
     double_opt_in: DoubleOptIn = DoubleOptIn()
     unsubscribe: Unsubscribe = Unsubscribe()
     server: Server = Server()
+    inbox: Inbox = Inbox()
     qualification: Qualification = Qualification()
     kinds: StrList = DEFAULT_KINDS
     stages: StrList = DEFAULT_STAGES

@@ -16,7 +16,7 @@ from typing import Any
 import uvicorn
 from sqlalchemy.engine import Engine
 
-from syncd import doi, hygiene, inbox, metrics
+from syncd import doi, hygiene, inbox, inbox_purge, metrics
 from syncd.config import Config
 from syncd.log import get_logger
 from syncd.providers import make_connector
@@ -32,7 +32,7 @@ def configured_connectors(config: Config) -> dict[str, Any]:
 
 
 def jobs_for(config: Config, engine: Engine, connectors: dict[str, Any], stop: threading.Event) -> list[Job]:
-    """Every scheduled job of the daemon: a sync per list on its schedule, inbox drain,
+    """Every scheduled job of the daemon: a sync per list on its schedule, inbox drain and purge,
     double opt-in mail (send, remind, expire) and the hygiene scan."""
     sender: list[doi.Send] = []
 
@@ -82,6 +82,13 @@ def jobs_for(config: Config, engine: Engine, connectors: dict[str, Any], stop: t
     ]
     jobs.append(
         Job("inbox", lambda: dict(inbox.drain(engine, config, connectors=connectors)), every(seconds=10))
+    )
+    jobs.append(
+        Job(
+            "inbox-purge",
+            lambda: inbox_purge.purge(engine, config.inbox.retention).total,
+            every(minutes=5),
+        )
     )
     jobs.append(Job("double-opt-in", doi_job, every(minutes=1)))
     jobs.append(Job("hygiene", lambda: hygiene.scan(engine, config), every(hours=1)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,25 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 def email_hash(email: str) -> str:
     """Irreversible key of a normalised address (tombstones, flags on unknown remote members)."""
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+def erased_among(db: Session | sa.Connection, emails: Iterable[str]) -> set[str]:
+    """The addresses among ``emails`` (normalised) that were erased at the contact's request.
+
+    The one tombstone check of every path that creates a contact or gives one a new address
+    (import, webhook events, provider pulls): an erased person never comes back (LESSONS 8).
+    """
+    emails = set(emails)
+    if not emails:
+        return set()
+    conn = db if isinstance(db, sa.Connection) else db.connection()
+    if len(emails) > 1 and conn.exec_driver_sql("SELECT 1 FROM tombstone LIMIT 1").first() is None:
+        return set()  # hashing a whole batch costs more than asking whether anyone was ever erased
+    by_hash = {email_hash(e): e for e in emails}
+    # At the driver: SQLAlchemy's expanding IN renders one bound name per value, visible at import scale.
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = f"SELECT email_hash FROM tombstone WHERE email_hash IN ({', '.join([mark] * len(by_hash))})"
+    return {by_hash[h] for (h,) in conn.exec_driver_sql(sql, tuple(by_hash)).fetchall()}
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ from sqlmodel import Session, select
 
 from connectors.base import EventKind, ProviderEvent, Target
 from syncd.config import Config, ListConfig
-from syncd.db import email_hash
+from syncd.db import email_hash, erased_among
 from syncd.membership import ConsentRequired, join_list, leave_list, mark_bounced, opt_out_everywhere
-from syncd.models import AuditLog, Consent, ConsentAction, Contact, Membership, Source, Tombstone
+from syncd.models import AuditLog, Consent, ConsentAction, Contact, Membership, Source
 from syncd.segments import ACTIVE, ContactFacts
 
 PROFILE_FIELDS = ("first_name", "last_name", "phone", "company", "city", "country")
@@ -94,6 +94,7 @@ class Note:
     """An audit line, no state change (a soft bounce)."""
 
     action: str
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ def reconcile(
     scope: Literal["list", "global"] | str = "list",
     *,
     new_email_owner: int | None = None,
+    new_email_erased: bool = False,
     region: str = "FR",
 ) -> list[Change]:
     """What one provider event changes in the master base.
@@ -146,6 +148,7 @@ def reconcile(
     memberships by list name. ``lists``: the syncd lists whose targets the event names (see
     ``lists_for_target``). ``scope``: ``config.unsubscribe.scope``. ``new_email_owner``: for
     EMAIL_CHANGED, the id of the contact that already has the new address, if any.
+    ``new_email_erased``: for EMAIL_CHANGED, whether the new address was erased (tombstoned).
     """
     if event.own_write:
         return [Ignore("own_write", "the echo of syncd's own write")]
@@ -184,6 +187,11 @@ def reconcile(
         new = (event.new_email or "").strip().lower()
         if not new or new == facts.email:
             return [Ignore("no_change", "no new address")]
+        if new_email_erased:
+            # An erased address never comes back, not even as someone else's new one (LESSONS 8):
+            # the contact keeps its address; the provider's member under the erased one is taken
+            # off the target by the next sync, as any erased member is.
+            return [Note("contact.email_change_refused", "the new address was erased at its owner's request")]
         if new_email_owner is not None and new_email_owner != facts.id:
             return [Ignore("email_taken", "the new address is already another contact")]
         return [ChangeEmail(new)]
@@ -312,16 +320,20 @@ def apply_event(session: Session, event: ProviderEvent, config: Config) -> str:
     actor = f"webhook:{event.provider}"
     email = event.email.strip().lower()
     contact = session.exec(select(Contact).where(Contact.email == email)).first()
+    if contact is None and erased_among(session, [email]):
+        # Erased: nothing to apply now or later, so never kept waiting for a contact (LESSONS 8).
+        return "ignored:forgotten"
     lists = lists_for_target(config, event.provider, event.target)
     memberships: dict[str, MembershipFacts] = {}
     owner = None
+    new_erased = False
     if contact is not None:
         rows = session.exec(select(Membership).where(Membership.contact_id == contact.id)).all()
         memberships = {m.list_name: MembershipFacts(m.status, m.since) for m in rows}
         if event.kind is EventKind.EMAIL_CHANGED and event.new_email:
-            other = session.exec(
-                select(Contact).where(Contact.email == event.new_email.strip().lower())
-            ).first()
+            new = event.new_email.strip().lower()
+            new_erased = bool(erased_among(session, [new]))
+            other = session.exec(select(Contact).where(Contact.email == new)).first()
             owner = other.id if other is not None else None
     facts = ContactFacts.of(contact) if contact is not None else None
     changes = reconcile(
@@ -331,6 +343,7 @@ def apply_event(session: Session, event: ProviderEvent, config: Config) -> str:
         lists,
         config.unsubscribe.scope,
         new_email_owner=owner,
+        new_email_erased=new_erased,
         region=config.qualification.default_region,
     )
     done: list[Change] = []
@@ -402,7 +415,8 @@ def _apply(
             new=email_hash(change.new_email),
         )
     elif isinstance(change, Note):
-        _audit(session, contact, actor, change.action, at, target=event.target)
+        detail = {"reason": change.reason} if change.reason else {}
+        _audit(session, contact, actor, change.action, at, target=event.target, **detail)
     else:
         return False
     return True
@@ -411,7 +425,7 @@ def _apply(
 def _create(
     session: Session, email: str, change: CreateContact, event: ProviderEvent
 ) -> tuple[Contact | None, str | None]:
-    if session.get(Tombstone, email_hash(email)) is not None:
+    if erased_among(session, [email]):
         return None, "forgotten"  # an erased contact never comes back (LESSONS 8)
     try:
         validate_email(email, check_deliverability=False)

@@ -186,7 +186,11 @@ class Flag(SQLModel, table=True):
 
 
 class InboxEvent(SQLModel, table=True):
-    """A webhook delivery, committed before it is acknowledged. The raw body is kept for replay."""
+    """A webhook delivery, committed before it is acknowledged. The raw body is kept for replay
+    until the retention ends (``inbox.retention`` after it was applied), then purged: the row stays,
+    so that a redelivery is still recognised as a duplicate."""
+
+    __table_args__ = (sa.Index("ix_inboxevent_purged_at_processed_at", "purged_at", "processed_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     provider: str = Field(max_length=20)
@@ -201,6 +205,9 @@ class InboxEvent(SQLModel, table=True):
     error: str | None = Field(default=None, sa_type=sa.Text)
     # Keys of the delivery's events already applied: a retry applies only the others.
     applied_keys: list[str] | None = Field(default=None, sa_type=sa.JSON, nullable=True)
+    purged_at: datetime | None = _when(nullable=True)  # when the body was blanked (retention, erasure)
+    # The delivery names an erased address: its body is purged as soon as it is applied.
+    names_erased: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
 class SyncRun(SQLModel, table=True):

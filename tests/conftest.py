@@ -64,3 +64,105 @@ def engine(_session_engine: Engine) -> Iterator[Engine]:
         for table in reversed(SQLModel.metadata.sorted_tables):
             conn.execute(table.delete())
     yield _session_engine
+
+
+# --- a live world: both simulators, the daemon's web app, and the CLI on a config naming them -----
+
+LIVE_CONFIG = """\
+version: 1
+providers:
+  brevo:
+    api_key: "${{LIVE_BREVO_KEY}}"
+    base_url: "{brevo_url}"
+    webhook_secret: "${{LIVE_BREVO_HOOK}}"
+    webhook_token: "${{LIVE_BREVO_TOKEN}}"
+  mailchimp:
+    api_key: "${{LIVE_MC_KEY}}"
+    base_url: "{mailchimp_url}"
+    webhook_secret: "${{LIVE_MC_HOOK}}"
+inbox: {{retention: 30d}}
+lists:
+  clients:
+    consent: single_opt_in
+    segment: {{kind: [client]}}
+    targets:
+      - brevo: {{list_id: {clients_b}}}
+      - mailchimp: {{audience: "{audience}", tag: clients}}
+  vendors:
+    consent: legitimate_interest
+    segment: {{kind: [vendor]}}
+    auto_enroll: true
+    exclusive_with: [clients]
+    on_violation: remove
+    targets: [{{brevo: {{list_id: {vendors_b}}}}}]
+"""
+
+
+@pytest.fixture(scope="session")
+def _live_simulators():
+    from connectors.simulators.brevo import BrevoSimulator
+    from connectors.simulators.mailchimp import MailchimpSimulator
+
+    with BrevoSimulator() as brevo, MailchimpSimulator() as mailchimp:
+        yield brevo, mailchimp
+
+
+@pytest.fixture
+def live(engine, tmp_path, monkeypatch, _live_simulators):
+    """Fresh provider lists, a config file mapping ``clients`` and ``vendors`` (exclusive, remove)
+    onto them, the web app serving the webhooks on a loopback port, and ``live.cli(...)``."""
+    import httpx
+    from click.testing import CliRunner
+
+    from connectors.simulators.server import ThreadedServer
+    from syncd.cli import main
+    from syncd.config import load_config
+    from syncd.web.app import create_app
+
+    brevo, mailchimp = _live_simulators
+    from syncd.secret import generate as generate_secret
+
+    clients_b, vendors_b = brevo.create_target("clients"), brevo.create_target("vendors")
+    hooks = {"brevo": generate_secret(), "mailchimp": generate_secret()}
+    brevo.webhook_token = token = generate_secret()  # carried by the webhooks the simulator fires
+    audience = mailchimp.create_target("audience")
+    for name, value in (
+        ("LIVE_BREVO_KEY", brevo.api_key),
+        ("LIVE_MC_KEY", mailchimp.api_key),
+        ("LIVE_BREVO_HOOK", hooks["brevo"]),
+        ("LIVE_BREVO_TOKEN", token),
+        ("LIVE_MC_HOOK", hooks["mailchimp"]),
+    ):
+        monkeypatch.setenv(name, value)
+    path = tmp_path / "syncd.yaml"
+    path.write_text(
+        LIVE_CONFIG.format(
+            brevo_url=brevo.api_url,
+            mailchimp_url=mailchimp.api_url,
+            clients_b=clients_b.list_id,
+            vendors_b=vendors_b.list_id,
+            audience=audience.list_id,
+        ),
+        encoding="utf-8",
+    )
+    url = engine.url.render_as_string(hide_password=False)
+    w = type("Live", (), {})()
+    w.engine, w.brevo, w.mailchimp, w.config_path = engine, brevo, mailchimp, path
+    w.config = load_config(path)
+    w.clients_b, w.vendors_b = clients_b, vendors_b
+    w.clients_mc = type(audience)(audience.provider, audience.list_id, "clients")
+    w.targets = ((brevo, clients_b), (brevo, vendors_b), (mailchimp, w.clients_mc))
+    w.cli = lambda *args: CliRunner().invoke(main, ["--config", str(path), "--database", url, *args])
+    with ThreadedServer(create_app(w.config, engine)) as server:
+        w.brevo_hook = f"{server.url}/hooks/brevo/{hooks['brevo']}"
+        w.mailchimp_hook = f"{server.url}/hooks/mailchimp/{hooks['mailchimp']}"
+
+        def post(url: str, body: bytes, content_type: str) -> httpx.Response:
+            """One delivery as the provider sends it (Brevo's with its bearer token)."""
+            headers = {"Content-Type": content_type}
+            if url == w.brevo_hook:
+                headers["Authorization"] = f"Bearer {token}"
+            return httpx.post(url, content=body, headers=headers, timeout=10)
+
+        w.post = post
+        yield w

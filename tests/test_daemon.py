@@ -295,3 +295,36 @@ def test_a_postgres_scheme_url_is_read_as_postgresql(tmp_path, engine):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("revision ")
+
+
+def test_the_daemon_purges_applied_deliveries_past_the_configured_retention(engine):
+    import threading
+    from datetime import timedelta
+
+    from sqlmodel import Session, select
+
+    from syncd.config import Config
+    from syncd.daemon import jobs_for
+    from syncd.models import InboxEvent, utcnow
+
+    config = Config.model_validate({"version": 1, "inbox": {"retention": "7d"}})
+    with Session(engine) as s:
+        for key, days in (("old", 8), ("recent", 6)):
+            at = utcnow() - timedelta(days=days)
+            s.add(
+                InboxEvent(
+                    provider="brevo",
+                    dedupe_key=key,
+                    content_type="application/json",
+                    payload='{"event": "spam", "email": "ana@example.fr"}',
+                    received_at=at,
+                    processed_at=at,
+                    status="done",
+                )
+            )
+        s.commit()
+    job = next(j for j in jobs_for(config, engine, {}, threading.Event()) if j.name == "inbox-purge")
+    assert job.func() == 1
+    with Session(engine) as s:
+        kept = {r.dedupe_key: "ana@" in r.payload for r in s.exec(select(InboxEvent))}
+    assert kept == {"old": False, "recent": True}

@@ -256,3 +256,46 @@ def test_one_failing_event_keeps_the_others_of_its_delivery_and_a_retry_applies_
     assert calls == ["b@example.fr"]  # the others were not applied a second time
     with Session(engine) as s:
         assert len(s.exec(select(AuditLog)).all()) == 3
+
+
+def test_applied_deliveries_lose_their_body_after_the_retention_and_stay_recognised(live, tmp_path):
+    w = live
+    crm = tmp_path / "clients.csv"
+    crm.write_text("email;type\nana@exemple.fr;client\n", encoding="utf-8")
+    imported = w.cli("import", str(crm), "--source", "crm", "--list", "clients", "--consent", "single_opt_in")
+    assert imported.exit_code == 0, imported.output
+    old_body, json_type = w.brevo.webhook_payload(
+        EventKind.PROFILE_UPDATED, "ana@exemple.fr", fields={"city": "Lyon"}
+    )
+    recent_body, form_type = w.mailchimp.webhook_payload(
+        EventKind.PROFILE_UPDATED, "ana@exemple.fr", w.clients_mc, first_name="Ana"
+    )
+    for hook, body, content_type in (
+        (w.brevo_hook, old_body, json_type),
+        (w.mailchimp_hook, recent_body, form_type),
+    ):
+        answer = w.post(hook, body, content_type)
+        assert answer.json()["status"] == "stored", answer.text
+    assert "2 done" in w.cli("inbox", "drain").output
+    waiting, _ = w.brevo.webhook_payload(EventKind.UNSUBSCRIBED, "ana@exemple.fr", w.clients_b)
+    w.post(w.brevo_hook, waiting, json_type)
+
+    nothing = w.cli("inbox", "purge")
+    assert nothing.exit_code == 0 and nothing.output.startswith("0 delivery(ies) purged"), nothing.output
+    key = rows(w.engine)[0].dedupe_key
+    with Session(w.engine) as s:  # the Brevo delivery was applied 31 days ago
+        applied = s.exec(select(InboxEvent).where(InboxEvent.dedupe_key == key)).one()
+        applied.processed_at = datetime.now(UTC) - timedelta(days=31)
+        s.add(applied)
+        s.commit()
+    purged = w.cli("inbox", "purge")
+    assert "1 delivery(ies) purged of personal data: 1 applied more than 30 day(s) ago" in purged.output
+
+    first, second, third = rows(w.engine)
+    assert "ana" not in first.payload and first.purged_at is not None
+    assert (first.status, first.dedupe_key) == ("done", key)
+    assert "ana" in second.payload and second.purged_at is None  # within the retention
+    assert third.status == "new" and "ana" in third.payload  # not applied yet: kept whatever its age
+    again = w.post(w.brevo_hook, old_body, json_type)
+    assert again.json()["status"] == "duplicate"
+    assert len(rows(w.engine)) == 3

@@ -26,7 +26,12 @@ CONSENTS = ("single_opt_in", "none")
     help="Where these contacts come from: newsletter, site, fair-2024, purchased-file…",
 )
 @click.option("--kind", help="Kind given to rows without a type column value (client, prospect, vendor…).")
-@click.option("--list", "list_name", help="Also add every imported contact to this list of the config.")
+@click.option(
+    "--list",
+    "list_name",
+    help="Also add the imported contacts to this list of the config: those its segment and "
+    "exclusivity rules admit (the others are imported, kept out of it, and counted per reason).",
+)
 @click.option(
     "--consent",
     type=click.Choice(CONSENTS),
@@ -102,6 +107,7 @@ def import_cmd(
         mapping=overrides,
         list_name=list_name,
         list_cfg=list_cfg,
+        all_lists=cfg.lists,
         consent=consent or "none",
         batch_size=batch_size,
     )
@@ -162,9 +168,11 @@ def _print_summary(file: Path, channel: str, s: Summary) -> None:
         ("other warnings", s.other_warnings, ""),
     ]
     if s.not_joined:
-        lines.append(("not added to the list", s.not_joined, ""))
+        lines.append(("not added to the list", s.not_joined, "  (imported, kept out of the list)"))
     for label, value, extra in lines:
         click.echo(f"  {label:<24}{value:>9}{extra}")
+    for reason, n in s.not_joined_why.most_common():
+        click.echo(f"    {n:>6}  {reason}")
     if s.notes:
         click.echo("details:" if len(s.notes) < 50 else "details (first 50):")
         for note in s.notes:
@@ -273,18 +281,27 @@ def forget(app: App, email: str, yes: bool, local_only: bool) -> None:
     """Erase one contact for good (GDPR right to erasure).
 
     The contact and everything attached (sources, consents, list memberships, flags) are deleted,
-    the audit trail keeps no personal data about them, and the address is blocked: a later import
+    the audit trail and the stored webhook deliveries keep no personal data about them, and the
+    address is blocked: a later import
     of it is rejected and a sync never brings it back. Unless --local-only, the contact is also
     deleted at the providers of the config's lists (Brevo account, Mailchimp audiences).
     """
     if not yes:
         click.confirm(f"Erase {email} for good? This cannot be undone", abort=True)
-    result = gdpr.forget_contact(app.engine, email, actor="cli")
+    from syncd.inbox_purge import connector_parser
+
+    result = gdpr.forget_contact(app.engine, email, actor="cli", parse=connector_parser(app.config))
     if result.found:
         removed = ", ".join(f"{n} {t}" for t, n in result.deleted.items() if n)
         click.echo(f"erased: {removed}; {result.audit_scrubbed} audit entries scrubbed; address blocked")
     else:
         click.echo("no contact with that address; the address is blocked from future imports")
+    click.echo(f"webhook inbox: {result.inbox_scrubbed} stored deliveries scrubbed")
+    if result.inbox_held:
+        click.echo(
+            f"  {result.inbox_held} still to apply (they carry other contacts' events): "
+            "scrubbed once applied (syncd inbox drain, then syncd inbox purge; the daemon does both)"
+        )
     if not local_only:
         _erase_at_providers(app, gdpr.lookup_email(email))
 

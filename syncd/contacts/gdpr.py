@@ -1,8 +1,9 @@
 """GDPR rights on one contact: access (everything held, as plain data) and erasure.
 
 Erasure deletes the contact and every row attached to it, scrubs personal data from the audit
-trail and the webhook inbox, and keeps a ``Tombstone`` (a SHA-256 of the address only), so that a
-later import or sync of the same address is refused and no consent comes back with it.
+trail and the webhook inbox (``syncd.inbox_purge``), and keeps a ``Tombstone`` (a SHA-256 of the
+address only), so that a later import or sync of the same address is refused and no consent comes
+back with it.
 """
 
 from __future__ import annotations
@@ -11,20 +12,19 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
 from syncd.contacts.qualify import InvalidEmail, normalise_email
-from syncd.db import email_hash, session_scope
+from syncd.db import email_hash, erased_among, session_scope
+from syncd.inbox_purge import Parse, scrub_address
 from syncd.models import (
     AuditLog,
     Consent,
     Contact,
     Flag,
-    InboxEvent,
     Membership,
     Source,
     TargetState,
@@ -49,7 +49,7 @@ def find_contact(session: Session, email: str) -> Contact | None:
 
 
 def is_forgotten(session: Session, email: str) -> bool:
-    return session.get(Tombstone, email_hash(lookup_email(email))) is not None
+    return bool(erased_among(session, [lookup_email(email)]))
 
 
 def contact_record(session: Session, contact: Contact) -> dict[str, Any]:
@@ -86,12 +86,15 @@ class Erasure:
     deleted: dict[str, int] = field(default_factory=dict)
     audit_scrubbed: int = 0
     inbox_scrubbed: int = 0
+    inbox_held: int = 0  # webhook deliveries still to apply for other contacts: purged once applied
 
 
-def forget_contact(engine: Engine, email: str, *, actor: str = "cli") -> Erasure:
+def forget_contact(engine: Engine, email: str, *, actor: str = "cli", parse: Parse | None = None) -> Erasure:
     """Erase ``email``: contact and attached rows deleted, traces scrubbed, tombstone kept. One transaction.
 
     An address the base does not hold still gets its tombstone: the person asked never to be processed.
+    ``parse`` reads stored webhook deliveries with the providers' connectors (see
+    ``syncd.inbox_purge.scrub_address``).
     """
     address = lookup_email(email)
     digest = email_hash(address)
@@ -103,7 +106,8 @@ def forget_contact(engine: Engine, email: str, *, actor: str = "cli") -> Erasure
         mentions = sa.or_(*(sa.cast(audit.c.detail, sa.Text).contains(n, autoescape=True) for n in needles))
         who = mentions if contact is None else sa.or_(audit.c.contact_id == contact.id, mentions)
         result.audit_scrubbed = session.execute(sa.update(audit).where(who).values(detail=SCRUBBED)).rowcount
-        result.inbox_scrubbed = _scrub_inbox(session, {address, quote(address, safe="")})
+        inbox = scrub_address(session, address, parse)
+        result.inbox_scrubbed, result.inbox_held = inbox.blanked, inbox.held
         if contact is not None:
             # The foreign keys cascade too; deleting explicitly keeps erasure complete whatever the engine.
             for model in ATTACHED:
@@ -126,18 +130,6 @@ def forget_contact(engine: Engine, email: str, *, actor: str = "cli") -> Erasure
             )
         )
     return result
-
-
-def _scrub_inbox(session: Session, needles: set[str]) -> int:
-    """Raw webhook bodies naming the address are blanked; unprocessed ones are closed as ignored."""
-    inbox = InboxEvent.__table__
-    where = sa.or_(*(sa.func.lower(inbox.c.payload).contains(n.lower(), autoescape=True) for n in needles))
-    blank = {"payload": json.dumps(SCRUBBED), "error": None}
-    done = session.execute(sa.update(inbox).where(where, inbox.c.status != "new").values(blank)).rowcount
-    waiting = session.execute(
-        sa.update(inbox).where(where, inbox.c.status == "new").values({**blank, "status": "ignored"})
-    ).rowcount
-    return done + waiting
 
 
 def _plain(row: SQLModel, drop: tuple[str, ...] = ()) -> dict[str, Any]:

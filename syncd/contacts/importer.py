@@ -18,7 +18,8 @@ import csv
 import io
 import re
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,10 @@ from sqlmodel import Session, select
 from syncd.config import ListConfig
 from syncd.contacts.dedupe import Conflict, merge, new_contact
 from syncd.contacts.qualify import INCOMPLETE, Qualified, Rejected, Rules, fold, qualify
-from syncd.db import email_hash
+from syncd.db import erased_among
 from syncd.log import get_logger
-from syncd.models import AuditLog, Contact, Source, Tombstone, utcnow
+from syncd.models import AuditLog, Contact, Membership, Source, utcnow
+from syncd.segments import eligibility
 
 log = get_logger(__name__)
 
@@ -98,6 +100,7 @@ class Options:
     mapping: dict[str, str] = field(default_factory=dict)  # header → field, from --map
     list_name: str | None = None
     list_cfg: ListConfig | None = None
+    all_lists: Mapping[str, ListConfig] = field(default_factory=dict)  # for --list's exclusivity rules
     consent: str = "none"
     batch_size: int = 1000
 
@@ -115,6 +118,7 @@ class Summary:
     siret_dropped: int = 0
     other_warnings: int = 0
     not_joined: int = 0
+    not_joined_why: Counter[str] = field(default_factory=Counter)  # reason → contacts not added to --list
     notes: list[str] = field(default_factory=list)  # first warnings and conflicts, for the marketer
     rejects_path: str | None = None
 
@@ -133,6 +137,7 @@ class Summary:
             "not_joined",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.not_joined_why.update(other.not_joined_why)
         self.notes.extend(other.notes[: max(0, 50 - len(self.notes))])
 
     def counts(self) -> dict[str, int]:
@@ -304,7 +309,6 @@ def parse_map(text: str | None) -> dict[str, str]:
 CONTACT = Contact.__table__
 SOURCE = Source.__table__
 AUDIT = AuditLog.__table__
-TOMBSTONE = Tombstone.__table__
 # Built once; the expanding IN takes the batch's keys as one parameter.
 _KNOWN_AMONG = sa.select(CONTACT).where(CONTACT.c.email.in_(sa.bindparam("keys", expanding=True)))
 
@@ -503,13 +507,10 @@ def _write(
     if not good:
         return 0
     at = utcnow()
-    # Hashing every address costs more than asking, once per batch, whether anyone was ever erased.
-    any_erased = session.execute(sa.select(TOMBSTONE.c.email_hash).limit(1)).first() is not None
-    hashes = {q.email: email_hash(q.email) for _, q in good} if any_erased else {}
-    erased = set(_column_among(session, "tombstone", "email_hash", "email_hash", set(hashes.values())))
+    erased = erased_among(session, (q.email for _, q in good))
     if erased:
-        rejected.extend((raw.line, ERASED, raw.cells) for raw, q in good if hashes[q.email] in erased)
-        good = [(raw, q) for raw, q in good if hashes[q.email] not in erased]
+        rejected.extend((raw.line, ERASED, raw.cells) for raw, q in good if q.email in erased)
+        good = [(raw, q) for raw, q in good if q.email not in erased]
     emails = {q.email for _, q in good}
     known = {r["email"]: dict(r) for r in session.execute(_KNOWN_AMONG, {"keys": list(emails)}).mappings()}
     ids = [r["id"] for r in known.values()]
@@ -738,16 +739,21 @@ def _join_list(
     summary: Summary,
     at: Any,
 ) -> set[int]:
-    """Add each contact of the batch to ``--list`` with the consent the importer declared.
+    """Add each contact of the batch that the list's rules admit to ``--list``, with the consent
+    the importer declared. The others stay in the base, out of the list, counted per reason: a
+    contact joined to a list whose segment excludes it is never pushed there, and its membership
+    still counts against the lists declared exclusive with it (a vendor imported into clients
+    would lose the vendors list and gain nothing).
 
     Returns the ids of the contacts for which something was written."""
     from syncd.membership import ConsentRequired, join_list
 
     assert options.list_name and options.list_cfg
-    by_id = {
-        c.id: c
-        for c in session.exec(select(Contact).where(Contact.id.in_({contact_id(e) for _, e in touched})))
-    }
+    ids = {contact_id(e) for _, e in touched}
+    by_id = {c.id: c for c in session.exec(select(Contact).where(Contact.id.in_(ids)))}
+    lists: dict[int, dict[str, str]] = {cid: {} for cid in ids}
+    for m in session.exec(select(Membership).where(Membership.contact_id.in_(ids))):
+        lists[m.contact_id][m.list_name] = m.status
     source = f"import:{options.channel}:{file_name}"
     joined: set[int] = set()
     seen: set[int] = set()
@@ -756,6 +762,10 @@ def _join_list(
         if cid in seen:
             continue
         seen.add(cid)
+        admitted = eligibility(options.list_name, options.list_cfg, by_id[cid], lists[cid], options.all_lists)
+        if not admitted.may:
+            _not_joined(summary, line, options.list_name, admitted.reasons[0])
+            continue
         try:
             with session.no_autoflush:
                 join_list(
@@ -768,11 +778,16 @@ def _join_list(
                     at=at,
                 )
         except ConsentRequired as exc:
-            summary.not_joined += 1
-            if len(summary.notes) < 50:
-                summary.notes.append(f"row {line}: not added to {options.list_name}: {exc}")
+            _not_joined(summary, line, options.list_name, str(exc))
             continue
         if session.new or session.dirty:
             joined.add(cid)
             session.flush()
     return joined
+
+
+def _not_joined(summary: Summary, line: int, list_name: str, reason: str) -> None:
+    summary.not_joined += 1
+    summary.not_joined_why[reason] += 1
+    if len(summary.notes) < 50:
+        summary.notes.append(f"row {line}: not added to {list_name}: {reason}")

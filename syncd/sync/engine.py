@@ -32,7 +32,7 @@ from connectors.base import (
 )
 from syncd import locks
 from syncd.config import Config, ListConfig
-from syncd.db import email_hash, session_scope
+from syncd.db import erased_among, session_scope
 from syncd.events import apply_event, record_provider_evidence
 from syncd.log import get_logger
 from syncd.models import (
@@ -43,7 +43,6 @@ from syncd.models import (
     SyncCursor,
     SyncRun,
     TargetState,
-    Tombstone,
     utcnow,
 )
 from syncd.segments import ContactFacts, consent_blockers, eligibility
@@ -285,10 +284,10 @@ class _Run:
         with session_scope(self.engine) as s:
             emails = [m.email for m in members]
             contacts = {c.email: c for c in s.exec(select(Contact).where(Contact.email.in_(emails)))}
-            unknown = {email_hash(m.email): m for m in members if m.email not in contacts}
-            erased = set(s.exec(select(Tombstone.email_hash).where(Tombstone.email_hash.in_(list(unknown)))))
-            for digest, m in unknown.items():
-                if digest in erased:
+            unknown = [m for m in members if m.email not in contacts]
+            erased = erased_among(s, (m.email for m in unknown))
+            for m in unknown:
+                if m.email in erased:
                     # Erased at the contact's request: never re-imported; taken off the target.
                     self.erased.append(m.email)
                 elif m.status == RemoteStatus.SUBSCRIBED:

@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from connectors.base import PayloadError, ProviderEvent
 from connectors.text import clean_text
+from syncd.inbox_purge import intake_columns
 from syncd.log import get_logger
 from syncd.metrics import WEBHOOK_RECEIVED, WEBHOOK_REJECTED
 from syncd.models import InboxEvent, utcnow
@@ -72,16 +73,18 @@ class InboxWriter:
             row["processed_at"] = row["received_at"]
         try:
             if self._lock is None:
-                self._insert(row)
+                self._insert(row, events)
             else:
                 with self._lock:
-                    self._insert(row)
+                    self._insert(row, events)
         except sa.exc.IntegrityError:
             return "duplicate"
-        return "ignored" if ignored else "stored"
+        return "ignored" if row["status"] == "ignored" else "stored"
 
-    def _insert(self, row: dict[str, Any]) -> None:
+    def _insert(self, row: dict[str, Any], events: Sequence[ProviderEvent]) -> None:
         with self.engine.begin() as conn:
+            # A body naming an erased address is not kept raw (see syncd.inbox_purge).
+            row.update(intake_columns(conn, events, row["payload"], row["received_at"]))
             conn.execute(self._table.insert().values(**row))
 
 

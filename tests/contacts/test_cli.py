@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+from sqlmodel import Session, select
+
 from syncd.contacts.importer import Options, import_file
+from syncd.models import Contact, Membership
 
 MESSY = (
     "Prénom;Nom;E-mail;Téléphone;Société;type\n"
@@ -151,3 +154,33 @@ def test_sample_file_imports(syncd):
     assert result.exit_code == 0, result.output
     assert f"  {'imported (new)':<24}{34:>9}" in result.output
     assert f"  {'rejected':<24}{3:>9}" in result.output
+
+
+def test_import_into_a_list_joins_only_the_contacts_its_segment_admits(live, tmp_path):
+    w = live
+    crm = tmp_path / "crm-export.csv"
+    crm.write_text(
+        "email;prénom;type\n"
+        "claire@boulangerie.fr;Claire;client\n"
+        "hugo@garage.fr;Hugo;client\n"
+        "vera@fournisseur.fr;Vera;vendor\n"
+        "victor@fournisseur.fr;Victor;vendor\n"
+        "paula@prospect.fr;Paula;prospect\n",
+        encoding="utf-8",
+    )
+    result = w.cli("import", str(crm), "--source", "crm", "--list", "clients", "--consent", "single_opt_in")
+    assert result.exit_code == 0, result.output
+    assert f"  {'imported (new)':<24}{5:>9}" in result.output
+    assert f"  {'not added to the list':<24}{3:>9}" in result.output
+    assert "     2  not in segment (kind is vendor, list wants client)" in result.output
+    assert "     1  not in segment (kind is prospect, list wants client)" in result.output
+
+    synced = w.cli("sync")
+    assert synced.exit_code == 0, synced.output
+    clients = ["claire@boulangerie.fr", "hugo@garage.fr"]
+    assert sorted(w.brevo.members(w.clients_b)) == clients
+    assert sorted(w.mailchimp.members(w.clients_mc)) == clients
+    assert sorted(w.brevo.members(w.vendors_b)) == ["vera@fournisseur.fr", "victor@fournisseur.fr"]
+    with Session(w.engine) as session:
+        rows = session.exec(select(Membership.list_name, Contact.email).join(Contact)).all()
+        assert sorted(rows) == [("clients", e) for e in clients]
