@@ -1,6 +1,7 @@
 from datetime import UTC, datetime, timedelta
 
 from connectors.base import RemoteStatus, Target
+from connectors.brevo import TRAITS as BREVO_TRAITS
 from syncd.config import ListConfig, Segment
 from syncd.segments import ContactFacts, eligibility
 from syncd.sync.plan import Desired, Skip, SyncedState, desired_member, plan_target, push_hash, state_after
@@ -123,12 +124,13 @@ def test_remote_unsubscribe_newer_than_the_opt_in_is_not_fought():
     assert not plan and len(plan.flags) == 1
 
 
-def test_brevo_blacklist_is_repaired_under_list_scope():
+def test_brevo_blacklist_with_a_per_list_reason_is_repaired_under_list_scope():
     d = wanted("news", person(kind="client"), "subscribed")
     synced = SyncedState(d.hash, RemoteStatus.BLOCKED)
-    plan = plan_target(BREVO, NEWS, [(1, d, synced)], scope="list")
+    plan = plan_target(BREVO, NEWS, [(1, d, synced)], scope="list", traits=BREVO_TRAITS, explained_blocks={1})
     assert len(plan.unblocks) == 1 and not plan.adds and not plan.updates and not plan.removals
-    assert not plan_target(BREVO, NEWS, [(1, d, state_after(plan.unblocks[0], "unblocks", synced))])
+    after = state_after(plan.unblocks[0], "unblocks", synced)
+    assert not plan_target(BREVO, NEWS, [(1, d, after)], traits=BREVO_TRAITS, explained_blocks={1})
 
 
 def test_brevo_blacklist_of_the_list_left_is_a_removal():
@@ -149,7 +151,7 @@ def test_unsubscribed_at_mailchimp_is_left_there_but_taken_off_a_brevo_list():
     d = wanted("news", person(kind="client"), "unsubscribed")
     gone = SyncedState("h", RemoteStatus.UNSUBSCRIBED)
     assert not plan_target(Target("mailchimp", "aud"), NEWS, [(1, d, gone)])
-    assert len(plan_target(BREVO, NEWS, [(1, d, gone)]).removals) == 1
+    assert len(plan_target(BREVO, NEWS, [(1, d, gone)], traits=BREVO_TRAITS).removals) == 1
 
 
 def test_archived_member_still_wanted_is_pushed_again():
