@@ -505,7 +505,10 @@ class _Run:
 
     def _explained_blocks(self, conn: Any, ids: list[int]) -> set[int]:
         """The contacts among ``ids`` whose account-wide block at this provider the master base
-        explains: a per-list opt-out from a list with a target there, newer than syncd's last lift."""
+        explains: a per-list opt-out that this provider reported (by webhook or on a list read;
+        ``events.apply_event`` records it with source ``webhook:<provider>``) from a list with a
+        target there, newer than syncd's last lift. An opt-out the contact gave syncd itself (its
+        unsubscribe link, the preference centre) never blocked anyone at the provider."""
         if not ids or not self.traits.blocks_account_wide:
             return set()
         provider = self.target.provider
@@ -520,6 +523,7 @@ class _Run:
                 sa.select(consent.c.contact_id, sa.func.max(consent.c.at))
                 .where(
                     consent.c.action == ConsentAction.OPT_OUT,
+                    consent.c.source == f"webhook:{provider}",
                     consent.c.list_name.in_(lists),
                     consent.c.contact_id.in_(ids),
                 )

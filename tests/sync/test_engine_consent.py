@@ -22,17 +22,18 @@ from syncd.cli import main
 from syncd.config import load_config
 from syncd.db import session_scope
 from syncd.events import apply_event
-from syncd.membership import join_list
+from syncd.membership import join_list, leave_list
 from syncd.models import Consent, Contact, Membership, TargetState
 
 
-@pytest.fixture(scope="module")
+# One account per test: a Brevo contact (and its block) is account-wide, whatever the list.
+@pytest.fixture
 def brevo():
     with BrevoSimulator() as sim:
         yield sim
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def mailchimp():
     with MailchimpSimulator() as sim:
         yield sim
@@ -81,9 +82,6 @@ lists:
 """,
         encoding="utf-8",
     )
-    brevo.reset_calls()
-    mailchimp.reset_calls()
-    brevo.outbox.clear()
     w = type("World", (), {})()
     w.config_path, w.config = path, load_config(path)
     w.engine, w.brevo, w.mailchimp = engine, brevo, mailchimp
@@ -217,6 +215,25 @@ def test_a_later_account_wide_block_is_not_lifted_for_an_old_per_list_unsubscrib
     assert w.brevo.is_blocked("ana@example.fr")
     assert contact(w, "ana@example.fr").global_opt_out
     assert memberships(w, "ana@example.fr") == {"news": "unsubscribed", "offers": "unsubscribed"}
+    assert "ana@example.fr" not in subscribed(w.brevo, w.offers_b)
+
+
+def test_an_unsubscribe_given_to_syncd_itself_does_not_explain_a_later_brevo_block(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news", "offers"])
+    run_cli(w, "sync")
+    with session_scope(w.engine) as s:  # Ana leaves news through syncd's own unsubscribe link
+        ana = s.exec(select(Contact).where(Contact.email == "ana@example.fr")).one()
+        leave_list(s, ana, "news", reason="unsubscribe link", source="web:unsubscribe")
+    run_cli(w, "sync")
+    assert not w.brevo.is_blocked("ana@example.fr") and subscribed(w.brevo, w.offers_b) == ["ana@example.fr"]
+
+    # Later she blocks herself account-wide at Brevo: nothing at Brevo names a list.
+    brevo_api(w).set_blocked("ana@example.fr", True)
+    run_cli(w, "sync")
+
+    assert w.brevo.is_blocked("ana@example.fr")
+    assert contact(w, "ana@example.fr").global_opt_out
     assert "ana@example.fr" not in subscribed(w.brevo, w.offers_b)
 
 
