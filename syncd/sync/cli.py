@@ -30,7 +30,7 @@ def sync(app: App, list_names: tuple[str, ...], dry_run: bool, show_emails: bool
     unblocks) and apply it in batches. Members of a double-opt-in list without a confirmation on
     record become pending and are mailed a confirmation. With --dry-run, print the plan — counts
     and a sample of each change with its reason — and apply nothing. Exit status 1 if any batch
-    failed.
+    failed or confirmation mails could not be sent.
     """
     config = app.config
     names = list(list_names) or list(config.lists)
@@ -53,7 +53,8 @@ def sync(app: App, list_names: tuple[str, ...], dry_run: bool, show_emails: bool
             )
         _print_report(report, show_emails)
         reports.append(report)
-    ok = all(r.ok for r in reports)
+    # Members asked to confirm who could not be mailed wait for nothing: a failure to act on.
+    ok = all(r.ok and not r.confirmations_failed for r in reports)
     flagged = sum(t.planned.get("flags", 0) for r in reports for t in r.targets)
     if flagged:
         click.echo(f"{flagged} member(s) kept against the list rules: see `syncd flags`")

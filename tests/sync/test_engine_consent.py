@@ -326,6 +326,24 @@ def test_a_list_switched_to_double_opt_in_asks_unproven_members_to_confirm_and_h
     )
 
 
+def test_a_sync_that_cannot_mail_the_confirmations_says_why_and_fails(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news"])
+    run_cli(w, "sync")
+    text = w.config_path.read_text().replace('  secret: "${T_DOI_SECRET}"\n', "")
+    w.config_path.write_text(
+        text.replace("news:\n    consent: single_opt_in", "news:\n    consent: double_opt_in")
+    )
+
+    url = w.engine.url.render_as_string(hide_password=False)
+    result = CliRunner().invoke(main, ["--config", str(w.config_path), "--database", url, "sync"])
+
+    assert result.exit_code == 1
+    assert "confirmation mails not sent: set 'double_opt_in.secret'" in result.output
+    assert memberships(w, "ana@example.fr") == {"news": "pending"}  # the daemon mails her once fixed
+    assert subscribed(w.brevo, w.news_b) == [] and w.brevo.outbox == []
+
+
 # --- defect 5: members added at the provider -------------------------------------------------------
 
 
