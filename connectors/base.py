@@ -51,6 +51,19 @@ class RemoteMember:
     changed_at: datetime | None = None  # provider's last change, UTC
     # Opt-in evidence the provider holds (Mailchimp: ip_signup, timestamp_signup, ip_opt, timestamp_opt)
     evidence: Mapping[str, str] = field(default_factory=dict)
+    # Remote list ids the contact unsubscribed from, as the provider records them on the contact
+    # (Brevo: listUnsubscribed): a per-list reason for an account-wide block, read from any list.
+    unsubscribed_from: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Traits:
+    """How a provider differs where the core must know it (the pure rules read this, never a name)."""
+
+    # One unsubscribe blocks the address for the whole account, transactional mail included.
+    blocks_account_wide: bool = False
+    # A member who unsubscribed from a list stays on that list (the plan must take them off).
+    keeps_unsubscribed_on_list: bool = False
 
 
 @dataclass(frozen=True)
@@ -170,6 +183,7 @@ class Rejected:
 @runtime_checkable
 class Connector(Protocol):
     provider: str
+    traits: Traits
 
     def pull(self, target: Target, since: str | None = None) -> Iterator[Page]:
         """Members of ``target`` page by page; only those changed since ``since`` when given."""

@@ -38,6 +38,7 @@ from connectors.base import (
     RemoteMember,
     RemoteStatus,
     Target,
+    Traits,
     Transient,
     WriteResult,
 )
@@ -113,8 +114,15 @@ OWN_WRITE_EVENTS = {"contact_updated", "list_addition"}
 EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
+# An unsubscribe blacklists the contact for the whole account (emailBlacklisted), and a contact who
+# unsubscribed from a list stays in it, the list named in listUnsubscribed.
+# https://help.brevo.com/hc/en-us/articles/208802209 ; https://developers.brevo.com/docs/blocklisted-contacts
+TRAITS = Traits(blocks_account_wide=True, keeps_unsubscribed_on_list=True)
+
+
 class BrevoConnector:
     provider = PROVIDER
+    traits = TRAITS
     # Members the sync engine hands over per upsert: one import takes ~80,000 contacts (8 MB).
     preferred_batch = 50_000
 
@@ -517,7 +525,8 @@ def member_from_contact(c: Mapping[str, Any], list_id: int) -> RemoteMember:
     # listUnsubscribed names the lists the contact unsubscribed from.
     # The per-list unsubscribe is the signal syncd acts on: it wins over the account-wide block
     # that Brevo sets with it, which syncd lifts for the contact's other lists.
-    if list_id in (c.get("listUnsubscribed") or []):
+    left = c.get("listUnsubscribed") or []
+    if list_id in left:
         status = RemoteStatus.UNSUBSCRIBED
     elif c.get("emailBlacklisted"):
         status = RemoteStatus.BLOCKED
@@ -531,6 +540,7 @@ def member_from_contact(c: Mapping[str, Any], list_id: int) -> RemoteMember:
         fields=fields,
         remote_id=str(c["id"]) if c.get("id") is not None else None,
         changed_at=parse_time(c.get("modifiedAt")),
+        unsubscribed_from=tuple(str(i) for i in left),
     )
 
 

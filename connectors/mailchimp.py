@@ -40,6 +40,7 @@ from connectors.base import (
     RemoteMember,
     RemoteStatus,
     Target,
+    Traits,
     Transient,
     WriteResult,
 )
@@ -188,6 +189,9 @@ class _ConnectionGate:
 
 class MailchimpConnector:
     provider = PROVIDER
+    # No account-wide block; an unsubscribed member is off the audience's mailings where it stands.
+    # https://mailchimp.com/help/unsubscribes/
+    traits = Traits()
     # Members the sync engine hands over per upsert: whole batch-subscribe calls, 10 in flight.
     preferred_batch = 5_000
 

@@ -23,7 +23,7 @@ import json
 import re
 import secrets
 import smtplib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
@@ -344,11 +344,18 @@ def _doi_lists(config: Config) -> list[str]:
 
 
 def send_pending(
-    engine: Engine, config: Config, send: Send, *, now: datetime | None = None, limit: int = 1000
+    engine: Engine,
+    config: Config,
+    send: Send,
+    *,
+    now: datetime | None = None,
+    limit: int = 1000,
+    lists: Collection[str] | None = None,
 ) -> int:
-    """Mail a confirmation link to each pending request that has none yet. Returns mails sent."""
-    lists = _doi_lists(config)
-    if not lists:
+    """Mail a confirmation link to each pending request that has none yet (of ``lists`` only, when
+    given). Returns mails sent."""
+    names = [n for n in _doi_lists(config) if lists is None or n in lists]
+    if not names:
         return 0
     now = now or utcnow()
     newer_token = (
@@ -360,7 +367,7 @@ def send_pending(
         todo = session.exec(
             select(Membership.contact_id, Membership.list_name)
             .join(Contact, Contact.id == Membership.contact_id)
-            .where(Membership.status == MembershipStatus.PENDING, Membership.list_name.in_(lists))  # type: ignore[attr-defined]
+            .where(Membership.status == MembershipStatus.PENDING, Membership.list_name.in_(names))  # type: ignore[attr-defined]
             .where(Contact.email_status.not_in(UNREACHABLE))  # type: ignore[attr-defined]
             .where(~newer_token.exists())
             .order_by(Membership.id)

@@ -154,6 +154,31 @@ def leave_list(
     return current
 
 
+def require_confirmation(
+    session: Session,
+    contact: Contact,
+    list_name: str,
+    *,
+    reason: str,
+    source: str,
+    at: datetime | None = None,
+) -> Membership | None:
+    """A subscribed member whose subscription the list's consent rule no longer accepts (a list
+    switched to double opt-in, no proof on record) waits for a confirmation: ``pending``. No
+    consent is recorded or withdrawn; the confirmation mail's request is recorded when it is sent.
+    Returns the membership moved to pending, or None when it was not subscribed.
+    """
+    at = at or utcnow()
+    assert contact.id is not None
+    current = membership(session, contact.id, list_name)
+    if current is None or current.status != MembershipStatus.SUBSCRIBED:
+        return None
+    current.status, current.since, current.reason = MembershipStatus.PENDING, at, reason[:200]
+    session.add(current)
+    _audit(session, contact, "list.pending", source, at, list_name=list_name, reason=reason)
+    return current
+
+
 def opt_out_everywhere(
     session: Session,
     contact: Contact,

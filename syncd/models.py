@@ -152,6 +152,9 @@ class TargetState(SQLModel, table=True):
     remote_id: str | None = Field(default=None, max_length=100)
     pushed_hash: str | None = Field(default=None, max_length=64)
     remote_status: str | None = Field(default=None, max_length=16)
+    # The provider's own time of the change to ``remote_status`` (RemoteMember.changed_at): tells a
+    # provider-side unsubscribe newer than the master base's opt-in from an older one.
+    remote_changed_at: datetime | None = _when(nullable=True)
     pushed_at: datetime | None = _when(nullable=True)
     pulled_at: datetime | None = _when(nullable=True)
 

@@ -202,3 +202,25 @@ def eligibility(
             reasons.append(f"exclusive with {other}")
     may = not reasons
     return Eligibility(may=may, must=may and auto_enrolled(list_cfg), reasons=tuple(reasons))
+
+
+def lacks_proof(
+    list_cfg: ListConfig,
+    membership_status: str | None,
+    since: datetime | None,
+    confirmed_at: datetime | None,
+) -> bool:
+    """Whether a subscribed member of a double-opt-in list holds no proof of it (LESSONS 13).
+
+    The proof is a ``doi_confirmed`` Consent row for this very list, recorded no earlier than the
+    membership's ``since`` (the confirmation that made it subscribed; ``confirmed_at`` is the
+    latest such row's time, None if there is none). A confirmation given before a later opt-out
+    and re-joining does not count; a single opt-in, an import or a provider's evidence never
+    does. So a list switched from ``single_opt_in`` to ``double_opt_in`` keeps only the members
+    who confirmed; the others are asked again.
+    """
+    if list_cfg.consent != "double_opt_in" or membership_status != "subscribed":
+        return False
+    if confirmed_at is None:
+        return True
+    return since is not None and confirmed_at < since

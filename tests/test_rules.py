@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.base import EventKind, ProviderEvent, RemoteStatus, Target
+from connectors.brevo import TRAITS as BREVO
 from syncd.config import Config, ListConfig, Segment
 from syncd.events import (
     Ignore,
@@ -104,12 +105,17 @@ def pushes(plan):
 @given(situations())
 def test_rule1_never_pushed_subscribed_without_consent(s):
     lists, facts, memberships, name, wanted, synced, scope = s
-    plan = plan_target(Target("brevo", "1"), lists[name], [(1, wanted, synced)], scope=scope)
+    plan = plan_target(Target("brevo", "1"), lists[name], [(1, wanted, synced)], scope=scope, traits=BREVO)
     if consent_blocked(facts, lists[name], memberships.get(name)):
         assert isinstance(wanted, Skip) and wanted.consent
         assert pushes(plan) == [] and plan.unblocks == []
         still_mailed = synced is not None and synced.remote_status in ("subscribed", "pending", "blocked")
-        if still_mailed:
+        # Someone the provider holds that syncd never pushed nor has as a member was added at the
+        # provider: a rule violation, kept and reported only where the list says on_violation: flag.
+        added_there = wanted.not_member and synced is not None and synced.pushed_hash is None
+        if still_mailed and added_there and lists[name].on_violation == "flag":
+            assert plan.removals == [] and len(plan.flags) == 1
+        elif still_mailed:
             assert len(plan.removals) == 1
 
 
@@ -161,14 +167,24 @@ def test_rule2_only_unsubscribe_all_or_a_complaint_opts_out_globally(event, fact
 
 
 @PROPERTY
-@given(situations())
-def test_rule3_brevo_blacklist_under_list_scope_is_lifted_not_propagated(s):
+@given(situations(), st.booleans(), times)
+def test_rule3_brevo_blacklist_under_list_scope_is_lifted_only_for_a_per_list_reason(s, explained, at):
     lists, facts, memberships, name, wanted, synced, _ = s
-    blocked = SyncedState(synced.pushed_hash if synced else None, RemoteStatus.BLOCKED)
-    plan = plan_target(Target("brevo", "1"), lists[name], [(1, wanted, blocked)], scope="list")
-    if isinstance(wanted, Desired):
+    blocked = SyncedState(synced.pushed_hash if synced else None, RemoteStatus.BLOCKED, at)
+    plan = plan_target(
+        Target("brevo", "1"),
+        lists[name],
+        [(1, wanted, blocked)],
+        scope="list",
+        traits=BREVO,
+        explained_blocks={1} if explained else set(),
+    )
+    newer_opt_in = isinstance(wanted, Desired) and None not in (wanted.since, at) and wanted.since > at
+    if isinstance(wanted, Desired) and (explained or newer_opt_in):
         assert len(plan.unblocks) == 1 and plan.removals == []
     else:
+        # An account-wide block with no per-list opt-out behind it is an opt-out from everything
+        # (LESSONS 11): never lifted, whatever the master base still says of this list.
         assert plan.unblocks == []
 
 

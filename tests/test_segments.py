@@ -115,3 +115,21 @@ def test_bounced_complained_and_opted_out_are_never_eligible():
 def test_leaving_an_auto_enrolled_list_is_final():
     e = eligibility("vendors", VENDORS, person(kind="vendor"), {"vendors": "unsubscribed"}, LISTS)
     assert not e.may and not e.must and e.reasons == ("unsubscribed from this list",)
+
+
+def test_a_double_opt_in_subscription_is_proven_only_by_a_confirmation_since_it_began():
+    from datetime import UTC, datetime, timedelta
+
+    from syncd.segments import lacks_proof
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    doi, single = NEWSLETTER_CLIENTS, ListConfig(consent="single_opt_in")
+    assert lacks_proof(doi, "subscribed", t0, None)  # a single opt-in, an import: no confirmation
+    assert not lacks_proof(doi, "subscribed", t0, t0)  # the confirmation that subscribed it
+    assert not lacks_proof(doi, "subscribed", t0, t0 + timedelta(days=3))
+    # confirmed once, then left and re-joined without confirming again
+    assert lacks_proof(doi, "subscribed", t0, t0 - timedelta(days=30))
+    # only subscribed members of double-opt-in lists are asked
+    assert not lacks_proof(doi, "pending", t0, None)
+    assert not lacks_proof(doi, "unsubscribed", t0, None)
+    assert not lacks_proof(single, "subscribed", t0, None)

@@ -225,7 +225,12 @@ class BrevoSimulator:
                     status = RemoteStatus.SUBSCRIBED
                 fields = {n: str(c.attributes[a]) for n, a in FIELD_ATTRIBUTES.items() if c.attributes.get(a)}
                 out[c.email] = RemoteMember(
-                    c.email, status, fields, remote_id=str(c.id), changed_at=parse_iso(iso(c.modified_at))
+                    c.email,
+                    status,
+                    fields,
+                    remote_id=str(c.id),
+                    changed_at=parse_iso(iso(c.modified_at)),
+                    unsubscribed_from=tuple(str(i) for i in c.list_unsubscribed),
                 )
             return out
 

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from syncd import hygiene
+from syncd import doi, hygiene
 from syncd.app import App
 from syncd.log import mask_email
 from syncd.providers import make_connector
@@ -27,8 +27,10 @@ def sync(app: App, list_names: tuple[str, ...], dry_run: bool, show_emails: bool
 
     For each list and each of its targets: read what changed at the provider (unsubscribes,
     bounces, profile edits) into the master base, compute the plan (adds, updates, removals,
-    unblocks) and apply it in batches. With --dry-run, print the plan — counts and a sample of
-    each change with its reason — and apply nothing. Exit status 1 if any batch failed.
+    unblocks) and apply it in batches. Members of a double-opt-in list without a confirmation on
+    record become pending and are mailed a confirmation. With --dry-run, print the plan — counts
+    and a sample of each change with its reason — and apply nothing. Exit status 1 if any batch
+    failed or confirmation mails could not be sent.
     """
     config = app.config
     names = list(list_names) or list(config.lists)
@@ -36,13 +38,23 @@ def sync(app: App, list_names: tuple[str, ...], dry_run: bool, show_emails: bool
         config.list(name)  # unknown list: clear error before any work
     providers = {t.target.provider for n in names for t in config.lists[n].targets}
     connectors = {p: make_connector(config, p) for p in providers}
+    mailer: list[doi.Send] = []
+
+    def send(mail: doi.Mail) -> str:
+        if not mailer:
+            mailer.append(doi.transport(config, connectors))
+        return mailer[0](mail)
+
     reports = []
     for name in names:
         with _Progress() as progress:
-            report = sync_list(app.engine, config, name, connectors, dry_run=dry_run, progress=progress)
+            report = sync_list(
+                app.engine, config, name, connectors, dry_run=dry_run, progress=progress, send=send
+            )
         _print_report(report, show_emails)
         reports.append(report)
-    ok = all(r.ok for r in reports)
+    # Members asked to confirm who could not be mailed wait for nothing: a failure to act on.
+    ok = all(r.ok and not r.confirmations_failed for r in reports)
     flagged = sum(t.planned.get("flags", 0) for r in reports for t in r.targets)
     if flagged:
         click.echo(f"{flagged} member(s) kept against the list rules: see `syncd flags`")
@@ -98,6 +110,24 @@ def _print_report(report: ListReport, show_emails: bool) -> None:
             click.echo(shown(f"    rejected by the provider: {email} — {reason}"))
         if t.failed:
             click.secho(f"    FAILED: {t.failed}", fg="red")
+    if report.reconfirms and report.dry_run:
+        click.echo(
+            f"  {report.reconfirms} member(s) without a double opt-in confirmation for this list: "
+            "a sync makes them pending, mails them a confirmation and takes them off the targets "
+            "until they confirm"
+        )
+    elif report.reconfirms:
+        click.echo(
+            f"  {report.reconfirms} member(s) without a double opt-in confirmation for this list: "
+            f"now pending, off the targets until they confirm; confirmation mails sent: "
+            f"{report.confirmations_sent}"
+        )
+    if report.confirmations_failed:
+        click.secho(
+            f"  confirmation mails not sent: {report.confirmations_failed} "
+            "(the daemon's double opt-in job sends them once this is fixed)",
+            fg="yellow",
+        )
 
 
 @click.command()

@@ -30,13 +30,16 @@ from connectors.base import (
     RemoteStatus,
     Target,
 )
-from syncd import locks
+from syncd import doi, locks
 from syncd.config import Config, ListConfig
 from syncd.db import erased_among, session_scope
-from syncd.events import apply_event, record_provider_evidence
+from syncd.events import apply_event, lists_for_target, record_provider_evidence
 from syncd.log import get_logger
+from syncd.membership import require_confirmation
 from syncd.models import (
     AuditLog,
+    Consent,
+    ConsentAction,
     Contact,
     Membership,
     Source,
@@ -45,8 +48,17 @@ from syncd.models import (
     TargetState,
     utcnow,
 )
-from syncd.segments import ContactFacts, consent_blockers, eligibility
-from syncd.sync.plan import Plan, PlanItem, Skip, SyncedState, desired_member, plan_target, state_after
+from syncd.segments import ContactFacts, auto_enrolled, consent_blockers, eligibility, lacks_proof
+from syncd.sync.plan import (
+    Plan,
+    PlanItem,
+    SyncedState,
+    block_explained,
+    desired_member,
+    lifts_block,
+    plan_target,
+    state_after,
+)
 
 log = get_logger(__name__)
 
@@ -56,6 +68,7 @@ FULL_PLAN_EVERY = timedelta(hours=24)
 # transaction was still open when that plan read the base is planned too.
 PLAN_MARGIN = timedelta(minutes=2)
 SAMPLE = 5  # changes shown per kind in a dry-run
+BLOCK_LIFTED = "contact.block_lifted"  # AuditLog action: a lift answers the per-list opt-outs before it
 
 
 @dataclass
@@ -84,10 +97,19 @@ class ListReport:
     dry_run: bool
     targets: list[TargetReport] = field(default_factory=list)
     skipped: str | None = None  # e.g. another run of this list holds the lock
+    confirmations_sent: int = 0  # double opt-in mails to the members asked to confirm
+    confirmations_failed: str | None = None  # why they could not be sent (the DOI job retries)
 
     @property
     def ok(self) -> bool:
         return self.skipped is None and all(t.ok for t in self.targets)
+
+    @property
+    def reconfirms(self) -> int:
+        """Members without the proof the list needs, asked to confirm (planned, in a dry run).
+        Every target plans the same ones; the first to apply them moves them to pending."""
+        key = "planned" if self.dry_run else "applied"
+        return max((getattr(t, key).get("reconfirms", 0) for t in self.targets), default=0)
 
 
 Progress = Callable[[str, int], None]  # (step description, items done since last call)
@@ -102,8 +124,13 @@ def sync_list(
     dry_run: bool = False,
     progress: Progress | None = None,
     stop: threading.Event | None = None,
+    send: doi.Send | None = None,
 ) -> ListReport:
-    """Sync one list with each of its targets. Two runs of one list never overlap."""
+    """Sync one list with each of its targets. Two runs of one list never overlap.
+
+    Members the list's consent rule no longer accepts (a list switched to double opt-in) are
+    moved to pending; with ``send``, their confirmation mails go out at the end of the run
+    (without, the daemon's double opt-in job sends them)."""
     list_cfg = config.list(list_name)
     report = ListReport(list_name, dry_run)
     try:
@@ -127,10 +154,28 @@ def sync_list(
             for run in runs:
                 run.read()
             report.targets.extend(run.write() for run in runs)
+            if send is not None and report.reconfirms and not dry_run:
+                _send_confirmations(engine, config, list_name, send, report)
     except locks.Busy:
         report.skipped = "another sync of this list is running"
         log.warning("sync.skipped_busy", list=list_name)
     return report
+
+
+def _send_confirmations(
+    engine: Engine, config: Config, list_name: str, send: doi.Send, report: ListReport
+) -> None:
+    """The double opt-in module's own sending path, for this list's pending requests."""
+    batch = 1000
+    try:
+        while True:
+            sent = doi.send_pending(engine, config, send, limit=batch, lists=[list_name])
+            report.confirmations_sent += sent
+            if sent < batch:
+                break
+    except doi.DoiNotConfigured as exc:
+        report.confirmations_failed = str(exc)
+        log.warning("sync.confirmations_not_sent", list=list_name, error=str(exc))
 
 
 class _Run:
@@ -158,7 +203,8 @@ class _Run:
             "unblocks": [],
         }
         self.batch = int(getattr(connector, "preferred_batch", 5000))
-        self.lifts: list[str] = []  # Brevo blacklists to lift, with no list state to keep
+        self.traits = connector.traits
+        self.lifts: list[tuple[int, str]] = []  # account-wide blocks to lift, with no list state to keep
         self.erased: list[str] = []  # remote members whose address was erased from the master base
 
     # --- the run -------------------------------------------------------------------------------
@@ -308,6 +354,7 @@ class _Run:
                     )
                 )
             }
+            blocked: list[tuple[Contact, RemoteMember]] = []
             for m in members:
                 contact = contacts.get(m.email)
                 if contact is None:
@@ -321,6 +368,7 @@ class _Run:
                     # A new remote status is what the incremental plan must look at; a remote id
                     # learnt for a member syncd pushed is not.
                     state.remote_status, state.pulled_at = str(m.status), now
+                    state.remote_changed_at = m.changed_at
                 state.remote_id = m.remote_id
                 s.add(state)
                 # The provider's opt-in evidence matters for members syncd did not put there; for
@@ -329,10 +377,14 @@ class _Run:
                     record_provider_evidence(
                         s, contact, self.list_name, m.evidence, f"provider:{self.target.key}"
                     )
-                event = self._event_for(m, memberships.get(contact.id))
-                if event is not None:
-                    outcome = apply_event(s, event, self.config)
-                    self.report.reconciled[outcome] = self.report.reconciled.get(outcome, 0) + 1
+                events = [self._event_for(m, memberships.get(contact.id)), *self._left_elsewhere(m)]
+                for event in events:
+                    if event is not None:
+                        self._apply(s, event)
+                if m.status == RemoteStatus.BLOCKED and self.traits.blocks_account_wide:
+                    blocked.append((contact, m))
+            if blocked:
+                self._unexplained_blocks(s, blocked)
 
     def _news(self, members: list[RemoteMember]) -> list[RemoteMember]:
         """The members whose remote status differs from what TargetState holds (or who are new to
@@ -388,9 +440,19 @@ class _Run:
         self.report.created += 1
         return contact
 
+    def _apply(self, s: Session, event: ProviderEvent) -> None:
+        outcome = apply_event(s, event, self.config)
+        self.report.reconciled[outcome] = self.report.reconciled.get(outcome, 0) + 1
+
     def _event_for(self, m: RemoteMember, membership: Membership | None) -> ProviderEvent | None:
-        """A pulled status the master base does not know yet, as the event a webhook would have brought."""
-        if membership is None or membership.status not in ("subscribed", "pending"):
+        """A pulled status the master base does not know yet, as the event a webhook would have brought.
+
+        It concerns a member of the list, or someone on an auto-enrolled list without a row: an
+        unsubscribe there is an objection to the legitimate interest, recorded like any opt-out
+        (an ``unsubscribed`` row), so that no target of the list holds the contact any more."""
+        active = membership is not None and membership.status in ("subscribed", "pending")
+        objection = membership is None and auto_enrolled(self.list_cfg)
+        if not (active or objection):
             return None
         kind = {
             RemoteStatus.UNSUBSCRIBED: EventKind.UNSUBSCRIBED,
@@ -398,16 +460,86 @@ class _Run:
         }.get(m.status)
         if kind is None:
             return None
+        return self._pulled_event(m, kind, self.target.list_id, "seen when reading the provider's list")
+
+    def _pulled_event(
+        self, m: RemoteMember, kind: EventKind, list_id: str | None, reason: str
+    ) -> ProviderEvent:
         at = m.changed_at or datetime.now(UTC)
         return ProviderEvent(
             provider=self.target.provider,
             kind=kind,
             email=m.email,
             occurred_at=at,
-            dedupe_key=f"pull:{self.target.key}:{m.email}:{at.isoformat()}",
-            target=self.target.list_id,
-            reason="seen when reading the provider's list",
+            dedupe_key=f"pull:{self.target.provider}:{list_id or '*'}:{kind}:{m.email}:{at.isoformat()}",
+            target=list_id,
+            reason=reason,
         )
+
+    def _left_elsewhere(self, m: RemoteMember) -> list[ProviderEvent]:
+        """The other mapped lists the provider records the contact as unsubscribed from (Brevo's
+        listUnsubscribed, read on any of its lists): per-list opt-outs, recorded before anything
+        asks whether an account-wide block has a per-list reason."""
+        reason = f"listed as unsubscribed from that list when reading {self.target.key}"
+        return [
+            self._pulled_event(m, EventKind.UNSUBSCRIBED, list_id, reason)
+            for list_id in m.unsubscribed_from
+            if list_id != self.target.list_id and lists_for_target(self.config, self.target.provider, list_id)
+        ]
+
+    def _unexplained_blocks(self, s: Session, blocked: list[tuple[Contact, RemoteMember]]) -> None:
+        """An account-wide block the master base cannot explain by a per-list opt-out is the
+        contact's opt-out from everything (a default Brevo account's unsubscribe, a block set in
+        the provider's UI): recorded as such, with what was seen, and never lifted (LESSONS 11)."""
+        s.flush()
+        explained = self._explained_blocks(s.connection(), [c.id for c, _ in blocked if c.id is not None])
+        for contact, m in blocked:
+            if contact.id in explained or consent_blockers(contact):
+                continue
+            reason = (
+                f"blocked account-wide at {self.target.key} with no per-list unsubscribe on record; "
+                "seen when reading the provider's list"
+            )
+            self._apply(s, self._pulled_event(m, EventKind.UNSUBSCRIBED_ALL, None, reason))
+
+    def _explained_blocks(self, conn: Any, ids: list[int]) -> set[int]:
+        """The contacts among ``ids`` whose account-wide block at this provider the master base
+        explains: a per-list opt-out that this provider reported (by webhook or on a list read;
+        ``events.apply_event`` records it with source ``webhook:<provider>``) from a list with a
+        target there, newer than syncd's last lift. An opt-out the contact gave syncd itself (its
+        unsubscribe link, the preference centre) never blocked anyone at the provider."""
+        if not ids or not self.traits.blocks_account_wide:
+            return set()
+        provider = self.target.provider
+        lists = [
+            n
+            for n, lst in self.config.lists.items()
+            if any(t.target.provider == provider for t in lst.targets)
+        ]
+        consent, audit = Consent.__table__, AuditLog.__table__
+        opted_out = dict(
+            conn.execute(
+                sa.select(consent.c.contact_id, sa.func.max(consent.c.at))
+                .where(
+                    consent.c.action == ConsentAction.OPT_OUT,
+                    consent.c.source == f"webhook:{provider}",
+                    consent.c.list_name.in_(lists),
+                    consent.c.contact_id.in_(ids),
+                )
+                .group_by(consent.c.contact_id)
+            ).all()
+        )
+        if not opted_out:
+            return set()
+        lifted: dict[int, datetime] = {}
+        for row in conn.execute(
+            sa.select(audit.c.contact_id, audit.c.at, audit.c.detail).where(
+                audit.c.action == BLOCK_LIFTED, audit.c.contact_id.in_(list(opted_out))
+            )
+        ):
+            if (row.detail or {}).get("provider") == provider:
+                lifted[row.contact_id] = max(row.at, lifted.get(row.contact_id, row.at))
+        return {cid for cid, at in opted_out.items() if block_explained(at, lifted.get(cid))}
 
     # --- plan ----------------------------------------------------------------------------------
 
@@ -453,7 +585,13 @@ class _Run:
 
     def _plans(self, since: datetime | None) -> Iterator[tuple[Plan, dict[int, SyncedState | None]]]:
         m_cols = (Membership.contact_id, Membership.list_name, Membership.status, Membership.since)
-        t_cols = (TargetState.contact_id, TargetState.pushed_hash, TargetState.remote_status)
+        t_cols = (
+            TargetState.contact_id,
+            TargetState.pushed_hash,
+            TargetState.remote_status,
+            TargetState.remote_changed_at,
+        )
+        scope = self.config.unsubscribe.scope
         for contacts in self._chunks(since):
             ids = [c.id for c in contacts]
             with self.engine.connect() as conn:
@@ -466,64 +604,78 @@ class _Run:
                         sa.select(*t_cols).where(*self._state_filter(), TargetState.contact_id.in_(ids))
                     )
                 }
-            rows, unknown, all_facts = [], [], {}
+                confirmed = self._confirmations(conn, ids)
+                held = [
+                    cid
+                    for cid, st in states.items()
+                    if st and st.remote_status in (RemoteStatus.BLOCKED, RemoteStatus.UNSUBSCRIBED)
+                ]
+                explained = self._explained_blocks(conn, held)
+            rows = []
             for c in contacts:
-                facts = all_facts[c.id] = ContactFacts.of(c)
+                facts = ContactFacts.of(c)
                 mine = memberships.get(c.id, {})
                 statuses = {name: m.status for name, m in mine.items()}
                 own = mine.get(self.list_name)
+                status, joined = (own.status, own.since) if own else (None, None)
                 elig = eligibility(self.list_name, self.list_cfg, facts, statuses, self.config.lists)
                 wanted = desired_member(
                     self.list_name,
                     self.list_cfg,
                     facts,
-                    own.status if own else None,
+                    status,
                     elig,
-                    since=own.since if own else None,
+                    since=joined,
+                    proven=not lacks_proof(self.list_cfg, status, joined, confirmed.get(c.id)),
                 )
                 synced = states.get(c.id)
-                if own is None and not self.list_cfg.auto_enroll and synced and synced.pushed_hash is None:
-                    # On the provider's list but never a member here nor pushed by syncd: a person
-                    # the master base knows nothing about for this list. Report, don't remove.
-                    unknown.append(
-                        PlanItem(c.id, c.email, "on the provider's list, not a member in the master base")
-                    )
-                    continue
                 rows.append((c.id, wanted, synced))
-            plan = plan_target(self.target, self.list_cfg, rows, scope=self.config.unsubscribe.scope)
-            plan.flags.extend(unknown)
-            self._brevo_lifts(rows, all_facts)
-            yield plan, states
+                if lifts_block(
+                    facts, wanted, synced, scope=scope, traits=self.traits, explained=c.id in explained
+                ):
+                    self.lifts.append((c.id, c.email))
+            yield (
+                plan_target(
+                    self.target,
+                    self.list_cfg,
+                    rows,
+                    scope=scope,
+                    traits=self.traits,
+                    explained_blocks=explained,
+                ),
+                states,
+            )
 
-    def _brevo_lifts(
-        self, rows: list[tuple[int, Any, SyncedState | None]], facts: dict[int, ContactFacts]
-    ) -> None:
-        """Brevo blacklists a contact account-wide when it unsubscribes from one list, which also
-        stops its transactional mail. The plan takes the contact off that list; under unsubscribe
-        scope "list" syncd also lifts the blacklist, unless the master base says the contact opted
-        out of everything, complained or bounced (DESIGN §4 rule 3)."""
-        if self.target.provider != "brevo" or self.config.unsubscribe.scope != "list":
-            return
-        for contact_id, wanted, synced in rows:
-            if (
-                synced is not None
-                and synced.remote_status == RemoteStatus.UNSUBSCRIBED
-                and isinstance(wanted, Skip)
-                and not consent_blockers(facts[contact_id])
-            ):
-                self.lifts.append(wanted.email)
+    def _confirmations(self, conn: Any, ids: list[int]) -> dict[int, datetime]:
+        """Contact id -> time of its latest double opt-in confirmation for this list (a
+        double-opt-in list only: the proof ``segments.lacks_proof`` asks for)."""
+        if self.list_cfg.consent != "double_opt_in":
+            return {}
+        consent = Consent.__table__
+        return dict(
+            conn.execute(
+                sa.select(consent.c.contact_id, sa.func.max(consent.c.at))
+                .where(
+                    consent.c.action == ConsentAction.DOI_CONFIRMED,
+                    consent.c.list_name == self.list_name,
+                    consent.c.contact_id.in_(ids),
+                )
+                .group_by(consent.c.contact_id)
+            ).all()
+        )
 
     # --- apply ---------------------------------------------------------------------------------
 
     def _take(self, plan: Plan, states: dict[int, SyncedState | None]) -> None:
         for kind, n in plan.counts().items():
             self.report.planned[kind] = self.report.planned.get(kind, 0) + n
-        for kind in ("adds", "updates", "removals", "unblocks", "flags"):
+        for kind in Plan.KINDS:
             samples = self.report.samples.setdefault(kind, [])
             for item in getattr(plan, kind)[: SAMPLE - len(samples)]:
                 samples.append((item.email, item.reason))
         if self.dry_run:
             return
+        self._apply_reconfirms(plan.reconfirms)
         for kind in self.buffer:
             self.buffer[kind].extend((item, states.get(item.contact_id)) for item in getattr(plan, kind))
         self._flush()
@@ -544,9 +696,10 @@ class _Run:
             self.report.applied["erased"] = len(result.done)
             self.erased = []
         if force and self.lifts:
-            for email in self.lifts:
+            for _, email in self.lifts:
                 self.connector.set_blocked(email, False)
                 self.report.write_calls += 1
+            self._record_lifts([cid for cid, _ in self.lifts])
             self.report.applied["unblocks"] = self.report.applied.get("unblocks", 0) + len(self.lifts)
             self.lifts = []
 
@@ -592,7 +745,48 @@ class _Run:
             self.report.write_calls += 1
             done.append(("unblocks", item, before))
         self._store(done)
+        self._record_lifts([item.contact_id for item, _ in items])
         self.report.applied["unblocks"] = self.report.applied.get("unblocks", 0) + len(done)
+
+    def _record_lifts(self, contact_ids: list[int]) -> None:
+        """A lift answers every per-list opt-out before it: a later block needs a new reason."""
+        if not contact_ids:
+            return
+        now = utcnow()
+        detail = {"provider": self.target.provider, "target": self.target.key}
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.insert(AuditLog.__table__),
+                [
+                    {
+                        "at": now,
+                        "actor": f"sync:{self.list_name}",
+                        "action": BLOCK_LIFTED,
+                        "contact_id": cid,
+                        "detail": detail,
+                    }
+                    for cid in contact_ids
+                ],
+            )
+
+    def _apply_reconfirms(self, items: list[PlanItem]) -> None:
+        """Members without the proof the list now needs go back to pending, in one transaction;
+        the plan takes them off the targets, a confirmation mail brings them back."""
+        if not items:
+            return
+        now = utcnow()
+        done = 0
+        with session_scope(self.engine) as s:
+            for item in items:
+                contact = s.get(Contact, item.contact_id)
+                if contact is None:
+                    continue
+                moved = require_confirmation(
+                    s, contact, self.list_name, reason=item.reason, source=f"sync:{self.list_name}", at=now
+                )
+                done += moved is not None
+        self.report.applied["reconfirms"] = self.report.applied.get("reconfirms", 0) + done
+        log.info("sync.reconfirms", list=self.list_name, target=self.target.key, count=done)
 
     def _store(self, accepted: list[tuple[str, PlanItem, SyncedState | None]]) -> None:
         """What the provider accepted becomes TargetState, in one transaction per batch.

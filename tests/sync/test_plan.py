@@ -1,9 +1,21 @@
 from datetime import UTC, datetime, timedelta
 
 from connectors.base import RemoteStatus, Target
+from connectors.brevo import TRAITS as BREVO_TRAITS
 from syncd.config import ListConfig, Segment
 from syncd.segments import ContactFacts, eligibility
-from syncd.sync.plan import Desired, Skip, SyncedState, desired_member, plan_target, push_hash, state_after
+from syncd.sync.plan import (
+    NO_TRAITS,
+    Desired,
+    Skip,
+    SyncedState,
+    block_explained,
+    desired_member,
+    lifts_block,
+    plan_target,
+    push_hash,
+    state_after,
+)
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 BREVO = Target("brevo", "12")
@@ -17,11 +29,11 @@ def person(**kw) -> ContactFacts:
     return ContactFacts(email=kw.pop("email", "ana@example.fr"), id=1, first_name="Ana", **kw)
 
 
-def wanted(list_name, facts, status, memberships=None, since=None):
+def wanted(list_name, facts, status, memberships=None, since=None, proven=True):
     cfg = LISTS[list_name]
     memberships = {list_name: status} if status else (memberships or {})
     elig = eligibility(list_name, cfg, facts, memberships, LISTS)
-    return desired_member(list_name, cfg, facts, status, elig, since=since)
+    return desired_member(list_name, cfg, facts, status, elig, since=since, proven=proven)
 
 
 def test_a_subscribed_member_is_pushed_with_its_fields():
@@ -123,12 +135,13 @@ def test_remote_unsubscribe_newer_than_the_opt_in_is_not_fought():
     assert not plan and len(plan.flags) == 1
 
 
-def test_brevo_blacklist_is_repaired_under_list_scope():
+def test_brevo_blacklist_with_a_per_list_reason_is_repaired_under_list_scope():
     d = wanted("news", person(kind="client"), "subscribed")
     synced = SyncedState(d.hash, RemoteStatus.BLOCKED)
-    plan = plan_target(BREVO, NEWS, [(1, d, synced)], scope="list")
+    plan = plan_target(BREVO, NEWS, [(1, d, synced)], scope="list", traits=BREVO_TRAITS, explained_blocks={1})
     assert len(plan.unblocks) == 1 and not plan.adds and not plan.updates and not plan.removals
-    assert not plan_target(BREVO, NEWS, [(1, d, state_after(plan.unblocks[0], "unblocks", synced))])
+    after = state_after(plan.unblocks[0], "unblocks", synced)
+    assert not plan_target(BREVO, NEWS, [(1, d, after)], traits=BREVO_TRAITS, explained_blocks={1})
 
 
 def test_brevo_blacklist_of_the_list_left_is_a_removal():
@@ -149,7 +162,7 @@ def test_unsubscribed_at_mailchimp_is_left_there_but_taken_off_a_brevo_list():
     d = wanted("news", person(kind="client"), "unsubscribed")
     gone = SyncedState("h", RemoteStatus.UNSUBSCRIBED)
     assert not plan_target(Target("mailchimp", "aud"), NEWS, [(1, d, gone)])
-    assert len(plan_target(BREVO, NEWS, [(1, d, gone)]).removals) == 1
+    assert len(plan_target(BREVO, NEWS, [(1, d, gone)], traits=BREVO_TRAITS).removals) == 1
 
 
 def test_archived_member_still_wanted_is_pushed_again():
@@ -169,3 +182,77 @@ def test_plan_is_computed_chunk_by_chunk():
     total = plan_target(BREVO, NEWS, [next(it) for _ in range(1000)])
     total.extend(plan_target(BREVO, NEWS, it))
     assert total.counts()["adds"] == 3000
+
+
+def test_an_auto_enrolment_is_never_a_newer_opt_in_than_a_provider_unsubscribe():
+    d = wanted("vendors", person(kind="vendor"), None)
+    assert isinstance(d, Desired) and d.since is None
+    mailchimp = Target("mailchimp", "aud")
+    for changed_at in (T0, None):
+        gone = SyncedState(d.hash, RemoteStatus.UNSUBSCRIBED, remote_changed_at=changed_at)
+        plan = plan_target(mailchimp, VENDORS, [(1, d, gone)])
+        assert not plan and len(plan.flags) == 1, "a reconfirmation would mail someone who left"
+
+
+def test_the_provider_time_of_a_status_is_read_from_target_state():
+    row = type("Row", (), {"pushed_hash": "h", "remote_status": "unsubscribed", "remote_changed_at": T0})()
+    assert SyncedState.of(row) == SyncedState("h", RemoteStatus.UNSUBSCRIBED, T0)
+
+
+def test_a_brevo_block_without_a_per_list_reason_is_never_lifted():
+    d = wanted("news", person(kind="client"), "subscribed", since=T0)
+    synced = SyncedState(d.hash, RemoteStatus.BLOCKED, remote_changed_at=T0 + timedelta(hours=1))
+    plan = plan_target(BREVO, NEWS, [(1, d, synced)], scope="list", traits=BREVO_TRAITS)
+    assert not plan.unblocks and not plan.writes and len(plan.flags) == 1
+    unknown_time = SyncedState(d.hash, RemoteStatus.BLOCKED)
+    assert not plan_target(BREVO, NEWS, [(1, d, unknown_time)], traits=BREVO_TRAITS).unblocks
+
+
+def test_a_per_list_opt_out_explains_a_block_until_syncd_lifts_one():
+    assert block_explained(T0, None)
+    assert block_explained(T0 + timedelta(days=1), T0)  # a new unsubscribe after the last lift
+    assert not block_explained(T0, T0 + timedelta(minutes=1))  # already answered by a lift
+    assert not block_explained(None, None)
+
+
+def test_the_block_of_a_contact_who_left_one_list_is_lifted_only_with_its_reason():
+    facts = person(kind="client")
+    d = wanted("news", facts, "unsubscribed")
+    kw = {"scope": "list", "traits": BREVO_TRAITS}
+    for remote in (RemoteStatus.UNSUBSCRIBED, RemoteStatus.BLOCKED):
+        assert lifts_block(facts, d, SyncedState("h", remote), explained=True, **kw)
+        assert not lifts_block(facts, d, SyncedState("h", remote), explained=False, **kw)
+    everywhere = person(kind="client", global_opt_out=True)
+    out = wanted("news", everywhere, "unsubscribed")
+    assert not lifts_block(everywhere, out, SyncedState("h", RemoteStatus.BLOCKED), explained=True, **kw)
+    gone = SyncedState("h", RemoteStatus.UNSUBSCRIBED)
+    assert not lifts_block(facts, d, gone, explained=True, scope="global", traits=BREVO_TRAITS)
+    assert not lifts_block(facts, d, gone, explained=True, scope="list", traits=NO_TRAITS)
+
+
+def test_an_unproven_double_opt_in_member_is_asked_to_confirm_and_taken_off_meanwhile():
+    d = wanted("doi", person(), "subscribed", proven=False)
+    assert isinstance(d, Skip) and d.consent and d.reconfirm
+    on_target = plan_target(BREVO, DOI, [(1, d, SyncedState("h", RemoteStatus.SUBSCRIBED))])
+    assert len(on_target.reconfirms) == 1 and len(on_target.removals) == 1
+    assert on_target.writes == 1  # asking to confirm writes the base, not the provider
+    off_target = plan_target(BREVO, DOI, [(1, d, None)])
+    assert len(off_target.reconfirms) == 1 and not off_target.writes
+    # an opt-out comes first: nobody who left is mailed a confirmation
+    left = wanted("doi", person(global_opt_out=True), "subscribed", proven=False)
+    assert isinstance(left, Skip) and not left.reconfirm
+
+
+def test_a_member_added_at_the_provider_is_removed_or_flagged_as_the_list_says():
+    d = wanted("news", person(kind="client"), None)
+    assert isinstance(d, Skip) and d.not_member
+    added_there = SyncedState(None, RemoteStatus.SUBSCRIBED)
+    flagged = plan_target(BREVO, NEWS, [(1, d, added_there)])
+    assert not flagged.writes and "kept (on_violation: flag)" in flagged.flags[0].reason
+    removing = NEWS.model_copy(update={"on_violation": "remove"})
+    removed = plan_target(BREVO, removing, [(1, d, added_there)])
+    assert [i.reason for i in removed.removals] == [
+        "on the provider's list, not a member in the master base (on_violation: remove)"
+    ]
+    # once pushed by syncd, a contact who is no member any more is removed whatever the list says
+    assert len(plan_target(BREVO, NEWS, [(1, d, SyncedState("h", RemoteStatus.SUBSCRIBED))]).removals) == 1

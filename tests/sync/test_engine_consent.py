@@ -1,0 +1,370 @@
+"""End to end, `syncd sync` against both simulators: consent shown only by what a provider holds.
+
+Each case is a path a real account takes: a pull that sees an unsubscribe no webhook reported, a
+default Brevo account's account-wide block, a list switched to double opt-in, members added in a
+provider's own UI.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from click.testing import CliRunner
+from sqlmodel import Session, select
+
+from connectors.base import EventKind, RemoteStatus
+from connectors.brevo import BrevoConnector
+from connectors.simulators.brevo import BrevoSimulator
+from connectors.simulators.mailchimp import MailchimpSimulator
+from syncd import doi
+from syncd.cli import main
+from syncd.config import load_config
+from syncd.db import session_scope
+from syncd.events import apply_event
+from syncd.membership import join_list, leave_list
+from syncd.models import Consent, Contact, Membership, TargetState
+from syncd.secret import generate as generate_secret
+
+
+# One account per test: a Brevo contact (and its block) is account-wide, whatever the list.
+@pytest.fixture
+def brevo():
+    with BrevoSimulator() as sim:
+        yield sim
+
+
+@pytest.fixture
+def mailchimp():
+    with MailchimpSimulator() as sim:
+        yield sim
+
+
+@pytest.fixture
+def world(tmp_path, engine, brevo, mailchimp, monkeypatch):
+    """Fresh provider lists, and three syncd lists on them: a newsletter and offers sharing one
+    Mailchimp audience through tags, and an auto-enrolled vendors list with an audience of its own."""
+    news_b, offers_b, vendors_b = (brevo.create_target(n) for n in ("news", "offers", "vendors"))
+    audience, vendors_aud = mailchimp.create_target("audience"), mailchimp.create_target("vendors")
+    monkeypatch.setenv("T_BREVO_KEY", brevo.api_key)
+    monkeypatch.setenv("T_MC_KEY", mailchimp.api_key)
+    monkeypatch.setenv("T_DOI_SECRET", generate_secret())
+    path = tmp_path / "syncd.yaml"
+    path.write_text(
+        f"""
+version: 1
+providers:
+  brevo: {{api_key: "${{T_BREVO_KEY}}", base_url: "{brevo.api_url}", api_key_name: syncd}}
+  mailchimp: {{api_key: "${{T_MC_KEY}}", base_url: "{mailchimp.api_url}"}}
+double_opt_in:
+  transport: brevo
+  secret: "${{T_DOI_SECRET}}"
+  sender: {{email: news@example.fr, name: Example}}
+  public_url: https://lists.example.fr
+lists:
+  news:
+    consent: single_opt_in
+    targets:
+      - brevo: {{list_id: {news_b.list_id}}}
+      - mailchimp: {{audience: "{audience.list_id}", tag: news}}
+  offers:
+    consent: single_opt_in
+    on_violation: remove
+    targets:
+      - brevo: {{list_id: {offers_b.list_id}}}
+      - mailchimp: {{audience: "{audience.list_id}", tag: offers}}
+  vendors:
+    consent: legitimate_interest
+    segment: {{kind: [vendor]}}
+    auto_enroll: true
+    targets:
+      - brevo: {{list_id: {vendors_b.list_id}}}
+      - mailchimp: {{audience: "{vendors_aud.list_id}"}}
+""",
+        encoding="utf-8",
+    )
+    w = type("World", (), {})()
+    w.config_path, w.config = path, load_config(path)
+    w.engine, w.brevo, w.mailchimp = engine, brevo, mailchimp
+    w.news_b, w.offers_b, w.vendors_b, w.vendors_mc = news_b, offers_b, vendors_b, vendors_aud
+    w.audience = audience
+    w.news_mc = type(audience)(audience.provider, audience.list_id, "news")
+    w.offers_mc = type(audience)(audience.provider, audience.list_id, "offers")
+    return w
+
+
+def add_contact(w, email, kind, lists=(), consent="single_opt_in"):
+    with session_scope(w.engine) as s:
+        c = Contact(email=email, kind=kind, first_name="Ana")
+        s.add(c)
+        s.flush()
+        for name in lists:
+            join_list(s, c, name, w.config.lists[name], consent=consent, source="form")
+        return c.id
+
+
+def run_cli(w, *args):
+    url = w.engine.url.render_as_string(hide_password=False)
+    result = CliRunner().invoke(main, ["--config", str(w.config_path), "--database", url, *args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def memberships(w, email):
+    with Session(w.engine) as s:
+        c = s.exec(select(Contact).where(Contact.email == email)).one()
+        return {
+            m.list_name: m.status for m in s.exec(select(Membership).where(Membership.contact_id == c.id))
+        }
+
+
+def contact(w, email):
+    with Session(w.engine) as s:
+        return s.exec(select(Contact).where(Contact.email == email)).one()
+
+
+def consents(w, email):
+    with Session(w.engine) as s:
+        c = s.exec(select(Contact).where(Contact.email == email)).one()
+        return list(s.exec(select(Consent).where(Consent.contact_id == c.id).order_by(Consent.id)))
+
+
+def subscribed(sim, target):
+    return sorted(e for e, m in sim.members(target).items() if m.status == RemoteStatus.SUBSCRIBED)
+
+
+def brevo_api(w):
+    """The Brevo account as its owner reaches it (the UI and the API act alike), over HTTP."""
+    return BrevoConnector(w.brevo.api_key, w.brevo.api_url)
+
+
+def assert_second_sync_writes_nothing(w):
+    w.brevo.reset_calls()
+    w.mailchimp.reset_calls()
+    again = run_cli(w, "sync")
+    assert (w.brevo.write_calls, w.mailchimp.write_calls) == (0, 0), again.output
+
+
+# --- defect 1: an objection seen only by the pull ---------------------------------------------
+
+
+def test_an_unsubscribe_seen_only_by_the_pull_on_an_auto_enrolled_list_is_an_opt_out_on_every_target(world):
+    w = world
+    add_contact(w, "vera@example.fr", "vendor")  # auto-enrolled: no membership row
+    run_cli(w, "sync")
+    assert subscribed(w.brevo, w.vendors_b) == ["vera@example.fr"]
+    assert subscribed(w.mailchimp, w.vendors_mc) == ["vera@example.fr"]
+
+    # Vera unsubscribes from a Mailchimp campaign; no webhook is registered.
+    w.mailchimp.unsubscribe("vera@example.fr", w.vendors_mc)
+    run_cli(w, "sync")
+
+    # No reconfirmation asked of someone who just left (pending would make Mailchimp mail her).
+    assert w.mailchimp.member_status(w.vendors_mc, "vera@example.fr") == "unsubscribed"
+    # Her objection to the legitimate interest is recorded like any opt-out, for this list only...
+    assert memberships(w, "vera@example.fr") == {"vendors": "unsubscribed"}
+    assert [(c.list_name, c.action) for c in consents(w, "vera@example.fr")] == [("vendors", "opt_out")]
+    assert contact(w, "vera@example.fr").global_opt_out is False
+    # ...and honoured on every target of the list.
+    assert "vera@example.fr" not in w.brevo.members(w.vendors_b)
+    with Session(w.engine) as s:
+        state = s.exec(select(TargetState).where(TargetState.target_key == w.vendors_mc.key)).one()
+        assert state.remote_status == "unsubscribed" and state.remote_changed_at is not None
+    assert_second_sync_writes_nothing(w)
+
+
+# --- defect 2: Brevo's account-wide block ---------------------------------------------------------
+
+
+def test_a_brevo_block_with_no_per_list_reason_is_kept_and_recorded_as_an_opt_out_from_everything(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news", "offers"])
+    run_cli(w, "sync")
+    # A default Brevo account: the contact unsubscribes (or is blocklisted in Brevo's UI); Brevo
+    # blocks the address account-wide, lists no list in listUnsubscribed, and no webhook comes.
+    brevo_api(w).set_blocked("ana@example.fr", True)
+
+    result = run_cli(w, "sync")
+
+    assert w.brevo.is_blocked("ana@example.fr"), "a person who left everything is mailed again"
+    ana = contact(w, "ana@example.fr")
+    assert ana.global_opt_out and "blocked account-wide" in ana.opt_out_reason
+    assert set(memberships(w, "ana@example.fr").values()) == {"unsubscribed"}
+    proof = [c for c in consents(w, "ana@example.fr") if c.action == "opt_out"]
+    assert [c.list_name for c in proof] == [None]
+    assert "no per-list unsubscribe on record" in proof[0].evidence["reason"]
+    assert "applied" in result.output
+    for sim, target in ((w.brevo, w.news_b), (w.brevo, w.offers_b), (w.mailchimp, w.news_mc)):
+        assert "ana@example.fr" not in subscribed(sim, target)
+    assert_second_sync_writes_nothing(w)
+    assert w.brevo.is_blocked("ana@example.fr")
+
+
+def test_a_later_account_wide_block_is_not_lifted_for_an_old_per_list_unsubscribe(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news", "offers"])
+    run_cli(w, "sync")
+    w.brevo.unsubscribe("ana@example.fr", w.news_b)  # per-list: listUnsubscribed names news
+    run_cli(w, "sync")
+    assert memberships(w, "ana@example.fr") == {"news": "unsubscribed", "offers": "subscribed"}
+    assert not w.brevo.is_blocked("ana@example.fr")  # repaired: that unsubscribe was for news only
+
+    # Months later Ana is blocked account-wide, with no new per-list unsubscribe behind it.
+    brevo_api(w).set_blocked("ana@example.fr", True)
+    run_cli(w, "sync")
+
+    assert w.brevo.is_blocked("ana@example.fr")
+    assert contact(w, "ana@example.fr").global_opt_out
+    assert memberships(w, "ana@example.fr") == {"news": "unsubscribed", "offers": "unsubscribed"}
+    assert "ana@example.fr" not in subscribed(w.brevo, w.offers_b)
+
+
+def test_an_unsubscribe_given_to_syncd_itself_does_not_explain_a_later_brevo_block(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news", "offers"])
+    run_cli(w, "sync")
+    with session_scope(w.engine) as s:  # Ana leaves news through syncd's own unsubscribe link
+        ana = s.exec(select(Contact).where(Contact.email == "ana@example.fr")).one()
+        leave_list(s, ana, "news", reason="unsubscribe link", source="web:unsubscribe")
+    run_cli(w, "sync")
+    assert not w.brevo.is_blocked("ana@example.fr") and subscribed(w.brevo, w.offers_b) == ["ana@example.fr"]
+
+    # Later she blocks herself account-wide at Brevo: nothing at Brevo names a list.
+    brevo_api(w).set_blocked("ana@example.fr", True)
+    run_cli(w, "sync")
+
+    assert w.brevo.is_blocked("ana@example.fr")
+    assert contact(w, "ana@example.fr").global_opt_out
+    assert "ana@example.fr" not in subscribed(w.brevo, w.offers_b)
+
+
+def test_a_brevo_block_explained_by_a_per_list_unsubscribe_webhook_is_lifted_for_the_other_lists(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news", "offers"])
+    run_cli(w, "sync")
+    # A default account with its webhook registered: the block comes with an unsubscribe event
+    # naming the list, and no listUnsubscribed.
+    brevo_api(w).set_blocked("ana@example.fr", True)
+    body, ctype = w.brevo.webhook_payload(EventKind.UNSUBSCRIBED, "ana@example.fr", w.news_b)
+    with session_scope(w.engine) as s:
+        for event in brevo_api(w).parse_webhook(body, ctype, {}):
+            apply_event(s, event, w.config)
+
+    run_cli(w, "sync")
+
+    assert not w.brevo.is_blocked("ana@example.fr")
+    assert memberships(w, "ana@example.fr") == {"news": "unsubscribed", "offers": "subscribed"}
+    assert contact(w, "ana@example.fr").global_opt_out is False
+    assert subscribed(w.brevo, w.offers_b) == ["ana@example.fr"]
+    assert "ana@example.fr" not in w.brevo.members(w.news_b)
+    assert_second_sync_writes_nothing(w)
+
+
+def test_a_per_list_unsubscribe_read_from_another_brevo_list_explains_the_block(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news", "offers"])
+    run_cli(w, "sync")
+    w.brevo.unsubscribe("ana@example.fr", w.news_b)
+
+    # The offers list is read first: Brevo reports Ana blocked there, listUnsubscribed naming news.
+    run_cli(w, "sync", "--list", "offers")
+
+    assert memberships(w, "ana@example.fr") == {"news": "unsubscribed", "offers": "subscribed"}
+    assert contact(w, "ana@example.fr").global_opt_out is False
+    assert not w.brevo.is_blocked("ana@example.fr")
+    assert subscribed(w.brevo, w.offers_b) == ["ana@example.fr"]
+
+
+# --- defect 4: a list switched to double opt-in ---------------------------------------------------
+
+CONFIRM_LINK = re.compile(r"/confirm/([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)")
+
+
+def test_a_list_switched_to_double_opt_in_asks_unproven_members_to_confirm_and_holds_them_off(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news"])
+    add_contact(w, "bob@example.fr", "client", ["news"])
+    add_contact(w, "carl@example.fr", "client", ["news"], consent="double_opt_in")  # a confirmation
+    run_cli(w, "sync")
+    everyone = ["ana@example.fr", "bob@example.fr", "carl@example.fr"]
+    assert subscribed(w.brevo, w.news_b) == subscribed(w.mailchimp, w.news_mc) == everyone
+
+    w.config_path.write_text(
+        w.config_path.read_text().replace(
+            "news:\n    consent: single_opt_in", "news:\n    consent: double_opt_in"
+        )
+    )
+    w.brevo.reset_calls()
+    w.mailchimp.reset_calls()
+    dry = run_cli(w, "sync", "--dry-run", "--list", "news", "--show-emails")
+    assert "2 member(s) without a double opt-in confirmation for this list" in dry.output
+    assert dry.output.count("2 removals, 2 reconfirms") == 2, dry.output  # each target
+    assert "reconfirm: ana@example.fr — double opt-in now required" in dry.output
+    assert (w.brevo.write_calls, w.mailchimp.write_calls, len(w.brevo.outbox)) == (0, 0, 0)
+    assert memberships(w, "ana@example.fr") == {"news": "subscribed"}
+
+    result = run_cli(w, "sync", "--list", "news")
+
+    assert "confirmation mails sent: 2" in result.output
+    assert [memberships(w, e)["news"] for e in everyone] == ["pending", "pending", "subscribed"]
+    assert sorted(m["to"][0]["email"] for m in w.brevo.outbox) == everyone[:2]
+    assert subscribed(w.brevo, w.news_b) == subscribed(w.mailchimp, w.news_mc) == ["carl@example.fr"]
+    assert w.mailchimp.member_status(w.audience, "ana@example.fr") == "subscribed", (
+        "untagged, not unsubscribed"
+    )
+    assert_second_sync_writes_nothing(w)
+    assert len(w.brevo.outbox) == 2
+
+    # Ana confirms from her mail: the proof is recorded and the next sync puts her back.
+    mail = next(m for m in w.brevo.outbox if m["to"][0]["email"] == "ana@example.fr")
+    token = CONFIRM_LINK.search(mail["textContent"]).group(1)
+    assert doi.confirm(w.engine, w.config, token, ip="198.51.100.7", user_agent="pytest").state == "confirmed"
+    run_cli(w, "sync")
+    assert (
+        subscribed(w.brevo, w.news_b)
+        == subscribed(w.mailchimp, w.news_mc)
+        == ["ana@example.fr", "carl@example.fr"]
+    )
+
+
+def test_a_sync_that_cannot_mail_the_confirmations_says_why_and_fails(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news"])
+    run_cli(w, "sync")
+    text = w.config_path.read_text().replace('  secret: "${T_DOI_SECRET}"\n', "")
+    w.config_path.write_text(
+        text.replace("news:\n    consent: single_opt_in", "news:\n    consent: double_opt_in")
+    )
+
+    url = w.engine.url.render_as_string(hide_password=False)
+    result = CliRunner().invoke(main, ["--config", str(w.config_path), "--database", url, "sync"])
+
+    assert result.exit_code == 1
+    assert "confirmation mails not sent: set 'double_opt_in.secret'" in result.output
+    assert memberships(w, "ana@example.fr") == {"news": "pending"}  # the daemon mails her once fixed
+    assert subscribed(w.brevo, w.news_b) == [] and w.brevo.outbox == []
+
+
+# --- defect 5: members added at the provider -------------------------------------------------------
+
+
+def test_members_added_at_the_provider_are_removed_under_on_violation_remove_and_flagged_under_flag(world):
+    w = world
+    add_contact(w, "known@example.fr", "client")  # in the base, never joined offers
+    # Added in the providers' own UIs: offers says on_violation: remove, news keeps the default flag.
+    w.brevo.seed(w.offers_b, [{"email": "ui@example.fr"}, {"email": "known@example.fr"}])
+    w.mailchimp.seed(w.offers_mc, [{"email": "mc-ui@example.fr"}])
+    w.brevo.seed(w.news_b, [{"email": "kept@example.fr"}])
+
+    result = run_cli(w, "sync", "--show-emails")
+
+    assert subscribed(w.brevo, w.offers_b) == [] and subscribed(w.mailchimp, w.offers_mc) == []
+    assert "removal: ui@example.fr — on the provider's list, not a member in the master base" in result.output
+    # A removal, never an unsubscribe: the audience still has the member, only the tag went.
+    assert w.mailchimp.member_status(w.audience, "mc-ui@example.fr") == "subscribed"
+    assert memberships(w, "ui@example.fr") == {} and memberships(w, "known@example.fr") == {}
+    assert subscribed(w.brevo, w.news_b) == ["kept@example.fr"]
+    flags = run_cli(w, "flags", "--format", "csv").output
+    assert "news,unknown_remote,kept@example.fr" in flags
+    assert "ui@example.fr" not in flags
+    assert_second_sync_writes_nothing(w)
