@@ -10,6 +10,7 @@ import time
 
 import httpx
 import pytest
+from sqlmodel import select
 
 from connectors.base import RemoteStatus
 from connectors.simulators.brevo import BrevoSimulator
@@ -17,7 +18,7 @@ from connectors.simulators.server import free_port
 from syncd.config import load_config
 from syncd.db import session_scope
 from syncd.membership import join_list
-from syncd.models import Contact
+from syncd.models import Contact, Membership
 
 
 @pytest.fixture
@@ -257,3 +258,62 @@ lists:
                 except subprocess.TimeoutExpired:
                     proc.kill()
             handle.close()
+
+
+def test_the_daemon_keeps_a_batch_unsubscribe_beside_a_nul_field_and_wants_the_bearer_token(
+    tmp_path, engine, brevo
+):
+    news = brevo.create_target("news")
+    port = free_port()
+    path = tmp_path / "syncd.yaml"
+    path.write_text(f"""
+version: 1
+providers:
+  brevo: {{api_key: "${{T_KEY}}", base_url: "{brevo.api_url}", webhook_secret: "${{T_HOOK}}",
+          webhook_token: "${{T_TOKEN}}"}}
+server: {{host: 127.0.0.1, port: {port}}}
+lists:
+  news:
+    consent: single_opt_in
+    targets: [{{brevo: {{list_id: {news.list_id}}}}}]
+""")
+    env = {"T_KEY": brevo.api_key, "T_HOOK": "hook-secret", "T_TOKEN": "bearer-token"}
+    config = load_config_with(path, **env)
+    with session_scope(engine) as s:
+        for email, name in (("ana@example.fr", "Ana"), ("bob@example.fr", "Bob")):
+            c = Contact(email=email, first_name=name)
+            s.add(c)
+            s.flush()
+            join_list(s, c, "news", config.lists["news"], consent="single_opt_in", source="form")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncd", "--log-level", "info", "--config", str(path), "run"],
+        env={**os.environ, **env, "SYNCD_DATABASE_URL": engine.url.render_as_string(hide_password=False)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _ok(f"{base}/healthz"), what="/healthz")
+        now = int(time.time())
+        unsubscribe = {"event": "unsubscribed", "email": "ana@example.fr", "ts_event": now}
+        unsubscribe["list_id"] = [int(news.list_id)]
+        update = {"event": "contact_updated", "email": "bob@example.fr", "ts_event": now}
+        update["attributes"] = {"FIRSTNAME": "Bo\u0000bby"}
+        batch = [unsubscribe, update]
+        url = f"{base}/hooks/brevo/hook-secret"
+        assert httpx.post(url, json=batch).status_code == 401  # no bearer token
+        r = httpx.post(url, json=batch, headers={"Authorization": "Bearer bearer-token"})
+        assert r.json() == {"status": "stored", "events": 2}
+
+        def applied() -> bool:
+            with session_scope(engine) as s:
+                ana = s.exec(select(Contact).where(Contact.email == "ana@example.fr")).one()
+                bob = s.exec(select(Contact).where(Contact.email == "bob@example.fr")).one()
+                status = s.exec(select(Membership.status).where(Membership.contact_id == ana.id)).one()
+                return status == "unsubscribed" and bob.first_name == "Bobby"
+
+        wait_for(applied, timeout=60, what="the daemon's inbox drain to apply both events")
+        assert_stops_cleanly_on_sigterm(proc)
+    finally:
+        kill_if_running(proc)
