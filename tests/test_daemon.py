@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -277,7 +278,8 @@ lists:
     consent: single_opt_in
     targets: [{{brevo: {{list_id: {news.list_id}}}}}]
 """)
-    env = {"T_KEY": brevo.api_key, "T_HOOK": "hook-secret", "T_TOKEN": "bearer-token"}
+    hook, token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    env = {"T_KEY": brevo.api_key, "T_HOOK": hook, "T_TOKEN": token}
     config = load_config_with(path, **env)
     with session_scope(engine) as s:
         for email, name in (("ana@example.fr", "Ana"), ("bob@example.fr", "Bob")):
@@ -301,9 +303,9 @@ lists:
         update = {"event": "contact_updated", "email": "bob@example.fr", "ts_event": now}
         update["attributes"] = {"FIRSTNAME": "Bo\u0000bby"}
         batch = [unsubscribe, update]
-        url = f"{base}/hooks/brevo/hook-secret"
+        url = f"{base}/hooks/brevo/{hook}"
         assert httpx.post(url, json=batch).status_code == 401  # no bearer token
-        r = httpx.post(url, json=batch, headers={"Authorization": "Bearer bearer-token"})
+        r = httpx.post(url, json=batch, headers={"Authorization": f"Bearer {token}"})
         assert r.json() == {"status": "stored", "events": 2}
 
         def applied() -> bool:
