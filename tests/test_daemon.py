@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -260,71 +259,3 @@ lists:
                 except subprocess.TimeoutExpired:
                     proc.kill()
             handle.close()
-
-
-def test_an_unreachable_database_at_start_is_one_line_and_a_failure_exit(tmp_path):
-    path = tmp_path / "syncd.yaml"
-    path.write_text("version: 1\ndatabase_timeouts: {connect: 2s}\n")
-    with socket.socket() as listener:  # accepts TCP connections, never answers: a partition
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        url = f"postgresql+psycopg://syncd:hunter2-pw@127.0.0.1:{listener.getsockname()[1]}/syncd"
-        proc = subprocess.run(
-            [sys.executable, "-m", "syncd", "--config", str(path), "run", "--port", str(free_port())],
-            env={**os.environ, "SYNCD_DATABASE_URL": url},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert proc.returncode == 2
-    [line] = proc.stderr.strip().splitlines()
-    shown = url.replace("hunter2-pw", "***")
-    assert line == f"error: cannot use the database {shown}: connection timeout expired"
-
-
-def test_a_postgres_scheme_url_is_read_as_postgresql(tmp_path, engine):
-    if engine.dialect.name != "postgresql":
-        pytest.skip("needs the PostgreSQL test database (SYNCD_TEST_DATABASE_URL)")
-    url = engine.url.render_as_string(hide_password=False).replace("postgresql+psycopg://", "postgres://")
-    proc = subprocess.run(
-        [sys.executable, "-m", "syncd", "db", "current"],
-        env={**os.environ, "SYNCD_DATABASE_URL": url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("revision ")
-
-
-def test_the_daemon_purges_applied_deliveries_past_the_configured_retention(engine):
-    import threading
-    from datetime import timedelta
-
-    from sqlmodel import Session, select
-
-    from syncd.config import Config
-    from syncd.daemon import jobs_for
-    from syncd.models import InboxEvent, utcnow
-
-    config = Config.model_validate({"version": 1, "inbox": {"retention": "7d"}})
-    with Session(engine) as s:
-        for key, days in (("old", 8), ("recent", 6)):
-            at = utcnow() - timedelta(days=days)
-            s.add(
-                InboxEvent(
-                    provider="brevo",
-                    dedupe_key=key,
-                    content_type="application/json",
-                    payload='{"event": "spam", "email": "ana@example.fr"}',
-                    received_at=at,
-                    processed_at=at,
-                    status="done",
-                )
-            )
-        s.commit()
-    job = next(j for j in jobs_for(config, engine, {}, threading.Event()) if j.name == "inbox-purge")
-    assert job.func() == 1
-    with Session(engine) as s:
-        kept = {r.dedupe_key: "ana@" in r.payload for r in s.exec(select(InboxEvent))}
-    assert kept == {"old": False, "recent": True}

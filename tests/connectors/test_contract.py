@@ -218,3 +218,29 @@ def test_erase_deletes_the_member_for_good(fresh):
     assert conn.erase(target, "Gone@Example.fr") is True
     assert sorted(fresh.members(target)) == ["kept@example.fr"]
     assert conn.erase(target, "never@example.fr") is False
+
+
+def _profile_body(sim, email: str, first_name: str) -> tuple[bytes, str]:
+    fields = {"fields": {"first_name": first_name}} if sim.provider == "brevo" else {"first_name": first_name}
+    return sim.webhook_payload(EventKind.PROFILE_UPDATED, email, sim.create_target("clean"), **fields)
+
+
+def test_free_text_of_a_webhook_is_cleaned_of_control_characters(fresh):
+    body, content_type = _profile_body(fresh, "ana@example.fr", "A\x00na\tB\x1b")
+    [event] = connect(fresh).parse_webhook(body, content_type, {})
+    assert event.fields["first_name"] == "Ana B"
+
+
+def test_an_address_holding_a_control_character_is_refused_with_the_reason(fresh):
+    body, content_type = _profile_body(fresh, "ana\x00@example.fr", "Ana")
+    with pytest.raises(PayloadError, match="control character"):
+        connect(fresh).parse_webhook(body, content_type, {})
+
+
+def test_the_storable_body_holds_no_nul_and_parses_to_the_same_events(fresh):
+    body, content_type = _profile_body(fresh, "ana@example.fr", "A\x00na")
+    body = body.replace(b"%00", b"\x00")  # a raw NUL byte where the format allows one
+    conn = connect(fresh)
+    stored = conn.storable_body(body)
+    assert "\x00" not in stored
+    assert conn.parse_webhook(stored.encode(), content_type, {}) == conn.parse_webhook(body, content_type, {})

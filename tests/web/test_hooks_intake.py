@@ -18,6 +18,7 @@ from connectors.simulators.server import ThreadedServer
 from syncd.inbox import MAX_ATTEMPTS, backoff, drain
 from syncd.models import Contact, InboxEvent, Membership, utcnow
 from syncd.web.app import create_app
+from syncd.web.hooks import FailureThrottle
 
 JSON = {"Content-Type": "application/json", **BREVO_AUTH}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -223,3 +224,25 @@ def test_repeated_wrong_secrets_from_one_address_are_throttled(engine, served):
         # Over its budget, the address is refused whatever it sends, the right secret included.
         assert http.post(f"/hooks/brevo/{BREVO_SECRET}", content=body, headers=JSON).status_code == 429
     assert inbox(engine) == []
+
+
+def test_a_throttled_address_may_try_again_once_its_budget_refills():
+    now = [1000.0]
+    throttle = FailureThrottle(burst=3, refill_s=2.0, max_clients=2, clock=lambda: now[0])
+    for _ in range(3):
+        assert throttle.retry_after("198.51.100.7") is None
+        throttle.failed("198.51.100.7")
+    assert throttle.retry_after("198.51.100.7") == 2
+    assert throttle.retry_after("203.0.113.9") is None  # counted per address
+    now[0] += 2.0
+    assert throttle.retry_after("198.51.100.7") is None
+
+
+def test_the_throttle_forgets_the_least_recent_address_beyond_its_size():
+    throttle = FailureThrottle(burst=1, refill_s=60.0, max_clients=2, clock=lambda: 0.0)
+    throttle.failed("198.51.100.7")
+    assert throttle.retry_after("198.51.100.7") is not None
+    throttle.failed("203.0.113.9")
+    throttle.failed("192.0.2.1")
+    assert throttle.retry_after("198.51.100.7") is None  # memory stays bounded
+    assert throttle.retry_after("192.0.2.1") is not None
