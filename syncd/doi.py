@@ -25,7 +25,7 @@ import secrets
 import smtplib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
@@ -61,6 +61,7 @@ log = get_logger(__name__)
 
 TEMPLATES = Path(__file__).with_name("templates")
 UNREACHABLE = (EmailStatus.BOUNCED, EmailStatus.COMPLAINED, EmailStatus.INVALID)
+MAX_BACKOFF = timedelta(days=1)  # between two attempts at a confirmation mail
 
 
 class DoiNotConfigured(Exception):
@@ -422,7 +423,7 @@ def _not_sent(engine: Engine, config: Config, hashed: str, kind: str, exc: Excep
         else:
             row.delivery = "failed"
             if kind != "reminder":
-                row.retry_at = now + retries.first_after * 2 ** (attempt - 1)
+                row.retry_at = now + min(retries.first_after * 2 ** min(attempt - 1, 20), MAX_BACKOFF)
         session.add(row)
         session.commit()
         fields = {"kind": kind, "contact_id": row.contact_id, "list": row.list_name, "attempt": attempt}
