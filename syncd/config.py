@@ -140,6 +140,15 @@ class RenewalLimit(Strict):
     per: Duration = timedelta(days=1)
 
 
+class DeliveryRetries(Strict):
+    """A confirmation mail that could not be sent goes again after ``first_after``, then after
+    twice as long each time; after ``attempts`` failures (or at once, when the address can never
+    be sent to) syncd gives up: the request is dead, listed by ``syncd doi status``."""
+
+    attempts: int = Field(default=8, ge=1)
+    first_after: Duration = timedelta(minutes=5)
+
+
 class DoubleOptIn(Strict):
     transport: Literal["brevo", "smtp"] = "smtp"
     smtp: Smtp = Smtp()
@@ -151,6 +160,7 @@ class DoubleOptIn(Strict):
     expires_after: Duration = timedelta(days=7)
     remind_after: Duration = timedelta(days=2)
     renewals: RenewalLimit = RenewalLimit()
+    retries: DeliveryRetries = DeliveryRetries()
 
 
 class Unsubscribe(Strict):

@@ -25,7 +25,8 @@ import secrets
 import smtplib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
 from functools import lru_cache
@@ -33,11 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from email_validator import EmailNotValidError, validate_email
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from syncd.config import Config
+from syncd.contacts.qualify import clean_line
 from syncd.db import email_hash
 from syncd.log import get_logger
 from syncd.membership import join_list, leave_list, membership
@@ -58,10 +61,16 @@ log = get_logger(__name__)
 
 TEMPLATES = Path(__file__).with_name("templates")
 UNREACHABLE = (EmailStatus.BOUNCED, EmailStatus.COMPLAINED, EmailStatus.INVALID)
+MAX_BACKOFF = timedelta(days=1)  # between two attempts at a confirmation mail
 
 
 class DoiNotConfigured(Exception):
     """``double_opt_in.secret`` is missing: links cannot be signed."""
+
+
+class Undeliverable(Exception):
+    """The transport can never send to this address (a permanent refusal): no retry. The message
+    says why, without the address."""
 
 
 # --- signed links ------------------------------------------------------------------------------
@@ -201,7 +210,7 @@ def render_request(
     unsubscribe_url = url(config, f"/unsubscribe/{unsubscribe_token(config, contact, list_name)}")
     lst = config.lists.get(list_name)
     variables = {
-        "first_name": contact.first_name or "",
+        "first_name": clean_line(contact.first_name) or "",
         "email": contact.email,
         "list_name": list_name,
         "list_description": (lst.description if lst else None) or list_name,
@@ -225,18 +234,32 @@ def render_request(
 
 
 def _full_name(contact: Contact) -> str | None:
-    return " ".join(p for p in (contact.first_name, contact.last_name) if p) or None
+    return clean_line(" ".join(p for p in (contact.first_name, contact.last_name) if p))
+
+
+def _smtp_recipient(address: str) -> tuple[str, bool]:
+    """The address as SMTP carries it: an internationalised domain in its ASCII (IDNA) form, and
+    whether the local part still needs SMTPUTF8 (RFC 6531)."""
+    try:
+        info = validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise Undeliverable(f"not a deliverable address: {exc}") from None
+    if info.ascii_email:
+        return info.ascii_email, False
+    return info.normalized, True
 
 
 def smtp_transport(config: Config) -> Send:
     smtp, sender = config.double_opt_in.smtp, config.double_opt_in.sender
 
     def send(mail: Mail) -> str:
+        to_addr, needs_utf8 = _smtp_recipient(mail.to_email)
         # No folding below RFC 5322's 998: a folded List-Unsubscribe URL would be sent as
         # RFC 2047 encoded-words, which mail clients do not read as a URL.
-        msg = EmailMessage(policy=email.policy.SMTP.clone(max_line_length=998))
+        msg = EmailMessage(policy=email.policy.SMTP.clone(max_line_length=998, utf8=needs_utf8))
         msg["From"] = formataddr((sender.name or "", sender.email))
-        msg["To"] = formataddr((mail.to_name or "", mail.to_email))
+        local, _, domain = to_addr.rpartition("@")
+        msg["To"] = Address(display_name=clean_line(mail.to_name) or "", username=local, domain=domain)
         msg["Subject"] = mail.subject
         msg["Message-ID"] = make_msgid(domain=sender.email.rpartition("@")[2] or None)
         for name, value in mail.headers.items():
@@ -248,7 +271,20 @@ def smtp_transport(config: Config) -> Send:
                 client.starttls()
             if smtp.username:
                 client.login(smtp.username, smtp.password or "")
-            client.send_message(msg)
+            client.ehlo_or_helo_if_needed()
+            if needs_utf8 and not client.has_extn("smtputf8"):
+                raise Undeliverable(
+                    "the address has a non-ASCII local part and the SMTP server does not offer "
+                    "SMTPUTF8 (RFC 6531): use a server that does, or the Brevo transport"
+                )
+            try:
+                # With a non-ASCII address, smtplib sends SMTPUTF8 and the message as UTF-8.
+                client.send_message(msg, to_addrs=[to_addr])
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, text = next(iter(exc.recipients.values()))
+                if 500 <= code < 600:  # permanent (RFC 5321 4.2.1); 4xx is worth another try
+                    raise Undeliverable(f"the SMTP server refused the address: {code}") from None
+                raise
         return str(msg["Message-ID"])
 
     return send
@@ -325,18 +361,76 @@ def _issue(
     return mail, token_hash(token)
 
 
-def _deliver(engine: Engine, send: Send, mail: Mail, token_row_hash: str, kind: str) -> bool:
-    """Send a mail whose token is already committed; if sending fails, the token goes away again."""
+def _deliver(
+    engine: Engine, config: Config, send: Send, mail: Mail, token_row_hash: str, kind: str, now: datetime
+) -> bool:
+    """Send a mail whose token is already committed; if sending fails, see ``_not_sent``."""
     try:
         send(mail)
-    except Exception as exc:  # noqa: BLE001 — any transport failure: undo and report, retried next run
-        with engine.begin() as conn:
-            conn.execute(sa.delete(DoiToken.__table__).where(DoiToken.token_hash == token_row_hash))
-            conn.execute(sa.delete(Consent.__table__).where(Consent.token_hash == token_row_hash))
-        log.warning("doi.send_failed", kind=kind, error=f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 — any transport failure: recorded, retried or given up
+        _not_sent(engine, config, token_row_hash, kind, exc, now)
         return False
     DOI_SENT.labels(kind).inc()
     return True
+
+
+def _failure_reason(exc: Exception) -> str:
+    """What went wrong, without the address (smtplib puts it in some of its messages)."""
+    if isinstance(exc, Undeliverable):
+        return str(exc)
+    if isinstance(exc, smtplib.SMTPRecipientsRefused) and exc.recipients:
+        code, text = next(iter(exc.recipients.values()))
+        return f"SMTPRecipientsRefused: {code} {text.decode(errors='replace')}"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{type(exc).__name__}: {exc.smtp_code} {exc.smtp_error.decode(errors='replace')}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _not_sent(engine: Engine, config: Config, hashed: str, kind: str, exc: Exception, now: datetime) -> None:
+    """The link's mail did not go out: its request proof goes, its token row stays as the record of
+    the attempt. The request is mailed again (with a new link) after a back-off that doubles, until
+    ``double_opt_in.retries.attempts`` failures or a permanent refusal: then it is dead, which
+    ``syncd doi status`` lists and the membership's reason says. A failed reminder is not sent
+    again: the first link still works."""
+    retries = config.double_opt_in.retries
+    permanent = isinstance(exc, Undeliverable)
+    reason = _failure_reason(exc)
+    with Session(engine) as session:
+        session.execute(sa.delete(Consent).where(Consent.token_hash == hashed))
+        row = session.exec(select(DoiToken).where(DoiToken.token_hash == hashed)).first()
+        if row is None:
+            session.commit()
+            return
+        current = membership(session, row.contact_id, row.list_name)
+        since = current.since if current is not None else row.created_at
+        attempt = 1 + len(
+            session.exec(
+                select(DoiToken.id).where(
+                    DoiToken.contact_id == row.contact_id,
+                    DoiToken.list_name == row.list_name,
+                    DoiToken.created_at >= since,
+                    DoiToken.delivery != "sent",
+                    DoiToken.reminded_at.is_(None),  # type: ignore[union-attr]
+                )
+            ).all()
+        )
+        row.error = reason[:500]
+        if permanent or (kind != "reminder" and attempt >= retries.attempts):
+            row.delivery = "dead"
+            if current is not None and current.status == MembershipStatus.PENDING:
+                current.reason = f"confirmation undeliverable: {reason}"[:200]
+                session.add(current)
+        else:
+            row.delivery = "failed"
+            if kind != "reminder":
+                row.retry_at = now + min(retries.first_after * 2 ** min(attempt - 1, 20), MAX_BACKOFF)
+        session.add(row)
+        session.commit()
+        fields = {"kind": kind, "contact_id": row.contact_id, "list": row.list_name, "attempt": attempt}
+        if row.delivery == "dead":
+            log.error("doi.undeliverable", **fields, reason=reason[:300])
+        else:
+            log.warning("doi.send_failed", **fields, retry_at=row.retry_at, error=reason[:300])
 
 
 def _doi_lists(config: Config) -> list[str]:
@@ -358,10 +452,12 @@ def send_pending(
     if not names:
         return 0
     now = now or utcnow()
+    # A link mailed (or given up) since the request, or a failed one whose back-off is not over.
     newer_token = (
         select(DoiToken.id)
         .where(DoiToken.contact_id == Membership.contact_id, DoiToken.list_name == Membership.list_name)
         .where(DoiToken.created_at >= Membership.since)
+        .where(sa.or_(DoiToken.delivery != "failed", DoiToken.retry_at > now))
     )
     with Session(engine) as session:
         todo = session.exec(
@@ -388,7 +484,7 @@ def send_pending(
                 reminder=False,
             )
             session.commit()
-        sent += _deliver(engine, send, mail, hashed, "confirmation")
+        sent += _deliver(engine, config, send, mail, hashed, "confirmation", now)
     return sent
 
 
@@ -408,6 +504,7 @@ def remind(
             )
             .where(Membership.status == MembershipStatus.PENDING)
             .where(DoiToken.used_at.is_(None), DoiToken.reminded_at.is_(None))  # type: ignore[union-attr]
+            .where(DoiToken.delivery == "sent")
             .where(DoiToken.expires_at > now, DoiToken.created_at <= now - config.double_opt_in.remind_after)
             .order_by(DoiToken.id)
             .limit(limit)
@@ -432,7 +529,7 @@ def remind(
                 reminder=True,
             )
             session.commit()
-        sent += _deliver(engine, send, mail, hashed, "reminder")
+        sent += _deliver(engine, config, send, mail, hashed, "reminder", now)
     return sent
 
 
@@ -444,12 +541,14 @@ def expire(engine: Engine, config: Config, *, now: datetime | None = None) -> in
         DoiToken.list_name == Membership.list_name,
         DoiToken.used_at.is_(None),
         DoiToken.expires_at > now,  # type: ignore[union-attr]
+        DoiToken.delivery == "sent",
     )
     lapsed = select(DoiToken.id).where(
         DoiToken.contact_id == Membership.contact_id,
         DoiToken.list_name == Membership.list_name,
         DoiToken.created_at >= Membership.since,
         DoiToken.expires_at <= now,
+        DoiToken.delivery == "sent",  # a request whose mails never went out is not "expired"
     )
     with Session(engine) as session:
         rows = session.exec(
@@ -493,7 +592,7 @@ def look_up(session: Session, config: Config, token: str, *, now: datetime, lock
         query = query.with_for_update()
     row = session.exec(query).first()
     contact = session.get(Contact, row.contact_id) if row else None
-    if row is None or contact is None:
+    if row is None or contact is None or row.delivery != "sent":
         return Request("invalid")
     current = membership(session, row.contact_id, row.list_name)
     found = Request("ready", row.list_name, contact, row)
@@ -606,5 +705,81 @@ def renew(engine: Engine, config: Config, token: str, send: Send, *, now: dateti
             reminder=False,
         )
         session.commit()
-    sent = _deliver(engine, send, mail, hashed, "confirmation")
+    sent = _deliver(engine, config, send, mail, hashed, "confirmation", now)
     return Request("sent" if sent else "failed", list_name, contact)
+
+
+# --- requests whose mail could not be sent -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeadRequest:
+    token_id: int
+    contact_id: int
+    email: str
+    list_name: str
+    attempts: int
+    last_at: datetime
+    error: str
+
+
+def delivery_counts(engine: Engine) -> dict[str, int]:
+    """Links per delivery state (sent · failed · dead)."""
+    with Session(engine) as session:
+        rows = session.exec(select(DoiToken.delivery, sa.func.count()).group_by(DoiToken.delivery)).all()
+    return {state: n for state, n in rows}
+
+
+def dead_requests(engine: Engine) -> list[DeadRequest]:
+    """Pending requests syncd gave up mailing, with the last error and the attempts made."""
+    with Session(engine) as session:
+        rows = session.exec(
+            select(DoiToken, Contact.email, Membership.since)
+            .join(Contact, Contact.id == DoiToken.contact_id)
+            .join(
+                Membership,
+                sa.and_(
+                    Membership.contact_id == DoiToken.contact_id, Membership.list_name == DoiToken.list_name
+                ),
+            )
+            .where(DoiToken.delivery == "dead", Membership.status == MembershipStatus.PENDING)
+            .where(DoiToken.created_at >= Membership.since)
+            .order_by(DoiToken.id)
+        ).all()
+        out = []
+        for row, address, since in rows:
+            attempts = session.exec(
+                select(sa.func.count()).where(
+                    DoiToken.contact_id == row.contact_id,
+                    DoiToken.list_name == row.list_name,
+                    DoiToken.created_at >= since,
+                    DoiToken.delivery != "sent",
+                    DoiToken.reminded_at.is_(None),  # type: ignore[union-attr]
+                )
+            ).one()
+            assert row.id is not None
+            out.append(
+                DeadRequest(
+                    row.id, row.contact_id, address, row.list_name, attempts, row.created_at, row.error or ""
+                )
+            )
+    return out
+
+
+def requeue(engine: Engine, token_ids: list[int] | None = None, *, now: datetime | None = None) -> int:
+    """Give dead requests (all, or those of the given links) one more attempt at the next run."""
+    now = now or utcnow()
+    dead = [d for d in dead_requests(engine) if token_ids is None or d.token_id in token_ids]
+    with Session(engine) as session:
+        for d in dead:
+            session.execute(
+                sa.update(DoiToken).where(DoiToken.id == d.token_id).values(delivery="failed", retry_at=now)
+            )
+            current = membership(session, d.contact_id, d.list_name)
+            if current is not None:
+                current.reason = "confirmation requeued"
+                session.add(current)
+        session.commit()
+    for d in dead:
+        log.info("doi.requeued", contact_id=d.contact_id, list=d.list_name)
+    return len(dead)

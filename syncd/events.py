@@ -25,6 +25,7 @@ from sqlmodel import Session, select
 
 from connectors.base import EventKind, ProviderEvent, Target
 from syncd.config import Config, ListConfig
+from syncd.contacts.qualify import clean_line
 from syncd.db import email_hash, erased_among
 from syncd.membership import ConsentRequired, join_list, leave_list, mark_bounced, opt_out_everywhere
 from syncd.models import AuditLog, Consent, ConsentAction, Contact, Membership, Source
@@ -286,7 +287,7 @@ def _clean(name: str, value: str, region: str) -> str | None:
         return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     if name == "country":
         return value.upper() if len(value) == 2 and value.isalpha() else None
-    return value[:200]
+    return clean_line(value)
 
 
 # --- the shell --------------------------------------------------------------------------------

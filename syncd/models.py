@@ -252,6 +252,13 @@ class DoiToken(SQLModel, table=True):
     expires_at: datetime = _when(index=True)
     used_at: datetime | None = _when(nullable=True)
     reminded_at: datetime | None = _when(nullable=True)
+    # sent · failed (its mail could not go out: the request is mailed again from retry_at) ·
+    # dead (syncd gave up: a permanent refusal, or every attempt failed). Only a sent link works.
+    delivery: str = Field(
+        default="sent", max_length=8, index=True, sa_column_kwargs={"server_default": "sent"}
+    )
+    retry_at: datetime | None = _when(nullable=True)
+    error: str | None = Field(default=None, max_length=500)
 
 
 @sa.event.listens_for(sa.orm.Session, "before_flush")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import email.policy
 import hashlib
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -12,13 +13,18 @@ from email.message import Message
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
+from click.testing import CliRunner
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
 
+from connectors.base import EventKind, Target
 from connectors.simulators.brevo import BrevoSimulator
+from connectors.simulators.mailchimp import MailchimpSimulator
 from connectors.simulators.server import ThreadedServer, free_port
 from syncd import doi
-from syncd.config import Config
+from syncd.cli import main
+from syncd.config import Config, MailchimpProvider
+from syncd.contacts.qualify import normalise_email
 from syncd.membership import join_list
 from syncd.models import Consent, Contact, DoiToken, Membership, utcnow
 from syncd.web.app import create_app
@@ -54,7 +60,7 @@ class Catcher:
         self.messages: list[Message] = []
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
-        self.messages.append(email.message_from_bytes(envelope.content))
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
         return "250 OK"
 
 
@@ -317,17 +323,158 @@ def test_the_reminder_link_confirms_too(engine, config, client):
     assert statuses(engine, cid) == {"club": "subscribed"}
 
 
-def test_a_failed_send_leaves_no_token_and_is_retried(engine, config):
-    pending(engine, config)
+class Refusing(Catcher):
+    """An SMTP server that answers every recipient with ``code`` (4xx: try later; 5xx: never)."""
 
-    def broken(mail):
-        raise ConnectionRefusedError("smtp down")
+    def __init__(self, code: str):
+        super().__init__()
+        self.code, self.tries = code, 0
 
-    assert doi.send_pending(engine, config, broken) == 0
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        self.tries += 1
+        if self.code:
+            return self.code
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+@pytest.fixture
+def refusing_smtp():
+    catcher = Refusing("451 4.3.0 mailbox busy, try later")
+    controller = Controller(catcher, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield catcher, controller.port
+    controller.stop()
+
+
+def deliveries(engine, contact_id) -> list[str]:
     with Session(engine) as s:
-        assert s.exec(select(DoiToken)).all() == []
-    outbox = Outbox()
-    assert doi.send_pending(engine, config, outbox) == 1
+        rows = s.exec(select(DoiToken).where(DoiToken.contact_id == contact_id).order_by(DoiToken.id))
+        return [r.delivery for r in rows]
+
+
+def test_a_failed_send_is_retried_with_back_off_then_dead_and_visible(engine, refusing_smtp, tmp_path):
+    server, port = refusing_smtp
+    config = make_config(
+        transport="smtp",
+        smtp={"host": "127.0.0.1", "port": port},
+        retries={"attempts": 4, "first_after": "5m"},
+    )
+    cid = pending(engine, config)
+    t0 = utcnow()
+    send = doi.transport(config)
+    # The job runs every minute; the server is only tried again once each back-off is over.
+    for minute in range(0, 24 * 60, 1):
+        doi.send_pending(engine, config, send, now=t0 + timedelta(minutes=minute))
+        if server.tries == 4:
+            break
+    assert server.tries == 4 and minute == 5 + 10 + 20  # 5, 10, 20 minutes between the attempts
+    assert deliveries(engine, cid) == ["failed", "failed", "failed", "dead"]
+    for later in (timedelta(hours=1), timedelta(days=30)):  # given up: no retry, and no "expiry"
+        assert doi.send_pending(engine, config, send, now=t0 + later) == 0
+        assert doi.expire(engine, config, now=t0 + later) == 0
+    assert server.tries == 4
+    with Session(engine) as s:
+        m = s.exec(select(Membership).where(Membership.contact_id == cid)).one()
+        assert m.status == "pending" and m.reason.startswith(
+            "confirmation undeliverable: SMTPRecipientsRefused"
+        )
+        assert s.exec(select(Consent).where(Consent.action == "doi_requested")).all() == []
+
+    # The operator sees it, fixes the server, and gives the request another try.
+    path = tmp_path / "syncd.yaml"
+    path.write_text("version: 1\nlists: {club: {consent: double_opt_in}}\n")
+    cli = CliRunner()
+    url = engine.url.render_as_string(hide_password=False)
+    status = cli.invoke(main, ["--config", str(path), "--database", url, "doi", "status"])
+    assert status.exit_code == 0, status.output
+    assert "1 dead" in status.output and "ana@example.fr" in status.output and "club" in status.output
+    assert "after 4 attempts" in status.output and "451" in status.output
+    requeued = cli.invoke(main, ["--config", str(path), "--database", url, "doi", "requeue"])
+    assert requeued.exit_code == 0 and "1 request(s)" in requeued.output
+    server.code = ""
+    assert doi.send_pending(engine, config, send, now=t0 + timedelta(days=31)) == 1
+    assert len(server.messages) == 1 and deliveries(engine, cid)[-1] == "sent"
+
+
+@pytest.mark.parametrize("smtputf8", [True, False])
+def test_a_non_ascii_address_is_mailed_over_smtp_or_reported_undeliverable(engine, smtputf8):
+    catcher = Catcher()
+    controller = Controller(catcher, hostname="127.0.0.1", port=free_port(), enable_SMTPUTF8=smtputf8)
+    controller.start()
+    try:
+        config = make_config(transport="smtp", smtp={"host": "127.0.0.1", "port": controller.port})
+        jean = pending(engine, config, normalise_email("Jean@Müller.de"))
+        zoe = pending(engine, config, normalise_email("zoë@exämple.fr"))
+        sent = doi.send_pending(engine, config, doi.transport(config))
+    finally:
+        controller.stop()
+    to = sorted(m["To"] for m in catcher.messages)
+    if smtputf8:
+        assert sent == 2 and to == ["Ana <jean@xn--mller-kva.de>", "Ana <zoë@exämple.fr>"]
+    else:
+        # An ASCII local part only needs its domain in IDNA form; a non-ASCII one needs SMTPUTF8.
+        assert sent == 1 and to == ["Ana <jean@xn--mller-kva.de>"]
+        assert deliveries(engine, zoe) == ["dead"]  # at once: retrying cannot help
+        with Session(engine) as s:
+            row = s.exec(select(DoiToken).where(DoiToken.contact_id == zoe)).one()
+            assert "SMTPUTF8" in row.error
+    assert deliveries(engine, jean) == ["sent"]
+    assert "confirm" in text_part(catcher.messages[0]).lower()
+
+
+def test_a_name_with_a_line_break_is_cleaned_at_every_entry_and_the_mail_goes(engine, smtp, tmp_path):
+    from syncd import inbox
+    from syncd.contacts.importer import Options, import_file
+
+    catcher, port = smtp
+    config = make_config(transport="smtp", smtp={"host": "127.0.0.1", "port": port})
+    # A row already in the base (written before names were cleaned) is cleaned on the way out.
+    old = pending(engine, config, "old@example.fr")
+    with Session(engine) as s:
+        s.get(Contact, old).first_name = "Ana\r\nBcc: victim@example.org"
+        s.commit()
+    # The importer.
+    csv = tmp_path / "people.csv"
+    csv.write_text('email,first_name,last_name\nimp@example.fr,"Léa\r\nBcc: x@evil.example",Roy\x07\n')
+    import_file(
+        engine,
+        csv,
+        Options(channel="fair", list_name="club", list_cfg=config.lists["club"], consent="single_opt_in"),
+    )
+    # A provider's profile webhook.
+    hooked = pending(engine, config, "hook@example.fr")
+    mailchimp = MailchimpProvider(api_key="k-us1", base_url="http://127.0.0.1:9/3.0", webhook_secret="s")
+    hook_config = config.model_copy(
+        update={"providers": config.providers.model_copy(update={"mailchimp": mailchimp})}
+    )
+    body, _ = MailchimpSimulator().webhook_payload(
+        EventKind.PROFILE_UPDATED,
+        "hook@example.fr",
+        Target("mailchimp", "aud"),
+        first_name="Zoé\r\nX: y",
+        fired_at=utcnow() + timedelta(minutes=1),  # newer than the contact (Mailchimp: to the second)
+    )
+    with TestClient(create_app(hook_config, engine)) as c:
+        r = c.post(
+            "/hooks/mailchimp/s", content=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+        assert r.status_code == 200
+    inbox.drain(engine, hook_config)
+
+    with Session(engine) as s:
+        names = {c.email: (c.first_name, c.last_name) for c in s.exec(select(Contact)).all()}
+    assert names["imp@example.fr"] == ("Léa Bcc: X@evil.example", "Roy")
+    assert names["hook@example.fr"] == ("Zoé X: y", None)
+    assert doi.send_pending(engine, config, doi.transport(config)) == 3
+    to = sorted(m["To"] for m in catcher.messages)
+    assert to == [
+        '"Ana Bcc: victim@example.org" <old@example.fr>',
+        '"Léa Bcc: X@evil.example Roy" <imp@example.fr>',
+        '"Zoé X: y" <hook@example.fr>',
+    ]
+    assert all(m["Bcc"] is None for m in catcher.messages)
+    assert statuses(engine, hooked) == {"club": "pending"}
 
 
 def test_one_click_unsubscribe_leaves_that_list_only(engine, config, client):

@@ -113,13 +113,30 @@ def _full_check(text: str, check_deliverability: bool) -> str:
 
 # --- names ------------------------------------------------------------------------------------
 
+# Controls (CR, LF, TAB, NUL…), line and paragraph separators, lone surrogates.
+_BREAKING = frozenset(("Cc", "Zl", "Zp", "Cs"))
+
+
+def clean_line(raw: Any, max_length: int = 200) -> str | None:
+    """One line of display text (a name, a company, a city): control characters, line breaks and
+    lone surrogates become spaces, runs of spaces one; at most ``max_length`` characters; None when
+    nothing is left. Every entry that stores such a field calls it (import, provider webhooks and
+    reads), and so does the mail writer: a CR/LF in a name would split a mail header."""
+    if raw is None:
+        return None
+    text = str(raw)
+    if not text.isprintable():
+        text = "".join(" " if unicodedata.category(ch) in _BREAKING else ch for ch in text)
+    return " ".join(text.split())[:max_length].strip() or None
+
+
 _PARTICLES = {"de", "du", "des", "van", "von", "der", "den", "da", "di", "del", "della", "dos", "das", "zu"}
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'"})
 
 
 @lru_cache(maxsize=65536)
 def normalise_name(raw: str | None) -> str | None:
-    text = " ".join((raw or "").translate(_APOSTROPHES).split())
+    text = clean_line((raw or "").translate(_APOSTROPHES))
     if not text:
         return None
     words = text.split(" ")

@@ -225,3 +225,27 @@ def test_cells_with_odd_spacing_are_collapsed_and_clean_ones_kept():
         "Lopez Garcia",
         "Saint-Étienne",
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Ana", "Ana"),
+        ("Ana\r\nBcc: x@evil.example", "Ana Bcc: x@evil.example"),
+        ("  Jean\u2028Luc\x00 ", "Jean Luc"),
+        ("Zo\x07é\tMartin", "Zo é Martin"),
+        ("\ud800Léa", "Léa"),  # a lone surrogate
+        ("\r\n\x00", None),
+        (None, None),
+        ("x" * 300, "x" * 200),
+    ],
+)
+def test_clean_line_leaves_one_printable_line(raw, expected):
+    from syncd.contacts.qualify import clean_line
+
+    assert clean_line(raw) == expected
+
+
+def test_a_name_with_control_characters_is_qualified_clean():
+    q = qualify({"email": "ana@example.fr", "first_name": "ana\x07\r\nmarie", "last_name": "DURAND\x00"})
+    assert (q.first_name, q.last_name) == ("Ana Marie", "Durand")
