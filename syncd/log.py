@@ -16,7 +16,11 @@ import structlog
 # domain may hold any letter (``zoë@exämple.fr``, ``josé.garcía@…``), combining marks included,
 # and the domain may be punycode. Masking too much beats leaking a name.
 _NOT_IN_ADDRESS = r"\s@<>()\[\]\\,;:\"/"
-_EMAIL = re.compile(rf"([^{_NOT_IN_ADDRESS}])[^{_NOT_IN_ADDRESS}]*@([^{_NOT_IN_ADDRESS}']+)")
+# A match starts where a run of address characters starts and is bounded (an address has at
+# most 254 characters): a long run of text without an address costs linear time, not quadratic.
+_EMAIL = re.compile(
+    rf"(?<![^{_NOT_IN_ADDRESS}])([^{_NOT_IN_ADDRESS}])[^{_NOT_IN_ADDRESS}]{{0,254}}@([^{_NOT_IN_ADDRESS}']+)"
+)
 _SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password|authorization)", re.I)
 # Values that look like provider keys: Brevo "xkeysib-…", Mailchimp "<32 hex>-us19".
 _KEY_VALUE = re.compile(r"\b(xkeysib-[A-Za-z0-9-]{8,}|[0-9a-f]{32}-us\d{1,2})\b")
@@ -24,7 +28,7 @@ _KEY_VALUE = re.compile(r"\b(xkeysib-[A-Za-z0-9-]{8,}|[0-9a-f]{32}-us\d{1,2})\b"
 
 def mask_email(text: str) -> str:
     """``jean@müller.de`` → ``j***@müller.de``: the first character of the local part, the domain."""
-    return _EMAIL.sub(r"\1***@\2", text)
+    return _EMAIL.sub(r"\1***@\2", text) if "@" in text else text
 
 
 def _mask(value: Any) -> Any:

@@ -73,3 +73,47 @@ def test_naive_datetimes_are_refused(engine):
     with pytest.raises(sa.exc.StatementError), db.session_scope(engine) as s:
         s.add(Contact(email="d@example.fr", opt_out_at=datetime(2026, 1, 1)))
         s.flush()
+
+
+def test_the_engine_bounds_connect_statement_and_pool_waits(database_url):
+    engine = db.make_engine(database_url, timeouts=db.Timeouts(connect=3, statement=7, pool_checkout=4))
+    try:
+        assert engine.pool.timeout() == 4
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "7s"
+                params = conn.connection.dbapi_connection.info.get_parameters()
+                assert (params["connect_timeout"], params["tcp_user_timeout"]) == ("3", "3000")
+            else:
+                assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 7000
+    finally:
+        engine.dispose()
+
+
+def test_a_statement_past_the_statement_timeout_is_cancelled(database_url, engine):
+    quick = db.make_engine(database_url, timeouts=db.Timeouts(statement=1))
+    try:
+        if quick.dialect.name == "postgresql":
+            with pytest.raises(sa.exc.OperationalError, match="statement timeout"), quick.connect() as conn:
+                conn.exec_driver_sql("SELECT pg_sleep(5)")
+        else:  # SQLite: a writer waits for another writer's lock no longer than the timeout
+            with engine.begin() as holder:
+                holder.exec_driver_sql("DELETE FROM auditlog")  # takes the write lock
+                with pytest.raises(sa.exc.OperationalError, match="locked"), quick.begin() as conn:
+                    conn.exec_driver_sql("DELETE FROM auditlog")
+    finally:
+        quick.dispose()
+
+
+def test_a_connection_string_in_libpq_or_heroku_form_is_postgresql_through_psycopg():
+    for url in ("postgres://syncd@db.internal/syncd", "postgresql://syncd@db.internal/syncd"):
+        engine = db.make_engine(url)
+        assert (engine.dialect.name, engine.dialect.driver) == ("postgresql", "psycopg")
+
+
+@pytest.mark.parametrize("url", ["nosuch://x/y", "mysql://u:hunter2-pw@h/db", "not a url"])
+def test_a_database_url_syncd_cannot_use_is_refused_with_the_forms_it_takes(url):
+    with pytest.raises(db.DatabaseURLError) as info:
+        db.make_engine(url)
+    assert "sqlite:///path/to/syncd.db or postgresql+psycopg://" in str(info.value)
+    assert "hunter2" not in str(info.value)

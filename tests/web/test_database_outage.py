@@ -82,18 +82,3 @@ def test_an_exhausted_pool_is_a_503_with_retry_after_then_the_retry_is_stored(co
     for refused in (hook, ready, page):
         assert refused.status_code == 503 and refused.headers["Retry-After"]
     assert retried.status_code == 200 and retried.json()["status"] == "stored"
-
-
-def test_the_engine_bounds_connect_statement_and_pool_waits(database_url):
-    engine = db.make_engine(database_url, timeouts=db.Timeouts(connect=3, statement=7, pool_checkout=4))
-    try:
-        assert engine.pool.timeout() == 4
-        with engine.connect() as conn:
-            if engine.dialect.name == "postgresql":
-                assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "7s"
-                params = conn.connection.dbapi_connection.info.get_parameters()
-                assert params["connect_timeout"] == "3"
-            else:
-                assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 7000
-    finally:
-        engine.dispose()
