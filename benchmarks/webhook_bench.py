@@ -1,12 +1,18 @@
-"""Webhook intake benchmark: the app under uvicorn on loopback, a bounded load of Brevo deliveries.
+"""Webhook intake benchmark: a bounded load of Brevo unsubscribes against `syncd run` itself.
 
-    /work/venv/bin/python benchmarks/webhook_bench.py --events 20000 --concurrency 8
+    python benchmarks/webhook_bench.py --events 5000 --concurrency 8 32
+    python benchmarks/webhook_bench.py --database postgresql+psycopg://postgres@127.0.0.1:5432/test
+    python benchmarks/webhook_bench.py --target app --events 20000     # the bare app under uvicorn
 
-The server runs in its own process (as in production), on a fresh migrated SQLite base unless
-``--database`` names another. The load generator (httpx, asyncio) sends a fixed number of distinct
-deliveries with bounded concurrency and stops by itself. Reported: events/s sustained, p50/p99
-latency, and events lost = 2xx answers minus rows in the inbox (must be 0). Targets: >= 1,000
-events/s, p99 <= 50 ms, 0 lost.
+``--target daemon`` (the default) starts ``syncd run`` as a subprocess, as an operator runs it: its
+own connection pool, its scheduler and inbox job, on a fresh migrated base (a SQLite file, or its
+own schema in the PostgreSQL database named, dropped at the end) holding one subscribed contact per
+delivery. The load generator (httpx, asyncio) sends that many distinct unsubscribes with bounded
+concurrency and stops by itself; the benchmark then waits until the daemon's inbox job has applied
+everything. Reported per run: deliveries acknowledged per second, p50/p99 latency, time until all
+were applied, and lost = deliveries acknowledged 2xx whose unsubscribe is not in the master base
+(must be 0). ``--target app`` serves only the web app (no scheduler) and counts stored rows.
+Targets: >= 1,000 events/s at concurrency 8, p99 <= 50 ms, 0 lost.
 """
 
 from __future__ import annotations
@@ -15,10 +21,15 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,15 +40,126 @@ from connectors.base import EventKind, Target
 from connectors.simulators.brevo import BrevoSimulator
 from connectors.simulators.server import free_port
 
-SECRET = "bench-secret"
-TOKEN = "bench-token"
+SECRET = "bench-webhook-secret-2c5d0b7e9a4f4e1b8d3a6c0f"
+TOKEN = "bench-webhook-token-7f1e3d5c9b2a4f6e8d0c1b3a"
 HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+CONFIG = """version: 1
+database: ${BENCH_DATABASE_URL}
+providers:
+  brevo:
+    api_key: ${BENCH_BREVO_KEY}
+    base_url: http://127.0.0.1:9/v3
+    webhook_secret: ${BENCH_WEBHOOK_SECRET}
+    webhook_token: ${BENCH_WEBHOOK_TOKEN}
+lists:
+  news:
+    consent: single_opt_in
+    targets: [{brevo: {list_id: 12}}]
+"""
 
 
-def bench_config(database: str):
+def email(i: int) -> str:
+    return f"user{i}@example.fr"
+
+
+def payloads(n: int) -> list[bytes]:
+    """Unsubscribes from now on (an event older than the membership it names would not apply)."""
+    sim, target = BrevoSimulator(), Target("brevo", "12")
+    start = datetime.now(UTC)
+    return [
+        sim.webhook_payload(
+            EventKind.UNSUBSCRIBED, email(i), target, occurred_at=start + timedelta(milliseconds=i)
+        )[0]
+        for i in range(n)
+    ]
+
+
+# --- the master base ------------------------------------------------------------------------------
+
+
+@contextmanager
+def fresh_base(database: str | None) -> Iterator[str]:
+    """A migrated, empty base: a SQLite file in a temporary directory, or a schema of its own in
+    the PostgreSQL database named (dropped afterwards, so a shared database is left as it was)."""
+    from syncd import db
+
+    if not database or database.startswith("sqlite"):
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+            engine = db.make_engine(url)
+            db.upgrade(engine)
+            engine.dispose()
+            yield url
+        return
+    schema = f"webhook_bench_{uuid.uuid4().hex[:10]}"
+    admin = db.make_engine(database)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = f"{database}{'&' if '?' in database else '?'}options=-csearch_path%3D{schema}"
+    try:
+        engine = db.make_engine(url)
+        db.upgrade(engine)
+        engine.dispose()
+        yield url
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def seed_members(url: str, n: int) -> None:
+    """One contact per delivery, subscribed to the list the unsubscribes name."""
+    from sqlmodel import Session
+
+    from syncd import db
+    from syncd.config import ListConfig
+    from syncd.membership import join_list
+    from syncd.models import Contact
+
+    engine = db.make_engine(url)
+    news = ListConfig(consent="single_opt_in")
+    for start in range(0, n, 1000):
+        with Session(engine) as s:
+            for i in range(start, min(n, start + 1000)):
+                c = Contact(email=email(i), first_name="Bench")
+                s.add(c)
+                s.flush()
+                join_list(s, c, "news", news, consent="single_opt_in", source="bench")
+            s.commit()
+    engine.dispose()
+
+
+def outcome(url: str) -> tuple[dict[str, int], set[str]]:
+    """Inbox rows per status, and the addresses that left the list."""
+    from syncd import db
+
+    engine = db.make_engine(url)
+    with engine.connect() as conn:
+        rows = dict(conn.execute(sa.text("SELECT status, count(*) FROM inboxevent GROUP BY status")).all())
+        left = {
+            e
+            for (e,) in conn.execute(
+                sa.text(
+                    "SELECT c.email FROM contact c JOIN membership m ON m.contact_id = c.id "
+                    "WHERE m.list_name = 'news' AND m.status = 'unsubscribed'"
+                )
+            )
+        }
+    engine.dispose()
+    return rows, left
+
+
+# --- the servers ----------------------------------------------------------------------------------
+
+
+def serve_app(database: str, port: int) -> None:
+    import uvicorn
+
+    from syncd import db
     from syncd.config import Config
+    from syncd.web.app import create_app
 
-    return Config.model_validate(
+    config = Config.model_validate(
         {
             "version": 1,
             "database": database,
@@ -52,62 +174,76 @@ def bench_config(database: str):
             "lists": {"news": {"targets": [{"brevo": {"list_id": 12}}]}},
         }
     )
-
-
-def serve(database: str, port: int) -> None:
-    import uvicorn
-
-    from syncd import db
-    from syncd.web.app import create_app
-
     engine = db.make_engine(database, pool_size=20, max_overflow=20)
-    app = create_app(bench_config(database), engine)
+    app = create_app(config, engine)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
 
 
-def payloads(n: int) -> list[bytes]:
-    sim, target = BrevoSimulator(), Target("brevo", "12")
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    return [
-        sim.webhook_payload(
-            EventKind.UNSUBSCRIBED,
-            f"user{i}@example.fr",
-            target,
-            occurred_at=start + timedelta(milliseconds=i),
-        )[0]
-        for i in range(n)
+@contextmanager
+def bare_app(url: str, port: int) -> Iterator[int]:
+    proc = mp.get_context("spawn").Process(target=serve_app, args=(url, port), daemon=True)
+    proc.start()
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}", proc.is_alive)
+        yield proc.pid  # type: ignore[misc]
+    finally:
+        proc.terminate()
+        proc.join(10)
+
+
+@contextmanager
+def daemon(url: str, port: int, folder: Path) -> Iterator[int]:
+    """`syncd run` in a subprocess, stopped with SIGTERM (its exit status is checked)."""
+    path = folder / "syncd.yaml"
+    path.write_text(CONFIG)
+    env = {
+        **os.environ,
+        "BENCH_DATABASE_URL": url,
+        "BENCH_BREVO_KEY": "bench-key",
+        "BENCH_WEBHOOK_SECRET": SECRET,
+        "BENCH_WEBHOOK_TOKEN": TOKEN,
+    }
+    log = (folder / "daemon.log").open("w")
+    cmd = [
+        sys.executable,
+        "-m",
+        "syncd",
+        "--config",
+        str(path),
+        "run",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
     ]
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}", lambda: proc.poll() is None)
+        yield proc.pid
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+        if proc.returncode != 0:
+            print(f"daemon exited with {proc.returncode}; log: {(folder / 'daemon.log').read_text()[-2000:]}")
 
 
-async def load(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[float], int, int, float]:
-    latencies: list[float] = []
-    ok = failed = 0
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-
-        async def worker() -> None:
-            nonlocal ok, failed
-            while True:
-                try:
-                    body = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                t0 = time.perf_counter()
-                try:
-                    r = await client.post(url, content=body, headers=HEADERS)
-                    good = 200 <= r.status_code < 300
-                except httpx.HTTPError:
-                    good = False
-                latencies.append(time.perf_counter() - t0)
-                ok, failed = ok + good, failed + (not good)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return latencies, ok, failed, elapsed
+def wait_until_up(base: str, alive) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not alive():
+            sys.exit("server process died")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    sys.exit("server did not start")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -119,62 +255,75 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_until_up(base: str, proc: mp.Process) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if not proc.is_alive():
-            sys.exit("server process died")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    sys.exit("server did not start")
+# --- the load -------------------------------------------------------------------------------------
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--concurrency", type=int, default=8)  # httpx's pool slows past ~16
-    parser.add_argument("--database", help="default: a fresh SQLite file in a temporary directory")
-    args = parser.parse_args()
+async def load(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[float], set[int], float]:
+    """Sends every body once; returns the latencies, the indexes acknowledged 2xx, the elapsed time."""
+    latencies: list[float] = []
+    acked: set[int] = set()
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(len(bodies)):
+        queue.put_nowait(i)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
 
-    from syncd import db
+        async def worker() -> None:
+            while True:
+                try:
+                    i = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post(url, content=bodies[i], headers=HEADERS)
+                    if 200 <= r.status_code < 300:
+                        acked.add(i)
+                except httpx.HTTPError:
+                    pass
+                latencies.append(time.perf_counter() - t0)
 
-    tmp = tempfile.TemporaryDirectory()
-    database = args.database or f"sqlite:///{Path(tmp.name) / 'bench.db'}"
-    engine = db.make_engine(database)
-    db.upgrade(engine)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM inboxevent"))
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return latencies, acked, elapsed
 
-    bodies = payloads(args.events)
-    port = free_port()
-    proc = mp.get_context("spawn").Process(target=serve, args=(database, port), daemon=True)
-    proc.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(base, proc)
-        asyncio.run(load(f"{base}/hooks/brevo/{SECRET}", bodies[:200], 8))  # warm-up, stored too
-        with engine.begin() as conn:
-            conn.execute(sa.text("DELETE FROM inboxevent"))
-        cpu_before = cpu_seconds(proc.pid)
-        latencies, ok, failed, elapsed = asyncio.run(
-            load(f"{base}/hooks/brevo/{SECRET}", bodies, args.concurrency)
-        )
-        server_cpu = cpu_seconds(proc.pid) - cpu_before
-    finally:
-        proc.terminate()
-        proc.join(10)
-    with engine.connect() as conn:
-        stored = conn.execute(sa.text("SELECT count(*) FROM inboxevent")).scalar_one()
+
+def wait_applied(url: str, expected: int, timeout_s: float) -> float | None:
+    """Seconds until no inbox row is left to apply and ``expected`` rows are done; None on time-out."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        rows, _ = outcome(url)
+        if rows.get("new", 0) == 0 and rows.get("done", 0) >= expected:
+            return time.monotonic() - started
+        time.sleep(0.5)
+    return None
+
+
+def run_once(target: str, database: str | None, events: int, concurrency: int, apply_timeout: float) -> None:
+    with fresh_base(database) as url, tempfile.TemporaryDirectory() as tmp:
+        if target == "daemon":
+            seed_members(url, events)
+        bodies = payloads(events)
+        warm = [b.replace(b"user", b"warm") for b in payloads(200)]  # unknown addresses: applied as ignored
+        port = free_port()
+        server = daemon(url, port, Path(tmp)) if target == "daemon" else bare_app(url, port)
+        with server as pid:
+            hook = f"http://127.0.0.1:{port}/hooks/brevo/{SECRET}"
+            asyncio.run(load(hook, warm, 8))
+            cpu_before = cpu_seconds(pid)
+            latencies, acked, elapsed = asyncio.run(load(hook, bodies, concurrency))
+            server_cpu = cpu_seconds(pid) - cpu_before
+            applied_after = (
+                wait_applied(url, len(acked) + len(warm), apply_timeout) if target == "daemon" else None
+            )
+        rows, left = outcome(url)
+    dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
     latencies.sort()
     p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
-    print(f"database     {engine.dialect.name}")
-    print(f"events       {args.events} sent, concurrency {args.concurrency}")
-    print(f"answers      {ok} 2xx, {failed} failed")
+    ok = len(acked)
+    print(f"--- {target} on {dialect}, {events} deliveries, concurrency {concurrency}")
+    print(f"answers      {ok} 2xx, {events - ok} failed")
     print(f"throughput   {ok / elapsed:,.0f} events/s over {elapsed:.2f} s")
     print(
         f"latency      p50 {p(0.50):.1f} ms, p99 {p(0.99):.1f} ms, max {latencies[-1] * 1000:.1f} ms, "
@@ -184,9 +333,32 @@ def main() -> None:
         f"server CPU   {server_cpu / max(ok, 1) * 1e6:.0f} us per event "
         f"(= {max(ok, 1) / server_cpu:,.0f} events/s per core); load average {os.getloadavg()[0]:.1f}"
     )
-    print(f"inbox rows   {stored}; lost (2xx without a row) = {max(0, ok - stored)}")
-    engine.dispose()
-    tmp.cleanup()
+    stored = sum(rows.values()) - len(warm)
+    if target == "daemon":
+        lost = len({email(i) for i in acked} - left)
+        after = (
+            f"{applied_after:.1f} s after the last answer" if applied_after is not None else "NOT all applied"
+        )
+        print(f"inbox        {rows}; applied {after}")
+        print(f"lost         {lost} (acknowledged 2xx, unsubscribe not in the master base)")
+    else:
+        print(f"inbox rows   {stored}; lost (2xx without a row) = {max(0, ok - stored)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--target", choices=["daemon", "app"], default="daemon")
+    parser.add_argument("--events", type=int, default=5_000)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--database", help="PostgreSQL URL (a schema of its own is used); default: SQLite")
+    parser.add_argument(
+        "--apply-timeout", type=float, default=600, help="seconds to wait for the inbox job [600]"
+    )
+    args = parser.parse_args()
+    for concurrency in args.concurrency:
+        run_once(args.target, args.database, args.events, concurrency, args.apply_timeout)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Routes: ``/hooks/brevo/{secret}``, ``/hooks/mailchimp/{secret}`` (webhooks into the inbox),
 ``/confirm/{token}``, ``/unsubscribe/{token}``, ``/prefs/{token}`` (the contact's pages),
-``/healthz`` (the process answers), ``/readyz`` (the master base answers), ``/metrics``.
+``/healthz`` (the process answers), ``/readyz`` (the master base answers), ``/metrics``,
+``/openapi.json`` (this list, described: syncd/web/openapi.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from starlette.routing import Route
 from syncd import doi, metrics
 from syncd.config import Config
 from syncd.log import get_logger
+from syncd.web import openapi
 from syncd.web.headers import SecurityHeaders
 from syncd.web.hooks import InboxWriter, WebhookReceiver
 from syncd.web.pages import Pages
@@ -112,6 +114,9 @@ def create_app(
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
+    async def openapi_endpoint(request: Request) -> Response:
+        return JSONResponse(openapi.document())
+
     routes = [
         Route("/hooks/brevo/{secret}", hooks.brevo, methods=["POST"]),
         Route("/hooks/mailchimp/{secret}", hooks.mailchimp, methods=["GET", "POST"]),
@@ -125,6 +130,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi_endpoint, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
