@@ -579,12 +579,20 @@ class BrevoSimulator:
     def _int_param(request: Request, name: str, default: int) -> int:
         return int(request.query_params.get(name, default))
 
+    @staticmethod
+    def _sort(request: Request) -> str:
+        sort = request.query_params.get("sort", "desc")
+        if sort not in ("asc", "desc"):
+            raise ValueError(f"sort must be asc or desc, not {sort!r}")
+        return sort
+
     async def get_contacts(self, request: Request) -> Response:
         try:
             limit = self._int_param(request, "limit", 50)
             offset = self._int_param(request, "offset", 0)
             since_raw = request.query_params.get("modifiedSince")
             since = parse_iso(since_raw) if since_raw else None
+            sort = self._sort(request)
         except ValueError as exc:
             return error(400, "invalid_parameter", str(exc))
         if limit > CONTACTS_PAGE_MAX or limit < 0:
@@ -592,7 +600,7 @@ class BrevoSimulator:
         with self._lock:
             self._settle()
             found = [c for c in self._contacts.values() if since is None or c.modified_at > since]
-            found.sort(key=lambda c: c.id, reverse=request.query_params.get("sort", "desc") != "asc")
+            found.sort(key=lambda c: c.id, reverse=sort != "asc")
             page = [c.as_json() for c in found[offset : offset + limit]]
         return JSONResponse({"contacts": page, "count": len(found)})
 
@@ -712,6 +720,7 @@ class BrevoSimulator:
         try:
             limit = self._int_param(request, "limit", 10)
             offset = self._int_param(request, "offset", 0)
+            sort = self._sort(request)
         except ValueError as exc:
             return error(400, "invalid_parameter", str(exc))
         if limit > LISTS_PAGE_MAX or limit < 0 or offset < 0:
@@ -719,7 +728,7 @@ class BrevoSimulator:
         with self._lock:
             self._settle()
             lists = sorted(self._lists.values(), key=lambda x: x.id)
-            if request.query_params.get("sort", "desc") != "asc":
+            if sort != "asc":
                 lists.reverse()
             page = [self._list_json(lst) for lst in lists[offset : offset + limit]]
         return JSONResponse({"lists": page, "count": len(lists)})
@@ -754,6 +763,7 @@ class BrevoSimulator:
             offset = self._int_param(request, "offset", 0)
             since_raw = request.query_params.get("modifiedSince")
             since = parse_iso(since_raw) if since_raw else None
+            sort = self._sort(request)
         except ValueError as exc:
             return error(400, "invalid_parameter", str(exc))
         if limit > LIST_PAGE_MAX or limit < 0:
@@ -762,7 +772,7 @@ class BrevoSimulator:
             self._settle()
             if list_id not in self._lists:
                 return error(404, "document_not_found", "List ID does not exist")
-            found = self._list_members(list_id, since, request.query_params.get("sort", "desc"), offset)
+            found = self._list_members(list_id, since, sort, offset)
             page = [c.as_json() for c in found[offset : offset + limit]]
         return JSONResponse({"contacts": page, "count": len(found)})
 

@@ -395,6 +395,12 @@ class Conformance:
                 self.operations[(provider, _operation_label(exchange.description, exchange.request))] += 1
             self.mismatches.extend(found)
 
+    def take(self, since: int) -> list[str]:
+        """The mismatches recorded from index ``since`` on, removed (a test that provokes them)."""
+        with self._lock:
+            found, self.mismatches[since:] = self.mismatches[since:], []
+            return found
+
     def summary(self) -> list[str]:
         lines = []
         for provider, t in sorted(self.tallies.items()):

@@ -15,7 +15,7 @@ CHECK = Conformance()
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _check_simulator_traffic() -> Iterator[Conformance]:
+def conformance() -> Iterator[Conformance]:
     # Module scope, autouse: in place before any simulator fixture of the module starts a server.
     with wrapping_served_apps(CHECK.wrap):
         yield CHECK
