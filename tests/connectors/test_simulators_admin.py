@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import httpx
+import mailchimp_marketing
 import pytest
 import sib_api_v3_sdk as sib
+from mailchimp_marketing.api_client import ApiClientError
 
 from connectors.base import RemoteStatus, Target
 from connectors.brevo import BrevoConnector
@@ -163,3 +165,26 @@ def test_the_mailchimp_admin_api_checks_its_key_and_its_input(mailchimp) -> None
     not_an_address = act(sim, http, target, "ana@example.fr", "change-email", new_email="not an address")
     assert not_an_address.status_code == 400
     assert sim.calls == [], "admin calls are not API calls"
+
+
+def test_the_real_api_changes_a_member_s_status_too(mailchimp) -> None:
+    sim, _, target = mailchimp
+    sdk = mailchimp_marketing.Client()
+    sdk.set_config({"api_key": sim.api_key, "server": "us1", "timeout": 5})
+    sdk.api_client.host = sim.api_url
+    lists, ana = sdk.lists, subscriber_hash("ana@example.fr")
+    patched = lists.update_list_member(target.list_id, ana, {"status": "unsubscribed"})
+    assert patched["status"] == "unsubscribed"
+
+    def put(status: str) -> dict:
+        body = {"email_address": "ana@example.fr", "status_if_new": status, "status": status}
+        return lists.set_list_member(target.list_id, ana, body)
+
+    with pytest.raises(ApiClientError) as refused:
+        put("subscribed")
+    assert "Member In Compliance State" in str(refused.value.text)
+    assert put("pending")["status"] == "pending"
+    assert lists.get_list_member(target.list_id, ana)["status"] == "pending"
+    added = lists.add_list_member(target.list_id, {"email_address": "cy@example.fr", "status": "subscribed"})
+    assert added["status"] == "subscribed"
+    assert lists.tag_search(target.list_id)["total_items"] == 0
