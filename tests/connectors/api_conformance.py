@@ -1,10 +1,11 @@
 """Every request and answer at a simulator's HTTP boundary, checked against the provider's published
 API description (the excerpts in ``specs/``) with openapi-core.
 
-``Conformance.wrap(app)`` is an ASGI wrapper around a simulator. It reads the whole request and
-validates it, lets the simulator answer, validates the answer, and only then passes it on: a
-test's client never holds an answer whose check is not yet recorded. Each mismatch is kept in
-``mismatches``; the contract suite's conftest fails the test during which it happened.
+``Conformance.wrap(app)`` is an ASGI wrapper around a simulator. It keeps a copy of each request
+and answer and checks the pair on a worker thread, beside the traffic: the check adds no delay
+to an answer (timing-sensitive tests such as a rate-limit storm still see the storm).
+``settle()`` waits for the checks in flight. Each mismatch is kept in ``mismatches``; the contract
+suite's conftest settles after each test and fails the test during which a mismatch happened.
 
 Rules, beyond openapi-core's own checks:
 - An official SDK's request (the connectors') must conform. A request that does not conform may
@@ -24,6 +25,7 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -310,6 +312,9 @@ class Conformance:
     operations: Counter = field(default_factory=Counter)  # (provider, "METHOD /path") answers checked
     mismatches: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # One worker: checks are CPU-bound, and one thread competes least with the traffic.
+    _worker: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "conformance"))
+    _pending: list[Future] = field(default_factory=list)
 
     def description(self, provider: str) -> Description:
         with self._lock:
@@ -346,7 +351,6 @@ class Conformance:
             body += message.get("body", b"")
             if message["type"] != "http.request" or not message.get("more_body"):
                 break
-        exchange = Exchange.arriving(description, scope, body)
         replayed = False
 
         async def replay() -> dict:
@@ -371,15 +375,42 @@ class Conformance:
                 return
             assert start is not None
             data = b"".join(chunks)
-            self._record(exchange, start["status"], _headers(start.get("headers", [])), data)
             await send(start)
             await send({"type": "http.response.body", "body": data, "more_body": False})
+            self._check(description, scope, body, start["status"], _headers(start.get("headers", [])), data)
 
         # The simulators close a connection through the server's own object (send.__self__).
         hold.__self__ = getattr(send, "__self__", None)  # type: ignore[attr-defined]
         await app(scope, replay, hold)
         if start is None:  # no answer: the simulator dropped the connection on purpose
-            self._record(exchange, None, Headers(), b"")
+            self._check(description, scope, body, None, Headers(), b"")
+
+    def _check(
+        self,
+        description: Description,
+        scope: dict,
+        body: bytes,
+        status: int | None,
+        headers: Headers,
+        data: bytes,
+    ) -> None:
+        scope = {k: scope[k] for k in ("method", "path", "query_string", "headers") if k in scope}
+
+        def check() -> None:
+            try:
+                self._record(Exchange.arriving(description, scope, body), status, headers, data)
+            except Exception as exc:  # a fault of the check itself must fail the test too
+                with self._lock:
+                    self.mismatches.append(f"{description.provider} {scope['path']}: check failed: {exc!r}")
+
+        with self._lock:
+            self._pending.append(self._worker.submit(check))
+
+    def settle(self) -> None:
+        """Wait until every exchange seen so far is checked."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        wait(pending)
 
     def _record(self, exchange: Exchange, status: int | None, headers: Headers, data: bytes) -> None:
         found, refused_probe, checked = exchange.verdict(status, headers, data)
@@ -397,11 +428,13 @@ class Conformance:
 
     def take(self, since: int) -> list[str]:
         """The mismatches recorded from index ``since`` on, removed (a test that provokes them)."""
+        self.settle()
         with self._lock:
             found, self.mismatches[since:] = self.mismatches[since:], []
             return found
 
     def summary(self) -> list[str]:
+        self.settle()
         lines = []
         for provider, t in sorted(self.tallies.items()):
             exercised = {op for p, op in self.operations if p == provider}

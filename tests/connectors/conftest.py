@@ -23,8 +23,10 @@ def conformance() -> Iterator[Conformance]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    CHECK.settle()
     before = len(CHECK.mismatches)
     result = yield
+    CHECK.settle()
     found = CHECK.mismatches[before:]
     if found:
         raise AssertionError(
