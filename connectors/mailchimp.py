@@ -136,7 +136,8 @@ class _PooledApiClient(ApiClient):
         self._session.mount("https://", adapter)
 
     def request(self, method, url, query_params=None, headers=None, body=None):  # noqa: ANN001
-        data = json.dumps(body) if method in ("POST", "PUT", "PATCH") else None
+        # No body when the SDK has none (an action such as delete-permanent), not a JSON null.
+        data = json.dumps(body) if method in ("POST", "PUT", "PATCH") and body is not None else None
         return self._session.request(
             method,
             url,

@@ -1,7 +1,21 @@
 """A stateful Brevo API v3 on loopback, for tests and the demo.
 
-Field names, status codes and error bodies follow Brevo's OpenAPI file (brevo-v3.yml). Each
-behaviour that mirrors a documented Brevo rule cites its documentation page.
+Field names, status codes and error bodies follow Brevo's OpenAPI file (brevo-v3.yml); the
+contract suite checks every request and answer against it. Each behaviour that mirrors a
+documented Brevo rule cites its documentation page.
+
+Beside the API (under ``/v3``), a simulator-only admin API under ``/_sim`` (same ``api-key``
+header; no fault injection, rate limit or call log) sets up what real Brevo does not expose:
+
+- ``GET /_sim/account``, ``PUT /_sim/account`` ``{"perListUnsubscription": true}``: the account
+  feature Brevo enables on request. Off (the default account), a contact's unsubscribe click
+  blocks the address account-wide (``emailBlacklisted``); on, it adds the campaign's list to the
+  contact's ``listUnsubscribed`` instead. https://help.brevo.com/hc/en-us/articles/209502525
+- ``POST /_sim/contacts/{email or id}/unsubscribe`` ``{"listId": 12}``: the contact's own click
+  on the unsubscribe link of a campaign sent to that list, under the account's setting.
+
+The account-wide block itself is the real API's: ``PUT /v3/contacts/{identifier}`` with
+``{"emailBlacklisted": true}`` (``false`` lifts it).
 """
 
 from __future__ import annotations
@@ -30,10 +44,13 @@ from connectors.base import EventKind, RemoteMember, RemoteStatus, Target
 from connectors.simulators.server import ThreadedServer
 
 PROVIDER = "brevo"
+ADMIN_PREFIX = "/_sim/"
 # https://developers.brevo.com/reference/getcontactsfromlist : limit maximum 500
 LIST_PAGE_MAX = 500
 # https://developers.brevo.com/reference/getcontacts : limit maximum 1000
 CONTACTS_PAGE_MAX = 1000
+# https://developers.brevo.com/reference/getlists : limit maximum 50
+LISTS_PAGE_MAX = 50
 # https://developers.brevo.com/reference/addcontacttolist : at most 150 emails per call
 LIST_BATCH_MAX = 150
 # https://developers.brevo.com/reference/importcontacts : body up to 10 MB
@@ -143,6 +160,8 @@ class BrevoSimulator:
         self.import_delay_s = 0.0  # > 0: imports stay "queued" that long
         self.fail_reset_s = 1.0  # x-sib-ratelimit-reset sent with fail_next(n, status=429)
         self.webhook_token: str | None = None  # the bearer token the webhooks it fires carry
+        # The account feature "list-based unsubscriptions" (off on a default account).
+        self.per_list_unsubscription = False
         self.outbox: list[dict[str, Any]] = []
         self.calls: list[CallRecord] = []
         self._lock = threading.RLock()
@@ -258,14 +277,27 @@ class BrevoSimulator:
             self._drop = n
 
     def unsubscribe(self, email: str, target: Target) -> None:
-        # A click on Brevo's unsubscribe link blacklists the contact account-wide and records the
-        # list in listUnsubscribed. https://help.brevo.com/hc/en-us/articles/208802209
+        """The contact blocked account-wide *and* the list recorded in listUnsubscribed, whatever
+        the account's setting: a blocked contact whose per-list reason Brevo shows. A real click
+        gives one or the other, by the account's setting: see ``POST /_sim/contacts/.../unsubscribe``.
+        https://help.brevo.com/hc/en-us/articles/208802209"""
         with self._lock:
             c = self._contacts[email.lower()]
-            c.email_blacklisted = True
-            if int(target.list_id) not in c.list_unsubscribed:
-                c.list_unsubscribed.append(int(target.list_id))
-            c.modified_at = datetime.now(UTC)
+            now = datetime.now(UTC)
+            self._unsubscribe_from_list(c, int(target.list_id), now)
+            self._block(c, now)
+
+    def contact_unsubscribes(self, email: str, list_id: int) -> None:
+        """The contact clicks the unsubscribe link of a campaign sent to ``list_id``: Brevo blocks
+        the address account-wide, or, with the account's list-based unsubscriptions, records the
+        list in listUnsubscribed only. https://help.brevo.com/hc/en-us/articles/209502525"""
+        with self._lock:
+            c = self._contacts[email.lower()]
+            now = datetime.now(UTC)
+            if self.per_list_unsubscription:
+                self._unsubscribe_from_list(c, list_id, now)
+            else:
+                self._block(c, now)
 
     def webhook_payload(
         self, kind: EventKind, email: str, target: Target | None = None, **extra: Any
@@ -316,6 +348,11 @@ class BrevoSimulator:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path, method = scope["path"], scope["method"]
+        if path.startswith(ADMIN_PREFIX):
+            # The simulator's own admin API: authenticated, but no faults, limits or call log.
+            if self._key(scope) != self.api_key:
+                return await error(401, "unauthorized", "Key not found")(scope, receive, send)
+            return await self.app(scope, receive, send)
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         with self._lock:
@@ -335,8 +372,7 @@ class BrevoSimulator:
             )
             self._log(method, path, fail, scope)
             return await resp(scope, receive, send)
-        request_headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        if request_headers.get("api-key") != self.api_key:
+        if self._key(scope) != self.api_key:
             self._log(method, path, 401, scope)
             return await error(401, "unauthorized", "Key not found")(scope, receive, send)
         extra_headers: dict[str, str] = {}
@@ -373,6 +409,10 @@ class BrevoSimulator:
         if transport is not None:
             transport.abort()
         await asyncio.sleep(0.01)
+
+    @staticmethod
+    def _key(scope: dict) -> str | None:
+        return {k.decode().lower(): v.decode() for k, v in scope["headers"]}.get("api-key")
 
     def _log(self, method: str, path: str, status: int, scope: dict) -> None:
         with self._lock:
@@ -411,6 +451,17 @@ class BrevoSimulator:
             self._contacts[email] = c
             self._by_id[c.id] = c
         return c
+
+    @staticmethod
+    def _unsubscribe_from_list(c: Contact, list_id: int, at: datetime) -> None:
+        if list_id not in c.list_unsubscribed:
+            c.list_unsubscribed.append(list_id)
+        c.modified_at = at
+
+    @staticmethod
+    def _block(c: Contact, at: datetime) -> None:
+        c.email_blacklisted = True
+        c.modified_at = at
 
     def _find(self, identifier: str) -> Contact | None:
         if identifier.isdigit():
@@ -509,6 +560,7 @@ class BrevoSimulator:
             Route("/v3/contacts", self.get_contacts, methods=["GET"]),
             Route("/v3/contacts", self.create_contact, methods=["POST"]),
             Route("/v3/contacts/import", self.import_contacts, methods=["POST"]),
+            Route("/v3/contacts/lists", self.get_lists, methods=["GET"]),
             Route("/v3/contacts/lists", self.create_list, methods=["POST"]),
             Route("/v3/contacts/lists/{list_id:int}", self.get_list, methods=["GET"]),
             Route("/v3/contacts/lists/{list_id:int}/contacts", self.list_contacts, methods=["GET"]),
@@ -521,6 +573,8 @@ class BrevoSimulator:
             Route("/v3/contacts/{identifier}", self.delete_contact, methods=["DELETE"]),
             Route("/v3/processes/{process_id:int}", self.get_process, methods=["GET"]),
             Route("/v3/smtp/email", self.send_email, methods=["POST"]),
+            Route("/_sim/account", self.admin_account, methods=["GET", "PUT"]),
+            Route("/_sim/contacts/{identifier}/unsubscribe", self.admin_unsubscribe, methods=["POST"]),
         ]
 
     @staticmethod
@@ -535,12 +589,20 @@ class BrevoSimulator:
     def _int_param(request: Request, name: str, default: int) -> int:
         return int(request.query_params.get(name, default))
 
+    @staticmethod
+    def _sort(request: Request) -> str:
+        sort = request.query_params.get("sort", "desc")
+        if sort not in ("asc", "desc"):
+            raise ValueError(f"sort must be asc or desc, not {sort!r}")
+        return sort
+
     async def get_contacts(self, request: Request) -> Response:
         try:
             limit = self._int_param(request, "limit", 50)
             offset = self._int_param(request, "offset", 0)
             since_raw = request.query_params.get("modifiedSince")
             since = parse_iso(since_raw) if since_raw else None
+            sort = self._sort(request)
         except ValueError as exc:
             return error(400, "invalid_parameter", str(exc))
         if limit > CONTACTS_PAGE_MAX or limit < 0:
@@ -548,7 +610,7 @@ class BrevoSimulator:
         with self._lock:
             self._settle()
             found = [c for c in self._contacts.values() if since is None or c.modified_at > since]
-            found.sort(key=lambda c: c.id, reverse=request.query_params.get("sort", "desc") != "asc")
+            found.sort(key=lambda c: c.id, reverse=sort != "asc")
             page = [c.as_json() for c in found[offset : offset + limit]]
         return JSONResponse({"contacts": page, "count": len(found)})
 
@@ -664,6 +726,34 @@ class BrevoSimulator:
             self._lists[lst.id] = lst
         return JSONResponse({"id": lst.id}, status_code=201)
 
+    async def get_lists(self, request: Request) -> Response:
+        try:
+            limit = self._int_param(request, "limit", 10)
+            offset = self._int_param(request, "offset", 0)
+            sort = self._sort(request)
+        except ValueError as exc:
+            return error(400, "invalid_parameter", str(exc))
+        if limit > LISTS_PAGE_MAX or limit < 0 or offset < 0:
+            return error(400, "out_of_range", f"Limit exceeds max value of {LISTS_PAGE_MAX}")
+        with self._lock:
+            self._settle()
+            lists = sorted(self._lists.values(), key=lambda x: x.id)
+            if sort != "asc":
+                lists.reverse()
+            page = [self._list_json(lst) for lst in lists[offset : offset + limit]]
+        return JSONResponse({"lists": page, "count": len(lists)})
+
+    def _list_json(self, lst: BrevoList) -> dict[str, Any]:
+        members = [c for c in self._contacts.values() if lst.id in c.list_ids]
+        return {
+            "id": lst.id,
+            "name": lst.name,
+            "totalBlacklisted": sum(1 for c in members if c.email_blacklisted),
+            "totalSubscribers": sum(1 for c in members if not c.email_blacklisted),
+            "uniqueSubscribers": len(members),
+            "folderId": lst.folder_id,
+        }
+
     async def get_list(self, request: Request) -> Response:
         list_id = request.path_params["list_id"]
         with self._lock:
@@ -671,19 +761,9 @@ class BrevoSimulator:
             lst = self._lists.get(list_id)
             if lst is None:
                 return error(404, "document_not_found", "List ID does not exist")
-            members = [c for c in self._contacts.values() if list_id in c.list_ids]
+            body = self._list_json(lst)
             return JSONResponse(
-                {
-                    "id": lst.id,
-                    "name": lst.name,
-                    "totalBlacklisted": sum(1 for c in members if c.email_blacklisted),
-                    "totalSubscribers": sum(1 for c in members if not c.email_blacklisted),
-                    "uniqueSubscribers": len(members),
-                    "folderId": lst.folder_id,
-                    "createdAt": iso(lst.created_at),
-                    "campaignStats": [],
-                    "dynamicList": False,
-                }
+                {**body, "createdAt": iso(lst.created_at), "campaignStats": [], "dynamicList": False}
             )
 
     async def list_contacts(self, request: Request) -> Response:
@@ -693,6 +773,7 @@ class BrevoSimulator:
             offset = self._int_param(request, "offset", 0)
             since_raw = request.query_params.get("modifiedSince")
             since = parse_iso(since_raw) if since_raw else None
+            sort = self._sort(request)
         except ValueError as exc:
             return error(400, "invalid_parameter", str(exc))
         if limit > LIST_PAGE_MAX or limit < 0:
@@ -701,7 +782,7 @@ class BrevoSimulator:
             self._settle()
             if list_id not in self._lists:
                 return error(404, "document_not_found", "List ID does not exist")
-            found = self._list_members(list_id, since, request.query_params.get("sort", "desc"), offset)
+            found = self._list_members(list_id, since, sort, offset)
             page = [c.as_json() for c in found[offset : offset + limit]]
         return JSONResponse({"contacts": page, "count": len(found)})
 
@@ -788,6 +869,32 @@ class BrevoSimulator:
         with self._lock:
             self.outbox.append(mail)
         return JSONResponse({"messageId": message_id}, status_code=201)
+
+    # --- the simulator's own admin API (/_sim) ---------------------------------------------------
+
+    async def admin_account(self, request: Request) -> Response:
+        if request.method == "PUT":
+            body = await self._json(request)
+            value = body.get("perListUnsubscription") if isinstance(body, dict) else None
+            if not isinstance(value, bool):
+                return error(400, "invalid_parameter", "perListUnsubscription (true or false) is required")
+            with self._lock:
+                self.per_list_unsubscription = value
+        return JSONResponse({"perListUnsubscription": self.per_list_unsubscription})
+
+    async def admin_unsubscribe(self, request: Request) -> Response:
+        body = await self._json(request)
+        list_id = body.get("listId") if isinstance(body, dict) else None
+        if not isinstance(list_id, int) or isinstance(list_id, bool):
+            return error(400, "invalid_parameter", "listId (the campaign's list) is required")
+        with self._lock:
+            c = self._find(request.path_params["identifier"])
+            if c is None:
+                return error(404, "document_not_found", "Contact does not exist")
+            if list_id not in self._lists:
+                return error(404, "document_not_found", "List ID does not exist")
+            self.contact_unsubscribes(c.email, list_id)
+            return JSONResponse(c.as_json())
 
 
 def serve(port: int, api_key: str) -> None:

@@ -2,9 +2,25 @@
 
 It serves the endpoints syncd's connector calls, under ``/3.0``, with Mailchimp's rules where
 they matter to syncd: batch caps, member states and their transitions, the compliance state,
-problem+json errors, Basic auth, and the limit of simultaneous connections. Test hooks
-(``seed``, ``members``, ``fail_next``, ``drop_next``, ``webhook_payload``...) share their names
-with the Brevo simulator so that one contract test drives both.
+problem+json errors, Basic auth, and the limit of simultaneous connections. Field names and types
+follow Mailchimp's Marketing API description 3.0.55; the contract suite checks every request and
+answer against it. Test hooks (``seed``, ``members``, ``fail_next``, ``drop_next``,
+``webhook_payload``...) share their names with the Brevo simulator so that one contract test
+drives both.
+
+Beside the API, a simulator-only admin API under ``/_sim`` (same Basic auth; no fault injection,
+connection limit or call log) plays what a member does on Mailchimp's side, which the API can
+only approximate (``PATCH .../members/{hash}`` with a ``status`` is the API's own way, as syncd
+or a user's app would do it):
+
+- ``POST /_sim/lists/{list_id}/members/{email or subscriber hash}/{action}`` with ``action``:
+  ``unsubscribe`` (the member's click; ``{"reason": "abuse"}`` for a spam complaint),
+  ``resubscribe`` (the member signs up again through a form: subscribed, new opt-in time;
+  ``{"ip": ...}`` optional), ``clean`` (a hard bounce: cleaned) and ``change-email``
+  (``{"new_email": ...}``: the member updates their address; the subscriber hash follows).
+
+No webhook is sent by these actions: ``fire_webhook`` (or ``webhook_payload``) makes the one
+Mailchimp would send.
 """
 
 from __future__ import annotations
@@ -33,6 +49,7 @@ from connectors.base import EventKind, RemoteMember, RemoteStatus, Target
 from connectors.simulators.server import ThreadedServer
 
 PROVIDER = "mailchimp"
+ADMIN_PREFIX = "/_sim/"
 BATCH_SUBSCRIBE_MAX = (
     500  # https://mailchimp.com/developer/marketing/api/lists/batch-subscribe-or-unsubscribe/
 )
@@ -53,6 +70,7 @@ _MERGE = {
 _STATUSES = {"subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived"}
 # https://mailchimp.com/help/about-compliance-state/ : unsubscribed/cleaned come back only via pending
 _COMPLIANCE = {"unsubscribed", "cleaned"}
+_MEMBER_ACTIONS = ("unsubscribe", "resubscribe", "clean", "change-email")
 _WRITABLE = _STATUSES - {"archived"}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 
@@ -90,6 +108,7 @@ class _Member:
     ip_opt: str = ""
     timestamp_opt: datetime | None = None
     status_before_archive: str | None = None
+    unsubscribe_reason: str = ""
     id: str = ""  # subscriber hash, set on first write
 
     def __post_init__(self) -> None:
@@ -172,14 +191,15 @@ class MailchimpSimulator:
     @property
     def write_calls(self) -> int:
         with self._lock:
-            return sum(1 for c in self.calls if c.method != "GET")
+            return sum(1 for c in self.calls if c.method != "GET")  # /_sim calls are not logged
 
     def reset_calls(self) -> None:
         with self._lock:
             self.calls.clear()
 
     def fail_next(self, n: int, status: int = 503, body: bytes | None = None) -> None:
-        """Answer the next n requests with ``status``: problem+json, or ``body`` as given (b"": empty).
+        """Answer the next n requests with ``status``: problem+json, or ``body`` as given (b"": empty;
+        marked ``x-sim-injected: raw``, since it is not an answer the API itself would give).
 
         Replaces any failures still pending: ``fail_next(0)`` clears them.
         """
@@ -244,8 +264,8 @@ class MailchimpSimulator:
     def unsubscribe(self, email: str, target: Target) -> None:
         # https://mailchimp.com/help/unsubscribes/ : the link unsubscribes from this audience only
         with self._lock:
-            member = self._audience(target.list_id).members[subscriber_hash(email)]
-            member.status, member.last_changed = "unsubscribed", _now()
+            audience = self._audience(target.list_id)
+            self._member_acts(audience, audience.members[subscriber_hash(email)], "unsubscribe", {})
 
     def webhook_payload(
         self, kind: EventKind | str, email: str, target: Target | None = None, **extra: Any
@@ -334,6 +354,12 @@ class MailchimpSimulator:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
+        if scope["path"].startswith(ADMIN_PREFIX):
+            # The simulator's own admin API: authenticated, but no faults, limits or call log.
+            if not self._authorised(scope):
+                response = _problem(401, "API Key Invalid", "Your API key may be invalid.", scope["path"])
+                return await response(scope, receive, send)
+            return await self._router(scope, receive, send)
         record = CallRecord(scope["method"], scope["path"])
         with self._lock:
             self.calls.append(record)
@@ -371,7 +397,9 @@ class MailchimpSimulator:
         if fail is not None:
             status, body = fail
             if body is not None:
-                return Response(body, status_code=status)
+                # Raw, as a gateway in front of the API might answer: marked so that a check of
+                # the API's description knows this answer is not the API's.
+                return Response(body, status_code=status, headers={"x-sim-injected": "raw"})
             return _problem(
                 status, "Service Unavailable" if status >= 500 else "Error", "Injected failure", path
             )
@@ -440,6 +468,7 @@ class MailchimpSimulator:
             Route("/3.0/lists/{list_id}/segments", h(self._segments), methods=["GET", "POST"]),
             Route("/3.0/lists/{list_id}/segments/{seg_id:int}", h(self._batch_segment), methods=["POST"]),
             Route("/3.0/lists/{list_id}/tag-search", h(self._tag_search), methods=["GET"]),
+            Route("/_sim/lists/{list_id}/members/{member}/{action}", h(self._admin_action), methods=["POST"]),
         ]
 
     def _handle(self, fn: Any) -> Any:
@@ -671,7 +700,47 @@ class MailchimpSimulator:
         result = {"members": page, "list_id": audience.id, "total_items": len(rows), "_links": []}
         return _select_fields(result, q.get("fields"), q.get("exclude_fields"))
 
+    def _admin_action(self, request: Request, body: Any) -> dict:
+        audience = self._audience_or_404(request)
+        key = request.path_params["member"]
+        member = audience.members.get(subscriber_hash(key) if "@" in key else key.lower())
+        if member is None:
+            raise self._not_found(request)
+        action = request.path_params["action"]
+        if action not in _MEMBER_ACTIONS:
+            raise ProblemError(
+                400, "Invalid Resource", f"Unknown action {action!r}: one of {', '.join(_MEMBER_ACTIONS)}."
+            )
+        member = self._member_acts(audience, member, action, body if isinstance(body, dict) else {})
+        return self._member_json(audience, member)
+
     # --- state rules -------------------------------------------------------------------------
+
+    def _member_acts(self, audience: _Audience, member: _Member, action: str, data: dict) -> _Member:
+        """What a member does on Mailchimp's side (not through the API): see the module's docstring."""
+        now = _now()
+        if action == "unsubscribe":
+            member.status = "unsubscribed"
+            member.unsubscribe_reason = "abuse" if data.get("reason") == "abuse" else "manual"
+        elif action == "resubscribe":
+            # A signup form records the member's own opt-in: the way out of the compliance state.
+            member.status, member.timestamp_opt, member.ip_opt = "subscribed", now, str(data.get("ip", ""))
+            member.unsubscribe_reason = ""
+        elif action == "clean":
+            member.status = "cleaned"
+        elif action == "change-email":
+            new_email = str(data.get("new_email", "")).strip()
+            if not _EMAIL.match(new_email):
+                raise ProblemError(400, "Invalid Resource", "new_email must be a valid email address.")
+            new_hash = subscriber_hash(new_email)
+            if new_hash in audience.members and new_hash != member.id:
+                raise ProblemError(400, "Member Exists", f"{new_email} is already a list member.")
+            del audience.members[member.id]
+            member.email, member.id = new_email, new_hash
+            audience.members[new_hash] = member
+        member.status_before_archive = None
+        member.last_changed = now
+        return member
 
     def _write_member(
         self,
@@ -823,7 +892,7 @@ class MailchimpSimulator:
         if brief:
             return {"id": h, "email_address": m.email, "status": m.status}
         tags = [{"id": i, "name": n} for i, n in a.segments.items() if n in m.tags]
-        return {
+        body = {
             "id": h,
             "email_address": m.email,
             "unique_email_id": h[:10],
@@ -842,6 +911,13 @@ class MailchimpSimulator:
             "tags_count": len(tags),
             "tags": tags,
         }
+        if m.unsubscribe_reason and m.status == "unsubscribed":
+            body["unsubscribe_reason"] = m.unsubscribe_reason
+        # The description types both timestamps as date-time: an unknown one is left out, not "".
+        for name in ("timestamp_signup", "timestamp_opt"):
+            if not body[name]:
+                del body[name]
+        return body
 
     def _remote(self, a: _Audience, m: _Member) -> RemoteMember:
         evidence = {

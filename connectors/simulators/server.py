@@ -5,9 +5,25 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+
+# Callables (app -> app) put around every app a ThreadedServer starts, innermost first. The
+# contract suite puts its check of the providers' published API descriptions here.
+_app_wrappers: list[Callable[[Any], Any]] = []
+
+
+@contextmanager
+def wrapping_served_apps(wrapper: Callable[[Any], Any]) -> Iterator[None]:
+    """While inside, every ThreadedServer started serves ``wrapper(app)`` instead of ``app``."""
+    _app_wrappers.append(wrapper)
+    try:
+        yield
+    finally:
+        _app_wrappers.remove(wrapper)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -22,6 +38,8 @@ class ThreadedServer:
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None):
         self.host = host
         self.port = port or free_port(host)
+        for wrap in _app_wrappers:
+            app = wrap(app)
         config = uvicorn.Config(
             app, host=host, port=self.port, log_level="warning", lifespan="off", access_log=False
         )
