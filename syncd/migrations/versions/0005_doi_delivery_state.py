@@ -1,7 +1,7 @@
 """doi delivery state: a link whose mail failed is kept, retried with back-off, then dead
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-30 17:00:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import syncd.models
 
 revision: str = "0005"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
