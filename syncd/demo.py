@@ -254,7 +254,11 @@ class Demo:
         else:
             say("   syncd demo --dir demo-run                   (keeps the base, to explore it afterwards:)")
             say("   syncd --database sqlite:///demo-run/syncd-demo.db contacts show marie.dupont@exemple.fr")
-        say("   syncd check --config config/demo.yaml      (then start yours from config/example.yaml)")
+        # config/demo.yaml takes its keys and secrets from the environment only, as a real config does.
+        secrets = " ".join(SECRET_VARIABLES)
+        say(f"   env $(syncd secret {secrets}) \\")
+        say("       BREVO_API_KEY=sim-brevo-key MAILCHIMP_API_KEY=sim-mailchimp-key-us1 \\")
+        say("       syncd check --config config/demo.yaml      (then start yours from config/example.yaml)")
         say(
             "   syncd demo --keep-running                   (the daemon stays up: preference centre, metrics)"
         )

@@ -1,9 +1,13 @@
 """The README's first command: `syncd demo` runs to the end, narrates, and leaves nothing behind."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_demo_runs_the_whole_job_and_leaves_no_process(tmp_path):
@@ -41,3 +45,18 @@ def test_the_demo_runs_the_whole_job_and_leaves_no_process(tmp_path):
     engine.dispose()
     assert statuses == {"newsletter-clients": "unsubscribed", "events": "subscribed"}
     assert (folder / "contacts.rejects.csv").exists()
+    # The `syncd check` it suggests works as printed, from the checkout (secrets made by `syncd secret`).
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("env $(syncd secret"))
+    command = "\n".join(line.split("(then")[0] for line in lines[start : start + 3])
+    bin_dir = str(Path(sys.executable).parent)
+    check = subprocess.run(
+        ["bash", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+    )
+    assert check.returncode == 0, check.stderr + check.stdout
+    assert "config OK: config/demo.yaml" in check.stdout

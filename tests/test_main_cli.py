@@ -1,4 +1,4 @@
-"""The command line's shared behaviour: `syncd secret`, one clear line for a database it cannot use."""
+"""The `syncd` command (syncd/cli.py): `syncd secret`, one clear line for a database it cannot use."""
 
 from __future__ import annotations
 
