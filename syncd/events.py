@@ -311,6 +311,12 @@ def lists_for_target(config: Config, provider: str, remote_id: str | None) -> di
     return out
 
 
+def reported_by(provider: str) -> str:
+    """The actor and consent source of what a provider reported, by webhook or on a sync's read
+    of its list: the engine tells a provider-reported per-list opt-out by it (``Consent.source``)."""
+    return f"webhook:{provider}"
+
+
 def apply_event(session: Session, event: ProviderEvent, config: Config) -> str:
     """Apply one provider event to the master base. Does not commit: the caller owns the transaction.
 
@@ -318,7 +324,7 @@ def apply_event(session: Session, event: ProviderEvent, config: Config) -> str:
     ``ignored:<why>`` — own_write, older, unknown_contact, no_list, no_change, deleted,
     email_taken, forgotten, invalid_email.
     """
-    actor = f"webhook:{event.provider}"
+    actor = reported_by(event.provider)
     email = event.email.strip().lower()
     contact = session.exec(select(Contact).where(Contact.email == email)).first()
     if contact is None and erased_among(session, [email]):
@@ -439,7 +445,7 @@ def _create(
     _audit(
         session,
         contact,
-        f"webhook:{event.provider}",
+        reported_by(event.provider),
         "contact.created",
         event.occurred_at,
         channel=change.channel,

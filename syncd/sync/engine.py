@@ -33,7 +33,7 @@ from connectors.base import (
 from syncd import doi, locks
 from syncd.config import Config, ListConfig
 from syncd.db import erased_among, session_scope
-from syncd.events import apply_event, lists_for_target, record_provider_evidence
+from syncd.events import apply_event, lists_for_target, record_provider_evidence, reported_by
 from syncd.log import get_logger
 from syncd.membership import require_confirmation
 from syncd.models import (
@@ -505,7 +505,7 @@ class _Run:
     def _explained_blocks(self, conn: Any, ids: list[int]) -> set[int]:
         """The contacts among ``ids`` whose account-wide block at this provider the master base
         explains: a per-list opt-out that this provider reported (by webhook or on a list read;
-        ``events.apply_event`` records it with source ``webhook:<provider>``) from a list with a
+        ``events.apply_event`` records it with source ``events.reported_by(provider)``) from a list with a
         target there, newer than syncd's last lift. An opt-out the contact gave syncd itself (its
         unsubscribe link, the preference centre) never blocked anyone at the provider."""
         if not ids or not self.traits.blocks_account_wide:
@@ -522,7 +522,7 @@ class _Run:
                 sa.select(consent.c.contact_id, sa.func.max(consent.c.at))
                 .where(
                     consent.c.action == ConsentAction.OPT_OUT,
-                    consent.c.source == f"webhook:{provider}",
+                    consent.c.source == reported_by(provider),
                     consent.c.list_name.in_(lists),
                     consent.c.contact_id.in_(ids),
                 )
