@@ -161,10 +161,11 @@ KNOWN_OPEN: set[str] = {
     # Brevo one keeps its account-wide block, a cleaned one is not marked bounced. While open,
     # such members do not unsubscribe, complain or bounce at the providers.
     "pull-ignores-member-without-membership-row",
-    # A member in Mailchimp's compliance state (unsubscribed from the audience) that the tag's
-    # view does not show is sent as an add on every run, refused every time: a second sync with
-    # no change writes again. While open, nobody is added in Mailchimp's UI.
-    "mailchimp-compliance-state-add-retried-every-run",
+    # A member in Mailchimp's compliance state that syncd never saw as such (unsubscribed from the
+    # audience but absent from the tag's view, or archived after unsubscribing) is pushed as
+    # subscribed on every run and refused every time: a second sync with no change writes again.
+    # While open, nobody is added in Mailchimp's UI and only subscribed/pending members are archived.
+    "mailchimp-compliance-state-push-retried-every-run",
     # defect 2: a Brevo block with no per-list reason is lifted by the next sync.
     "brevo-block-without-list-reason",
     # defect 3: an email change onto an erased address renames a live contact to it.
@@ -642,14 +643,17 @@ class ConsentMachine(RuleBasedStateMachine):
 
     @rule(who=st.integers(0, 2 * SLOTS))
     def mailchimp_admin_archives(self, who):
-        p = self._mc_member(who, ("subscribed", "unsubscribed", "pending", "cleaned"))
+        statuses = ("subscribed", "pending")
+        if enabled("mailchimp-compliance-state-push-retried-every-run"):
+            statuses += ("unsubscribed", "cleaned")
+        p = self._mc_member(who, statuses)
         if p is None:
             return
         self.mc_c.remove(Target("mailchimp", self.audience.list_id), [p.email])  # DELETE = archive
         body, ctype = self.w.mailchimp.webhook_payload(EventKind.DELETED, p.email, self.audience)
         self.queue_webhook("mailchimp", body, ctype, p.email, [])
 
-    @precondition(lambda self: enabled("mailchimp-compliance-state-add-retried-every-run"))
+    @precondition(lambda self: enabled("mailchimp-compliance-state-push-retried-every-run"))
     @rule(who=st.integers(0, 2 * SLOTS), list_name=st.sampled_from(LISTS))
     def mailchimp_admin_adds_in_ui(self, who, list_name):
         p = self.choose(who, lambda p: self.mc_status(p.email) in (None, "archived"))
