@@ -178,6 +178,10 @@ class Rejected:
     email: str
     reason: str
     code: str | None = None
+    # The provider's own view of the member, when the refusal says something about consent (a
+    # Mailchimp compliance state: the address unsubscribed or was cleaned). The engine reconciles
+    # it as a read of the list would: the refusal is evidence of an opt-out it had missed.
+    member: RemoteMember | None = None
 
 
 @runtime_checkable

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -301,12 +302,34 @@ class MailchimpConnector:
             or {}
         )
         refused = {str(e.get("email_address", "")).strip().lower(): e for e in answer.get("errors") or []}
-        result.rejected = [_rejected(email, e) for email, e in refused.items()]
+        result.rejected = [self._with_member(target, _rejected(email, e)) for email, e in refused.items()]
         accepted = [m.email.strip().lower() for m in chunk if m.email.strip().lower() not in refused]
         if segment_id is not None and accepted:
             self._segment_batch(target, segment_id, result, members_to_add=accepted)
         result.done = accepted
         return result
+
+    def _with_member(self, target: Target, rejected: Rejected) -> Rejected:
+        """A compliance-state refusal is Mailchimp saying the address unsubscribed or was cleaned,
+        archived since or not (https://mailchimp.com/help/about-compliance-state/): the member's
+        state and last change go back with the refusal, as a read of the audience would give them
+        (a tag's view of the audience never shows a member outside the tag)."""
+        if rejected.code != "compliance_state":
+            return rejected
+        try:
+            row = self._call(
+                "get_list_member",
+                self.client.lists.get_list_member,
+                target.list_id,
+                subscriber_hash(rejected.email),
+            )
+        except NotFound:
+            return rejected
+        member = _remote_member(row)
+        if member.status not in (RemoteStatus.UNSUBSCRIBED, RemoteStatus.CLEANED):
+            # Archived after it left: the refusal itself is the evidence of the opt-out.
+            member = replace(member, status=RemoteStatus.UNSUBSCRIBED)
+        return replace(rejected, member=member)
 
     def remove(self, target: Target, emails: Sequence[str]) -> WriteResult:
         """Take members off the target, never unsubscribing them.

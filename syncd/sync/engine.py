@@ -723,6 +723,9 @@ class _Run:
                 reason=r.reason,
                 code=r.code,
             )
+        # A refusal that shows the member's state (an opt-out syncd had missed) changes the master
+        # base now, so that the next run plans from it instead of pushing the same member again.
+        self._reconcile([r.member for r in result.rejected if r.member is not None])
         self.progress(f"{self.list_name} → {self.target.key}: writing", len(items))
 
     def _apply_removals(self) -> None:

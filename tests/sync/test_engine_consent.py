@@ -8,6 +8,7 @@ provider's own UI.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
@@ -367,4 +368,56 @@ def test_members_added_at_the_provider_are_removed_under_on_violation_remove_and
     flags = run_cli(w, "flags", "--format", "csv").output
     assert "news,unknown_remote,kept@example.fr" in flags
     assert "ui@example.fr" not in flags
+    assert_second_sync_writes_nothing(w)
+
+
+# --- a Mailchimp refusal that shows an opt-out syncd had missed ---------------------------------
+
+
+def _unsubscribed_outside_the_tag(w, email, changed_at):
+    """In the audience, unsubscribed, without the news tag: the tag's view never shows them."""
+    w.mailchimp.seed(w.audience, [{"email": email, "status": "unsubscribed", "changed_at": changed_at}])
+
+
+def test_a_compliance_state_refusal_records_the_missed_opt_out_and_is_not_pushed_again(world):
+    w = world
+    now = datetime.now(UTC)
+    with session_scope(w.engine) as s:
+        c = Contact(email="ana@example.fr", first_name="Ana")
+        s.add(c)
+        s.flush()
+        join_list(
+            s,
+            c,
+            "news",
+            w.config.lists["news"],
+            consent="single_opt_in",
+            source="form",
+            at=now - timedelta(days=2),
+        )
+    _unsubscribed_outside_the_tag(w, "ana@example.fr", now - timedelta(days=1))
+
+    first = run_cli(w, "sync", "--list", "news")
+    assert "compliance state" in first.output
+    # Mailchimp's refusal is its word that Ana left the audience after her opt-in: the audience's
+    # lists record the opt-out, and the Brevo list she had just been added to lets her go.
+    assert memberships(w, "ana@example.fr")["news"] == "unsubscribed"
+    opt_outs = {c.list_name: c.source for c in consents(w, "ana@example.fr") if c.action == "opt_out"}
+    assert opt_outs == {"news": "webhook:mailchimp", "offers": "webhook:mailchimp"}
+    run_cli(w, "sync", "--list", "news")
+    assert subscribed(w.brevo, w.news_b) == [] and subscribed(w.mailchimp, w.news_mc) == []
+    assert_second_sync_writes_nothing(w)
+
+
+def test_a_compliance_state_refusal_older_than_the_opt_in_asks_mailchimp_for_a_reconfirmation(world):
+    w = world
+    now = datetime.now(UTC)
+    _unsubscribed_outside_the_tag(w, "ana@example.fr", now - timedelta(days=2))
+    add_contact(w, "ana@example.fr", "client", ["news"])  # her opt-in is newer than her unsubscribe
+
+    run_cli(w, "sync", "--list", "news")
+    assert memberships(w, "ana@example.fr")["news"] == "subscribed"
+    run_cli(w, "sync", "--list", "news")
+    # The way back from Mailchimp's compliance state is its own confirmation mail (pending).
+    assert w.mailchimp.member_status(w.audience, "ana@example.fr") == "pending"
     assert_second_sync_writes_nothing(w)

@@ -155,13 +155,7 @@ from syncd.sync.engine import sync_list
 from syncd.web.app import create_app
 
 # Rules (or checks) that reproduce a defect still open in issue 10. Empty it as the fixes land.
-KNOWN_OPEN: set[str] = {
-    # A member in Mailchimp's compliance state that syncd never saw as such (unsubscribed from the
-    # audience but absent from the tag's view, or archived after unsubscribing) is pushed as
-    # subscribed on every run and refused every time: a second sync with no change writes again.
-    # While open, nobody is added in Mailchimp's UI and only subscribed/pending members are archived.
-    "mailchimp-compliance-state-push-retried-every-run",
-}
+KNOWN_OPEN: set[str] = set()
 if os.environ.get("SYNCD_MODEL_ALL"):
     KNOWN_OPEN = set()
 KNOWN_OPEN -= set(filter(None, os.environ.get("SYNCD_MODEL_ENABLE", "").split(",")))
@@ -398,13 +392,31 @@ class ConsentMachine(RuleBasedStateMachine):
             options = Options(
                 channel="form", list_name=list_name, list_cfg=self.config.lists[list_name], consent=consent
             )
+        before = self._opt_ins(slot, list_name)
         import_file(self.w.engine, path, options, rejects_path=self.w.tmp / f"rejects-{self.n}.csv")
         if p.erased:
             return  # refused by its tombstone: checked by the invariants
         p.imported = True
-        p.kind = p.kind or kind
-        if list_name and consent == "single_opt_in":
+        p.kind = p.kind or kind  # a re-import keeps the kind the base holds
+        if list_name and self._opt_ins(slot, list_name) > before:
+            # An import joins only whom the list's rules admit (segment, no earlier opt-out):
+            # an opt-in is what it recorded, and it must be one the list's segment admits.
+            assert consent == "single_opt_in", f"import without consent recorded an opt-in to {list_name}"
+            admitted = list_name != "partners" or p.kind in self.partner_kinds.split(", ")
+            assert admitted, f"import put slot {slot} ({p.kind}) in {list_name}, outside its segment"
             p.optins[list_name] = time.time()
+
+    def _opt_ins(self, slot: int, list_name: str | None) -> int:
+        if not list_name:
+            return 0
+        with Session(self.w.engine) as s:
+            c = s.exec(select(Contact).where(Contact.email == self.people[slot].email)).first()
+            if c is None:
+                return 0
+            query = select(Consent).where(
+                Consent.contact_id == c.id, Consent.list_name == list_name, Consent.action == "opt_in"
+            )
+            return len(s.exec(query).all())
 
     @rule()
     def doi_job_sends_confirmations(self):
