@@ -999,7 +999,7 @@ def _model_settings() -> settings:
     n = os.environ.get("SYNCD_MODEL_EXAMPLES")
     if n:
         steps = int(os.environ.get("SYNCD_MODEL_STEPS", "40"))
-        chosen = settings(chosen, max_examples=int(n), stateful_step_count=steps)
+        chosen = settings(chosen, max_examples=int(n), stateful_step_count=steps, derandomize=False)
     if os.environ.get("SYNCD_MODEL_NO_SHRINK"):
         chosen = settings(chosen, phases=[Phase.explicit, Phase.reuse, Phase.generate])
     return chosen
