@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -229,6 +230,13 @@ def daemon(url: str, port: int, folder: Path) -> Iterator[int]:
                 proc.kill()
                 proc.wait()
         log.close()
+        errors = [
+            line
+            for line in (folder / "daemon.log").read_text().splitlines()
+            if "[error" in line or '"error"' in line
+        ]
+        if errors:
+            print(f"daemon logged {len(errors)} errors, the last: {errors[-1][:300]}")
         if proc.returncode != 0:
             print(f"daemon exited with {proc.returncode}; log: {(folder / 'daemon.log').read_text()[-2000:]}")
 
@@ -258,10 +266,14 @@ def cpu_seconds(pid: int) -> float:
 # --- the load -------------------------------------------------------------------------------------
 
 
-async def load(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[float], set[int], float]:
-    """Sends every body once; returns the latencies, the indexes acknowledged 2xx, the elapsed time."""
+async def load(
+    url: str, bodies: list[bytes], concurrency: int
+) -> tuple[list[float], set[int], Counter[str], float]:
+    """Sends every body once; returns the latencies, the indexes acknowledged 2xx, the other
+    answers (status code or error name) and the elapsed time."""
     latencies: list[float] = []
     acked: set[int] = set()
+    refused: Counter[str] = Counter()
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(bodies)):
         queue.put_nowait(i)
@@ -279,14 +291,16 @@ async def load(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[fl
                     r = await client.post(url, content=bodies[i], headers=HEADERS)
                     if 200 <= r.status_code < 300:
                         acked.add(i)
-                except httpx.HTTPError:
-                    pass
+                    else:
+                        refused[str(r.status_code)] += 1
+                except httpx.HTTPError as exc:
+                    refused[type(exc).__name__] += 1
                 latencies.append(time.perf_counter() - t0)
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return latencies, acked, elapsed
+    return latencies, acked, refused, elapsed
 
 
 def wait_applied(url: str, expected: int, timeout_s: float) -> float | None:
@@ -312,7 +326,7 @@ def run_once(target: str, database: str | None, events: int, concurrency: int, a
             hook = f"http://127.0.0.1:{port}/hooks/brevo/{SECRET}"
             asyncio.run(load(hook, warm, 8))
             cpu_before = cpu_seconds(pid)
-            latencies, acked, elapsed = asyncio.run(load(hook, bodies, concurrency))
+            latencies, acked, refused, elapsed = asyncio.run(load(hook, bodies, concurrency))
             server_cpu = cpu_seconds(pid) - cpu_before
             applied_after = (
                 wait_applied(url, len(acked) + len(warm), apply_timeout) if target == "daemon" else None
@@ -323,7 +337,7 @@ def run_once(target: str, database: str | None, events: int, concurrency: int, a
     p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
     ok = len(acked)
     print(f"--- {target} on {dialect}, {events} deliveries, concurrency {concurrency}")
-    print(f"answers      {ok} 2xx, {events - ok} failed")
+    print(f"answers      {ok} 2xx, {events - ok} not: {dict(refused) or 'none'}")
     print(f"throughput   {ok / elapsed:,.0f} events/s over {elapsed:.2f} s")
     print(
         f"latency      p50 {p(0.50):.1f} ms, p99 {p(0.99):.1f} ms, max {latencies[-1] * 1000:.1f} ms, "

@@ -151,7 +151,9 @@ _mailchimp_fields: dict[str, Any] = {
     "type": {"type": "string", "enum": _mailchimp_types},
     "fired_at": {
         "type": "string",
-        "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$",
+        "pattern": (
+            "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01]) ([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]$"
+        ),
         "description": "`YYYY-MM-DD HH:MM:SS`, UTC",
     },
     "data[id]": {"type": "string"},
@@ -174,6 +176,9 @@ _mailchimp_fields: dict[str, Any] = {
     "data[merges][EMAIL]": {"type": "string"},
     **{f"data[merges][{tag}]": {"type": "string"} for tag in MAILCHIMP_MERGES.values()},
 }
+# The fields each type always carries: the address it is about (``upemail``: the old and new ones).
+_mailchimp_needs = {name: ["data[email]"] for name in _mailchimp_types}
+_mailchimp_needs.update(upemail=["data[old_email]", "data[new_email]"], campaign=[])
 MAILCHIMP_EVENT = {
     "type": "object",
     "description": (
@@ -183,6 +188,10 @@ MAILCHIMP_EVENT = {
     ),
     "required": ["type", "fired_at"],
     "properties": _mailchimp_fields,
+    "oneOf": [
+        {"properties": {"type": {"enum": [name]}}, **({"required": needs} if needs else {})}
+        for name, needs in sorted(_mailchimp_needs.items())
+    ],
 }
 
 WEBHOOKS: dict[str, Any] = {

@@ -15,12 +15,12 @@ answer must:
 
 and after the run every delivery answered 2xx must apply (one inbox drain finds no row it fails on).
 
-Budget: ``SYNCD_FUZZ_EXAMPLES`` requests in all (default 300, seconds per database), from a fixed
+Budget: about ``SYNCD_FUZZ_EXAMPLES`` requests in all (default 300, seconds per database), from a fixed
 seed (``SYNCD_FUZZ_SEED``); ``SYNCD_FUZZ_STRICT=1`` holds KNOWN_OPEN's inputs to every check too,
 and ``SYNCD_FUZZ_FAILURES=FILE`` appends every failing request (not only the first 20) to FILE.
 A long run by hand (prints the requests sent and the answers by status code)::
 
-    SYNCD_FUZZ_EXAMPLES=5000 .venv/bin/pytest -p no:cacheprovider -s tests/web/test_fuzz.py
+    SYNCD_FUZZ_EXAMPLES=5600 .venv/bin/pytest -p no:cacheprovider -s tests/web/test_fuzz.py
 """
 
 from __future__ import annotations
