@@ -310,6 +310,13 @@ PAGES: dict[str, Any] = {
                 **CONFIRM_PAGE,
                 "200": _html("A new link was mailed; or the link is still valid, or confirmed already."),
                 "410": _html("Withdrawn: the contact left the list or cannot receive mail."),
+                "429": {
+                    **_html(
+                        "Enough links were mailed to this address lately (`double_opt_in.renewals`): "
+                        "no mail goes out; the page says when to ask again."
+                    ),
+                    "headers": {**PAGE_HEADERS, **RETRY_AFTER},
+                },
                 "503": _html("The new link could not be mailed; the page asks to try again later."),
             },
         }

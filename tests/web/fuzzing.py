@@ -208,10 +208,11 @@ class Run:
         )
 
     def unapplied(self) -> list[str]:
-        """Deliveries answered 2xx that the inbox job could not apply (after one drain)."""
+        """Deliveries answered 2xx that the inbox job did not bring to an end (applied or ignored)
+        once every retry was due: a row still new, or dead."""
         out = []
         with Session(self.engine) as s:
-            for row in s.exec(select(InboxEvent).where(InboxEvent.error.is_not(None))).all():  # type: ignore[union-attr]
+            for row in s.exec(select(InboxEvent).where(InboxEvent.status.in_(("new", "dead")))).all():  # type: ignore[attr-defined]
                 classes = input_classes(row.payload) & self.known_classes
                 if classes:
                     self.known.update(f"{c} (unapplied)" for c in classes)
