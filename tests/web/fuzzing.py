@@ -162,6 +162,9 @@ class Run:
         before = counts(self.engine)
         try:
             response = case.call(base_url=self.base_url, session=self.session, timeout=30)
+        except requests.exceptions.ConnectionError as exc:
+            self.no_answer(exc.request)
+            return
         except (requests.exceptions.InvalidHeader, ValueError, UnicodeError):
             self.unsendable += 1  # the HTTP client refuses to send it (a NUL or newline in a header)
             return
@@ -172,8 +175,21 @@ class Run:
         case = operation.Case(path_parameters=path_parameters)
         before = counts(self.engine)
         url = self.base_url + operation.path.format(**path_parameters)
-        response = self.session.post(url, data=body, headers=headers, timeout=30)
+        try:
+            response = self.session.post(url, data=body, headers=headers, timeout=30)
+        except requests.exceptions.ConnectionError as exc:
+            self.no_answer(exc.request)
+            return
         self.check(case, response, before)
+
+    def no_answer(self, request: Any) -> None:
+        """The server dropped the connection without an answer: as bad as a 5xx."""
+        self.statuses["no answer"] += 1
+        body = getattr(request, "body", None)
+        if not self.tolerated(body):
+            shown = body if isinstance(body, str) else (body or b"").decode("utf-8", "backslashreplace")
+            where = f"{getattr(request, 'method', '?')} {getattr(request, 'path_url', '?')[:100]}"
+            self.failures.append(f"{where} -> connection closed without an answer\n    body: {shown[:300]!r}")
 
     def check(self, case: Any, response: requests.Response, before: dict[str, int]) -> None:
         self.statuses[str(response.status_code)] += 1
@@ -194,11 +210,14 @@ class Run:
         if problems:
             self.record(problems, response)
 
+    def tolerated(self, body: Any) -> bool:
+        classes = input_classes(body) & self.known_classes
+        self.known.update(classes)
+        return bool(classes)
+
     def record(self, problems: list[str], response: requests.Response) -> None:
         body = response.request.body
-        classes = input_classes(body) & self.known_classes
-        if classes:
-            self.known.update(classes)
+        if self.tolerated(body):
             return
         shown = body if isinstance(body, str) else (body or b"").decode("utf-8", "backslashreplace")
         self.failures.append(
