@@ -82,7 +82,10 @@ def purge(engine: Engine, retention: timedelta, *, now: datetime | None = None) 
 
 # --- which addresses a body names --------------------------------------------------------------
 
-_ADDRESS = re.compile(r"[^\s<>()\[\]{},;:\"]+@[^\s<>()\[\]{},;:\"]+")
+_SEPARATORS = r"\s<>()\[\]{},;:\""
+# A token is tried only where one starts (after a separator): without the look-behind a long run
+# of text with no "@" is rescanned from each of its characters, quadratic in the body's size.
+_ADDRESS = re.compile(rf"(?<![^{_SEPARATORS}])[^{_SEPARATORS}@]++@[^{_SEPARATORS}]++")
 
 
 def addresses_in(payload: str) -> set[str]:

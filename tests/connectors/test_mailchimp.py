@@ -228,13 +228,18 @@ def test_upsert_to_a_tag_target_tags_the_accepted_members_only(
     result = mc.upsert(target, [*pushes(600), MemberPush("gone@example.fr")])
 
     assert len(result.done) == 600 and [r.email for r in result.rejected] == ["gone@example.fr"]
+    # The compliance-state refusal comes back with the member as Mailchimp holds it.
+    [gone] = result.rejected
+    assert gone.code == "compliance_state" and gone.member.status == RemoteStatus.UNSUBSCRIBED
     assert set(sim.members(target)) == {f"user{i}@example.fr" for i in range(600)}
-    # one segment look-up and creation, then per 500: one batch subscribe and one segment add
+    # one segment look-up and creation, then per 500: one batch subscribe and one segment add;
+    # one read of the refused member
     assert mc.stats.calls == {
         "list_segments": 1,
         "create_segment": 1,
         "batch_list_members": 2,
         "batch_segment_members": 2,
+        "get_list_member": 1,
     }
     mc.upsert(target, pushes(1))
     assert mc.stats.calls["list_segments"] == 1  # the segment id is remembered
