@@ -361,6 +361,19 @@ def _issue(
     return mail, token_hash(token)
 
 
+def _failed_sends(session: Session, contact_id: int, list_name: str, since: datetime) -> int:
+    """Confirmation mails (reminders aside) that did not go out since the membership began."""
+    return session.exec(
+        select(sa.func.count()).where(
+            DoiToken.contact_id == contact_id,
+            DoiToken.list_name == list_name,
+            DoiToken.created_at >= since,
+            DoiToken.delivery != "sent",
+            DoiToken.reminded_at.is_(None),  # type: ignore[union-attr]
+        )
+    ).one()
+
+
 def _deliver(
     engine: Engine, config: Config, send: Send, mail: Mail, token_row_hash: str, kind: str, now: datetime
 ) -> bool:
@@ -403,17 +416,7 @@ def _not_sent(engine: Engine, config: Config, hashed: str, kind: str, exc: Excep
             return
         current = membership(session, row.contact_id, row.list_name)
         since = current.since if current is not None else row.created_at
-        attempt = 1 + len(
-            session.exec(
-                select(DoiToken.id).where(
-                    DoiToken.contact_id == row.contact_id,
-                    DoiToken.list_name == row.list_name,
-                    DoiToken.created_at >= since,
-                    DoiToken.delivery != "sent",
-                    DoiToken.reminded_at.is_(None),  # type: ignore[union-attr]
-                )
-            ).all()
-        )
+        attempt = 1 + _failed_sends(session, row.contact_id, row.list_name, since)
         row.error = reason[:500]
         if permanent or (kind != "reminder" and attempt >= retries.attempts):
             row.delivery = "dead"
@@ -748,15 +751,7 @@ def dead_requests(engine: Engine) -> list[DeadRequest]:
         ).all()
         out = []
         for row, address, since in rows:
-            attempts = session.exec(
-                select(sa.func.count()).where(
-                    DoiToken.contact_id == row.contact_id,
-                    DoiToken.list_name == row.list_name,
-                    DoiToken.created_at >= since,
-                    DoiToken.delivery != "sent",
-                    DoiToken.reminded_at.is_(None),  # type: ignore[union-attr]
-                )
-            ).one()
+            attempts = _failed_sends(session, row.contact_id, row.list_name, since)
             assert row.id is not None
             out.append(
                 DeadRequest(
