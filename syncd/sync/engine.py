@@ -335,7 +335,8 @@ class _Run:
             for m in unknown:
                 if m.email in erased:
                     # Erased at the contact's request: never re-imported; taken off the target.
-                    self.erased.append(m.email)
+                    if m.on_target:
+                        self.erased.append(m.email)
                 elif m.status == RemoteStatus.SUBSCRIBED:
                     contacts[m.email] = self._import_unknown(s, m, now)
             s.flush()
@@ -373,7 +374,7 @@ class _Run:
                 s.add(state)
                 # The provider's opt-in evidence matters for members syncd did not put there; for
                 # the others it only echoes syncd's own push.
-                if m.evidence and state.pushed_hash is None:
+                if m.evidence and state.pushed_hash is None and m.on_target:
                     record_provider_evidence(
                         s, contact, self.list_name, m.evidence, f"provider:{self.target.key}"
                     )
