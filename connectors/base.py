@@ -54,6 +54,9 @@ class RemoteMember:
     # Remote list ids the contact unsubscribed from, as the provider records them on the contact
     # (Brevo: listUnsubscribed): a per-list reason for an account-wide block, read from any list.
     unsubscribed_from: tuple[str, ...] = ()
+    # False: not on the target itself, reported because its status there covers the target too
+    # (a Mailchimp member without the target's tag, unsubscribed or cleaned: both are per audience).
+    on_target: bool = True
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,9 @@ _MEMBER_FIELDS = [
     ),
 ]
 _EVIDENCE = ("ip_signup", "timestamp_signup", "ip_opt", "timestamp_opt")
+# Statuses that hold for the whole audience, whatever the member's tags.
+# https://mailchimp.com/help/about-compliance-state/
+AUDIENCE_WIDE = (RemoteStatus.UNSUBSCRIBED, RemoteStatus.CLEANED)
 
 # Mailchimp's webhook vocabulary -> syncd's events: (type, qualifier). The qualifier is
 # data[reason] for "cleaned", and for "unsubscribe" "abuse" (a spam complaint) or data[action].
@@ -228,10 +231,14 @@ class MailchimpConnector:
     # --- reading -----------------------------------------------------------------------------
 
     def pull(self, target: Target, since: str | None = None) -> Iterator[Page]:
-        """Members page by page; with a tag, members of the audience without it are skipped.
+        """Members page by page; with a tag, members of the audience without it are skipped,
+        except those unsubscribed or cleaned.
 
-        A member lacking the tag is not on this target, so it is not reported at all. Archived
-        members are read only on incremental pulls (status=archived), to report them as ARCHIVED.
+        A member lacking the tag is not on this target; but Mailchimp's unsubscribe and clean are
+        per audience, so they concern the tag's list as well: such a member is reported, marked
+        ``on_target=False``, so that the engine knows it before planning any target of the list
+        (instead of learning it from a compliance-state refusal once another target was written).
+        Archived members are read only on incremental pulls (status=archived), to report them as ARCHIVED.
         Mailchimp does not move ``last_changed`` for tag edits made in its app: a tag target needs
         a full pull now and then to see them.
         """
@@ -240,7 +247,7 @@ class MailchimpConnector:
         for n, status in enumerate(statuses):
             last_status = n == len(statuses) - 1
             for members, last in self._member_pages(target.list_id, since, status):
-                page = Page([m for m in members if not target.tag or target.tag in m.tags])
+                page = Page([m for m in (_seen_by(target, m) for m in members) if m is not None])
                 if last and last_status:
                     page.cursor = _iso(started - CURSOR_SKEW)
                 yield page
@@ -713,6 +720,16 @@ def _rejected(email: str, error: Mapping[str, Any]) -> Rejected:
     text = str(error.get("error") or error.get("field_message") or "rejected")
     code = next((c for needle, c in _REJECTION_CODES if needle in text.lower()), None)
     return Rejected(email, text, code or error.get("error_code"))
+
+
+def _seen_by(target: Target, member: RemoteMember) -> RemoteMember | None:
+    """What a read of ``target`` reports of an audience member (None: nothing). Without the
+    target's tag, only an audience-wide opt-out, marked as not on the target."""
+    if not target.tag or target.tag in member.tags:
+        return member
+    if member.status in AUDIENCE_WIDE:
+        return replace(member, on_target=False)
+    return None
 
 
 def _remote_member(row: Mapping[str, Any]) -> RemoteMember:

@@ -153,7 +153,16 @@ def sync_list(
             # (a Mailchimp audience) changes what the list's other targets must hold in this run.
             for run in runs:
                 run.read()
-            report.targets.extend(run.write() for run in runs)
+            for run in runs:
+                run.write()
+            # A refusal that showed an opt-out the reads had not (a Mailchimp member archived after
+            # it left) changed the master base after some targets were written: those contacts are
+            # planned again on every target, so that the run leaves nothing for the next one.
+            revealed = sorted(set().union(*(run.revealed for run in runs)))
+            if revealed:
+                for run in runs:
+                    run.replan(revealed)
+            report.targets.extend(run.finish() for run in runs)
             if send is not None and report.reconfirms and not dry_run:
                 _send_confirmations(engine, config, list_name, send, report)
     except locks.Busy:
@@ -206,6 +215,8 @@ class _Run:
         self.traits = connector.traits
         self.lifts: list[tuple[int, str]] = []  # account-wide blocks to lift, with no list state to keep
         self.erased: list[str] = []  # remote members whose address was erased from the master base
+        self.revealed: set[str] = set()  # members whose refusal brought their state back
+        self.full = True
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -221,25 +232,36 @@ class _Run:
         except ConnectorError as exc:
             self._failed(exc)
 
-    def write(self) -> TargetReport:
+    def write(self) -> None:
         """Second phase, once every target of the list was read: plan and apply."""
-        full = True
         if self.report.failed is None:
-            since, full = self._planning_window(self.started)
-            self.report.incremental = not full
-            try:
-                for plan, states in self._plans(since):
-                    self._take(plan, states)
-                    if self.stop.is_set():
-                        raise _Stopped()
-                self._flush(force=True)
-            except _Stopped:
-                self.report.failed = "stopped before the end (the next run completes it)"
-            except ConnectorError as exc:
-                self._failed(exc)
+            since, self.full = self._planning_window(self.started)
+            self.report.incremental = not self.full
+            self._plan_and_apply(since)
+
+    def replan(self, emails: list[str]) -> None:
+        """Plan and apply again, for ``emails`` only: contacts whose master-base state a refusal
+        at one of the list's targets changed after this target was written."""
+        if self.report.failed is None and not self.dry_run:
+            self._plan_and_apply(None, only=emails)
+
+    def _plan_and_apply(self, since: datetime | None, only: list[str] | None = None) -> None:
+        try:
+            for plan, states in self._plans(since, only):
+                self._take(plan, states)
+                if self.stop.is_set():
+                    raise _Stopped()
+            self._flush(force=True)
+        except _Stopped:
+            self.report.failed = "stopped before the end (the next run completes it)"
+        except ConnectorError as exc:
+            self._failed(exc)
+
+    def finish(self) -> TargetReport:
+        """The run's record and the planning window for the next run."""
         if self.run_id is not None:
             if self.report.ok:
-                self._remember_plan(self.started, full)
+                self._remember_plan(self.started, self.full)
             self._finish_run(self.run_id)
         log.info(
             "sync.finished",
@@ -335,7 +357,8 @@ class _Run:
             for m in unknown:
                 if m.email in erased:
                     # Erased at the contact's request: never re-imported; taken off the target.
-                    self.erased.append(m.email)
+                    if m.on_target:
+                        self.erased.append(m.email)
                 elif m.status == RemoteStatus.SUBSCRIBED:
                     contacts[m.email] = self._import_unknown(s, m, now)
             s.flush()
@@ -373,7 +396,7 @@ class _Run:
                 s.add(state)
                 # The provider's opt-in evidence matters for members syncd did not put there; for
                 # the others it only echoes syncd's own push.
-                if m.evidence and state.pushed_hash is None:
+                if m.evidence and state.pushed_hash is None and m.on_target:
                     record_provider_evidence(
                         s, contact, self.list_name, m.evidence, f"provider:{self.target.key}"
                     )
@@ -546,15 +569,17 @@ class _Run:
     def _state_filter(self) -> tuple[Any, ...]:
         return (TargetState.list_name == self.list_name, TargetState.target_key == self.target.key)
 
-    def _chunks(self, since: datetime | None) -> Iterator[list[Any]]:
+    def _chunks(self, since: datetime | None, only: list[str] | None = None) -> Iterator[list[Any]]:
         """Contacts that concern this list on this target, by id, CHUNK at a time (plain rows:
         building ORM objects for every contact of a large base costs more than the plan).
 
         With ``since``, only those touched since then: their record, any of their memberships (an
         exclusive list may have changed), or what was just read of them from this target."""
         contact = Contact.__table__
-        if since is not None:
-            ids: Any = sa.union(
+        if only is not None:
+            ids: Any = sa.select(contact.c.id.label("id")).where(contact.c.email.in_(only)).subquery()
+        elif since is not None:
+            ids = sa.union(
                 sa.select(contact.c.id.label("id")).where(contact.c.touched_at > since),
                 sa.select(Membership.contact_id).where(Membership.touched_at > since),
                 sa.select(TargetState.contact_id).where(*self._state_filter(), TargetState.pulled_at > since),
@@ -583,7 +608,9 @@ class _Run:
             yield rows
             last = rows[-1].id
 
-    def _plans(self, since: datetime | None) -> Iterator[tuple[Plan, dict[int, SyncedState | None]]]:
+    def _plans(
+        self, since: datetime | None, only: list[str] | None = None
+    ) -> Iterator[tuple[Plan, dict[int, SyncedState | None]]]:
         m_cols = (Membership.contact_id, Membership.list_name, Membership.status, Membership.since)
         t_cols = (
             TargetState.contact_id,
@@ -592,7 +619,7 @@ class _Run:
             TargetState.remote_changed_at,
         )
         scope = self.config.unsubscribe.scope
-        for contacts in self._chunks(since):
+        for contacts in self._chunks(since, only):
             ids = [c.id for c in contacts]
             with self.engine.connect() as conn:
                 memberships: dict[int, dict[str, Any]] = {}
@@ -724,8 +751,10 @@ class _Run:
                 code=r.code,
             )
         # A refusal that shows the member's state (an opt-out syncd had missed) changes the master
-        # base now, so that the next run plans from it instead of pushing the same member again.
-        self._reconcile([r.member for r in result.rejected if r.member is not None])
+        # base now; the list's targets plan those members again before the run ends (sync_list).
+        shown = [r.member for r in result.rejected if r.member is not None]
+        self._reconcile(shown)
+        self.revealed.update(m.email for m in shown)
         self.progress(f"{self.list_name} → {self.target.key}: writing", len(items))
 
     def _apply_removals(self) -> None:

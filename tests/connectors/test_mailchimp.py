@@ -164,6 +164,30 @@ def test_pull_of_a_tag_target_skips_audience_members_without_the_tag(
     assert set(sim.members(clients)) == {"client@example.fr"}
 
 
+def test_pull_of_a_tag_target_reports_audience_wide_opt_outs_without_the_tag_as_not_on_it(
+    sim: MailchimpSimulator, mc: MailchimpConnector
+) -> None:
+    clients = sim.create_target("shared", tag="clients")
+    audience = Target("mailchimp", clients.list_id)
+    sim.seed(clients, [{"email": "client@example.fr"}])
+    sim.seed(
+        audience,
+        [
+            {"email": "other@example.fr"},
+            {"email": "left@example.fr", "status": "unsubscribed", "tags": ["news"]},
+            {"email": "bounced@example.fr", "status": "cleaned"},
+        ],
+    )
+
+    pulled = {m.email: m for p in mc.pull(clients) for m in p.members}
+
+    assert set(pulled) == {"client@example.fr", "left@example.fr", "bounced@example.fr"}
+    assert pulled["client@example.fr"].on_target
+    assert pulled["left@example.fr"].status is RemoteStatus.UNSUBSCRIBED
+    assert pulled["bounced@example.fr"].status is RemoteStatus.CLEANED
+    assert not pulled["left@example.fr"].on_target and not pulled["bounced@example.fr"].on_target
+
+
 # --- writing ---------------------------------------------------------------------------------
 
 

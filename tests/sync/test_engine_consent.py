@@ -14,8 +14,9 @@ import pytest
 from click.testing import CliRunner
 from sqlmodel import Session, select
 
-from connectors.base import EventKind, RemoteStatus
+from connectors.base import EventKind, RemoteStatus, Target
 from connectors.brevo import BrevoConnector
+from connectors.mailchimp import MailchimpConnector
 from connectors.simulators.brevo import BrevoSimulator
 from connectors.simulators.mailchimp import MailchimpSimulator
 from syncd import doi
@@ -375,11 +376,71 @@ def test_members_added_at_the_provider_are_removed_under_on_violation_remove_and
 
 
 def _unsubscribed_outside_the_tag(w, email, changed_at):
-    """In the audience, unsubscribed, without the news tag: the tag's view never shows them."""
+    """In the audience, unsubscribed without the news tag, then archived: no read of the audience
+    shows them (archived members are not listed), only Mailchimp's refusal does."""
     w.mailchimp.seed(w.audience, [{"email": email, "status": "unsubscribed", "changed_at": changed_at}])
+    MailchimpConnector(w.mailchimp.api_key, w.mailchimp.api_url).remove(
+        Target("mailchimp", w.audience.list_id), [email]
+    )
 
 
-def test_a_compliance_state_refusal_records_the_missed_opt_out_and_is_not_pushed_again(world):
+def test_a_hard_bounce_outside_the_tag_is_seen_by_the_read_before_any_target_is_written(world):
+    """Mailchimp's clean is per audience: a member cleaned while carrying only another list's tag
+    has bounced for this list too. The read of the tag's target shows it, so no target of the list
+    (the Brevo one is written first) gets the address, and a second run has nothing to do."""
+    w = world
+    now = datetime.now(UTC)
+    add_contact(w, "ana@example.fr", "client", ["news"])
+    w.mailchimp.seed(
+        w.audience,
+        [{"email": "ana@example.fr", "status": "cleaned", "tags": ["offers"], "changed_at": now}],
+    )
+
+    run_cli(w, "sync", "--list", "news")
+
+    assert contact(w, "ana@example.fr").email_status == "bounced"
+    assert "ana@example.fr" not in w.brevo.members(w.news_b)
+    assert w.mailchimp.member_status(w.audience, "ana@example.fr") == "cleaned"
+    w.brevo.reset_calls()
+    w.mailchimp.reset_calls()
+    again = run_cli(w, "sync", "--list", "news")
+    assert (w.brevo.write_calls, w.mailchimp.write_calls) == (0, 0), again.output
+
+
+def test_an_unsubscribe_outside_the_tag_closes_the_list_at_the_first_read(world):
+    w = world
+    now = datetime.now(UTC)
+    with session_scope(w.engine) as s:
+        c = Contact(email="ana@example.fr", first_name="Ana")
+        s.add(c)
+        s.flush()
+        join_list(
+            s,
+            c,
+            "news",
+            w.config.lists["news"],
+            consent="single_opt_in",
+            source="form",
+            at=now - timedelta(days=2),
+        )
+    w.mailchimp.seed(
+        w.audience,
+        [{"email": "ana@example.fr", "status": "unsubscribed", "changed_at": now - timedelta(days=1)}],
+    )
+
+    first = run_cli(w, "sync", "--list", "news")
+
+    assert "compliance state" not in first.output
+    assert memberships(w, "ana@example.fr")["news"] == "unsubscribed"
+    assert "ana@example.fr" not in w.brevo.members(w.news_b)
+    assert "news" not in w.mailchimp.members(w.audience)["ana@example.fr"].tags
+    w.brevo.reset_calls()
+    w.mailchimp.reset_calls()
+    again = run_cli(w, "sync", "--list", "news")
+    assert (w.brevo.write_calls, w.mailchimp.write_calls) == (0, 0), again.output
+
+
+def test_a_compliance_state_refusal_records_the_missed_opt_out_and_the_run_takes_her_off_every_target(world):
     w = world
     now = datetime.now(UTC)
     with session_scope(w.engine) as s:
@@ -400,24 +461,31 @@ def test_a_compliance_state_refusal_records_the_missed_opt_out_and_is_not_pushed
     first = run_cli(w, "sync", "--list", "news")
     assert "compliance state" in first.output
     # Mailchimp's refusal is its word that Ana left the audience after her opt-in: the audience's
-    # lists record the opt-out, and the Brevo list she had just been added to lets her go.
+    # lists record the opt-out, and the Brevo list she had just been added to lets her go in the
+    # same run, so that a second run has nothing to do.
     assert memberships(w, "ana@example.fr")["news"] == "unsubscribed"
     opt_outs = {c.list_name: c.source for c in consents(w, "ana@example.fr") if c.action == "opt_out"}
     assert opt_outs == {"news": "webhook:mailchimp", "offers": "webhook:mailchimp"}
-    run_cli(w, "sync", "--list", "news")
     assert subscribed(w.brevo, w.news_b) == [] and subscribed(w.mailchimp, w.news_mc) == []
-    assert_second_sync_writes_nothing(w)
+    w.brevo.reset_calls()
+    w.mailchimp.reset_calls()
+    again = run_cli(w, "sync", "--list", "news")
+    assert (w.brevo.write_calls, w.mailchimp.write_calls) == (0, 0), again.output
 
 
-def test_a_compliance_state_refusal_older_than_the_opt_in_asks_mailchimp_for_a_reconfirmation(world):
+def test_an_unsubscribe_outside_the_tag_older_than_the_opt_in_asks_mailchimp_for_a_reconfirmation(world):
     w = world
     now = datetime.now(UTC)
-    _unsubscribed_outside_the_tag(w, "ana@example.fr", now - timedelta(days=2))
+    w.mailchimp.seed(
+        w.audience,
+        [{"email": "ana@example.fr", "status": "unsubscribed", "changed_at": now - timedelta(days=2)}],
+    )
     add_contact(w, "ana@example.fr", "client", ["news"])  # her opt-in is newer than her unsubscribe
 
     run_cli(w, "sync", "--list", "news")
+
     assert memberships(w, "ana@example.fr")["news"] == "subscribed"
-    run_cli(w, "sync", "--list", "news")
-    # The way back from Mailchimp's compliance state is its own confirmation mail (pending).
+    # The way back from Mailchimp's compliance state is its own confirmation mail (pending), asked
+    # at once: the read showed her state, no refusal was needed to learn it.
     assert w.mailchimp.member_status(w.audience, "ana@example.fr") == "pending"
     assert_second_sync_writes_nothing(w)

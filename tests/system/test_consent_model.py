@@ -707,6 +707,10 @@ class ConsentMachine(RuleBasedStateMachine):
         p = self.choose(who, lambda p: p.imported and self.brevo_state(p.email) is not None)
         if p is None:
             return
+        if self.brevo_state(p.email)["emailBlacklisted"]:
+            # Already blocked: Brevo's state does not change and no webhook comes, so nothing
+            # tells syncd of it; the block it already knows keeps its reason (README, Brevo table).
+            return
         self.record(OptOut(p.slot, frozenset(LISTS), "block", time.time()))
         self.brevo_put(p.email, {"emailBlacklisted": True})  # Brevo sends no webhook for it
 
