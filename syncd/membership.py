@@ -214,9 +214,13 @@ def opt_out_everywhere(
 
 
 def mark_bounced(session: Session, contact: Contact, *, source: str, at: datetime | None = None) -> None:
-    """A hard bounce: the address is dead everywhere; memberships are cleaned, consent is kept."""
+    """A hard bounce: the address is dead everywhere; memberships are cleaned, consent is kept.
+
+    A complaint stays the address's status: it is the stronger fact (a withdrawal of consent that
+    nothing lifts), and the bounce may be applied after it whatever order they happened in."""
     at = at or utcnow()
-    contact.email_status = EmailStatus.BOUNCED
+    if contact.email_status != EmailStatus.COMPLAINED:
+        contact.email_status = EmailStatus.BOUNCED
     _touch(session, contact, at)
     for m in session.exec(select(Membership).where(Membership.contact_id == contact.id)).all():
         if m.status in (MembershipStatus.SUBSCRIBED, MembershipStatus.PENDING):

@@ -126,6 +126,16 @@ def test_hard_bounce_cleans_soft_bounce_only_notes(engine):
         assert c.email_status == "bounced" and statuses(s, c) == {"news": "cleaned"}
 
 
+def test_a_hard_bounce_applied_after_a_complaint_keeps_the_complaint(engine):
+    # The bounce happened first (Mailchimp), its webhook came after the complaint's (Brevo).
+    with session_scope(engine) as s:
+        c = member_of(s, "news")
+        assert apply_event(s, event(EventKind.COMPLAINED, at=T0 + timedelta(1)), CFG) == "applied"
+        bounce = event(EventKind.BOUNCED_HARD, at=T0, provider="mailchimp", target="aud1")
+        assert apply_event(s, bounce, CFG) == "applied"
+        assert c.email_status == "complained" and c.global_opt_out
+
+
 def test_a_deletion_at_the_provider_is_not_an_unsubscribe(engine):
     with session_scope(engine) as s:
         c = member_of(s, "clients")
