@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
+import secrets
 import signal
 import statistics
 import subprocess
@@ -41,8 +42,8 @@ from connectors.base import EventKind, Target
 from connectors.simulators.brevo import BrevoSimulator
 from connectors.simulators.server import free_port
 
-SECRET = "bench-webhook-secret-2c5d0b7e9a4f4e1b8d3a6c0f"
-TOKEN = "bench-webhook-token-7f1e3d5c9b2a4f6e8d0c1b3a"
+# Fresh secrets, as an operator makes them (`syncd secret`): the config refuses made-up ones.
+SECRET, TOKEN = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
 HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
 CONFIG = """version: 1
 database: ${BENCH_DATABASE_URL}
