@@ -592,7 +592,8 @@ def event_time(item: Mapping[str, Any]) -> tuple[datetime, str]:
         if raw not in (None, ""):
             try:
                 return datetime.fromtimestamp(float(raw) / scale, UTC), str(raw)
-            except (TypeError, ValueError, OverflowError) as exc:
+            except (TypeError, ValueError, OverflowError, OSError) as exc:
+                # OSError: the C library refuses some out-of-range times (EOVERFLOW) before Python does.
                 raise PayloadError(f"Brevo webhook field '{key}' is not a timestamp: {raw!r}") from exc
     for key in ("date_event", "date"):
         if item.get(key):

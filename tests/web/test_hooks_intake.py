@@ -124,6 +124,14 @@ def test_json_nested_too_deeply_is_refused_with_400(engine, served):
     assert inbox(engine) == []
 
 
+@pytest.mark.parametrize("ts_event", [b"1e18", b"1e13", b"9223372036854775808"])
+def test_a_time_out_of_any_calendar_is_refused_with_400(engine, served, ts_event):
+    raw = b'{"event": "unsubscribed", "email": "ana@example.fr", "ts_event": %s, "list_id": [12]}' % ts_event
+    r = post_brevo(served, None, raw=raw)
+    assert r.status_code == 400 and "'ts_event'" in r.text
+    assert inbox(engine) == []
+
+
 @pytest.mark.parametrize("email", ["\\ud800@example.fr", "ana\\u0000@example.fr", "ana@", "@example.fr"])
 def test_an_address_that_cannot_be_one_is_refused_with_400_and_the_reason(engine, served, email):
     raw = (
