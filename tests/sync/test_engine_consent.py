@@ -120,6 +120,15 @@ def memberships(w, email):
         }
 
 
+def ana_joined_news(w, at):
+    """Ana, with an opt-in to news recorded at ``at``."""
+    with session_scope(w.engine) as s:
+        c = Contact(email="ana@example.fr", first_name="Ana")
+        s.add(c)
+        s.flush()
+        join_list(s, c, "news", w.config.lists["news"], consent="single_opt_in", source="form", at=at)
+
+
 def contact(w, email):
     with Session(w.engine) as s:
         return s.exec(select(Contact).where(Contact.email == email)).one()
@@ -140,10 +149,10 @@ def brevo_api(w):
     return BrevoConnector(w.brevo.api_key, w.brevo.api_url)
 
 
-def assert_second_sync_writes_nothing(w):
+def assert_second_sync_writes_nothing(w, *args):
     w.brevo.reset_calls()
     w.mailchimp.reset_calls()
-    again = run_cli(w, "sync")
+    again = run_cli(w, "sync", *args)
     assert (w.brevo.write_calls, w.mailchimp.write_calls) == (0, 0), again.output
 
 
@@ -401,28 +410,13 @@ def test_a_hard_bounce_outside_the_tag_is_seen_by_the_read_before_any_target_is_
     assert contact(w, "ana@example.fr").email_status == "bounced"
     assert "ana@example.fr" not in w.brevo.members(w.news_b)
     assert w.mailchimp.member_status(w.audience, "ana@example.fr") == "cleaned"
-    w.brevo.reset_calls()
-    w.mailchimp.reset_calls()
-    again = run_cli(w, "sync", "--list", "news")
-    assert (w.brevo.write_calls, w.mailchimp.write_calls) == (0, 0), again.output
+    assert_second_sync_writes_nothing(w, "--list", "news")
 
 
 def test_an_unsubscribe_outside_the_tag_closes_the_list_at_the_first_read(world):
     w = world
     now = datetime.now(UTC)
-    with session_scope(w.engine) as s:
-        c = Contact(email="ana@example.fr", first_name="Ana")
-        s.add(c)
-        s.flush()
-        join_list(
-            s,
-            c,
-            "news",
-            w.config.lists["news"],
-            consent="single_opt_in",
-            source="form",
-            at=now - timedelta(days=2),
-        )
+    ana_joined_news(w, at=now - timedelta(days=2))
     w.mailchimp.seed(
         w.audience,
         [{"email": "ana@example.fr", "status": "unsubscribed", "changed_at": now - timedelta(days=1)}],
@@ -434,28 +428,13 @@ def test_an_unsubscribe_outside_the_tag_closes_the_list_at_the_first_read(world)
     assert memberships(w, "ana@example.fr")["news"] == "unsubscribed"
     assert "ana@example.fr" not in w.brevo.members(w.news_b)
     assert "news" not in w.mailchimp.members(w.audience)["ana@example.fr"].tags
-    w.brevo.reset_calls()
-    w.mailchimp.reset_calls()
-    again = run_cli(w, "sync", "--list", "news")
-    assert (w.brevo.write_calls, w.mailchimp.write_calls) == (0, 0), again.output
+    assert_second_sync_writes_nothing(w, "--list", "news")
 
 
 def test_a_compliance_state_refusal_records_the_missed_opt_out_and_the_run_takes_her_off_every_target(world):
     w = world
     now = datetime.now(UTC)
-    with session_scope(w.engine) as s:
-        c = Contact(email="ana@example.fr", first_name="Ana")
-        s.add(c)
-        s.flush()
-        join_list(
-            s,
-            c,
-            "news",
-            w.config.lists["news"],
-            consent="single_opt_in",
-            source="form",
-            at=now - timedelta(days=2),
-        )
+    ana_joined_news(w, at=now - timedelta(days=2))
     _unsubscribed_outside_the_tag(w, "ana@example.fr", now - timedelta(days=1))
 
     first = run_cli(w, "sync", "--list", "news")
@@ -467,10 +446,7 @@ def test_a_compliance_state_refusal_records_the_missed_opt_out_and_the_run_takes
     opt_outs = {c.list_name: c.source for c in consents(w, "ana@example.fr") if c.action == "opt_out"}
     assert opt_outs == {"news": "webhook:mailchimp", "offers": "webhook:mailchimp"}
     assert subscribed(w.brevo, w.news_b) == [] and subscribed(w.mailchimp, w.news_mc) == []
-    w.brevo.reset_calls()
-    w.mailchimp.reset_calls()
-    again = run_cli(w, "sync", "--list", "news")
-    assert (w.brevo.write_calls, w.mailchimp.write_calls) == (0, 0), again.output
+    assert_second_sync_writes_nothing(w, "--list", "news")
 
 
 def test_an_unsubscribe_outside_the_tag_older_than_the_opt_in_asks_mailchimp_for_a_reconfirmation(world):
