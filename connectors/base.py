@@ -90,6 +90,10 @@ class WriteResult:
     done: list[str] = field(default_factory=list)  # emails the provider accepted
     rejected: list[Rejected] = field(default_factory=list)
     calls: int = 0  # write calls made
+    # Members the write's confirming read showed in a state the push did not ask for: a Brevo
+    # contact blocked account-wide is put on the list, and receives nothing. The engine reconciles
+    # them as a read of the list would, in the same run.
+    seen: list[RemoteMember] = field(default_factory=list)
 
 
 @dataclass

@@ -233,11 +233,35 @@ class BrevoConnector:
             "GET /contacts/lists/{id}",
             lambda: self._contacts.get_list(list_id, _request_timeout=self._timeout),
         )
+        started = datetime.now(UTC)
         if len(wanted) <= DIRECT_MAX:
             self._upsert_direct(list_id, wanted, result)
         else:
             self._upsert_by_import(list_id, wanted, result)
+        confirmed = self._read_back(list_id, wanted, started)
+        if len(wanted) > DIRECT_MAX:
+            # An import reports refused rows only by e-mail: a member not read back was refused.
+            for email in wanted:
+                if email in confirmed:
+                    result.done.append(email)
+                else:
+                    result.rejected.append(
+                        Rejected(email, "Brevo did not import this contact (refused row)", "import_rejected")
+                    )
+        # A contact blocked account-wide (in Brevo's UI, by an unsubscribe) joins the list and stays
+        # blocked: syncd learns of the block now, not at the next run's read.
+        done = set(result.done)
+        result.seen = [m for e, m in confirmed.items() if e in done and m.status == RemoteStatus.BLOCKED]
         return result
+
+    def _read_back(
+        self, list_id: int, wanted: Mapping[str, MemberPush], started: datetime
+    ) -> dict[str, RemoteMember]:
+        """The pushed members as the list shows them now (one incremental read of the list)."""
+        confirmed: dict[str, RemoteMember] = {}
+        for page in self.pull(Target(PROVIDER, str(list_id)), format_cursor(started - CURSOR_SKEW)):
+            confirmed.update((m.email, m) for m in page.members if m.email in wanted)
+        return confirmed
 
     def _upsert_direct(self, list_id: int, wanted: dict[str, MemberPush], result: WriteResult) -> None:
         for email, m in wanted.items():
@@ -259,7 +283,6 @@ class BrevoConnector:
                 result.done.append(email)
 
     def _upsert_by_import(self, list_id: int, wanted: dict[str, MemberPush], result: WriteResult) -> None:
-        started = datetime.now(UTC)
         for csv_body in import_chunks(wanted):
             body = sib.RequestContactImport(
                 # A CSV body, not jsonBody: one string the SDK sends as it is, where a JSON body is
@@ -280,16 +303,6 @@ class BrevoConnector:
                 result,
             )
             self._wait_for_process(created.process_id)
-        confirmed: set[str] = set()
-        for page in self.pull(Target(PROVIDER, str(list_id)), format_cursor(started - CURSOR_SKEW)):
-            confirmed.update(m.email for m in page.members if m.email in wanted)
-        for email in wanted:
-            if email in confirmed:
-                result.done.append(email)
-            else:
-                result.rejected.append(
-                    Rejected(email, "Brevo did not import this contact (refused row)", "import_rejected")
-                )
 
     def _wait_for_process(self, process_id: int) -> None:
         # https://developers.brevo.com/reference/getprocess : queued -> in_process -> completed

@@ -507,6 +507,7 @@ class MailchimpConnector:
                 total.done += part.done
                 total.rejected += part.rejected
                 total.calls += part.calls
+                total.seen += part.seen
         return total
 
     def _write(

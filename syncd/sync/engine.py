@@ -155,8 +155,9 @@ def sync_list(
                 run.read()
             for run in runs:
                 run.write()
-            # A refusal that showed an opt-out the reads had not (a Mailchimp member archived after
-            # it left) changed the master base after some targets were written: those contacts are
+            # A write that showed an opt-out the reads had not (a Mailchimp member archived after it
+            # left, a Brevo contact blocked while on no list this run read) changed the master base
+            # after some targets were written: those contacts are
             # planned again on every target, so that the run leaves nothing for the next one.
             revealed = sorted(set().union(*(run.revealed for run in runs)))
             if revealed:
@@ -750,9 +751,9 @@ class _Run:
                 reason=r.reason,
                 code=r.code,
             )
-        # A refusal that shows the member's state (an opt-out syncd had missed) changes the master
-        # base now; the list's targets plan those members again before the run ends (sync_list).
-        shown = [r.member for r in result.rejected if r.member is not None]
+        # A refusal, or a confirming read, that shows the member's state (an opt-out syncd had
+        # missed: a Mailchimp compliance state, a Brevo block) changes the master base now; the list's targets plan those members again before the run ends (sync_list).
+        shown = [r.member for r in result.rejected if r.member is not None] + result.seen
         self._reconcile(shown)
         self.revealed.update(m.email for m in shown)
         self.progress(f"{self.list_name} → {self.target.key}: writing", len(items))

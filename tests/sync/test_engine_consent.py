@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from sqlmodel import Session, select
@@ -209,6 +210,31 @@ def test_a_brevo_block_with_no_per_list_reason_is_kept_and_recorded_as_an_opt_ou
         assert "ana@example.fr" not in subscribed(sim, target)
     assert_second_sync_writes_nothing(w)
     assert w.brevo.is_blocked("ana@example.fr")
+
+
+def test_a_brevo_block_on_a_contact_of_no_list_read_is_learnt_by_the_push_that_adds_her(world):
+    w = world
+    # Vera left everything in a campaign of a Brevo list syncd does not map: Brevo holds her address,
+    # blocked account-wide, on no list that a sync reads; no webhook came.
+    r = httpx.post(
+        f"{w.brevo.api_url}/contacts",
+        json={"email": "vera@example.fr", "emailBlacklisted": True},
+        headers={"api-key": w.brevo.api_key},
+        timeout=5,
+    )
+    assert r.status_code == 201, r.text
+    add_contact(w, "vera@example.fr", "vendor")  # auto-enrolled on vendors
+
+    run_cli(w, "sync", "--list", "vendors")
+
+    # The push put her on the list, still blocked: the read that confirms the push shows the block,
+    # which the master base cannot explain: her opt-out from everything, learnt in this run.
+    vera = contact(w, "vera@example.fr")
+    assert vera.global_opt_out and "blocked account-wide" in vera.opt_out_reason
+    assert "vera@example.fr" not in w.brevo.members(w.vendors_b)
+    assert "vera@example.fr" not in w.mailchimp.members(w.vendors_mc)
+    assert w.brevo.is_blocked("vera@example.fr")
+    assert_second_sync_writes_nothing(w, "--list", "vendors")
 
 
 def test_a_later_account_wide_block_is_not_lifted_for_an_old_per_list_unsubscribe(world):

@@ -105,6 +105,7 @@ default 40), or ``--hypothesis-profile=consent-long`` (700 examples of up to 40 
 
 from __future__ import annotations
 
+import ast
 import itertools
 import os
 import re
@@ -1019,3 +1020,41 @@ def test_consent_holds_end_to_end_under_any_sequence_of_provider_and_base_action
             f"\nconsent model: {STATS['examples']} examples, {STATS['steps']} steps in {took:.1f} s "
             f"({STATS['steps'] / took:.1f} steps/s); open defects gated: {sorted(KNOWN_OPEN) or 'none'}"
         )
+
+
+# --- sequences the long runs found, replayed step by step -------------------------------------------------
+
+# Each is the failing sequence a long run printed (the rule calls, in order). A replay runs the same
+# rules and the same invariants as the state machine, so a fixed defect stays fixed.
+FOUND_SEQUENCES = {
+    # A Brevo contact deleted, re-added to a list in the UI, then blocked: the second run of a sync read
+    # a block the first one had not applied.
+    "block-after-delete-and-readd": (
+        "sync_twice(list_name='club'); import_contact(consent='none', kind='client', list_name='news', slot=3); brevo_admin_adds_to_list_in_ui(on_b1=False, slot=2); yaml_widens_partners_segment(); brevo_admin_adds_to_list_in_ui(on_b1=False, slot=2); sync_twice(list_name='news'); brevo_admin_adds_to_list_in_ui(on_b1=False, slot=2); deliver_webhook(duplicate=False, i=33); doi_job_sends_confirmations(); sync_twice(list_name='news'); brevo_admin_adds_to_list_in_ui(on_b1=True, slot=3); brevo_admin_adds_to_list_in_ui(on_b1=True, slot=1); brevo_admin_deletes_contact(who=8); doi_job_sends_confirmations(); import_contact(consent='single_opt_in', kind='partner', list_name='partners', slot=3); sync_twice(list_name='partners'); brevo_admin_blocks_account_wide(who=8); import_contact(consent='none', kind='client', list_name='partners', slot=0); import_contact(consent='single_opt_in', kind='partner', list_name='partners', slot=2); deliver_webhook(duplicate=True, i=27); sync_twice(list_name='club'); brevo_admin_deletes_contact(who=1); brevo_admin_adds_to_list_in_ui(on_b1=True, slot=3); brevo_admin_adds_to_list_in_ui(on_b1=True, slot=2); brevo_admin_deletes_contact(who=4); brevo_admin_deletes_contact(who=3); sync_twice(list_name='partners'); deliver_webhook(duplicate=False, i=33); brevo_admin_blocks_account_wide(who=5); import_contact(consent='none', kind='client', list_name='club', slot=1); import_contact(consent='none', kind='client', list_name='club', slot=1); deliver_webhook(duplicate=False, i=26); brevo_admin_blocks_account_wide(who=1); deliver_webhook(duplicate=True, i=49); import_contact(consent='single_opt_in', kind='client', list_name=None, slot=0); sync_twice(list_name='partners');"
+    ),
+}
+
+INVARIANTS = (
+    "no_membership_closed_without_a_reason",
+    "global_opt_outs_complaints_and_blocks_stay",
+    "erased_addresses_are_nowhere_in_the_base",
+)
+
+
+def _steps(text: str) -> list[tuple[str, dict]]:
+    calls = ast.parse("[" + text.strip().rstrip(";").replace(";", ",") + "]", mode="eval").body.elts
+    return [(c.func.id, {k.arg: ast.literal_eval(k.value) for k in c.keywords}) for c in calls]
+
+
+@pytest.mark.parametrize("name", sorted(FOUND_SEQUENCES))
+def test_a_sequence_a_long_run_found_holds(world, name):
+    machine = ConsentMachine(world)
+    try:
+        for check in INVARIANTS:
+            getattr(machine, check)()
+        for rule_name, kwargs in _steps(FOUND_SEQUENCES[name]):
+            getattr(machine, rule_name)(**kwargs)
+            for check in INVARIANTS:
+                getattr(machine, check)()
+    finally:
+        machine.teardown()
