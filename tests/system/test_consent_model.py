@@ -955,7 +955,10 @@ class ConsentMachine(RuleBasedStateMachine):
                             )
                     if e.kind in ("block", "complaint") and not e.mailchimp:
                         lift_allowed = (
-                            newer_optin or p.brevo_reset_at > e.at or (e.ambiguous and e.known_as == "list")
+                            newer_optin
+                            or p.brevo_reset_at > e.at
+                            or (e.ambiguous and e.known_as == "list")
+                            or self.block_looks_per_list(e)
                         )
                         if not lift_allowed:
                             state = self.brevo_state(p.email)
@@ -963,6 +966,19 @@ class ConsentMachine(RuleBasedStateMachine):
                                 f"I2b: slot {p.slot}'s Brevo block ({e.kind}, no per-list reason in the "
                                 "base, no newer opt-in) was lifted"
                             )
+
+    def block_looks_per_list(self, e: OptOut) -> bool:
+        """A block syncd never saw on its own, followed by a per-list unsubscribe at Brevo: Brevo's
+        state (blocked, ``listUnsubscribed`` naming a list) is then the per-list case, and Brevo keeps
+        no history that would tell the older block apart (README, Brevo table)."""
+        return e.kind == "block" and any(
+            later.slot == e.slot
+            and later.kind == "list"
+            and later.brevo_list is not None
+            and later.at > e.at
+            and (e.known_at is None or e.known_at > later.at)
+            for later in self.events
+        )
 
     @invariant()
     def erased_addresses_are_nowhere_in_the_base(self):
@@ -1031,6 +1047,12 @@ FOUND_SEQUENCES = {
     # a block the first one had not applied.
     "block-after-delete-and-readd": (
         "sync_twice(list_name='club'); import_contact(consent='none', kind='client', list_name='news', slot=3); brevo_admin_adds_to_list_in_ui(on_b1=False, slot=2); yaml_widens_partners_segment(); brevo_admin_adds_to_list_in_ui(on_b1=False, slot=2); sync_twice(list_name='news'); brevo_admin_adds_to_list_in_ui(on_b1=False, slot=2); deliver_webhook(duplicate=False, i=33); doi_job_sends_confirmations(); sync_twice(list_name='news'); brevo_admin_adds_to_list_in_ui(on_b1=True, slot=3); brevo_admin_adds_to_list_in_ui(on_b1=True, slot=1); brevo_admin_deletes_contact(who=8); doi_job_sends_confirmations(); import_contact(consent='single_opt_in', kind='partner', list_name='partners', slot=3); sync_twice(list_name='partners'); brevo_admin_blocks_account_wide(who=8); import_contact(consent='none', kind='client', list_name='partners', slot=0); import_contact(consent='single_opt_in', kind='partner', list_name='partners', slot=2); deliver_webhook(duplicate=True, i=27); sync_twice(list_name='club'); brevo_admin_deletes_contact(who=1); brevo_admin_adds_to_list_in_ui(on_b1=True, slot=3); brevo_admin_adds_to_list_in_ui(on_b1=True, slot=2); brevo_admin_deletes_contact(who=4); brevo_admin_deletes_contact(who=3); sync_twice(list_name='partners'); deliver_webhook(duplicate=False, i=33); brevo_admin_blocks_account_wide(who=5); import_contact(consent='none', kind='client', list_name='club', slot=1); import_contact(consent='none', kind='client', list_name='club', slot=1); deliver_webhook(duplicate=False, i=26); brevo_admin_blocks_account_wide(who=1); deliver_webhook(duplicate=True, i=49); import_contact(consent='single_opt_in', kind='client', list_name=None, slot=0); sync_twice(list_name='partners');"
+    ),
+    # A Brevo unsubscribe with the per-list feature off (a bare block, never seen by a sync), then
+    # one with the feature on from the same list: the model first asked that the block be kept, where
+    # Brevo's state is that of a per-list unsubscribe (a model fix, kept as a replay).
+    "bare-block-then-per-list-unsubscribe": (
+        "mailchimp_spam_complaint(who=3); import_contact(consent='none', kind='client', list_name='partners', slot=3); import_contact(consent='none', kind='client', list_name='partners', slot=2); brevo_admin_adds_to_list_in_ui(on_b1=False, slot=2); doi_job_sends_confirmations(); mailchimp_spam_complaint(who=1); import_contact(consent='none', kind='client', list_name='club', slot=3); brevo_admin_adds_to_list_in_ui(on_b1=True, slot=0); mailchimp_spam_complaint(who=0); brevo_admin_adds_to_list_in_ui(on_b1=False, slot=1); sync(list_name='club'); drain_inbox(); deliver_webhook(duplicate=False, i=21); sync_twice(list_name='news'); import_contact(consent='single_opt_in', kind='partner', list_name=None, slot=2); brevo_unsubscribe(on_b1=False, per_list_feature=False, who=4); import_contact(consent='none', kind='client', list_name='partners', slot=3); deliver_webhook(duplicate=False, i=41); mailchimp_cleans_hard_bounce(who=5); sync(list_name='club'); brevo_unsubscribe(on_b1=False, per_list_feature=False, who=2); brevo_admin_adds_to_list_in_ui(on_b1=True, slot=3); mailchimp_spam_complaint(who=8); mailchimp_cleans_hard_bounce(who=6); mailchimp_spam_complaint(who=4); brevo_admin_deletes_contact(who=4); brevo_admin_deletes_contact(who=8); doi_job_sends_confirmations(); mailchimp_admin_archives(who=3); brevo_unsubscribe(on_b1=False, per_list_feature=True, who=4); mailchimp_admin_archives(who=7); brevo_admin_adds_to_list_in_ui(on_b1=True, slot=3); sync_twice(list_name='partners')"
     ),
 }
 
