@@ -70,6 +70,15 @@ class Traits:
 
 
 @dataclass(frozen=True)
+class BlockRecord:
+    """What a provider's own record of a contact says of an account-wide block, beyond what its
+    lists show: reasons that no per-list unsubscribe explains."""
+
+    complained_at: datetime | None = None  # the latest spam complaint
+    blocked_by_user_at: datetime | None = None  # the latest block set by an account user (UI, API)
+
+
+@dataclass(frozen=True)
 class MemberPush:
     """What syncd wants a member to look like on a target."""
 
@@ -210,6 +219,10 @@ class Connector(Protocol):
 
     def set_blocked(self, email: str, blocked: bool) -> None:
         """Set or lift a provider-wide block, where the provider has one."""
+        ...
+
+    def block_record(self, email: str) -> BlockRecord:
+        """The provider's record of why the address may be blocked (read before a lift)."""
         ...
 
     def parse_webhook(

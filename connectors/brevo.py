@@ -13,7 +13,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -25,6 +25,7 @@ from sib_api_v3_sdk.rest import ApiException
 from connectors.base import (
     ApiStats,
     AuthFailed,
+    BlockRecord,
     ConnectorError,
     Delivery,
     EventKind,
@@ -374,6 +375,27 @@ class BrevoConnector:
             None,
         )
 
+    def block_record(self, email: str) -> BlockRecord:
+        """Brevo's own record of the contact: its campaign statistics list spam complaints and the
+        blocks an account user set (UI or API, ``adminUnsubscription``), which a per-list
+        unsubscribe does not explain. Read before syncd lifts a block; an unknown contact has none.
+        https://developers.brevo.com/reference/getcontactstats"""
+        try:
+            stats = self._call(
+                "GET /contacts/{identifier}/campaignStats",
+                lambda: self._contacts.get_contact_stats(
+                    email.strip().lower(), _request_timeout=self._timeout
+                ),
+            )
+        except NotFound:
+            return BlockRecord()
+        unsubscriptions = stats.unsubscriptions
+        admin = unsubscriptions.admin_unsubscription if unsubscriptions is not None else None
+        return BlockRecord(
+            complained_at=latest(c.event_time for c in stats.complaints or []),
+            blocked_by_user_at=latest(u.event_time for u in admin or []),
+        )
+
     def create_list(self, name: str, folder_id: int | None = None) -> Target:
         # https://developers.brevo.com/reference/createlist : folderId is required
         body = sib.CreateList(name=name, folder_id=folder_id or 1)
@@ -595,6 +617,10 @@ def parse_time(value: Any) -> datetime | None:
         return None
     parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def latest(values: Iterable[Any]) -> datetime | None:
+    return max((t for t in map(parse_time, values) if t is not None), default=None)
 
 
 def event_time(item: Mapping[str, Any]) -> tuple[datetime, str]:

@@ -28,6 +28,7 @@ from requests.adapters import HTTPAdapter
 from connectors.base import (
     ApiStats,
     AuthFailed,
+    BlockRecord,
     ConnectorError,
     Delivery,
     EventKind,
@@ -395,6 +396,10 @@ class MailchimpConnector:
 
         https://mailchimp.com/help/about-compliance-state/
         """
+
+    def block_record(self, email: str) -> BlockRecord:
+        """Nothing to read: Mailchimp has no account-wide block."""
+        return BlockRecord()
 
     def create_list(
         self,

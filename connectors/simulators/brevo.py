@@ -13,6 +13,12 @@ header; no fault injection, rate limit or call log) sets up what real Brevo does
   contact's ``listUnsubscribed`` instead. https://help.brevo.com/hc/en-us/articles/209502525
 - ``POST /_sim/contacts/{email or id}/unsubscribe`` ``{"listId": 12}``: the contact's own click
   on the unsubscribe link of a campaign sent to that list, under the account's setting.
+- ``POST /_sim/contacts/{email or id}/complaint`` ``{"listId": 12}``: the contact marks a campaign
+  sent to that list as spam; Brevo blocks the address account-wide.
+
+Each of these, and a block set through the API, is kept in the contact's campaign statistics
+(``GET /v3/contacts/{identifier}/campaignStats``: ``complaints``, ``unsubscriptions``). The
+simulator's campaign to list L has the id L.
 
 The account-wide block itself is the real API's: ``PUT /v3/contacts/{identifier}`` with
 ``{"emailBlacklisted": true}`` (``false`` lifts it).
@@ -30,6 +36,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -105,6 +112,30 @@ class Contact:
     sms_blacklisted: bool = False
     list_ids: list[int] = field(default_factory=list)
     list_unsubscribed: list[int] = field(default_factory=list)
+    # Campaign statistics: (campaign id, time) of each complaint and unsubscribe click, and the
+    # times an account user blocked the address.
+    complaints: list[tuple[int, datetime]] = field(default_factory=list)
+    user_unsubscriptions: list[tuple[int, datetime]] = field(default_factory=list)
+    admin_unsubscriptions: list[datetime] = field(default_factory=list)
+
+    def campaign_stats(self) -> dict[str, Any]:
+        def events(items: list[tuple[int, datetime]]) -> list[dict[str, Any]]:
+            return [{"campaignId": cid, "eventTime": iso(at)} for cid, at in items]
+
+        return {
+            "messagesSent": [],
+            "hardBounces": [],
+            "softBounces": [],
+            "complaints": events(self.complaints),
+            "unsubscriptions": {
+                "userUnsubscription": events(self.user_unsubscriptions),
+                "adminUnsubscription": [{"eventTime": iso(at)} for at in self.admin_unsubscriptions],
+            },
+            "opened": [],
+            "clicked": [],
+            "transacAttributes": [],
+            "delivered": [],
+        }
 
     def as_json(self, extended: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -286,6 +317,7 @@ class BrevoSimulator:
             now = datetime.now(UTC)
             self._unsubscribe_from_list(c, int(target.list_id), now)
             self._block(c, now)
+            c.user_unsubscriptions.append((int(target.list_id), now))
 
     def contact_unsubscribes(self, email: str, list_id: int) -> None:
         """The contact clicks the unsubscribe link of a campaign sent to ``list_id``: Brevo blocks
@@ -298,6 +330,16 @@ class BrevoSimulator:
                 self._unsubscribe_from_list(c, list_id, now)
             else:
                 self._block(c, now)
+            c.user_unsubscriptions.append((list_id, now))
+
+    def contact_complains(self, email: str, list_id: int) -> None:
+        """The contact marks a campaign sent to ``list_id`` as spam: the address is blocked
+        account-wide, and the complaint is in the contact's campaign statistics."""
+        with self._lock:
+            c = self._contacts[email.lower()]
+            now = datetime.now(UTC)
+            self._block(c, now)
+            c.complaints.append((list_id, now))
 
     def webhook_payload(
         self, kind: EventKind, email: str, target: Target | None = None, **extra: Any
@@ -493,6 +535,8 @@ class BrevoSimulator:
             c.email_blacklisted = False
         c.attributes.update(attrs)
         if "emailBlacklisted" in body:
+            if body["emailBlacklisted"] and not c.email_blacklisted:
+                c.admin_unsubscriptions.append(now)  # blocked by an account user (UI or API)
             c.email_blacklisted = bool(body["emailBlacklisted"])
         if "smsBlacklisted" in body:
             c.sms_blacklisted = bool(body["smsBlacklisted"])
@@ -568,6 +612,7 @@ class BrevoSimulator:
             Route(
                 "/v3/contacts/lists/{list_id:int}/contacts/remove", self.remove_from_list, methods=["POST"]
             ),
+            Route("/v3/contacts/{identifier}/campaignStats", self.get_contact_stats, methods=["GET"]),
             Route("/v3/contacts/{identifier}", self.get_contact, methods=["GET"]),
             Route("/v3/contacts/{identifier}", self.update_contact, methods=["PUT"]),
             Route("/v3/contacts/{identifier}", self.delete_contact, methods=["DELETE"]),
@@ -575,6 +620,7 @@ class BrevoSimulator:
             Route("/v3/smtp/email", self.send_email, methods=["POST"]),
             Route("/_sim/account", self.admin_account, methods=["GET", "PUT"]),
             Route("/_sim/contacts/{identifier}/unsubscribe", self.admin_unsubscribe, methods=["POST"]),
+            Route("/_sim/contacts/{identifier}/complaint", self.admin_complaint, methods=["POST"]),
         ]
 
     @staticmethod
@@ -621,6 +667,14 @@ class BrevoSimulator:
             if c is None:
                 return error(404, "document_not_found", "Contact does not exist")
             return JSONResponse(c.as_json(extended=True))
+
+    async def get_contact_stats(self, request: Request) -> Response:
+        with self._lock:
+            self._settle()
+            c = self._find(request.path_params["identifier"])
+            if c is None:
+                return error(404, "document_not_found", "Contact does not exist")
+            return JSONResponse(c.campaign_stats())
 
     async def create_contact(self, request: Request) -> Response:
         body = await self._json(request)
@@ -883,6 +937,13 @@ class BrevoSimulator:
         return JSONResponse({"perListUnsubscription": self.per_list_unsubscription})
 
     async def admin_unsubscribe(self, request: Request) -> Response:
+        return await self._contact_acts(request, self.contact_unsubscribes)
+
+    async def admin_complaint(self, request: Request) -> Response:
+        return await self._contact_acts(request, self.contact_complains)
+
+    async def _contact_acts(self, request: Request, act: Callable[[str, int], None]) -> Response:
+        """The contact's own action on a campaign sent to ``listId``."""
         body = await self._json(request)
         list_id = body.get("listId") if isinstance(body, dict) else None
         if not isinstance(list_id, int) or isinstance(list_id, bool):
@@ -893,7 +954,7 @@ class BrevoSimulator:
                 return error(404, "document_not_found", "Contact does not exist")
             if list_id not in self._lists:
                 return error(404, "document_not_found", "List ID does not exist")
-            self.contact_unsubscribes(c.email, list_id)
+            act(c.email, list_id)
             return JSONResponse(c.as_json())
 
 

@@ -540,7 +540,7 @@ class _Run:
             for n, lst in self.config.lists.items()
             if any(t.target.provider == provider for t in lst.targets)
         ]
-        consent, audit = Consent.__table__, AuditLog.__table__
+        consent = Consent.__table__
         opted_out = dict(
             conn.execute(
                 sa.select(consent.c.contact_id, sa.func.max(consent.c.at))
@@ -555,15 +555,21 @@ class _Run:
         )
         if not opted_out:
             return set()
+        lifted = self._last_lifts(conn, list(opted_out))
+        return {cid for cid, at in opted_out.items() if block_explained(at, lifted.get(cid))}
+
+    def _last_lifts(self, conn: Any, contact_ids: list[int]) -> dict[int, datetime]:
+        """When syncd last lifted a block of each contact at this provider (the audit log)."""
+        audit = AuditLog.__table__
         lifted: dict[int, datetime] = {}
         for row in conn.execute(
             sa.select(audit.c.contact_id, audit.c.at, audit.c.detail).where(
-                audit.c.action == BLOCK_LIFTED, audit.c.contact_id.in_(list(opted_out))
+                audit.c.action == BLOCK_LIFTED, audit.c.contact_id.in_(contact_ids)
             )
         ):
-            if (row.detail or {}).get("provider") == provider:
+            if (row.detail or {}).get("provider") == self.target.provider:
                 lifted[row.contact_id] = max(row.at, lifted.get(row.contact_id, row.at))
-        return {cid for cid, at in opted_out.items() if block_explained(at, lifted.get(cid))}
+        return lifted
 
     # --- plan ----------------------------------------------------------------------------------
 
@@ -724,12 +730,47 @@ class _Run:
             self.report.applied["erased"] = len(result.done)
             self.erased = []
         if force and self.lifts:
-            for _, email in self.lifts:
+            lifts = self._vet_lifts(self.lifts)
+            for _, email in lifts:
                 self.connector.set_blocked(email, False)
                 self.report.write_calls += 1
-            self._record_lifts([cid for cid, _ in self.lifts])
-            self.report.applied["unblocks"] = self.report.applied.get("unblocks", 0) + len(self.lifts)
+            self._record_lifts([cid for cid, _ in lifts])
+            self.report.applied["unblocks"] = self.report.applied.get("unblocks", 0) + len(lifts)
             self.lifts = []
+
+    def _vet_lifts(self, lifts: list[tuple[int, str]]) -> list[tuple[int, str]]:
+        """The lifts the provider's own record allows. A per-list unsubscribe explains a block only
+        if nothing else stands behind it: a spam complaint, or a block an account user set since
+        syncd's last lift, is recorded (a complaint; an opt-out from everything) and the block kept;
+        the list's targets then take the contact off in this run (sync_list)."""
+        with self.engine.connect() as conn:
+            lifted = self._last_lifts(conn, [cid for cid, _ in lifts])
+        allowed = []
+        with session_scope(self.engine) as s:
+            for cid, email in lifts:
+                record = self.connector.block_record(email)
+                user_block = record.blocked_by_user_at
+                if record.complained_at is not None:
+                    kind, at, why = EventKind.COMPLAINED, record.complained_at, "a spam complaint"
+                elif user_block is not None and (cid not in lifted or user_block > lifted[cid]):
+                    kind, at, why = EventKind.UNSUBSCRIBED_ALL, user_block, "a block set by an account user"
+                else:
+                    allowed.append((cid, email))
+                    continue
+                reason = f"{self.target.key}'s record of the contact shows {why}, read before a lift"
+                self._apply(
+                    s,
+                    ProviderEvent(
+                        provider=self.target.provider,
+                        kind=kind,
+                        email=email,
+                        occurred_at=at,
+                        dedupe_key=f"record:{self.target.provider}:{kind}:{email}:{at.isoformat()}",
+                        reason=reason,
+                    ),
+                )
+                self.revealed.add(email)
+        return allowed
 
     def _apply_upserts(self) -> None:
         items = [(kind, item, before) for kind in ("adds", "updates") for item, before in self.buffer[kind]]
@@ -752,7 +793,8 @@ class _Run:
                 code=r.code,
             )
         # A refusal, or a confirming read, that shows the member's state (an opt-out syncd had
-        # missed: a Mailchimp compliance state, a Brevo block) changes the master base now; the list's targets plan those members again before the run ends (sync_list).
+        # missed: a Mailchimp compliance state, a Brevo block) changes the master base now; the
+        # list's targets plan those members again before the run ends (sync_list).
         shown = [r.member for r in result.rejected if r.member is not None] + result.seen
         self._reconcile(shown)
         self.revealed.update(m.email for m in shown)

@@ -9,6 +9,7 @@ import pytest
 
 from connectors.base import (
     AuthFailed,
+    BlockRecord,
     EventKind,
     MemberPush,
     NotFound,
@@ -163,6 +164,41 @@ def test_upsert_does_not_silently_unblock_a_blacklisted_contact(sim, n):
     assert "blocked@example.com" in result.done
     assert sim.is_blocked("blocked@example.com")
     assert sim.members(target)["blocked@example.com"].status is RemoteStatus.BLOCKED
+
+
+@pytest.mark.parametrize("n", [1, 10], ids=["direct", "import"])
+def test_upsert_reports_the_blacklisted_contacts_its_read_back_shows(sim, n):
+    target = sim.create_target("seen")
+    sim.seed(target, [{"email": "ok@example.com"}])
+    conn = connector(sim)
+    conn.set_blocked("ok@example.com", True)  # blocked while on a list the push does not name
+    pushes = [MemberPush("ok@example.com")] + [MemberPush(f"o{i}@example.com") for i in range(n - 1)]
+    other = sim.create_target("other")
+
+    result = conn.upsert(other, pushes)
+
+    assert sorted(result.done) == sorted(p.email for p in pushes)
+    assert [(m.email, m.status) for m in result.seen] == [("ok@example.com", RemoteStatus.BLOCKED)]
+
+
+def test_block_record_reads_complaints_and_account_user_blocks_from_brevos_record(sim):
+    target = sim.create_target("record")
+    sim.seed(target, [{"email": f"{n}@example.com"} for n in ("click", "spam", "admin")])
+    conn = connector(sim)
+    list_id = int(target.list_id)
+    before = datetime.now(UTC) - timedelta(seconds=1)
+
+    sim.contact_unsubscribes("click@example.com", list_id)  # the contact's own click: no such reason
+    sim.contact_complains("spam@example.com", list_id)
+    conn.set_blocked("admin@example.com", True)
+
+    assert conn.block_record("click@example.com") == BlockRecord()
+    spam, admin = conn.block_record("spam@example.com"), conn.block_record("admin@example.com")
+    assert spam.complained_at is not None and spam.complained_at >= before
+    assert spam.blocked_by_user_at is None
+    assert admin.blocked_by_user_at is not None and admin.blocked_by_user_at >= before
+    assert admin.complained_at is None
+    assert conn.block_record("nobody@example.com") == BlockRecord()
 
 
 def test_set_blocked_sets_and_lifts_the_blacklist(sim):

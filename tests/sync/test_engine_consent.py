@@ -279,9 +279,9 @@ def test_a_brevo_block_explained_by_a_per_list_unsubscribe_webhook_is_lifted_for
     w = world
     add_contact(w, "ana@example.fr", "client", ["news", "offers"])
     run_cli(w, "sync")
-    # A default account with its webhook registered: the block comes with an unsubscribe event
-    # naming the list, and no listUnsubscribed.
-    brevo_api(w).set_blocked("ana@example.fr", True)
+    # A default account with its webhook registered: Ana's click blocks her, the webhook names the
+    # list, listUnsubscribed stays empty.
+    w.brevo.contact_unsubscribes("ana@example.fr", int(w.news_b.list_id))
     body, ctype = w.brevo.webhook_payload(EventKind.UNSUBSCRIBED, "ana@example.fr", w.news_b)
     with session_scope(w.engine) as s:
         for event in brevo_api(w).parse_webhook(body, ctype, {}):
@@ -310,6 +310,43 @@ def test_a_per_list_unsubscribe_read_from_another_brevo_list_explains_the_block(
     assert contact(w, "ana@example.fr").global_opt_out is False
     assert not w.brevo.is_blocked("ana@example.fr")
     assert subscribed(w.brevo, w.offers_b) == ["ana@example.fr"]
+
+
+def test_a_spam_complaint_whose_webhook_was_lost_is_read_from_brevos_record_before_a_lift(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news", "offers"])
+    run_cli(w, "sync")
+    # Ana marks a news campaign as spam (the webhook is lost), then unsubscribes from news: Brevo
+    # shows her blocked with listUnsubscribed naming news, the per-list case.
+    w.brevo.contact_complains("ana@example.fr", int(w.news_b.list_id))
+    w.brevo.unsubscribe("ana@example.fr", w.news_b)
+
+    run_cli(w, "sync")
+
+    assert w.brevo.is_blocked("ana@example.fr"), "a person who complained is mailed again"
+    ana = contact(w, "ana@example.fr")
+    assert ana.email_status == "complained" and ana.global_opt_out
+    assert "spam complaint" in ana.opt_out_reason
+    for sim, target in ((w.brevo, w.offers_b), (w.mailchimp, w.offers_mc)):
+        assert "ana@example.fr" not in subscribed(sim, target)
+    assert_second_sync_writes_nothing(w)
+
+
+def test_a_block_set_by_an_account_user_is_not_lifted_for_a_later_per_list_unsubscribe(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news", "offers"])
+    run_cli(w, "sync")
+    brevo_api(w).set_blocked("ana@example.fr", True)  # blocked in Brevo's UI; no sync saw it yet
+    w.brevo.unsubscribe("ana@example.fr", w.news_b)
+
+    run_cli(w, "sync")
+
+    assert w.brevo.is_blocked("ana@example.fr")
+    ana = contact(w, "ana@example.fr")
+    assert ana.global_opt_out and "account user" in ana.opt_out_reason
+    assert set(memberships(w, "ana@example.fr").values()) == {"unsubscribed"}
+    assert "ana@example.fr" not in subscribed(w.brevo, w.offers_b)
+    assert_second_sync_writes_nothing(w)
 
 
 # --- defect 4: a list switched to double opt-in ---------------------------------------------------

@@ -697,7 +697,8 @@ class ConsentMachine(RuleBasedStateMachine):
             self.w.brevo.unsubscribe(p.email, target)  # listUnsubscribed + account-wide block
         else:
             event = OptOut(p.slot, lists, "block", time.time(), brevo_list=target.list_id, ambiguous=True)
-            self.brevo_put(p.email, {"emailBlacklisted": True})  # a default account: the block only
+            # A default account: the click blocks the address, and names no list.
+            self.w.brevo.contact_unsubscribes(p.email, int(target.list_id))
         self.record(event)
         body, ctype = self.w.brevo.webhook_payload(EventKind.UNSUBSCRIBED, p.email, target)
         self.queue_webhook("brevo", body, ctype, p.email, [event])
@@ -722,7 +723,7 @@ class ConsentMachine(RuleBasedStateMachine):
         if p is None:
             return
         event = self.record(OptOut(p.slot, frozenset(LISTS), "complaint", time.time()))
-        self.brevo_put(p.email, {"emailBlacklisted": True})  # a complaint blocks the address
+        self.w.brevo.contact_complains(p.email, int(self.b1.list_id))  # a complaint blocks the address
         body, ctype = self.w.brevo.webhook_payload(EventKind.COMPLAINED, p.email)
         self.queue_webhook("brevo", body, ctype, p.email, [event])
 
@@ -971,7 +972,9 @@ class ConsentMachine(RuleBasedStateMachine):
         """A block syncd never saw on its own, followed by a per-list unsubscribe at Brevo: Brevo's
         state (blocked, ``listUnsubscribed`` naming a list) is then the per-list case, and Brevo keeps
         no history that would tell the older block apart (README, Brevo table)."""
-        return e.kind == "block" and any(
+        # A complaint, or a block an account user set, is in Brevo's record of the contact, which
+        # syncd reads before a lift; only the contact's own unsubscribe click leaves no such trace.
+        return e.kind == "block" and e.ambiguous and any(
             later.slot == e.slot
             and later.kind == "list"
             and later.brevo_list is not None
@@ -1053,6 +1056,11 @@ FOUND_SEQUENCES = {
     # Brevo's state is that of a per-list unsubscribe (a model fix, kept as a replay).
     "bare-block-then-per-list-unsubscribe": (
         "mailchimp_spam_complaint(who=3); import_contact(consent='none', kind='client', list_name='partners', slot=3); import_contact(consent='none', kind='client', list_name='partners', slot=2); brevo_admin_adds_to_list_in_ui(on_b1=False, slot=2); doi_job_sends_confirmations(); mailchimp_spam_complaint(who=1); import_contact(consent='none', kind='client', list_name='club', slot=3); brevo_admin_adds_to_list_in_ui(on_b1=True, slot=0); mailchimp_spam_complaint(who=0); brevo_admin_adds_to_list_in_ui(on_b1=False, slot=1); sync(list_name='club'); drain_inbox(); deliver_webhook(duplicate=False, i=21); sync_twice(list_name='news'); import_contact(consent='single_opt_in', kind='partner', list_name=None, slot=2); brevo_unsubscribe(on_b1=False, per_list_feature=False, who=4); import_contact(consent='none', kind='client', list_name='partners', slot=3); deliver_webhook(duplicate=False, i=41); mailchimp_cleans_hard_bounce(who=5); sync(list_name='club'); brevo_unsubscribe(on_b1=False, per_list_feature=False, who=2); brevo_admin_adds_to_list_in_ui(on_b1=True, slot=3); mailchimp_spam_complaint(who=8); mailchimp_cleans_hard_bounce(who=6); mailchimp_spam_complaint(who=4); brevo_admin_deletes_contact(who=4); brevo_admin_deletes_contact(who=8); doi_job_sends_confirmations(); mailchimp_admin_archives(who=3); brevo_unsubscribe(on_b1=False, per_list_feature=True, who=4); mailchimp_admin_archives(who=7); brevo_admin_adds_to_list_in_ui(on_b1=True, slot=3); sync_twice(list_name='partners')"
+    ),
+    # A spam complaint at Brevo (its webhook not delivered), then a per-list unsubscribe: Brevo's
+    # lists show the per-list case; its record of the contact shows the complaint.
+    "complaint-then-per-list-unsubscribe": (
+        "brevo_unsubscribe(on_b1=False, per_list_feature=False, who=6); brevo_unsubscribe(on_b1=True, per_list_feature=True, who=7); sync(list_name='partners'); import_contact(consent='single_opt_in', kind='client', list_name='club', slot=3); brevo_unsubscribe(on_b1=False, per_list_feature=True, who=5); brevo_unsubscribe(on_b1=True, per_list_feature=False, who=8); brevo_unsubscribe(on_b1=True, per_list_feature=True, who=1); brevo_spam_complaint(who=2); brevo_spam_complaint(who=2); brevo_unsubscribe(on_b1=False, per_list_feature=False, who=8); sync(list_name='club'); sync(list_name='club'); sync(list_name='news'); import_contact(consent='single_opt_in', kind='partner', list_name='partners', slot=0); sync(list_name='partners'); brevo_spam_complaint(who=6); brevo_unsubscribe(on_b1=False, per_list_feature=True, who=3); import_contact(consent='single_opt_in', kind='client', list_name='club', slot=1); brevo_spam_complaint(who=3); brevo_unsubscribe(on_b1=False, per_list_feature=False, who=5); brevo_spam_complaint(who=7); brevo_unsubscribe(on_b1=False, per_list_feature=True, who=2); sync(list_name='partners');"
     ),
 }
 

@@ -33,6 +33,7 @@ BREVO_OPERATIONS = [
     ("/contacts/lists/{listId}/contacts/add", "post"),
     ("/contacts/lists/{listId}/contacts/remove", "post"),
     ("/contacts/{identifier}", "get"),
+    ("/contacts/{identifier}/campaignStats", "get"),
     ("/contacts/{identifier}", "put"),
     ("/contacts/{identifier}", "delete"),
     ("/processes/{processId}", "get"),
