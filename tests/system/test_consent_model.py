@@ -974,13 +974,17 @@ class ConsentMachine(RuleBasedStateMachine):
         no history that would tell the older block apart (README, Brevo table)."""
         # A complaint, or a block an account user set, is in Brevo's record of the contact, which
         # syncd reads before a lift; only the contact's own unsubscribe click leaves no such trace.
-        return e.kind == "block" and e.ambiguous and any(
-            later.slot == e.slot
-            and later.kind == "list"
-            and later.brevo_list is not None
-            and later.at > e.at
-            and (e.known_at is None or e.known_at > later.at)
-            for later in self.events
+        return (
+            e.kind == "block"
+            and e.ambiguous
+            and any(
+                later.slot == e.slot
+                and later.kind == "list"
+                and later.brevo_list is not None
+                and later.at > e.at
+                and (e.known_at is None or e.known_at > later.at)
+                for later in self.events
+            )
         )
 
     @invariant()
@@ -1049,18 +1053,107 @@ FOUND_SEQUENCES = {
     # A Brevo contact deleted, re-added to a list in the UI, then blocked: the second run of a sync read
     # a block the first one had not applied.
     "block-after-delete-and-readd": (
-        "sync_twice(list_name='club'); import_contact(consent='none', kind='client', list_name='news', slot=3); brevo_admin_adds_to_list_in_ui(on_b1=False, slot=2); yaml_widens_partners_segment(); brevo_admin_adds_to_list_in_ui(on_b1=False, slot=2); sync_twice(list_name='news'); brevo_admin_adds_to_list_in_ui(on_b1=False, slot=2); deliver_webhook(duplicate=False, i=33); doi_job_sends_confirmations(); sync_twice(list_name='news'); brevo_admin_adds_to_list_in_ui(on_b1=True, slot=3); brevo_admin_adds_to_list_in_ui(on_b1=True, slot=1); brevo_admin_deletes_contact(who=8); doi_job_sends_confirmations(); import_contact(consent='single_opt_in', kind='partner', list_name='partners', slot=3); sync_twice(list_name='partners'); brevo_admin_blocks_account_wide(who=8); import_contact(consent='none', kind='client', list_name='partners', slot=0); import_contact(consent='single_opt_in', kind='partner', list_name='partners', slot=2); deliver_webhook(duplicate=True, i=27); sync_twice(list_name='club'); brevo_admin_deletes_contact(who=1); brevo_admin_adds_to_list_in_ui(on_b1=True, slot=3); brevo_admin_adds_to_list_in_ui(on_b1=True, slot=2); brevo_admin_deletes_contact(who=4); brevo_admin_deletes_contact(who=3); sync_twice(list_name='partners'); deliver_webhook(duplicate=False, i=33); brevo_admin_blocks_account_wide(who=5); import_contact(consent='none', kind='client', list_name='club', slot=1); import_contact(consent='none', kind='client', list_name='club', slot=1); deliver_webhook(duplicate=False, i=26); brevo_admin_blocks_account_wide(who=1); deliver_webhook(duplicate=True, i=49); import_contact(consent='single_opt_in', kind='client', list_name=None, slot=0); sync_twice(list_name='partners');"
+        "sync_twice(list_name='club');"
+        "import_contact(consent='none', kind='client', list_name='news', slot=3);"
+        "brevo_admin_adds_to_list_in_ui(on_b1=False, slot=2);"
+        "yaml_widens_partners_segment();"
+        "brevo_admin_adds_to_list_in_ui(on_b1=False, slot=2);"
+        "sync_twice(list_name='news');"
+        "brevo_admin_adds_to_list_in_ui(on_b1=False, slot=2);"
+        "deliver_webhook(duplicate=False, i=33);"
+        "doi_job_sends_confirmations();"
+        "sync_twice(list_name='news');"
+        "brevo_admin_adds_to_list_in_ui(on_b1=True, slot=3);"
+        "brevo_admin_adds_to_list_in_ui(on_b1=True, slot=1);"
+        "brevo_admin_deletes_contact(who=8);"
+        "doi_job_sends_confirmations();"
+        "import_contact(consent='single_opt_in', kind='partner', list_name='partners', slot=3);"
+        "sync_twice(list_name='partners');"
+        "brevo_admin_blocks_account_wide(who=8);"
+        "import_contact(consent='none', kind='client', list_name='partners', slot=0);"
+        "import_contact(consent='single_opt_in', kind='partner', list_name='partners', slot=2);"
+        "deliver_webhook(duplicate=True, i=27);"
+        "sync_twice(list_name='club');"
+        "brevo_admin_deletes_contact(who=1);"
+        "brevo_admin_adds_to_list_in_ui(on_b1=True, slot=3);"
+        "brevo_admin_adds_to_list_in_ui(on_b1=True, slot=2);"
+        "brevo_admin_deletes_contact(who=4);"
+        "brevo_admin_deletes_contact(who=3);"
+        "sync_twice(list_name='partners');"
+        "deliver_webhook(duplicate=False, i=33);"
+        "brevo_admin_blocks_account_wide(who=5);"
+        "import_contact(consent='none', kind='client', list_name='club', slot=1);"
+        "import_contact(consent='none', kind='client', list_name='club', slot=1);"
+        "deliver_webhook(duplicate=False, i=26);"
+        "brevo_admin_blocks_account_wide(who=1);"
+        "deliver_webhook(duplicate=True, i=49);"
+        "import_contact(consent='single_opt_in', kind='client', list_name=None, slot=0);"
+        "sync_twice(list_name='partners');"
     ),
     # A Brevo unsubscribe with the per-list feature off (a bare block, never seen by a sync), then
     # one with the feature on from the same list: the model first asked that the block be kept, where
     # Brevo's state is that of a per-list unsubscribe (a model fix, kept as a replay).
     "bare-block-then-per-list-unsubscribe": (
-        "mailchimp_spam_complaint(who=3); import_contact(consent='none', kind='client', list_name='partners', slot=3); import_contact(consent='none', kind='client', list_name='partners', slot=2); brevo_admin_adds_to_list_in_ui(on_b1=False, slot=2); doi_job_sends_confirmations(); mailchimp_spam_complaint(who=1); import_contact(consent='none', kind='client', list_name='club', slot=3); brevo_admin_adds_to_list_in_ui(on_b1=True, slot=0); mailchimp_spam_complaint(who=0); brevo_admin_adds_to_list_in_ui(on_b1=False, slot=1); sync(list_name='club'); drain_inbox(); deliver_webhook(duplicate=False, i=21); sync_twice(list_name='news'); import_contact(consent='single_opt_in', kind='partner', list_name=None, slot=2); brevo_unsubscribe(on_b1=False, per_list_feature=False, who=4); import_contact(consent='none', kind='client', list_name='partners', slot=3); deliver_webhook(duplicate=False, i=41); mailchimp_cleans_hard_bounce(who=5); sync(list_name='club'); brevo_unsubscribe(on_b1=False, per_list_feature=False, who=2); brevo_admin_adds_to_list_in_ui(on_b1=True, slot=3); mailchimp_spam_complaint(who=8); mailchimp_cleans_hard_bounce(who=6); mailchimp_spam_complaint(who=4); brevo_admin_deletes_contact(who=4); brevo_admin_deletes_contact(who=8); doi_job_sends_confirmations(); mailchimp_admin_archives(who=3); brevo_unsubscribe(on_b1=False, per_list_feature=True, who=4); mailchimp_admin_archives(who=7); brevo_admin_adds_to_list_in_ui(on_b1=True, slot=3); sync_twice(list_name='partners')"
+        "mailchimp_spam_complaint(who=3);"
+        "import_contact(consent='none', kind='client', list_name='partners', slot=3);"
+        "import_contact(consent='none', kind='client', list_name='partners', slot=2);"
+        "brevo_admin_adds_to_list_in_ui(on_b1=False, slot=2);"
+        "doi_job_sends_confirmations();"
+        "mailchimp_spam_complaint(who=1);"
+        "import_contact(consent='none', kind='client', list_name='club', slot=3);"
+        "brevo_admin_adds_to_list_in_ui(on_b1=True, slot=0);"
+        "mailchimp_spam_complaint(who=0);"
+        "brevo_admin_adds_to_list_in_ui(on_b1=False, slot=1);"
+        "sync(list_name='club');"
+        "drain_inbox();"
+        "deliver_webhook(duplicate=False, i=21);"
+        "sync_twice(list_name='news');"
+        "import_contact(consent='single_opt_in', kind='partner', list_name=None, slot=2);"
+        "brevo_unsubscribe(on_b1=False, per_list_feature=False, who=4);"
+        "import_contact(consent='none', kind='client', list_name='partners', slot=3);"
+        "deliver_webhook(duplicate=False, i=41);"
+        "mailchimp_cleans_hard_bounce(who=5);"
+        "sync(list_name='club');"
+        "brevo_unsubscribe(on_b1=False, per_list_feature=False, who=2);"
+        "brevo_admin_adds_to_list_in_ui(on_b1=True, slot=3);"
+        "mailchimp_spam_complaint(who=8);"
+        "mailchimp_cleans_hard_bounce(who=6);"
+        "mailchimp_spam_complaint(who=4);"
+        "brevo_admin_deletes_contact(who=4);"
+        "brevo_admin_deletes_contact(who=8);"
+        "doi_job_sends_confirmations();"
+        "mailchimp_admin_archives(who=3);"
+        "brevo_unsubscribe(on_b1=False, per_list_feature=True, who=4);"
+        "mailchimp_admin_archives(who=7);"
+        "brevo_admin_adds_to_list_in_ui(on_b1=True, slot=3);"
+        "sync_twice(list_name='partners');"
     ),
     # A spam complaint at Brevo (its webhook not delivered), then a per-list unsubscribe: Brevo's
     # lists show the per-list case; its record of the contact shows the complaint.
     "complaint-then-per-list-unsubscribe": (
-        "brevo_unsubscribe(on_b1=False, per_list_feature=False, who=6); brevo_unsubscribe(on_b1=True, per_list_feature=True, who=7); sync(list_name='partners'); import_contact(consent='single_opt_in', kind='client', list_name='club', slot=3); brevo_unsubscribe(on_b1=False, per_list_feature=True, who=5); brevo_unsubscribe(on_b1=True, per_list_feature=False, who=8); brevo_unsubscribe(on_b1=True, per_list_feature=True, who=1); brevo_spam_complaint(who=2); brevo_spam_complaint(who=2); brevo_unsubscribe(on_b1=False, per_list_feature=False, who=8); sync(list_name='club'); sync(list_name='club'); sync(list_name='news'); import_contact(consent='single_opt_in', kind='partner', list_name='partners', slot=0); sync(list_name='partners'); brevo_spam_complaint(who=6); brevo_unsubscribe(on_b1=False, per_list_feature=True, who=3); import_contact(consent='single_opt_in', kind='client', list_name='club', slot=1); brevo_spam_complaint(who=3); brevo_unsubscribe(on_b1=False, per_list_feature=False, who=5); brevo_spam_complaint(who=7); brevo_unsubscribe(on_b1=False, per_list_feature=True, who=2); sync(list_name='partners');"
+        "brevo_unsubscribe(on_b1=False, per_list_feature=False, who=6);"
+        "brevo_unsubscribe(on_b1=True, per_list_feature=True, who=7);"
+        "sync(list_name='partners');"
+        "import_contact(consent='single_opt_in', kind='client', list_name='club', slot=3);"
+        "brevo_unsubscribe(on_b1=False, per_list_feature=True, who=5);"
+        "brevo_unsubscribe(on_b1=True, per_list_feature=False, who=8);"
+        "brevo_unsubscribe(on_b1=True, per_list_feature=True, who=1);"
+        "brevo_spam_complaint(who=2);"
+        "brevo_spam_complaint(who=2);"
+        "brevo_unsubscribe(on_b1=False, per_list_feature=False, who=8);"
+        "sync(list_name='club');"
+        "sync(list_name='club');"
+        "sync(list_name='news');"
+        "import_contact(consent='single_opt_in', kind='partner', list_name='partners', slot=0);"
+        "sync(list_name='partners');"
+        "brevo_spam_complaint(who=6);"
+        "brevo_unsubscribe(on_b1=False, per_list_feature=True, who=3);"
+        "import_contact(consent='single_opt_in', kind='client', list_name='club', slot=1);"
+        "brevo_spam_complaint(who=3);"
+        "brevo_unsubscribe(on_b1=False, per_list_feature=False, who=5);"
+        "brevo_spam_complaint(who=7);"
+        "brevo_unsubscribe(on_b1=False, per_list_feature=True, who=2);"
+        "sync(list_name='partners');"
     ),
 }
 
