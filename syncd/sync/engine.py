@@ -370,14 +370,14 @@ class _Run:
                     select(TargetState).where(*self._state_filter(), TargetState.contact_id.in_(ids))
                 )
             }
-            memberships = {
-                m.contact_id: m
-                for m in s.exec(
-                    select(Membership).where(
-                        Membership.list_name == self.list_name, Membership.contact_id.in_(ids)
-                    )
-                )
-            }
+            # An unsubscribe at a Mailchimp audience closes every syncd list sharing it: the rows of
+            # all the lists this target's remote list serves are looked at, not this list's only.
+            sharing = list(lists_for_target(self.config, self.target.provider, self.target.list_id))
+            memberships: dict[int, dict[str, Membership]] = {}
+            for row in s.exec(
+                select(Membership).where(Membership.list_name.in_(sharing), Membership.contact_id.in_(ids))
+            ):
+                memberships.setdefault(row.contact_id, {})[row.list_name] = row
             blocked: list[tuple[Contact, RemoteMember]] = []
             for m in members:
                 contact = contacts.get(m.email)
@@ -401,7 +401,7 @@ class _Run:
                     record_provider_evidence(
                         s, contact, self.list_name, m.evidence, f"provider:{self.target.key}"
                     )
-                events = [self._event_for(m, memberships.get(contact.id)), *self._left_elsewhere(m)]
+                events = [self._event_for(m, memberships.get(contact.id, {})), *self._left_elsewhere(m)]
                 for event in events:
                     if event is not None:
                         self._apply(s, event)
@@ -468,14 +468,15 @@ class _Run:
         outcome = apply_event(s, event, self.config)
         self.report.reconciled[outcome] = self.report.reconciled.get(outcome, 0) + 1
 
-    def _event_for(self, m: RemoteMember, membership: Membership | None) -> ProviderEvent | None:
+    def _event_for(self, m: RemoteMember, memberships: dict[str, Membership]) -> ProviderEvent | None:
         """A pulled status the master base does not know yet, as the event a webhook would have brought.
 
-        It concerns a member of the list, or someone on an auto-enrolled list without a row: an
-        unsubscribe there is an objection to the legitimate interest, recorded like any opt-out
-        (an ``unsubscribed`` row), so that no target of the list holds the contact any more."""
-        active = membership is not None and membership.status in ("subscribed", "pending")
-        objection = membership is None and auto_enrolled(self.list_cfg)
+        It concerns a member of a list the remote list serves (``memberships``: the contact's rows
+        in those lists), or someone on this auto-enrolled list without a row: an unsubscribe there
+        is an objection to the legitimate interest, recorded like any opt-out (an ``unsubscribed``
+        row), so that no target of the list holds the contact any more."""
+        active = any(row.status in ("subscribed", "pending") for row in memberships.values())
+        objection = self.list_name not in memberships and auto_enrolled(self.list_cfg)
         if not (active or objection):
             return None
         kind = {

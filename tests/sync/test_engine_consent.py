@@ -494,6 +494,26 @@ def test_an_unsubscribe_outside_the_tag_closes_the_list_at_the_first_read(world)
     assert_second_sync_writes_nothing(w, "--list", "news")
 
 
+def test_an_audience_unsubscribe_read_through_another_lists_tag_closes_the_lists_she_is_in(world):
+    """A Mailchimp unsubscribe is per audience. Read while syncing news, whose member Ana is not,
+    it still closes offers (same audience), where she waited for nothing but that read."""
+    w = world
+    now = datetime.now(UTC)
+    add_contact(w, "ana@example.fr", "client", ["offers"])
+    run_cli(w, "sync", "--list", "offers")
+    w.mailchimp.unsubscribe("ana@example.fr", w.audience)  # no webhook registered
+
+    run_cli(w, "sync", "--list", "news")
+
+    # Rule 3: an opt-out of every list sharing the audience, as its webhook would have recorded.
+    assert memberships(w, "ana@example.fr") == {"offers": "unsubscribed", "news": "unsubscribed"}
+    opt_outs = [c for c in consents(w, "ana@example.fr") if c.action == "opt_out"]
+    assert sorted(c.list_name for c in opt_outs) == ["news", "offers"]
+    assert all(c.at >= now - timedelta(seconds=5) for c in opt_outs)
+    run_cli(w, "sync", "--list", "offers")
+    assert "ana@example.fr" not in w.brevo.members(w.offers_b)
+
+
 def test_a_compliance_state_refusal_records_the_missed_opt_out_and_the_run_takes_her_off_every_target(world):
     w = world
     now = datetime.now(UTC)

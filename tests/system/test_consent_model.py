@@ -1155,6 +1155,47 @@ FOUND_SEQUENCES = {
         "brevo_unsubscribe(on_b1=False, per_list_feature=True, who=2);"
         "sync(list_name='partners');"
     ),
+    # A double opt-in request to club, then a Mailchimp complaint seen by a read of news (whose member
+    # she was not): the audience-wide unsubscribe must close club too, before its confirmation mail.
+    "audience-unsubscribe-read-through-another-list": (
+        "sync(list_name='club');"
+        "mailchimp_admin_adds_in_ui(list_name='news', who=6);"
+        "mailchimp_admin_archives(who=2);"
+        "mailchimp_spam_complaint(who=4);"
+        "brevo_admin_blocks_account_wide(who=8);"
+        "mailchimp_admin_adds_in_ui(list_name='partners', who=4);"
+        "sync_killed_half_way(how='mailchimp-drops-mid-read', list_name='club');"
+        "sync(list_name='news');"
+        "lose_webhook(i=17);"
+        "sync_twice(list_name='partners');"
+        "yaml_widens_partners_segment();"
+        "drain_inbox();"
+        "sync_twice(list_name='partners');"
+        "brevo_unsubscribe(on_b1=False, per_list_feature=True, who=2);"
+        "sync(list_name='partners');"
+        "doi_job_sends_confirmations();"
+        "mailchimp_spam_complaint(who=0);"
+        "sync_twice(list_name='partners');"
+        "mailchimp_admin_adds_in_ui(list_name='news', who=8);"
+        "sync_killed_half_way(how='stop', list_name='partners');"
+        "brevo_admin_blocks_account_wide(who=8);"
+        "doi_job_sends_confirmations();"
+        "mailchimp_admin_archives(who=5);"
+        "mailchimp_unsubscribe(who=2);"
+        "brevo_admin_adds_to_list_in_ui(on_b1=False, slot=2);"
+        "brevo_spam_complaint(who=4);"
+        "import_contact(consent='single_opt_in', kind='client', list_name='club', slot=0);"
+        "sync_twice(list_name='partners');"
+        "lose_webhook(i=20);"
+        "brevo_admin_adds_to_list_in_ui(on_b1=False, slot=1);"
+        "brevo_spam_complaint(who=7);"
+        "mailchimp_spam_complaint(who=6);"
+        "sync(list_name='news');"
+        "brevo_unsubscribe(on_b1=True, per_list_feature=True, who=0);"
+        "brevo_spam_complaint(who=0);"
+        "sync(list_name='news');"
+        "doi_job_sends_confirmations();"
+    ),
 }
 
 INVARIANTS = (
