@@ -24,8 +24,6 @@ from syncd.doi.mail import (
     Send,
     Undeliverable,
     brevo_transport,
-    render_request,
-    smtp_transport,
     transport,
 )
 from syncd.doi.requests import expire, remind, send_pending
@@ -47,12 +45,10 @@ __all__ = [
     "look_up",
     "prefs_token",
     "remind",
-    "render_request",
     "renew",
     "requeue",
     "send_pending",
     "sign",
-    "smtp_transport",
     "token_hash",
     "transport",
     "unsign",
