@@ -9,8 +9,10 @@ from typing import Any
 
 import click
 
+from connectors.base import ConnectorError
 from syncd.app import App
 from syncd.contacts import gdpr
+from syncd.providers import make_connector
 
 
 @click.group("contacts")
@@ -141,9 +143,6 @@ def forget(app: App, email: str, yes: bool, local_only: bool) -> None:
 
 
 def _erase_at_providers(app: App, email: str) -> None:
-    from connectors.base import ConnectorError
-    from syncd.providers import make_connector
-
     # Brevo deletes account-wide: once is enough; Mailchimp erases per audience.
     targets = {}
     for lst in app.config.lists.values():

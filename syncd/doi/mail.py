@@ -26,6 +26,7 @@ from syncd.config import Config
 from syncd.contacts.qualify import clean_line
 from syncd.doi.links import prefs_token, unsubscribe_token, url
 from syncd.models import Contact
+from syncd.providers import make_connector
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
 
@@ -194,7 +195,5 @@ def transport(config: Config, connectors: Mapping[str, Any] | None = None) -> Se
         return smtp_transport(config)
     connector = (connectors or {}).get("brevo")
     if connector is None:
-        from syncd.providers import make_connector
-
         connector = make_connector(config, "brevo")
     return brevo_transport(config, connector)
