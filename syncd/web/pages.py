@@ -21,7 +21,7 @@ from syncd import doi
 from syncd.config import Config
 from syncd.log import get_logger
 from syncd.membership import leave_list, membership, opt_out_everywhere
-from syncd.models import Contact, Membership, MembershipStatus
+from syncd.models import Contact, Membership, MembershipStatus, utcnow
 from syncd.web.headers import content_security_policy, style_hashes
 from syncd.web.wording import TEXT, pick_language
 
@@ -106,7 +106,7 @@ class Pages:
             lang, title_key, text, status, form_action=action, form_button=button, prefs_url=prefs
         )
         if found.retry_at is not None:
-            page.headers["Retry-After"] = str(max(1, int((found.retry_at - doi.utcnow()).total_seconds())))
+            page.headers["Retry-After"] = str(max(1, int((found.retry_at - utcnow()).total_seconds())))
         return page
 
     async def confirm_get(self, request: Request) -> Response:
@@ -115,7 +115,7 @@ class Pages:
 
         def look() -> doi.Request:
             with Session(self.engine) as session:
-                return doi.look_up(session, self.config, token, now=doi.utcnow())
+                return doi.look_up(session, self.config, token, now=utcnow())
 
         return self._confirm_page(request, lang, await run_in_threadpool(look))
 

@@ -1,4 +1,4 @@
-"""``syncd sync`` and ``syncd flags``."""
+"""``syncd sync``, and what syncs leave to look at: ``syncd flags`` and ``syncd runs``."""
 
 from __future__ import annotations
 

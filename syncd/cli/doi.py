@@ -1,0 +1,40 @@
+"""``syncd doi status|requeue``: confirmation requests syncd could not send."""
+
+from __future__ import annotations
+
+import click
+
+from syncd.app import App
+
+
+@click.group(name="doi")
+def doi_group() -> None:
+    """Double opt-in mail: confirmation requests syncd could not send."""
+
+
+@doi_group.command(name="status")
+@click.pass_obj
+def doi_status(app: App) -> None:
+    """Count confirmation links per delivery state, and list the requests syncd gave up mailing
+    (a permanent refusal, or every retry failed) with the reason."""
+    from syncd import doi
+
+    counts = doi.delivery_counts(app.engine)
+    dead = doi.dead_requests(app.engine)
+    click.echo(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no confirmation link yet")
+    for d in dead:
+        click.echo(
+            f"dead #{d.token_id} {d.email} list {d.list_name} after {d.attempts} attempts, "
+            f"last {d.last_at:%Y-%m-%d %H:%M}: {d.error.splitlines()[0][:200] if d.error else ''}"
+        )
+
+
+@doi_group.command(name="requeue")
+@click.argument("ids", nargs=-1, type=int)
+@click.pass_obj
+def doi_requeue(app: App, ids: tuple[int, ...]) -> None:
+    """Give dead requests (all, or the ids `doi status` shows) one more attempt, e.g. after fixing
+    the mail server."""
+    from syncd import doi
+
+    click.echo(f"{doi.requeue(app.engine, list(ids) or None)} request(s) queued again")

@@ -1,0 +1,43 @@
+"""``syncd run``: the daemon."""
+
+from __future__ import annotations
+
+import click
+
+from syncd.app import App
+
+
+@click.command()
+@click.option("--host", help="Address to listen on [default: the config's server.host, else 127.0.0.1].")
+@click.option("--port", type=int, help="Port [default: the config's server.port, else 8080].")
+@click.option(
+    "--trusted-proxies",
+    envvar="SYNCD_TRUSTED_PROXIES",
+    metavar="CIDR,...",
+    help="Reverse proxies whose X-Forwarded-For gives the client's address, comma-separated "
+    "(e.g. 10.0.0.0/8,127.0.0.1) [env SYNCD_TRUSTED_PROXIES; default: the config's "
+    "server.trusted_proxies, else none].",
+)
+@click.pass_obj
+def run(app: App, host: str | None, port: int | None, trusted_proxies: str | None) -> None:
+    """Run the daemon: the web app (webhooks, confirmation and preference pages, /healthz,
+    /readyz, /metrics) and the scheduler (a sync per list on its schedule, webhook inbox, double
+    opt-in mail, hygiene scan). SIGTERM finishes the batch in flight, then exits."""
+    from syncd import daemon
+    from syncd.netaddr import parse_networks
+
+    config, engine = app.config, app.engine
+    if trusted_proxies is not None:
+        try:
+            networks = parse_networks(trusted_proxies)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--trusted-proxies") from None
+        server = config.server.model_copy(update={"trusted_proxies": networks})
+        config = config.model_copy(update={"server": server})
+    proxies = ", ".join(str(n) for n in config.server.trusted_proxies) or "none"
+    click.echo(
+        f"syncd listening on http://{host or config.server.host}:{port or config.server.port} "
+        f"(trusted proxies: {proxies})",
+        err=True,
+    )
+    daemon.run(config, engine, host=host, port=port)
