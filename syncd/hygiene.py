@@ -16,9 +16,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from syncd.config import Config, ListConfig
+from syncd.core.segments import ACTIVE, ContactFacts, consent_blockers, eligibility
 from syncd.db import session_scope
 from syncd.models import Contact, Flag, Membership, TargetState, utcnow
-from syncd.segments import ACTIVE, ContactFacts, consent_blockers, eligibility
 
 ON_TARGET = ("subscribed", "pending", "blocked")
 CHUNK = 1000

@@ -1,4 +1,5 @@
 """Sync between the master base and the provider targets.
 
-``plan`` is the pure diff (desired − last synced); ``engine`` pulls, plans and applies in batches.
+``syncd.core.plan`` is the pure diff (desired − last synced); ``engine`` pulls, plans and applies in
+batches.
 """

@@ -32,6 +32,17 @@ from connectors.base import (
 )
 from syncd import doi, locks
 from syncd.config import Config, ListConfig
+from syncd.core.plan import (
+    Plan,
+    PlanItem,
+    SyncedState,
+    block_explained,
+    desired_member,
+    lifts_block,
+    plan_target,
+    state_after,
+)
+from syncd.core.segments import ContactFacts, auto_enrolled, consent_blockers, eligibility, lacks_proof
 from syncd.db import erased_among, session_scope
 from syncd.events import apply_event, lists_for_target, record_provider_evidence, reported_by
 from syncd.log import get_logger
@@ -47,17 +58,6 @@ from syncd.models import (
     SyncRun,
     TargetState,
     utcnow,
-)
-from syncd.segments import ContactFacts, auto_enrolled, consent_blockers, eligibility, lacks_proof
-from syncd.sync.plan import (
-    Plan,
-    PlanItem,
-    SyncedState,
-    block_explained,
-    desired_member,
-    lifts_block,
-    plan_target,
-    state_after,
 )
 
 log = get_logger(__name__)

@@ -31,7 +31,7 @@ from typing import Any
 
 from connectors.base import MEMBER_FIELDS, MemberPush, RemoteStatus, Target, Traits
 from syncd.config import ListConfig
-from syncd.segments import Eligibility, auto_enrolled, consent_blockers
+from syncd.core.segments import Eligibility, auto_enrolled, consent_blockers
 
 GONE_REMOTELY = (RemoteStatus.UNSUBSCRIBED, RemoteStatus.CLEANED)
 NOT_ON_TARGET = (RemoteStatus.ARCHIVED, RemoteStatus.TRANSACTIONAL)
