@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from syncd.config import ListConfig
-from syncd.core.segments import ACTIVE, ContactFacts, consent_blockers, eligibility
+from syncd.core.segments import ACTIVE, ContactFacts, consent_blockers, eligibility, left_list
 
 ON_TARGET = ("subscribed", "pending", "blocked")
 
@@ -56,9 +56,7 @@ def violations(
                 out.append(Violation("exclusive", reason))
         if contact.email_status == "invalid":
             out.append(Violation("invalid_email", "the address failed validation"))
-    blockers = list(consent_blockers(contact))
-    if status in ("unsubscribed", "cleaned"):
-        blockers.append(f"{status} from this list")
+    blockers = [*consent_blockers(contact), *left_list(status)]
     for key in on_targets:
         _, pushed = remote[key]
         if blockers:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from connectors.base import Connector, EventKind, ProviderEvent, RemoteMember, RemoteStatus
+from connectors.base import MEMBER_FIELDS, Connector, EventKind, ProviderEvent, RemoteMember, RemoteStatus
 from syncd.core.segments import auto_enrolled, consent_blockers
 from syncd.db import erased_among, session_scope
 from syncd.events import apply_event, lists_for_target, record_provider_evidence
@@ -22,8 +22,9 @@ from syncd.sync.report import Progress, TargetReport
 from syncd.sync.select import explained_blocks
 from syncd.sync.state import ListTarget, read_cursor, save_cursor
 
-# Fields a member the provider has and the base does not brings with it.
-IMPORTED_FIELDS = ("first_name", "last_name", "phone", "company", "city")
+# Fields a member the provider has and the base does not brings with it: all but the country,
+# which the base holds as a checked two-letter code and which nothing checks on this path.
+IMPORTED_FIELDS = tuple(name for name in MEMBER_FIELDS if name != "country")
 
 
 class Reader:

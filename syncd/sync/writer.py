@@ -66,8 +66,14 @@ class Writer:
         """Addresses on the target erased from the master base: taken off when the writer drains."""
         self.erased.extend(emails)
 
-    def is_full(self, buffered: int) -> bool:
-        return buffered >= self.max_size
+    def is_full(self, kind: str) -> bool:
+        """Whether a batch of ``kind`` (upserts, removals, unblocks) is ready to be written."""
+        return self._buffered(kind) >= self.max_size
+
+    def _buffered(self, kind: str) -> int:
+        if kind == "upserts":
+            return len(self.upserts["adds"]) + len(self.upserts["updates"])
+        return len(self.removals if kind == "removals" else self.unblocks)
 
     def drain(self) -> None:
         """Everything still buffered, then the erased addresses and the lifts."""
@@ -86,13 +92,13 @@ class Writer:
             self.lifts = []
 
     def _write(self, force: bool) -> None:
-        pushes = len(self.upserts["adds"]) + len(self.upserts["updates"])
-        if pushes and (force or self.is_full(pushes)):
-            self._upsert()
-        if self.removals and (force or self.is_full(len(self.removals))):
-            self._remove()
-        if self.unblocks and (force or self.is_full(len(self.unblocks))):
-            self._unblock()
+        for kind, write in (
+            ("upserts", self._upsert),
+            ("removals", self._remove),
+            ("unblocks", self._unblock),
+        ):
+            if self._buffered(kind) and (force or self.is_full(kind)):
+                write()
 
     # --- one batch of each kind ------------------------------------------------------------------
 
