@@ -1,10 +1,15 @@
 """One sync of one list: pull remote changes → reconcile them → plan → apply in batches.
 
+This module holds the run's phases; the pieces are values passed between modules: ``pull``
+reads a target and reconciles it (returning the erased addresses it saw), ``select`` yields each
+chunk's ``ChunkPlan``, the ``writer`` buffers and applies them, ``state`` stores what was
+accepted, ``report`` counts.
+
 Everything is streamed: remote members page by page, the master base in chunks of contacts, and
 provider writes in buffered batches (the connector's preferred batch), so memory is bounded by
-those sizes rather than by the base. State is committed
-as it goes (TargetState after each accepted batch, the cursor after the pull), so a run killed
-at any point converges on the next one: at worst the unfinished batch is sent again.
+those sizes rather than by the base. State is committed as it goes (TargetState after each
+accepted batch, the cursor after the pull), so a run killed at any point converges on the next
+one: at worst the unfinished batch is sent again.
 """
 
 from __future__ import annotations
