@@ -26,10 +26,10 @@ from sqlmodel import Session, select
 from connectors.base import EventKind, ProviderEvent, Target
 from syncd.config import Config, ListConfig
 from syncd.contacts.qualify import clean_line
+from syncd.core.segments import ACTIVE, ContactFacts
 from syncd.db import email_hash, erased_among
 from syncd.membership import ConsentRequired, join_list, leave_list, mark_bounced, opt_out_everywhere
 from syncd.models import AuditLog, Consent, ConsentAction, Contact, Membership, Source
-from syncd.segments import ACTIVE, ContactFacts
 
 PROFILE_FIELDS = ("first_name", "last_name", "phone", "company", "city", "country")
 

@@ -2,13 +2,12 @@
 
 ``scan`` walks every list (and what was last pulled from each of its targets), raises one
 ``Flag`` per violation, and resolves the flags whose cause has gone. The rules are pure
-(``violations``); the scan is the thin shell that reads and writes the base.
+(``syncd.core.violations``); the scan is the thin shell that reads and writes the base.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,68 +15,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from syncd.config import Config, ListConfig
+from syncd.core.segments import ContactFacts
+from syncd.core.violations import Violation, violations
 from syncd.db import session_scope
 from syncd.models import Contact, Flag, Membership, TargetState, utcnow
-from syncd.segments import ACTIVE, ContactFacts, consent_blockers, eligibility
 
-ON_TARGET = ("subscribed", "pending", "blocked")
 CHUNK = 1000
-
-RULES = {
-    "not_in_segment": "not in the list's segment",
-    "exclusive": "member of two lists declared exclusive",
-    "unconfirmed": "double opt-in not confirmed, yet on the provider's list",
-    "opted_out_present": "unsubscribed, bounced, complained or opted out, yet on the provider's list",
-    "unknown_remote": "on the provider's list, unknown to the master base's list",
-    "invalid_email": "invalid email address in a list",
-}
-
-
-@dataclass(frozen=True)
-class Violation:
-    rule: str
-    detail: str
-    target_key: str | None = None
-
-
-def violations(
-    list_name: str,
-    list_cfg: ListConfig,
-    contact: ContactFacts,
-    memberships: Mapping[str, str],
-    remote: Mapping[str, tuple[str | None, bool]],
-    all_lists: Mapping[str, ListConfig],
-) -> list[Violation]:
-    """The rules ``contact`` breaks in ``list_name``.
-
-    ``memberships``: list name → status. ``remote``: target key → (last pulled remote status,
-    whether syncd pushed it). Pure.
-    """
-    out: list[Violation] = []
-    status = memberships.get(list_name)
-    in_list = status in ACTIVE
-    elig = eligibility(list_name, list_cfg, contact, memberships, all_lists)
-    on_targets = [key for key, (remote_status, _) in remote.items() if remote_status in ON_TARGET]
-    if in_list or on_targets:
-        for reason in elig.reasons:
-            if reason.startswith("not in segment"):
-                out.append(Violation("not_in_segment", reason))
-            elif reason.startswith("exclusive with"):
-                out.append(Violation("exclusive", reason))
-        if contact.email_status == "invalid":
-            out.append(Violation("invalid_email", "the address failed validation"))
-    blockers = list(consent_blockers(contact))
-    if status in ("unsubscribed", "cleaned"):
-        blockers.append(f"{status} from this list")
-    for key in on_targets:
-        _, pushed = remote[key]
-        if blockers:
-            out.append(Violation("opted_out_present", "; ".join(blockers), key))
-        elif status == "pending" and list_cfg.consent == "double_opt_in":
-            out.append(Violation("unconfirmed", "membership pending confirmation", key))
-        elif status is None and not pushed and not elig.must:
-            out.append(Violation("unknown_remote", "added at the provider, not through syncd", key))
-    return out
 
 
 def raise_flag(s: Session, contact_id: int | None, list_name: str, v: Violation, seen: set[int]) -> None:

@@ -195,10 +195,7 @@ def opt_out_everywhere(
     if complaint:
         contact.email_status = EmailStatus.COMPLAINED
     _touch(session, contact, at)
-    for m in session.exec(select(Membership).where(Membership.contact_id == contact.id)).all():
-        if m.status in (MembershipStatus.SUBSCRIBED, MembershipStatus.PENDING):
-            m.status, m.since, m.reason = MembershipStatus.UNSUBSCRIBED, at, reason
-            session.add(m)
+    _close_open(session, contact, MembershipStatus.UNSUBSCRIBED, at, reason)
     action = ConsentAction.COMPLAINT if complaint else ConsentAction.OPT_OUT
     session.add(
         Consent(
@@ -222,11 +219,19 @@ def mark_bounced(session: Session, contact: Contact, *, source: str, at: datetim
     if contact.email_status != EmailStatus.COMPLAINED:
         contact.email_status = EmailStatus.BOUNCED
     _touch(session, contact, at)
+    _close_open(session, contact, MembershipStatus.CLEANED, at, "bounced")
+    _audit(session, contact, "contact.bounced", source, at)
+
+
+def _close_open(
+    session: Session, contact: Contact, status: MembershipStatus, at: datetime, reason: str
+) -> None:
+    """Every membership still subscribed or pending moves to ``status``: the other ones already
+    record why the contact is out of that list."""
     for m in session.exec(select(Membership).where(Membership.contact_id == contact.id)).all():
         if m.status in (MembershipStatus.SUBSCRIBED, MembershipStatus.PENDING):
-            m.status, m.since, m.reason = MembershipStatus.CLEANED, at, "bounced"
+            m.status, m.since, m.reason = status, at, reason
             session.add(m)
-    _audit(session, contact, "contact.bounced", source, at)
 
 
 def _touch(session: Session, contact: Contact, at: datetime) -> None:

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from connectors.base import EventKind, ProviderEvent, RemoteStatus, Target
 from connectors.brevo import TRAITS as BREVO
 from syncd.config import Config, ListConfig, Segment
+from syncd.core.plan import Desired, Skip, SyncedState, desired_member, plan_target, state_after
+from syncd.core.segments import ContactFacts, eligibility
 from syncd.events import (
     Ignore,
     JoinList,
@@ -20,8 +22,6 @@ from syncd.events import (
     lists_for_target,
     reconcile,
 )
-from syncd.segments import ContactFacts, eligibility
-from syncd.sync.plan import Desired, Skip, SyncedState, desired_member, plan_target, state_after
 
 PROPERTY = settings(max_examples=200, deadline=None)
 T0 = datetime(2024, 5, 1, tzinfo=UTC)

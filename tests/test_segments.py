@@ -1,6 +1,6 @@
 from syncd.config import ListConfig, Segment, TagRule
+from syncd.core.segments import ContactFacts, eligibility, matches, segment_mismatch
 from syncd.models import Contact
-from syncd.segments import ContactFacts, eligibility, matches, segment_mismatch
 
 NEWSLETTER_CLIENTS = ListConfig(consent="double_opt_in", segment=Segment(kind=["client"]))
 VENDORS = ListConfig(
@@ -120,7 +120,7 @@ def test_leaving_an_auto_enrolled_list_is_final():
 def test_a_double_opt_in_subscription_is_proven_only_by_a_confirmation_since_it_began():
     from datetime import UTC, datetime, timedelta
 
-    from syncd.segments import lacks_proof
+    from syncd.core.segments import lacks_proof
 
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     doi, single = NEWSLETTER_CLIENTS, ListConfig(consent="single_opt_in")

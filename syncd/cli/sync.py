@@ -12,7 +12,9 @@ from syncd import doi, hygiene
 from syncd.app import App
 from syncd.log import mask_email
 from syncd.providers import make_connector
-from syncd.sync.engine import ListReport, recent_runs, sync_list
+from syncd.sync.engine import sync_list
+from syncd.sync.report import ListReport
+from syncd.sync.state import recent_runs
 
 
 @click.command()

@@ -31,10 +31,10 @@ from sqlmodel import Session, select
 from syncd.config import ListConfig
 from syncd.contacts.dedupe import Conflict, merge, new_contact
 from syncd.contacts.qualify import INCOMPLETE, Qualified, Rejected, Rules, fold, qualify
+from syncd.core.segments import eligibility
 from syncd.db import erased_among
 from syncd.log import get_logger
 from syncd.models import AuditLog, Contact, Membership, Source, utcnow
-from syncd.segments import eligibility
 
 log = get_logger(__name__)
 

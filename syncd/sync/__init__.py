@@ -1,4 +1,6 @@
-"""Sync between the master base and the provider targets.
+"""Sync between the master base and the provider targets: the shell around ``syncd.core.plan``.
 
-``plan`` is the pure diff (desired − last synced); ``engine`` pulls, plans and applies in batches.
+``engine`` runs a list's sync through its phases; ``pull`` reads and reconciles a target,
+``select`` plans chunk by chunk, ``writer`` applies the plans in batches, ``state`` stores
+TargetState, cursors and run rows, ``report`` holds the figures.
 """

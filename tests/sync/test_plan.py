@@ -3,8 +3,7 @@ from datetime import UTC, datetime, timedelta
 from connectors.base import RemoteStatus, Target
 from connectors.brevo import TRAITS as BREVO_TRAITS
 from syncd.config import ListConfig, Segment
-from syncd.segments import ContactFacts, eligibility
-from syncd.sync.plan import (
+from syncd.core.plan import (
     NO_TRAITS,
     Desired,
     Skip,
@@ -16,6 +15,7 @@ from syncd.sync.plan import (
     push_hash,
     state_after,
 )
+from syncd.core.segments import ContactFacts, eligibility
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 BREVO = Target("brevo", "12")

@@ -31,7 +31,7 @@ from typing import Any
 
 from connectors.base import MEMBER_FIELDS, MemberPush, RemoteStatus, Target, Traits
 from syncd.config import ListConfig
-from syncd.segments import Eligibility, auto_enrolled, consent_blockers
+from syncd.core.segments import Eligibility, auto_enrolled, consent_blockers, left_list
 
 GONE_REMOTELY = (RemoteStatus.UNSUBSCRIBED, RemoteStatus.CLEANED)
 NOT_ON_TARGET = (RemoteStatus.ARCHIVED, RemoteStatus.TRANSACTIONAL)
@@ -180,12 +180,8 @@ def desired_member(
     strength of a segment (LESSONS 4).
     """
     email = contact.email
-    blockers = list(consent_blockers(contact))
-    if membership_status == "unsubscribed":
-        blockers.append("unsubscribed from this list")
-    elif membership_status == "cleaned":
-        blockers.append("cleaned from this list")
-    elif membership_status == "pending":
+    blockers = [*consent_blockers(contact), *left_list(membership_status)]
+    if membership_status == "pending":
         blockers.append("double opt-in not confirmed")
     if membership_status is None and not eligibility.must and not blockers:
         if auto_enrolled(list_cfg):

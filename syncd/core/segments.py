@@ -156,6 +156,12 @@ def consent_blockers(contact: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def left_list(membership_status: str | None) -> tuple[str, ...]:
+    """A membership that keeps the contact out of its own list: it unsubscribed, or was cleaned."""
+    reason = {"unsubscribed": "unsubscribed from this list", "cleaned": "cleaned from this list"}
+    return (reason[membership_status],) if membership_status in reason else ()
+
+
 def auto_enrolled(list_cfg: ListConfig) -> bool:
     """Lists whose segment *is* the membership: only legitimate interest allows it (LESSONS 4)."""
     return list_cfg.auto_enroll and list_cfg.consent == "legitimate_interest"
@@ -188,12 +194,7 @@ def eligibility(
     lists never push a contact out of each other. A contact auto-enrolled in the other list
     without a membership row counts as in it.
     """
-    reasons = list(consent_blockers(contact))
-    status = memberships.get(list_name)
-    if status == "unsubscribed":
-        reasons.append("unsubscribed from this list")
-    elif status == "cleaned":
-        reasons.append("cleaned from this list")
+    reasons = [*consent_blockers(contact), *left_list(memberships.get(list_name))]
     why = segment_mismatch(list_cfg.segment, contact)
     if why:
         reasons.append(f"not in segment ({why})")

@@ -1,0 +1,239 @@
+"""Reading a target: what changed at the provider goes into the master base before anything is planned.
+
+A pulled status the master base does not know yet becomes the event a webhook would have
+brought, applied through ``events.apply_event``; a member the base has never seen is kept with
+its provenance and no consent. ``Reader.reconcile`` also takes the members a write showed in a
+state the push did not ask for (a refusal, a confirming read).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from connectors.base import MEMBER_FIELDS, Connector, EventKind, ProviderEvent, RemoteMember, RemoteStatus
+from syncd.core.segments import auto_enrolled, consent_blockers
+from syncd.db import erased_among, session_scope
+from syncd.events import apply_event, lists_for_target, record_provider_evidence
+from syncd.models import AuditLog, Contact, Membership, Source, TargetState, utcnow
+from syncd.sync.report import Progress, TargetReport
+from syncd.sync.select import explained_blocks
+from syncd.sync.state import ListTarget, read_cursor, save_cursor
+
+# Fields a member the provider has and the base does not brings with it: all but the country,
+# which the base holds as a checked two-letter code and which nothing checks on this path.
+IMPORTED_FIELDS = tuple(name for name in MEMBER_FIELDS if name != "country")
+
+
+class Reader:
+    """Pulls one target and reconciles what it holds with the master base."""
+
+    def __init__(self, lt: ListTarget, connector: Connector, report: TargetReport, progress: Progress):
+        self.lt, self.connector, self.report, self.progress = lt, connector, report, progress
+        self.target = lt.target
+        self.traits = connector.traits
+
+    def pull(self) -> list[str]:
+        """Read the target (only what changed since the stored cursor) and reconcile it page by
+        page. Returns the addresses on the target that were erased from the master base."""
+        row = read_cursor(self.lt)
+        since = row.cursor if row else None
+        cursor = None
+        erased: list[str] = []
+        for page in self.connector.pull(self.target, since):
+            erased += self.reconcile(page.members)
+            self.report.pulled += len(page.members)
+            self.progress(f"{self.lt.list_name} ← {self.target.key}: reading", len(page.members))
+            cursor = page.cursor or cursor
+        if cursor:
+            save_cursor(self.lt, cursor)
+        return erased
+
+    def reconcile(self, members: list[RemoteMember]) -> list[str]:
+        """Provider-side changes first: they change the master base before anything is planned.
+        Returns the addresses on the target that were erased from the master base at the
+        contact's request: never re-imported, to be taken off the target."""
+        if not members:
+            return []
+        members = self._news(members)
+        if not members:
+            return []
+        now = utcnow()
+        lt = self.lt
+        erased_on_target: list[str] = []
+        with session_scope(lt.engine) as s:
+            emails = [m.email for m in members]
+            contacts = {c.email: c for c in s.exec(select(Contact).where(Contact.email.in_(emails)))}
+            unknown = [m for m in members if m.email not in contacts]
+            erased = erased_among(s, (m.email for m in unknown))
+            for m in unknown:
+                if m.email in erased:
+                    if m.on_target:
+                        erased_on_target.append(m.email)
+                elif m.status == RemoteStatus.SUBSCRIBED:
+                    contacts[m.email] = self._import_unknown(s, m, now)
+            s.flush()
+            ids = [c.id for c in contacts.values()]
+            states = {
+                t.contact_id: t
+                for t in s.exec(
+                    select(TargetState).where(*lt.state_filter(), TargetState.contact_id.in_(ids))
+                )
+            }
+            # An unsubscribe at a Mailchimp audience closes every syncd list sharing it: the rows of
+            # all the lists this target's remote list serves are looked at, not this list's only.
+            sharing = list(lists_for_target(lt.config, self.target.provider, self.target.list_id))
+            memberships: dict[int, dict[str, Membership]] = {}
+            for row in s.exec(
+                select(Membership).where(Membership.list_name.in_(sharing), Membership.contact_id.in_(ids))
+            ):
+                memberships.setdefault(row.contact_id, {})[row.list_name] = row
+            blocked: list[tuple[Contact, RemoteMember]] = []
+            for m in members:
+                contact = contacts.get(m.email)
+                if contact is None:
+                    continue
+                state = states.get(contact.id)
+                if state is None:
+                    state = TargetState(
+                        contact_id=contact.id, list_name=lt.list_name, target_key=self.target.key
+                    )
+                if state.remote_status != str(m.status):
+                    # A new remote status is what the incremental plan must look at; a remote id
+                    # learnt for a member syncd pushed is not.
+                    state.remote_status, state.pulled_at = str(m.status), now
+                    state.remote_changed_at = m.changed_at
+                state.remote_id = m.remote_id
+                s.add(state)
+                # The provider's opt-in evidence matters for members syncd did not put there; for
+                # the others it only echoes syncd's own push.
+                if m.evidence and state.pushed_hash is None and m.on_target:
+                    record_provider_evidence(
+                        s, contact, lt.list_name, m.evidence, f"provider:{self.target.key}"
+                    )
+                events = [self._event_for(m, memberships.get(contact.id, {})), *self._left_elsewhere(m)]
+                for event in events:
+                    if event is not None:
+                        self._apply(s, event)
+                if m.status == RemoteStatus.BLOCKED and self.traits.blocks_account_wide:
+                    blocked.append((contact, m))
+            if blocked:
+                self._unexplained_blocks(s, blocked)
+        return erased_on_target
+
+    def _news(self, members: list[RemoteMember]) -> list[RemoteMember]:
+        """The members whose remote status differs from what TargetState holds (or who are new to
+        it): one cheap query, since most of an incremental read is the echo of syncd's own writes."""
+        contact, state = Contact.__table__, TargetState.__table__
+        query = (
+            sa.select(contact.c.email, state.c.remote_status)
+            .select_from(
+                contact.outerjoin(
+                    state,
+                    sa.and_(
+                        state.c.contact_id == contact.c.id,
+                        state.c.list_name == self.lt.list_name,
+                        state.c.target_key == self.target.key,
+                    ),
+                )
+            )
+            .where(contact.c.email.in_([m.email for m in members]))
+        )
+        with self.lt.engine.connect() as conn:
+            known = {r.email: r.remote_status for r in conn.execute(query)}
+        return [m for m in members if m.email not in known or known[m.email] != str(m.status)]
+
+    def _import_unknown(self, s: Session, m: RemoteMember, now: datetime) -> Contact:
+        """A member the provider has and the master base does not: kept, with provenance and no
+        consent; it is flagged, never pushed anywhere on the provider's word alone."""
+        contact = Contact(
+            email=m.email,
+            created_at=now,
+            updated_at=now,
+            **{k: v for k, v in m.fields.items() if k in IMPORTED_FIELDS},
+        )
+        s.add(contact)
+        s.flush()
+        s.add(
+            Source(
+                contact_id=contact.id, channel=f"provider:{self.target.key}", detail=self.lt.list_name, at=now
+            )
+        )
+        s.add(
+            AuditLog(
+                at=now,
+                actor=self.lt.actor,
+                action="contact.imported_from_provider",
+                contact_id=contact.id,
+                detail={"target": self.target.key},
+            )
+        )
+        self.report.created += 1
+        return contact
+
+    def _apply(self, s: Session, event: ProviderEvent) -> None:
+        outcome = apply_event(s, event, self.lt.config)
+        self.report.count(self.report.reconciled, outcome)
+
+    def _event_for(self, m: RemoteMember, memberships: dict[str, Membership]) -> ProviderEvent | None:
+        """A pulled status the master base does not know yet, as the event a webhook would have brought.
+
+        It concerns a member of a list the remote list serves (``memberships``: the contact's rows
+        in those lists), or someone on this auto-enrolled list without a row: an unsubscribe there
+        is an objection to the legitimate interest, recorded like any opt-out (an ``unsubscribed``
+        row), so that no target of the list holds the contact any more."""
+        active = any(row.status in ("subscribed", "pending") for row in memberships.values())
+        objection = self.lt.list_name not in memberships and auto_enrolled(self.lt.list_cfg)
+        if not (active or objection):
+            return None
+        kind = {
+            RemoteStatus.UNSUBSCRIBED: EventKind.UNSUBSCRIBED,
+            RemoteStatus.CLEANED: EventKind.BOUNCED_HARD,
+        }.get(m.status)
+        if kind is None:
+            return None
+        return self._pulled_event(m, kind, self.target.list_id, "seen when reading the provider's list")
+
+    def _pulled_event(
+        self, m: RemoteMember, kind: EventKind, list_id: str | None, reason: str
+    ) -> ProviderEvent:
+        at = m.changed_at or datetime.now(UTC)
+        return ProviderEvent(
+            provider=self.target.provider,
+            kind=kind,
+            email=m.email,
+            occurred_at=at,
+            dedupe_key=f"pull:{self.target.provider}:{list_id or '*'}:{kind}:{m.email}:{at.isoformat()}",
+            target=list_id,
+            reason=reason,
+        )
+
+    def _left_elsewhere(self, m: RemoteMember) -> list[ProviderEvent]:
+        """The other mapped lists the provider records the contact as unsubscribed from (Brevo's
+        listUnsubscribed, read on any of its lists): per-list opt-outs, recorded before anything
+        asks whether an account-wide block has a per-list reason."""
+        reason = f"listed as unsubscribed from that list when reading {self.target.key}"
+        return [
+            self._pulled_event(m, EventKind.UNSUBSCRIBED, list_id, reason)
+            for list_id in m.unsubscribed_from
+            if list_id != self.target.list_id
+            and lists_for_target(self.lt.config, self.target.provider, list_id)
+        ]
+
+    def _unexplained_blocks(self, s: Session, blocked: list[tuple[Contact, RemoteMember]]) -> None:
+        """An account-wide block the master base cannot explain by a per-list opt-out is the
+        contact's opt-out from everything (a default Brevo account's unsubscribe, a block set in
+        the provider's UI): recorded as such, with what was seen, and never lifted (LESSONS 11)."""
+        s.flush()
+        ids = [c.id for c, _ in blocked if c.id is not None]
+        explained = explained_blocks(self.lt, self.traits, s.connection(), ids)
+        for contact, m in blocked:
+            if contact.id in explained or consent_blockers(contact):
+                continue
+            reason = (
+                f"blocked account-wide at {self.target.key} with no per-list unsubscribe on record; "
+                "seen when reading the provider's list"
+            )
+            self._apply(s, self._pulled_event(m, EventKind.UNSUBSCRIBED_ALL, None, reason))

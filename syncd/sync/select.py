@@ -1,0 +1,203 @@
+"""The planning queries: which contacts a run plans, what it reads of them, and their plans.
+
+A run plans every contact of the list (a full plan) or only those touched since the previous
+plan (incremental), CHUNK contacts at a time, each chunk read in one go and handed to the pure
+rules (``syncd.core``): the result is a ``ChunkPlan`` value, the writer's input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from connectors.base import RemoteStatus, Traits
+from syncd.core.plan import Plan, SyncedState, block_explained, desired_member, lifts_block, plan_target
+from syncd.core.segments import ContactFacts, eligibility, lacks_proof
+from syncd.events import reported_by
+from syncd.models import Consent, ConsentAction, Contact, Membership, TargetState
+from syncd.sync.state import CHUNK, ListTarget, last_lifts, read_cursor, rules_hash
+
+FULL_PLAN_EVERY = timedelta(hours=24)
+# Incremental plans look back this far before the previous plan's start, so that a write whose
+# transaction was still open when that plan read the base is planned too.
+PLAN_MARGIN = timedelta(minutes=2)
+
+
+@dataclass
+class ChunkPlan:
+    """One chunk's plan, with the TargetState each item was planned against (``states``) and the
+    account-wide blocks to lift for contacts with no list state to keep (``lifts``)."""
+
+    plan: Plan
+    states: dict[int, SyncedState | None]
+    lifts: list[tuple[int, str]] = field(default_factory=list)  # (contact id, email)
+
+
+def planning_window(lt: ListTarget, now: datetime) -> tuple[datetime | None, bool]:
+    """``(since, full)``: plan only contacts touched since ``since``, or everyone (``full``).
+
+    A run plans everyone when it is the first, when the list rules changed, or when the last
+    full plan is older than FULL_PLAN_EVERY (a safety net for changes made outside syncd)."""
+    row = read_cursor(lt)
+    if (
+        row is None
+        or row.planned_at is None
+        or row.full_plan_at is None
+        or row.rules_hash != rules_hash(lt.config)
+        or now - row.full_plan_at > FULL_PLAN_EVERY
+    ):
+        return None, True
+    return row.planned_at - PLAN_MARGIN, False
+
+
+def chunks(lt: ListTarget, since: datetime | None, only: list[str] | None = None) -> Iterator[list[Any]]:
+    """Contacts that concern this list on this target, by id, CHUNK at a time (plain rows:
+    building ORM objects for every contact of a large base costs more than the plan).
+
+    With ``since``, only those touched since then: their record, any of their memberships (an
+    exclusive list may have changed), or what was just read of them from this target."""
+    contact = Contact.__table__
+    if only is not None:
+        ids: Any = sa.select(contact.c.id.label("id")).where(contact.c.email.in_(only)).subquery()
+    elif since is not None:
+        ids = sa.union(
+            sa.select(contact.c.id.label("id")).where(contact.c.touched_at > since),
+            sa.select(Membership.contact_id).where(Membership.touched_at > since),
+            sa.select(TargetState.contact_id).where(*lt.state_filter(), TargetState.pulled_at > since),
+        ).subquery()
+    elif lt.list_cfg.auto_enroll:
+        ids = None
+    else:
+        ids = sa.union(
+            sa.select(Membership.contact_id.label("id")).where(Membership.list_name == lt.list_name),
+            sa.select(TargetState.contact_id).where(*lt.state_filter()),
+        ).subquery()
+    last = 0
+    while True:
+        with lt.engine.connect() as conn:
+            if ids is None:
+                query = sa.select(contact).where(contact.c.id > last)
+            else:
+                page = sa.select(ids.c.id).where(ids.c.id > last).order_by(ids.c.id).limit(CHUNK)
+                chunk_ids = [r.id for r in conn.execute(page)]
+                if not chunk_ids:
+                    return
+                query = sa.select(contact).where(contact.c.id.in_(chunk_ids))
+            rows = conn.execute(query.order_by(contact.c.id).limit(CHUNK)).all()
+        if not rows:
+            return
+        yield rows
+        last = rows[-1].id
+
+
+def plans(
+    lt: ListTarget, traits: Traits, since: datetime | None, only: list[str] | None = None
+) -> Iterator[ChunkPlan]:
+    """Each chunk's plan for this target (``since`` and ``only`` as for ``chunks``)."""
+    m_cols = (Membership.contact_id, Membership.list_name, Membership.status, Membership.since)
+    t_cols = (
+        TargetState.contact_id,
+        TargetState.pushed_hash,
+        TargetState.remote_status,
+        TargetState.remote_changed_at,
+    )
+    scope = lt.config.unsubscribe.scope
+    for contacts in chunks(lt, since, only):
+        ids = [c.id for c in contacts]
+        with lt.engine.connect() as conn:
+            memberships: dict[int, dict[str, Any]] = {}
+            for m in conn.execute(sa.select(*m_cols).where(Membership.contact_id.in_(ids))):
+                memberships.setdefault(m.contact_id, {})[m.list_name] = m
+            states = {
+                t.contact_id: SyncedState.of(t)
+                for t in conn.execute(
+                    sa.select(*t_cols).where(*lt.state_filter(), TargetState.contact_id.in_(ids))
+                )
+            }
+            confirmed = confirmations(lt, conn, ids)
+            held = [
+                cid
+                for cid, st in states.items()
+                if st and st.remote_status in (RemoteStatus.BLOCKED, RemoteStatus.UNSUBSCRIBED)
+            ]
+            explained = explained_blocks(lt, traits, conn, held)
+        rows = []
+        lifts = []
+        for c in contacts:
+            facts = ContactFacts.of(c)
+            mine = memberships.get(c.id, {})
+            statuses = {name: m.status for name, m in mine.items()}
+            own = mine.get(lt.list_name)
+            status, joined = (own.status, own.since) if own else (None, None)
+            elig = eligibility(lt.list_name, lt.list_cfg, facts, statuses, lt.config.lists)
+            wanted = desired_member(
+                lt.list_name,
+                lt.list_cfg,
+                facts,
+                status,
+                elig,
+                since=joined,
+                proven=not lacks_proof(lt.list_cfg, status, joined, confirmed.get(c.id)),
+            )
+            synced = states.get(c.id)
+            rows.append((c.id, wanted, synced))
+            if lifts_block(facts, wanted, synced, scope=scope, traits=traits, explained=c.id in explained):
+                lifts.append((c.id, c.email))
+        plan = plan_target(
+            lt.target, lt.list_cfg, rows, scope=scope, traits=traits, explained_blocks=explained
+        )
+        yield ChunkPlan(plan, states, lifts)
+
+
+def confirmations(lt: ListTarget, conn: Any, ids: list[int]) -> dict[int, datetime]:
+    """Contact id -> time of its latest double opt-in confirmation for this list (a
+    double-opt-in list only: the proof ``segments.lacks_proof`` asks for)."""
+    if lt.list_cfg.consent != "double_opt_in":
+        return {}
+    consent = Consent.__table__
+    return dict(
+        conn.execute(
+            sa.select(consent.c.contact_id, sa.func.max(consent.c.at))
+            .where(
+                consent.c.action == ConsentAction.DOI_CONFIRMED,
+                consent.c.list_name == lt.list_name,
+                consent.c.contact_id.in_(ids),
+            )
+            .group_by(consent.c.contact_id)
+        ).all()
+    )
+
+
+def explained_blocks(lt: ListTarget, traits: Traits, conn: Any, ids: list[int]) -> set[int]:
+    """The contacts among ``ids`` whose account-wide block at this provider the master base
+    explains: a per-list opt-out that this provider reported (by webhook or on a list read;
+    ``events.apply_event`` records it with source ``events.reported_by(provider)``) from a list with a
+    target there, newer than syncd's last lift. An opt-out the contact gave syncd itself (its
+    unsubscribe link, the preference centre) never blocked anyone at the provider."""
+    if not ids or not traits.blocks_account_wide:
+        return set()
+    provider = lt.target.provider
+    lists = [
+        n for n, lst in lt.config.lists.items() if any(t.target.provider == provider for t in lst.targets)
+    ]
+    consent = Consent.__table__
+    opted_out = dict(
+        conn.execute(
+            sa.select(consent.c.contact_id, sa.func.max(consent.c.at))
+            .where(
+                consent.c.action == ConsentAction.OPT_OUT,
+                consent.c.source == reported_by(provider),
+                consent.c.list_name.in_(lists),
+                consent.c.contact_id.in_(ids),
+            )
+            .group_by(consent.c.contact_id)
+        ).all()
+    )
+    if not opted_out:
+        return set()
+    lifted = last_lifts(lt, conn, list(opted_out))
+    return {cid for cid, at in opted_out.items() if block_explained(at, lifted.get(cid))}

@@ -1,0 +1,238 @@
+"""What a sync stores as it goes: TargetState per accepted batch, the cursors, the run's record.
+
+Every statement here concerns one list on one of its targets (``ListTarget``), and is written
+as plain SQL where a batch can hold tens of thousands of rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from connectors.base import Target
+from syncd.config import Config, ListConfig
+from syncd.core.plan import PlanItem, SyncedState, state_after
+from syncd.db import session_scope
+from syncd.log import get_logger
+from syncd.models import AuditLog, SyncCursor, SyncRun, TargetState, utcnow
+from syncd.sync.report import TargetReport
+
+log = get_logger(__name__)
+
+CHUNK = 1000  # rows read or written at a time
+BLOCK_LIFTED = "contact.block_lifted"  # AuditLog action: a lift answers the per-list opt-outs before it
+INTERRUPTED = (
+    "interrupted: the process stopped before this run finished (killed, crashed or the machine "
+    "went down); the next run of the list picked up its work"
+)
+
+# A plan item the provider accepted: (kind, item, the TargetState it was planned against).
+Accepted = tuple[str, PlanItem, SyncedState | None]
+
+
+@dataclass(frozen=True)
+class ListTarget:
+    """One list on one of its targets: what every read and write of a run is about."""
+
+    engine: Engine
+    config: Config
+    list_name: str
+    list_cfg: ListConfig
+    target: Target
+
+    def state_filter(self) -> tuple[Any, ...]:
+        return (TargetState.list_name == self.list_name, TargetState.target_key == self.target.key)
+
+    def cursor_query(self) -> Any:
+        return select(SyncCursor).where(
+            SyncCursor.list_name == self.list_name, SyncCursor.target_key == self.target.key
+        )
+
+    @property
+    def actor(self) -> str:
+        return f"sync:{self.list_name}"
+
+
+# --- cursors ------------------------------------------------------------------------------------
+
+
+def read_cursor(lt: ListTarget) -> SyncCursor | None:
+    with Session(lt.engine) as s:
+        return s.exec(lt.cursor_query()).first()
+
+
+def save_cursor(lt: ListTarget, cursor: str) -> None:
+    """The provider's cursor after a complete read: the next read asks only for what changed."""
+    with session_scope(lt.engine) as s:
+        row = s.exec(lt.cursor_query()).first() or SyncCursor(
+            list_name=lt.list_name, target_key=lt.target.key
+        )
+        row.cursor, row.updated_at = cursor, utcnow()
+        s.add(row)
+
+
+def rules_hash(config: Config) -> str:
+    """Everything a plan depends on besides the base: the lists' rules and the unsubscribe scope."""
+    doc = {
+        "lists": {n: lst.model_dump(mode="json") for n, lst in config.lists.items()},
+        "scope": config.unsubscribe.scope,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def remember_plan(lt: ListTarget, started: datetime, full: bool) -> None:
+    """A complete plan's start: the next run plans only what was touched since (``select``)."""
+    with session_scope(lt.engine) as s:
+        row = s.exec(lt.cursor_query()).first() or SyncCursor(
+            list_name=lt.list_name, target_key=lt.target.key
+        )
+        row.planned_at, row.rules_hash = started, rules_hash(lt.config)
+        if full:
+            row.full_plan_at = started
+        s.add(row)
+
+
+# --- TargetState and lifts -----------------------------------------------------------------------
+
+
+def store_accepted(lt: ListTarget, accepted: list[Accepted]) -> None:
+    """What the provider accepted becomes TargetState, in one transaction per batch.
+
+    Plain statements, CHUNK rows at a time: a batch can hold tens of thousands of members,
+    too many to keep as ORM objects in one session."""
+    if not accepted:
+        return
+    now = utcnow()
+    table = TargetState.__table__
+    update = (
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("k_id"))
+        .values(pushed_hash=sa.bindparam("v_hash"), remote_status=sa.bindparam("v_status"), pushed_at=now)
+    )
+    with lt.engine.begin() as conn:
+        for start in range(0, len(accepted), CHUNK):
+            part = accepted[start : start + CHUNK]
+            existing = dict(
+                conn.execute(
+                    sa.select(table.c.contact_id, table.c.id).where(
+                        *lt.state_filter(), table.c.contact_id.in_([i.contact_id for _, i, _ in part])
+                    )
+                ).all()
+            )
+            gone, changed, new = [], [], {}
+            for kind, item, before in part:
+                after = state_after(item, kind, before)
+                row_id = existing.get(item.contact_id)
+                if after is None:
+                    if row_id is not None:
+                        gone.append(row_id)
+                    continue
+                status = str(after.remote_status) if after.remote_status else None
+                if row_id is None:
+                    new[item.contact_id] = {
+                        "contact_id": item.contact_id,
+                        "list_name": lt.list_name,
+                        "target_key": lt.target.key,
+                        "pushed_hash": after.pushed_hash,
+                        "remote_status": status,
+                        "pushed_at": now,
+                    }
+                else:
+                    changed.append({"k_id": row_id, "v_hash": after.pushed_hash, "v_status": status})
+            if gone:
+                conn.execute(sa.delete(table).where(table.c.id.in_(gone)))
+            if changed:
+                conn.execute(update, changed)
+            if new:
+                conn.execute(sa.insert(table), list(new.values()))
+
+
+def last_lifts(lt: ListTarget, conn: Any, contact_ids: list[int]) -> dict[int, datetime]:
+    """When syncd last lifted a block of each contact at this target's provider (the audit log)."""
+    audit = AuditLog.__table__
+    lifted: dict[int, datetime] = {}
+    for row in conn.execute(
+        sa.select(audit.c.contact_id, audit.c.at, audit.c.detail).where(
+            audit.c.action == BLOCK_LIFTED, audit.c.contact_id.in_(contact_ids)
+        )
+    ):
+        if (row.detail or {}).get("provider") == lt.target.provider:
+            lifted[row.contact_id] = max(row.at, lifted.get(row.contact_id, row.at))
+    return lifted
+
+
+def record_lifts(lt: ListTarget, contact_ids: list[int]) -> None:
+    """A lift answers every per-list opt-out before it: a later block needs a new reason."""
+    if not contact_ids:
+        return
+    now = utcnow()
+    detail = {"provider": lt.target.provider, "target": lt.target.key}
+    with lt.engine.begin() as conn:
+        conn.execute(
+            sa.insert(AuditLog.__table__),
+            [
+                {"at": now, "actor": lt.actor, "action": BLOCK_LIFTED, "contact_id": cid, "detail": detail}
+                for cid in contact_ids
+            ],
+        )
+
+
+# --- the run's record ----------------------------------------------------------------------------
+
+
+def start_run(lt: ListTarget) -> int:
+    """The run's record; the list's lock is held, so a record of this list and target still
+    ``running`` belongs to a run that was killed: it is marked interrupted."""
+    with session_scope(lt.engine) as s:
+        now = utcnow()
+        stale = s.connection().execute(
+            sa.update(SyncRun)
+            .where(
+                SyncRun.list_name == lt.list_name,  # type: ignore[arg-type]
+                SyncRun.target_key == lt.target.key,  # type: ignore[arg-type]
+                SyncRun.status == "running",  # type: ignore[arg-type]
+            )
+            .values(status="interrupted", finished_at=now, error=INTERRUPTED)
+        )
+        if stale.rowcount:
+            log.warning("sync.interrupted_runs", list=lt.list_name, target=lt.target.key, runs=stale.rowcount)
+        run = SyncRun(list_name=lt.list_name, target_key=lt.target.key, started_at=now)
+        s.add(run)
+        s.flush()
+        assert run.id is not None
+        return run.id
+
+
+def finish_run(engine: Engine, run_id: int, r: TargetReport) -> None:
+    with session_scope(engine) as s:
+        run = s.get(SyncRun, run_id)
+        assert run is not None
+        run.finished_at = utcnow()
+        run.status = "ok" if r.ok else "failed"
+        run.error = r.failed
+        run.counts = {
+            "pulled": r.pulled,
+            "created": r.created,
+            "reconciled": r.reconciled,
+            "planned": r.planned,
+            "applied": r.applied,
+            "rejected": len(r.rejected),
+            "write_calls": r.write_calls,
+        }
+        s.add(run)
+
+
+def recent_runs(engine: Engine, list_name: str | None = None, limit: int = 20) -> list[SyncRun]:
+    """The latest runs' records, newest first (``syncd runs``)."""
+    query = select(SyncRun).order_by(SyncRun.id.desc()).limit(limit)  # type: ignore[union-attr]
+    if list_name:
+        query = query.where(SyncRun.list_name == list_name)
+    with Session(engine) as s:
+        return list(s.exec(query))

@@ -1,0 +1,205 @@
+"""The writer of one target: plan items in, provider writes out, in batches of the connector's size.
+
+Shaped like a Singer SDK sink: ``take`` buffers a chunk's plan per kind and writes a batch as soon
+as one ``is_full`` (``max_size``: the connector's preferred batch); ``drain`` writes whatever is
+left, then the removals of erased addresses and the account-wide lifts. What the provider
+accepted becomes TargetState batch by batch (``state.store_accepted``), so a run killed midway
+sends at worst its unfinished batch again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from connectors.base import Connector, EventKind, ProviderEvent, RemoteMember
+from syncd.core.plan import PlanItem, SyncedState
+from syncd.db import session_scope
+from syncd.events import apply_event
+from syncd.log import get_logger
+from syncd.membership import require_confirmation
+from syncd.models import Contact, utcnow
+from syncd.sync.report import Progress, TargetReport
+from syncd.sync.select import ChunkPlan
+from syncd.sync.state import Accepted, ListTarget, last_lifts, record_lifts, store_accepted
+
+log = get_logger(__name__)
+
+# Members a write showed in a state the push did not ask for go back through the reader, which
+# answers with the addresses erased from the master base among them.
+Reconcile = Callable[[list[RemoteMember]], list[str]]
+
+Buffered = tuple[PlanItem, SyncedState | None]
+
+
+class Writer:
+    def __init__(
+        self,
+        lt: ListTarget,
+        connector: Connector,
+        report: TargetReport,
+        progress: Progress,
+        reconcile: Reconcile,
+    ):
+        self.lt, self.connector, self.report, self.progress = lt, connector, report, progress
+        self.reconcile = reconcile
+        self.max_size = int(getattr(connector, "preferred_batch", 5000))
+        self.upserts: dict[str, list[Buffered]] = {"adds": [], "updates": []}
+        self.removals: list[Buffered] = []
+        self.unblocks: list[Buffered] = []
+        self.lifts: list[tuple[int, str]] = []  # account-wide blocks to lift, with no list state to keep
+        self.erased: list[str] = []  # remote members whose address was erased from the master base
+        self.revealed: set[str] = set()  # members whose refusal brought their state back
+
+    # --- the sink ------------------------------------------------------------------------------
+
+    def take(self, chunk: ChunkPlan) -> None:
+        """One chunk's plan: the reconfirmations now, the provider writes when a batch is full."""
+        plan, states = chunk.plan, chunk.states
+        self._reconfirm(plan.reconfirms)
+        for kind, items in (("adds", plan.adds), ("updates", plan.updates)):
+            self.upserts[kind].extend((item, states.get(item.contact_id)) for item in items)
+        self.removals.extend((item, states.get(item.contact_id)) for item in plan.removals)
+        self.unblocks.extend((item, states.get(item.contact_id)) for item in plan.unblocks)
+        self.lifts.extend(chunk.lifts)
+        self._write(force=False)
+
+    def erase(self, emails: list[str]) -> None:
+        """Addresses on the target erased from the master base: taken off when the writer drains."""
+        self.erased.extend(emails)
+
+    def is_full(self, kind: str) -> bool:
+        """Whether a batch of ``kind`` (upserts, removals, unblocks) is ready to be written."""
+        return self._buffered(kind) >= self.max_size
+
+    def _buffered(self, kind: str) -> int:
+        if kind == "upserts":
+            return len(self.upserts["adds"]) + len(self.upserts["updates"])
+        return len(self.removals if kind == "removals" else self.unblocks)
+
+    def drain(self) -> None:
+        """Everything still buffered, then the erased addresses and the lifts."""
+        self._write(force=True)
+        if self.erased:
+            result = self.connector.remove(self.lt.target, self.erased)
+            self.report.write_calls += result.calls
+            self.report.applied["erased"] = len(result.done)
+            self.erased = []
+        if self.lifts:
+            lifts = self._vet_lifts(self.lifts)
+            for _, email in lifts:
+                self.connector.set_blocked(email, False)
+                self.report.write_calls += 1
+            record_lifts(self.lt, [cid for cid, _ in lifts])
+            self.report.count(self.report.applied, "unblocks", len(lifts))
+            self.lifts = []
+
+    def _vet_lifts(self, lifts: list[tuple[int, str]]) -> list[tuple[int, str]]:
+        """The lifts the provider's own record allows. A per-list unsubscribe explains a block only
+        if nothing else stands behind it: a spam complaint, or a block an account user set since
+        syncd's last lift, is recorded (a complaint; an opt-out from everything) and the block kept;
+        the list's targets then take the contact off in this run (``sync_list``)."""
+        provider, key = self.lt.target.provider, self.lt.target.key
+        with self.lt.engine.connect() as conn:
+            lifted = last_lifts(self.lt, conn, [cid for cid, _ in lifts])
+        allowed = []
+        with session_scope(self.lt.engine) as s:
+            for cid, email in lifts:
+                record = self.connector.block_record(email)
+                user_block = record.blocked_by_user_at
+                if record.complained_at is not None:
+                    kind, at, why = EventKind.COMPLAINED, record.complained_at, "a spam complaint"
+                elif user_block is not None and (cid not in lifted or user_block > lifted[cid]):
+                    kind, at, why = EventKind.UNSUBSCRIBED_ALL, user_block, "a block set by an account user"
+                else:
+                    allowed.append((cid, email))
+                    continue
+                event = ProviderEvent(
+                    provider=provider,
+                    kind=kind,
+                    email=email,
+                    occurred_at=at,
+                    dedupe_key=f"record:{provider}:{kind}:{email}:{at.isoformat()}",
+                    reason=f"{key}'s record of the contact shows {why}, read before a lift",
+                )
+                self.report.count(self.report.reconciled, apply_event(s, event, self.lt.config))
+                self.revealed.add(email)
+        return allowed
+
+    def _write(self, force: bool) -> None:
+        for kind, write in (
+            ("upserts", self._upsert),
+            ("removals", self._remove),
+            ("unblocks", self._unblock),
+        ):
+            if self._buffered(kind) and (force or self.is_full(kind)):
+                write()
+
+    # --- one batch of each kind ------------------------------------------------------------------
+
+    def _upsert(self) -> None:
+        items = [(kind, item, before) for kind in ("adds", "updates") for item, before in self.upserts[kind]]
+        self.upserts = {"adds": [], "updates": []}
+        result = self.connector.upsert(self.lt.target, [item.push for _, item, _ in items])
+        self.report.write_calls += result.calls
+        done = set(result.done)
+        accepted = [(kind, item, before) for kind, item, before in items if item.email in done]
+        store_accepted(self.lt, accepted)
+        for kind, _, _ in accepted:
+            self.report.count(self.report.applied, kind)
+        for r in result.rejected:
+            self.report.rejected.append((r.email, r.reason))
+            log.warning(
+                "sync.member_rejected",
+                list=self.lt.list_name,
+                target=self.lt.target.key,
+                email=r.email,
+                reason=r.reason,
+                code=r.code,
+            )
+        # A refusal, or a confirming read, that shows the member's state (an opt-out syncd had
+        # missed: a Mailchimp compliance state, a Brevo block) changes the master base now; the
+        # list's targets plan those members again before the run ends (sync_list).
+        shown = [r.member for r in result.rejected if r.member is not None] + result.seen
+        self.erase(self.reconcile(shown))
+        self.revealed.update(m.email for m in shown)
+        self.progress(f"{self.lt.list_name} → {self.lt.target.key}: writing", len(items))
+
+    def _remove(self) -> None:
+        items, self.removals = self.removals, []
+        result = self.connector.remove(self.lt.target, [item.email for item, _ in items])
+        self.report.write_calls += result.calls
+        done = set(result.done)
+        store_accepted(self.lt, [("removals", item, before) for item, before in items if item.email in done])
+        self.report.count(self.report.applied, "removals", len(done))
+        for r in result.rejected:
+            self.report.rejected.append((r.email, r.reason))
+
+    def _unblock(self) -> None:
+        items, self.unblocks = self.unblocks, []
+        done: list[Accepted] = []
+        for item, before in items:
+            self.connector.set_blocked(item.email, False)
+            self.report.write_calls += 1
+            done.append(("unblocks", item, before))
+        store_accepted(self.lt, done)
+        record_lifts(self.lt, [item.contact_id for item, _ in items])
+        self.report.count(self.report.applied, "unblocks", len(done))
+
+    def _reconfirm(self, items: list[PlanItem]) -> None:
+        """Members without the proof the list now needs go back to pending, in one transaction;
+        the plan takes them off the targets, a confirmation mail brings them back."""
+        if not items:
+            return
+        now = utcnow()
+        done = 0
+        with session_scope(self.lt.engine) as s:
+            for item in items:
+                contact = s.get(Contact, item.contact_id)
+                if contact is None:
+                    continue
+                moved = require_confirmation(
+                    s, contact, self.lt.list_name, reason=item.reason, source=self.lt.actor, at=now
+                )
+                done += moved is not None
+        self.report.count(self.report.applied, "reconfirms", done)
+        log.info("sync.reconfirms", list=self.lt.list_name, target=self.lt.target.key, count=done)
