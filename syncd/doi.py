@@ -40,7 +40,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from syncd.config import Config
-from syncd.contacts.qualify import clean_line
+from syncd.contacts.text import clean_line
 from syncd.db import email_hash
 from syncd.log import get_logger
 from syncd.membership import join_list, leave_list, membership

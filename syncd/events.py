@@ -25,7 +25,7 @@ from sqlmodel import Session, select
 
 from connectors.base import EventKind, ProviderEvent, Target
 from syncd.config import Config, ListConfig
-from syncd.contacts.qualify import clean_line
+from syncd.contacts.text import clean_line
 from syncd.db import email_hash, erased_among
 from syncd.membership import ConsentRequired, join_list, leave_list, mark_bounced, opt_out_everywhere
 from syncd.models import AuditLog, Consent, ConsentAction, Contact, Membership, Source

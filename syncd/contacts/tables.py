@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from syncd.contacts.qualify import fold
+from syncd.contacts.text import fold
 
 FIELDS = (
     "email",
