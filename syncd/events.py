@@ -13,25 +13,23 @@ contact's ``updated_at`` (profile updates).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import phonenumbers
-from email_validator import EmailNotValidError, validate_email
 from sqlmodel import Session, select
 
-from connectors.base import EventKind, ProviderEvent, Target
+from connectors.base import MEMBER_FIELDS, EventKind, ProviderEvent, Target
 from syncd.config import Config, ListConfig
+from syncd.contacts.countries import normalise_country
+from syncd.contacts.phones import normalise_phone
+from syncd.contacts.qualify import InvalidEmail, normalise_email
 from syncd.contacts.text import clean_line
 from syncd.db import email_hash, erased_among
 from syncd.membership import ConsentRequired, join_list, leave_list, mark_bounced, opt_out_everywhere
 from syncd.models import AuditLog, Consent, ConsentAction, Contact, Membership, Source
 from syncd.segments import ACTIVE, ContactFacts
-
-PROFILE_FIELDS = ("first_name", "last_name", "phone", "company", "city", "country")
 
 
 @dataclass(frozen=True)
@@ -259,13 +257,10 @@ def _subscribed(
     return out
 
 
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-
-
 def _profile(event: ProviderEvent, facts: ContactFacts | None, region: str) -> dict[str, str]:
     out = {}
     for name, raw in event.fields.items():
-        if name not in PROFILE_FIELDS or raw is None:
+        if name not in MEMBER_FIELDS or raw is None:
             continue
         value = _clean(name, str(raw), region)
         if value and (facts is None or getattr(facts, name) != value):
@@ -274,19 +269,17 @@ def _profile(event: ProviderEvent, facts: ContactFacts | None, region: str) -> d
 
 
 def _clean(name: str, value: str, region: str) -> str | None:
+    """A provider's field as the import would keep it; None drops it (a bad phone or country)."""
     value = value.strip()
     if not value:
         return None  # an empty provider field never erases the master base
-    if name == "phone":
-        try:
-            number = phonenumbers.parse(value, region)
-        except phonenumbers.NumberParseException:
-            return None
-        if not phonenumbers.is_valid_number(number):
-            return None
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    if name == "country":
-        return value.upper() if len(value) == 2 and value.isalpha() else None
+    try:
+        if name == "phone":
+            return normalise_phone(value, region)
+        if name == "country":
+            return normalise_country(value)
+    except ValueError:
+        return None
     return clean_line(value)
 
 
@@ -435,8 +428,8 @@ def _create(
     if erased_among(session, [email]):
         return None, "forgotten"  # an erased contact never comes back (LESSONS 8)
     try:
-        validate_email(email, check_deliverability=False)
-    except EmailNotValidError:
+        normalise_email(email)
+    except InvalidEmail:
         return None, "invalid_email"
     contact = Contact(email=email, updated_at=event.occurred_at, **dict(change.fields))
     session.add(contact)
@@ -475,8 +468,6 @@ def _audit(session: Session, contact: Contact, actor: str, action: str, at: date
 
 
 # --- provider-held proof of opt-in ------------------------------------------------------------
-
-EVIDENCE_KEYS = ("ip_signup", "timestamp_signup", "ip_opt", "timestamp_opt")
 
 
 def record_provider_evidence(
