@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from connectors.base import EventKind, ProviderEvent, RemoteStatus, Target
 from connectors.brevo import TRAITS as BREVO
 from syncd.config import Config, ListConfig, Segment
-from syncd.events import (
+from syncd.inbound.reconcile import (
     Ignore,
     JoinList,
     LeaveList,

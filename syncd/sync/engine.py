@@ -33,7 +33,9 @@ from connectors.base import (
 from syncd import doi, locks
 from syncd.config import Config, ListConfig
 from syncd.db import erased_among, session_scope
-from syncd.events import apply_event, lists_for_target, record_provider_evidence, reported_by
+from syncd.inbound.apply import apply_event, reported_by
+from syncd.inbound.evidence import record_provider_evidence
+from syncd.inbound.reconcile import lists_for_target
 from syncd.log import get_logger
 from syncd.membership import require_confirmation
 from syncd.models import (
