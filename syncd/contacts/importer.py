@@ -2,8 +2,8 @@
 
 - The file is streamed; each batch of rows is one transaction (a failure leaves the earlier
   batches committed and nothing of the failing one).
-- Per batch: one SELECT for tombstones, one for the known contacts, one for the provenance
-  already recorded, then bulk inserts/updates (SQLAlchemy Core, executemany).
+- Per batch (``syncd.contacts.batch``): one SELECT for tombstones, one for the known contacts,
+  one for the provenance already recorded, then bulk inserts/updates; then the joins to ``--list``.
 - Idempotent: provenance is one ``Source`` per (contact, channel, file name, row); a row whose
   contact already holds everything it brings, and whose Source exists, changes nothing.
 - Unknown columns are kept in ``Contact.attributes`` under their header as written.
