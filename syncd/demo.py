@@ -26,8 +26,9 @@ from connectors.simulators.mailchimp import MailchimpSimulator
 from connectors.simulators.server import ThreadedServer, free_port
 from syncd import db, doi, hygiene, inbox
 from syncd.config import Config, load_config
-from syncd.contacts.importer import Options, Summary, import_file
+from syncd.contacts.importer import Options, import_file
 from syncd.contacts.qualify import Rules
+from syncd.contacts.summary import Summary
 from syncd.models import Contact, Membership
 from syncd.providers import make_connector
 from syncd.secret import generate as generate_secret

@@ -55,7 +55,7 @@ def drain(
     ``MAX_ATTEMPTS`` settles for its outcome, noted on the row and logged.
     """
     if apply is None:
-        from syncd.events import apply_event as apply
+        from syncd.inbound.apply import apply_event as apply
     parsers = _Parsers(config, connectors)
     counts: Counter[str] = Counter()
     skip_locked = engine.dialect.name == "postgresql"
@@ -108,7 +108,7 @@ class _RowResult:
 def _apply_row(
     session: Session, row: InboxEvent, parsers: _Parsers, apply: Apply, config: Config, *, final: bool
 ) -> _RowResult:
-    from syncd.events import NOT_YET
+    from syncd.inbound.apply import NOT_YET
 
     events = parsers.get(row.provider).parse_webhook(row.payload.encode("utf-8"), row.content_type, {})
     applied = list(row.applied_keys or [])

@@ -5,7 +5,9 @@ from sqlmodel import Session, select
 from connectors.base import EventKind, ProviderEvent
 from syncd.config import Config
 from syncd.db import session_scope
-from syncd.events import apply_event, lists_for_target, record_provider_evidence
+from syncd.inbound.apply import apply_event
+from syncd.inbound.evidence import record_provider_evidence
+from syncd.inbound.reconcile import lists_for_target
 from syncd.membership import join_list, leave_list
 from syncd.models import AuditLog, Consent, Contact, Membership, Source, Tombstone
 

@@ -13,7 +13,7 @@ from connectors.brevo import TRAITS as BREVO
 from syncd.config import Config, ListConfig, Segment
 from syncd.core.plan import Desired, Skip, SyncedState, desired_member, plan_target, state_after
 from syncd.core.segments import ContactFacts, eligibility
-from syncd.events import (
+from syncd.inbound.reconcile import (
     Ignore,
     JoinList,
     LeaveList,

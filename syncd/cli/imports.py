@@ -9,8 +9,10 @@ from typing import Any
 import click
 
 from syncd.app import App
-from syncd.contacts.importer import ImportFailed, ImportInterrupted, Options, Summary, import_file, parse_map
+from syncd.contacts.importer import ImportInterrupted, Options, import_file
 from syncd.contacts.qualify import Rules
+from syncd.contacts.summary import Summary
+from syncd.contacts.tables import ImportFailed, parse_map
 
 CONSENTS = ("single_opt_in", "none")
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from syncd.contacts.qualify import Qualified, fold
+from syncd.contacts.qualify import Qualified
+from syncd.contacts.text import fold
 
 MERGED_FIELDS = (
     "first_name",

@@ -23,17 +23,18 @@ Rules, in short (the tests in ``tests/contacts/test_qualify.py`` spell each one 
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import Any
 
-import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from stdnum.fr import siren as stdnum_siren
 from stdnum.fr import siret as stdnum_siret
 
 from syncd.config import DEFAULT_KINDS
+from syncd.contacts.countries import normalise_country
+from syncd.contacts.phones import normalise_phone
+from syncd.contacts.text import clean_line, fold
 
 INCOMPLETE = "incomplete: no first or last name"
 
@@ -113,23 +114,6 @@ def _full_check(text: str, check_deliverability: bool) -> str:
 
 # --- names ------------------------------------------------------------------------------------
 
-# Controls (CR, LF, TAB, NUL…), line and paragraph separators, lone surrogates.
-_BREAKING = frozenset(("Cc", "Zl", "Zp", "Cs"))
-
-
-def clean_line(raw: Any, max_length: int = 200) -> str | None:
-    """One line of display text (a name, a company, a city): control characters, line breaks and
-    lone surrogates become spaces, runs of spaces one; at most ``max_length`` characters; None when
-    nothing is left. Every entry that stores such a field calls it (import, provider webhooks and
-    reads), and so does the mail writer: a CR/LF in a name would split a mail header."""
-    if raw is None:
-        return None
-    text = str(raw)
-    if not text.isprintable():
-        text = "".join(" " if unicodedata.category(ch) in _BREAKING else ch for ch in text)
-    return " ".join(text.split())[:max_length].strip() or None
-
-
 _PARTICLES = {"de", "du", "des", "van", "von", "der", "den", "da", "di", "del", "della", "dos", "das", "zu"}
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'"})
 
@@ -174,91 +158,7 @@ def _capital(part: str) -> str:
     return part[:1].upper() + part[1:].lower()
 
 
-# --- phone, company numbers, places -----------------------------------------------------------
-
-
-def normalise_phone(raw: str, region: str) -> str:
-    """E.164, or ``ValueError`` when the number cannot be a real one."""
-    return _fast_e164(raw, region) or _parse_phone(raw, region)
-
-
-@lru_cache(maxsize=65536)
-def _parse_phone(raw: str, region: str) -> str:
-    try:
-        number = phonenumbers.parse(raw, region)
-    except phonenumbers.NumberParseException:
-        raise ValueError("unparseable phone") from None
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError("invalid phone")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-# The common shapes of a number of the default region's own country ("06 12 34 56 78",
-# "+33 (0)6 12 34 56 78", "0033 6…") are checked here against phonenumbers' own metadata for that
-# region, which is what is_valid_number does, at a tenth of the cost. Anything else, or anything
-# this path would call invalid, goes through phonenumbers.parse.
-_PHONE_NOISE = re.compile(r"[\s.\-/()\u00a0]")
-
-
-def _fast_e164(raw: str, region: str) -> str | None:
-    check = _region_check(region)
-    if check is None:
-        return None
-    cc, descs = check
-    text = raw.replace("(0)", "")
-    digits = _PHONE_NOISE.sub("", text)
-    if digits.startswith("+" + cc):
-        nsn = digits[len(cc) + 1 :]
-    elif digits.startswith("00" + cc):
-        nsn = digits[len(cc) + 2 :]
-    elif digits.startswith("0") and not digits.startswith("00"):
-        nsn = digits[1:]
-    else:
-        return None
-    if not nsn.isdigit() or not nsn.isascii() or nsn.startswith("0"):
-        return None
-    size = len(nsn)
-    (general_lengths, general), *types = descs
-    if (general_lengths and size not in general_lengths) or not general.fullmatch(nsn):
-        return None
-    for lengths, pattern in types:
-        if (not lengths or size in lengths) and pattern.fullmatch(nsn):
-            return f"+{cc}{nsn}"
-    return None
-
-
-@cache
-def _region_check(region: str) -> tuple[str, list[tuple[frozenset[int], re.Pattern[str]]]] | None:
-    """The country code and number-type patterns of ``region``, when its numbers are simple to strip."""
-    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
-    if meta is None or meta.national_prefix != "0" or meta.national_prefix_for_parsing not in (None, "0"):
-        return None
-    cc = meta.country_code
-    if len(phonenumbers.region_codes_for_country_code(cc)) != 1 or meta.national_prefix_transform_rule:
-        return None
-    if meta.general_desc is None or not meta.general_desc.national_number_pattern:
-        return None
-    descs = []
-    # general_desc first (it is the gate); then the common types first: any type that matches
-    # gives the same E.164 form, so the order only changes how soon the loop stops.
-    for name in (
-        "general_desc",
-        "mobile",
-        "fixed_line",
-        "voip",
-        "toll_free",
-        "shared_cost",
-        "premium_rate",
-        "personal_number",
-        "pager",
-        "uan",
-        "voicemail",
-    ):
-        desc = getattr(meta, name)
-        if desc is not None and desc.national_number_pattern:
-            descs.append((frozenset(desc.possible_length or ()), re.compile(desc.national_number_pattern)))
-    return str(cc), descs
-
+# --- company numbers, kinds, tags ------------------------------------------------------------
 
 _NUMBER_NOISE = re.compile(r"[\s.\-\u00a0]")
 
@@ -272,77 +172,6 @@ def normalise_siret(raw: str) -> tuple[str | None, str | None]:
     if len(digits) == 9 and stdnum_siren.is_valid(digits):
         return None, digits
     raise ValueError("invalid SIRET/SIREN")
-
-
-@lru_cache(maxsize=4096)
-def fold(text: str) -> str:
-    """Lower-case, no accents, letters and digits only: how headers and names are compared."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if c.isalnum() and not unicodedata.combining(c)).lower()
-
-
-_COUNTRY_NAMES = {
-    "france": "FR",
-    "republiquefrancaise": "FR",
-    "belgique": "BE",
-    "belgium": "BE",
-    "suisse": "CH",
-    "switzerland": "CH",
-    "luxembourg": "LU",
-    "monaco": "MC",
-    "allemagne": "DE",
-    "germany": "DE",
-    "espagne": "ES",
-    "spain": "ES",
-    "italie": "IT",
-    "italy": "IT",
-    "portugal": "PT",
-    "paysbas": "NL",
-    "netherlands": "NL",
-    "hollande": "NL",
-    "royaumeuni": "GB",
-    "unitedkingdom": "GB",
-    "angleterre": "GB",
-    "uk": "GB",
-    "irlande": "IE",
-    "ireland": "IE",
-    "autriche": "AT",
-    "austria": "AT",
-    "pologne": "PL",
-    "poland": "PL",
-    "etatsunis": "US",
-    "usa": "US",
-    "unitedstates": "US",
-    "canada": "CA",
-    "maroc": "MA",
-    "morocco": "MA",
-    "tunisie": "TN",
-    "tunisia": "TN",
-    "algerie": "DZ",
-    "algeria": "DZ",
-    "senegal": "SN",
-    "cotedivoire": "CI",
-    "ivorycoast": "CI",
-    "suede": "SE",
-    "sweden": "SE",
-    "danemark": "DK",
-    "denmark": "DK",
-    "norvege": "NO",
-    "norway": "NO",
-    "grece": "GR",
-    "greece": "GR",
-}
-
-
-def normalise_country(raw: str) -> str:
-    """ISO 3166 alpha-2 from a code (any case) or a common French/English name."""
-    text = raw.strip()
-    if len(text) == 2 and text.isalpha() and text.upper() in phonenumbers.SUPPORTED_REGIONS:
-        return text.upper()
-    code = _COUNTRY_NAMES.get(fold(text))
-    if code is None:
-        raise ValueError("unknown country")
-    return code
 
 
 _KIND_WORDS = {

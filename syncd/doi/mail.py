@@ -23,7 +23,7 @@ from email_validator import EmailNotValidError, validate_email
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from syncd.config import Config
-from syncd.contacts.qualify import clean_line
+from syncd.contacts.text import clean_line
 from syncd.doi.links import prefs_token, unsubscribe_token, url
 from syncd.models import Contact
 from syncd.providers import make_connector

@@ -1,7 +1,7 @@
 """Reading a target: what changed at the provider goes into the master base before anything is planned.
 
 A pulled status the master base does not know yet becomes the event a webhook would have
-brought, applied through ``events.apply_event``; a member the base has never seen is kept with
+brought, applied through ``inbound.apply.apply_event``; a member the base has never seen is kept with
 its provenance and no consent. ``Reader.reconcile`` also takes the members a write showed in a
 state the push did not ask for (a refusal, a confirming read).
 """
@@ -16,7 +16,9 @@ from sqlmodel import Session, select
 from connectors.base import MEMBER_FIELDS, Connector, EventKind, ProviderEvent, RemoteMember, RemoteStatus
 from syncd.core.segments import auto_enrolled, consent_blockers
 from syncd.db import erased_among, session_scope
-from syncd.events import apply_event, lists_for_target, record_provider_evidence
+from syncd.inbound.apply import apply_event
+from syncd.inbound.evidence import record_provider_evidence
+from syncd.inbound.reconcile import lists_for_target
 from syncd.models import AuditLog, Contact, Membership, Source, TargetState, utcnow
 from syncd.sync.report import Progress, TargetReport
 from syncd.sync.select import explained_blocks

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from connectors.base import RemoteStatus, Traits
 from syncd.core.plan import Plan, SyncedState, block_explained, desired_member, lifts_block, plan_target
 from syncd.core.segments import ContactFacts, eligibility, lacks_proof
-from syncd.events import reported_by
+from syncd.inbound.apply import reported_by
 from syncd.models import Consent, ConsentAction, Contact, Membership, TargetState
 from syncd.sync.state import CHUNK, ListTarget, last_lifts, read_cursor, rules_hash
 
@@ -175,8 +175,8 @@ def confirmations(lt: ListTarget, conn: Any, ids: list[int]) -> dict[int, dateti
 def explained_blocks(lt: ListTarget, traits: Traits, conn: Any, ids: list[int]) -> set[int]:
     """The contacts among ``ids`` whose account-wide block at this provider the master base
     explains: a per-list opt-out that this provider reported (by webhook or on a list read;
-    ``events.apply_event`` records it with source ``events.reported_by(provider)``) from a list with a
-    target there, newer than syncd's last lift. An opt-out the contact gave syncd itself (its
+    ``inbound.apply.apply_event`` records it with source ``reported_by(provider)``) from a list
+    with a target there, newer than syncd's last lift. An opt-out the contact gave syncd itself (its
     unsubscribe link, the preference centre) never blocked anyone at the provider."""
     if not ids or not traits.blocks_account_wide:
         return set()

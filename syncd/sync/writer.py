@@ -14,7 +14,7 @@ from collections.abc import Callable
 from connectors.base import Connector, EventKind, ProviderEvent, RemoteMember
 from syncd.core.plan import PlanItem, SyncedState
 from syncd.db import session_scope
-from syncd.events import apply_event
+from syncd.inbound.apply import apply_event
 from syncd.log import get_logger
 from syncd.membership import require_confirmation
 from syncd.models import Contact, utcnow

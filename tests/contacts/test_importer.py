@@ -9,17 +9,9 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from syncd.contacts.importer import (
-    ImportFailed,
-    ImportInterrupted,
-    Options,
-    RawRow,
-    Rejects,
-    import_file,
-    import_rows,
-    map_header,
-    parse_map,
-)
+from syncd.contacts.importer import ImportInterrupted, Options, import_file, import_rows
+from syncd.contacts.rejects import Rejects
+from syncd.contacts.tables import ImportFailed, RawRow, map_header, parse_map
 from syncd.models import AuditLog, Contact, Source
 
 HEADER = "Civilité;Prénom;NOM;Courriel;Tél.;Société;N° SIRET;CP;Ville;Pays;Type;Tags"

@@ -7,18 +7,16 @@ import random
 import phonenumbers
 import pytest
 
+from syncd.contacts.countries import normalise_country
+from syncd.contacts.phones import _fast_e164, _parse_phone, normalise_phone
 from syncd.contacts.qualify import (
     INCOMPLETE,
     InvalidEmail,
     Qualified,
     Rejected,
     Rules,
-    _fast_e164,
-    _parse_phone,
-    normalise_country,
     normalise_email,
     normalise_name,
-    normalise_phone,
     normalise_siret,
     normalise_tags,
     qualify,
@@ -241,7 +239,7 @@ def test_cells_with_odd_spacing_are_collapsed_and_clean_ones_kept():
     ],
 )
 def test_clean_line_leaves_one_printable_line(raw, expected):
-    from syncd.contacts.qualify import clean_line
+    from syncd.contacts.text import clean_line
 
     assert clean_line(raw) == expected
 

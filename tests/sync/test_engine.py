@@ -14,7 +14,7 @@ from connectors.simulators.mailchimp import MailchimpSimulator
 from syncd.cli import main
 from syncd.config import load_config
 from syncd.db import session_scope
-from syncd.events import apply_event
+from syncd.inbound.apply import apply_event
 from syncd.membership import join_list
 from syncd.models import Contact, Membership, SyncRun
 from syncd.sync.engine import sync_list

@@ -24,7 +24,7 @@ from syncd import doi
 from syncd.cli import main
 from syncd.config import load_config
 from syncd.db import session_scope
-from syncd.events import apply_event
+from syncd.inbound.apply import apply_event
 from syncd.membership import join_list, leave_list
 from syncd.models import Consent, Contact, Membership, TargetState
 from syncd.secret import generate as generate_secret

@@ -1,9 +1,8 @@
 """Provider events flowing back into the master base (DESIGN §1, §4 rules 2, 3, 6; LESSONS 3, 9).
 
 ``reconcile`` is pure: from one normalised ``ProviderEvent`` and what the master base knows, it
-decides a list of small ``Change`` values. ``apply_event`` is the thin shell the inbox processor
-calls: it loads the contact, maps the event's target to syncd lists, calls ``reconcile`` and
-applies the changes only through ``syncd.membership`` (plus profile/email updates, audited).
+decides a list of small ``Change`` values; ``lists_for_target`` names the syncd lists an event
+concerns. ``syncd.inbound.apply`` is the shell that loads the facts and applies the changes.
 
 Order: an event older than the state it would change is ignored, so deliveries in any order
 converge on the state the newest event describes. The times compared are the membership's
@@ -13,25 +12,17 @@ contact's ``updated_at`` (profile updates).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
-import phonenumbers
-from email_validator import EmailNotValidError, validate_email
-from sqlmodel import Session, select
-
-from connectors.base import EventKind, ProviderEvent, Target
+from connectors.base import MEMBER_FIELDS, EventKind, ProviderEvent, Target
 from syncd.config import Config, ListConfig
-from syncd.contacts.qualify import clean_line
+from syncd.contacts.countries import normalise_country
+from syncd.contacts.phones import normalise_phone
+from syncd.contacts.text import clean_line
 from syncd.core.segments import ACTIVE, ContactFacts
-from syncd.db import email_hash, erased_among
-from syncd.membership import ConsentRequired, join_list, leave_list, mark_bounced, opt_out_everywhere
-from syncd.models import AuditLog, Consent, ConsentAction, Contact, Membership, Source
-
-PROFILE_FIELDS = ("first_name", "last_name", "phone", "company", "city", "country")
 
 
 @dataclass(frozen=True)
@@ -102,12 +93,6 @@ class Note:
 class Ignore:
     code: str  # the outcome word after "ignored:"
     reason: str
-
-
-# Outcomes a later delivery can still change (LESSONS 12): a Mailchimp profile update for the new
-# address of an ``upemail`` that has not arrived yet is "unknown_contact" until it has. The inbox
-# retries such an event with its back-off before it settles for the outcome.
-NOT_YET = frozenset({"ignored:unknown_contact"})
 
 
 Change = (
@@ -259,13 +244,10 @@ def _subscribed(
     return out
 
 
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-
-
 def _profile(event: ProviderEvent, facts: ContactFacts | None, region: str) -> dict[str, str]:
     out = {}
     for name, raw in event.fields.items():
-        if name not in PROFILE_FIELDS or raw is None:
+        if name not in MEMBER_FIELDS or raw is None:
             continue
         value = _clean(name, str(raw), region)
         if value and (facts is None or getattr(facts, name) != value):
@@ -274,23 +256,18 @@ def _profile(event: ProviderEvent, facts: ContactFacts | None, region: str) -> d
 
 
 def _clean(name: str, value: str, region: str) -> str | None:
+    """A provider's field as the import would keep it; None drops it (a bad phone or country)."""
     value = value.strip()
     if not value:
         return None  # an empty provider field never erases the master base
-    if name == "phone":
-        try:
-            number = phonenumbers.parse(value, region)
-        except phonenumbers.NumberParseException:
-            return None
-        if not phonenumbers.is_valid_number(number):
-            return None
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    if name == "country":
-        return value.upper() if len(value) == 2 and value.isalpha() else None
+    try:
+        if name == "phone":
+            return normalise_phone(value, region)
+        if name == "country":
+            return normalise_country(value)
+    except ValueError:
+        return None
     return clean_line(value)
-
-
-# --- the shell --------------------------------------------------------------------------------
 
 
 def lists_for_target(config: Config, provider: str, remote_id: str | None) -> dict[str, ListConfig]:
@@ -309,216 +286,3 @@ def lists_for_target(config: Config, provider: str, remote_id: str | None) -> di
                 out[name] = cfg
                 break
     return out
-
-
-def reported_by(provider: str) -> str:
-    """The actor and consent source of what a provider reported, by webhook or on a sync's read
-    of its list: the engine tells a provider-reported per-list opt-out by it (``Consent.source``)."""
-    return f"webhook:{provider}"
-
-
-def apply_event(session: Session, event: ProviderEvent, config: Config) -> str:
-    """Apply one provider event to the master base. Does not commit: the caller owns the transaction.
-
-    Returns an outcome word for logs and metrics: ``applied``, ``noted`` (an audit line only), or
-    ``ignored:<why>`` — own_write, older, unknown_contact, no_list, no_change, deleted,
-    email_taken, forgotten, invalid_email.
-    """
-    actor = reported_by(event.provider)
-    email = event.email.strip().lower()
-    contact = session.exec(select(Contact).where(Contact.email == email)).first()
-    if contact is None and erased_among(session, [email]):
-        # Erased: nothing to apply now or later, so never kept waiting for a contact (LESSONS 8).
-        return "ignored:forgotten"
-    lists = lists_for_target(config, event.provider, event.target)
-    memberships: dict[str, MembershipFacts] = {}
-    owner = None
-    new_erased = False
-    if contact is not None:
-        rows = session.exec(select(Membership).where(Membership.contact_id == contact.id)).all()
-        memberships = {m.list_name: MembershipFacts(m.status, m.since) for m in rows}
-        if event.kind is EventKind.EMAIL_CHANGED and event.new_email:
-            new = event.new_email.strip().lower()
-            new_erased = bool(erased_among(session, [new]))
-            other = session.exec(select(Contact).where(Contact.email == new)).first()
-            owner = other.id if other is not None else None
-    facts = ContactFacts.of(contact) if contact is not None else None
-    changes = reconcile(
-        event,
-        facts,
-        memberships,
-        lists,
-        config.unsubscribe.scope,
-        new_email_owner=owner,
-        new_email_erased=new_erased,
-        region=config.qualification.default_region,
-    )
-    done: list[Change] = []
-    for change in changes:
-        if isinstance(change, Ignore):
-            continue
-        if isinstance(change, CreateContact):
-            contact, refused = _create(session, email, change, event)
-            if contact is None:
-                return f"ignored:{refused}"
-            done.append(change)
-            continue
-        assert contact is not None
-        if _apply(session, contact, change, event, lists, actor):
-            done.append(change)
-    if not done:
-        return f"ignored:{changes[0].code}" if isinstance(changes[0], Ignore) else "ignored:no_change"
-    return "noted" if all(isinstance(c, Note) for c in done) else "applied"
-
-
-def _apply(
-    session: Session,
-    contact: Contact,
-    change: Change,
-    event: ProviderEvent,
-    lists: Mapping[str, Any],
-    actor: str,
-) -> bool:
-    at = event.occurred_at
-    reason = f"{event.kind}" + (f": {event.reason}" if event.reason else "")
-    reason = reason[:200]
-    if isinstance(change, LeaveList):
-        leave_list(session, contact, change.list_name, reason=reason, source=actor, at=at)
-    elif isinstance(change, OptOutAll):
-        opt_out_everywhere(session, contact, reason=reason, source=actor, complaint=change.complaint, at=at)
-    elif isinstance(change, Bounced):
-        mark_bounced(session, contact, source=actor, at=at)
-    elif isinstance(change, JoinList):
-        try:
-            join_list(
-                session,
-                contact,
-                change.list_name,
-                lists[change.list_name],
-                consent="none",
-                source=actor,
-                at=at,
-            )
-        except ConsentRequired:
-            return False
-    elif isinstance(change, RecordSource):
-        return _record_source(session, contact, change.channel, event)
-    elif isinstance(change, UpdateFields):
-        for name, value in change.fields.items():
-            setattr(contact, name, value)
-        _touch(session, contact, at)
-        _audit(session, contact, actor, "contact.updated", at, fields=sorted(change.fields))
-    elif isinstance(change, ChangeEmail):
-        old = contact.email
-        contact.email = change.new_email
-        _touch(session, contact, at)
-        _audit(
-            session,
-            contact,
-            actor,
-            "contact.email_changed",
-            at,
-            old=email_hash(old),
-            new=email_hash(change.new_email),
-        )
-    elif isinstance(change, Note):
-        detail = {"reason": change.reason} if change.reason else {}
-        _audit(session, contact, actor, change.action, at, target=event.target, **detail)
-    else:
-        return False
-    return True
-
-
-def _create(
-    session: Session, email: str, change: CreateContact, event: ProviderEvent
-) -> tuple[Contact | None, str | None]:
-    if erased_among(session, [email]):
-        return None, "forgotten"  # an erased contact never comes back (LESSONS 8)
-    try:
-        validate_email(email, check_deliverability=False)
-    except EmailNotValidError:
-        return None, "invalid_email"
-    contact = Contact(email=email, updated_at=event.occurred_at, **dict(change.fields))
-    session.add(contact)
-    session.flush()
-    _record_source(session, contact, change.channel, event)
-    _audit(
-        session,
-        contact,
-        reported_by(event.provider),
-        "contact.created",
-        event.occurred_at,
-        channel=change.channel,
-    )
-    return contact, None
-
-
-def _record_source(session: Session, contact: Contact, channel: str, event: ProviderEvent) -> bool:
-    seen = session.exec(
-        select(Source).where(Source.contact_id == contact.id, Source.channel == channel)
-    ).first()
-    if seen is not None:
-        return False
-    session.add(Source(contact_id=contact.id, channel=channel, detail="webhook", at=event.occurred_at))
-    return True
-
-
-def _touch(session: Session, contact: Contact, at: datetime) -> None:
-    if contact.updated_at is None or at > contact.updated_at:
-        contact.updated_at = at
-    contact.version += 1
-    session.add(contact)
-
-
-def _audit(session: Session, contact: Contact, actor: str, action: str, at: datetime, **detail: Any) -> None:
-    session.add(AuditLog(at=at, actor=actor, action=action, contact_id=contact.id, detail=detail))
-
-
-# --- provider-held proof of opt-in ------------------------------------------------------------
-
-EVIDENCE_KEYS = ("ip_signup", "timestamp_signup", "ip_opt", "timestamp_opt")
-
-
-def record_provider_evidence(
-    session: Session, contact: Contact, list_name: str | None, evidence: Mapping[str, str], source: str
-) -> Consent | None:
-    """Keep the opt-in proof a provider holds (Mailchimp's ip_signup, timestamp_signup, ip_opt,
-    timestamp_opt) as a ``provider_evidence`` Consent row. Not consent by itself: proof to show.
-
-    Returns the new row, or None when the evidence is empty or the same was already recorded.
-    """
-    kept = {k: str(v) for k, v in evidence.items() if v not in (None, "")}
-    if not kept:
-        return None
-    assert contact.id is not None
-    rows = session.exec(
-        select(Consent).where(
-            Consent.contact_id == contact.id,
-            Consent.action == ConsentAction.PROVIDER_EVIDENCE,
-        )
-    ).all()
-    if any(r.list_name == list_name and dict(r.evidence or {}) == kept for r in rows):
-        return None
-    at = _parse_time(kept.get("timestamp_opt")) or _parse_time(kept.get("timestamp_signup"))
-    row = Consent(
-        contact_id=contact.id,
-        list_name=list_name,
-        action=ConsentAction.PROVIDER_EVIDENCE,
-        ip=(kept.get("ip_opt") or kept.get("ip_signup") or None),
-        source=source[:200],
-        evidence=kept,
-    )
-    if at is not None:
-        row.at = at
-    session.add(row)
-    return row
-
-
-def _parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
-    except ValueError:
-        return None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
