@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from connectors.base import MemberPush, Target
+from connectors.contract import MemberPush, Target
 from connectors.mailchimp import BATCH_SUBSCRIBE_MAX, MAX_CONNECTIONS, MailchimpConnector
 from connectors.simulators.mailchimp import MailchimpSimulator, serve
 from connectors.simulators.server import free_port

@@ -1,7 +1,7 @@
 """Brevo connector on the official ``sib_api_v3_sdk`` (7.6.0).
 
 Everything Brevo-specific lives here: attribute names, event names, caps, error bodies. The rest of
-syncd sees ``RemoteMember``, ``ProviderEvent`` and the error types of ``connectors.base``.
+syncd sees ``RemoteMember``, ``ProviderEvent`` and the error types of ``connectors.contract``.
 """
 
 from __future__ import annotations
@@ -22,25 +22,26 @@ import sib_api_v3_sdk as sib
 import urllib3
 from sib_api_v3_sdk.rest import ApiException
 
-from connectors.base import (
+from connectors.contract import (
     ApiStats,
-    AuthFailed,
     ConnectorError,
     Delivery,
     EventKind,
+    Fatal,
     MemberPush,
     NotFound,
     Page,
     PayloadError,
     ProviderEvent,
+    ProviderTraits,
     RateLimited,
     Rejected,
     RemoteMember,
     RemoteStatus,
     Target,
-    Traits,
     Transient,
     WriteResult,
+    error_for_status,
 )
 from connectors.retry import RetryPolicy, call_with_retries
 from connectors.text import clean_text, email_problem
@@ -117,7 +118,7 @@ EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # An unsubscribe blacklists the contact for the whole account (emailBlacklisted), and a contact who
 # unsubscribed from a list stays in it, the list named in listUnsubscribed.
 # https://help.brevo.com/hc/en-us/articles/208802209 ; https://developers.brevo.com/docs/blocklisted-contacts
-TRAITS = Traits(blocks_account_wide=True, keeps_unsubscribed_on_list=True)
+TRAITS = ProviderTraits(blocks_account_wide=True, keeps_unsubscribed_on_list=True)
 
 
 class BrevoConnector:
@@ -274,7 +275,7 @@ class BrevoConnector:
                     lambda b=body: self._contacts.create_contact(b, _request_timeout=self._timeout),
                     result,
                 )
-            except ConnectorError as exc:
+            except Fatal as exc:
                 if exc.status != 400:
                     raise
                 code, message = error_fields(exc.body)
@@ -336,7 +337,7 @@ class BrevoConnector:
                     ),
                     result,
                 )
-            except ConnectorError as exc:
+            except Fatal as exc:
                 # Brevo answers 400 when none of the emails is in the list: already done.
                 if exc.status != 400 or "does not exist" not in error_fields(exc.body)[1]:
                     raise
@@ -514,23 +515,15 @@ def error_fields(body: Any) -> tuple[str | None, str]:
 def error_from_api(exc: ApiException, endpoint: str) -> ConnectorError:
     status = exc.status or 0
     code, message = error_fields(exc.body)
-    text = f"{endpoint}: {status} {code or exc.reason}: {message}"
-    kw: dict[str, Any] = {"provider": PROVIDER, "status": status, "body": exc.body}
+    wait = 1.0
     if status == 429:
         # https://developers.brevo.com/docs/api-limits : wait x-sib-ratelimit-reset seconds
-        reset = (exc.headers or {}).get("x-sib-ratelimit-reset")
         try:
-            wait = max(0.0, float(reset))
+            wait = max(0.0, float((exc.headers or {}).get("x-sib-ratelimit-reset")))
         except (TypeError, ValueError):
             wait = 1.0
-        return RateLimited(text, wait_s=wait, **kw)
-    if status >= 500 or status == 0:
-        return Transient(text, **kw)
-    if status in (401, 403):
-        return AuthFailed(text, **kw)
-    if status == 404:
-        return NotFound(text, **kw)
-    return ConnectorError(text, **kw)
+    text = f"{endpoint}: {status} {code or exc.reason}: {message}"
+    return error_for_status(status, text, provider=PROVIDER, body=exc.body, wait_s=wait)
 
 
 def member_from_contact(c: Mapping[str, Any], list_id: int) -> RemoteMember:

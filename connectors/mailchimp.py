@@ -25,7 +25,7 @@ from mailchimp_marketing import Client
 from mailchimp_marketing.api_client import ApiClient, ApiClientError
 from requests.adapters import HTTPAdapter
 
-from connectors.base import (
+from connectors.contract import (
     ApiStats,
     AuthFailed,
     ConnectorError,
@@ -36,14 +36,13 @@ from connectors.base import (
     Page,
     PayloadError,
     ProviderEvent,
-    RateLimited,
+    ProviderTraits,
     Rejected,
     RemoteMember,
     RemoteStatus,
     Target,
-    Traits,
-    Transient,
     WriteResult,
+    error_for_status,
 )
 from connectors.retry import RetryPolicy, call_with_retries
 from connectors.text import clean_text, email_problem
@@ -196,7 +195,7 @@ class MailchimpConnector:
     provider = PROVIDER
     # No account-wide block; an unsubscribed member is off the audience's mailings where it stands.
     # https://mailchimp.com/help/unsubscribes/
-    traits = Traits()
+    traits = ProviderTraits()
     # Members the sync engine hands over per upsert: whole batch-subscribe calls, 10 in flight.
     preferred_batch = 5_000
 
@@ -567,20 +566,14 @@ class MailchimpConnector:
             f"Mailchimp {endpoint}: {status or 'network'} {problem.get('title', '')} "
             f"{problem.get('detail', '')}".strip()
         )
-        kw = {"provider": PROVIDER, "status": status, "body": problem or text}
-        if status in (401, 403):
-            return AuthFailed(message, **kw)
-        if status == 404:
-            return NotFound(message, **kw)
+        wait = 0.0
         if status == 429:
             with self._stats_lock:
                 self.stats.rate_limited += 1
             self._gate.crowded()
             # No rate-limit headers from Mailchimp: the wait is our own back-off.
-            return RateLimited(message, wait_s=self.retry.backoff_s(attempt - 1), **kw)
-        if status is None or status >= 500:
-            return Transient(message, **kw)
-        return ConnectorError(message, **kw)
+            wait = self.retry.backoff_s(attempt - 1)
+        return error_for_status(status, message, provider=PROVIDER, body=problem or text, wait_s=wait)
 
     # --- webhooks ----------------------------------------------------------------------------
 

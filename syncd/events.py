@@ -23,7 +23,7 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from sqlmodel import Session, select
 
-from connectors.base import EventKind, ProviderEvent, Target
+from connectors.contract import EventKind, ProviderEvent, Target
 from syncd.config import Config, ListConfig
 from syncd.contacts.qualify import clean_line
 from syncd.db import email_hash, erased_among

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from connectors.base import ProviderEvent
+from connectors.contract import ProviderEvent
 from syncd.config import Config
 from syncd.log import get_logger
 from syncd.metrics import WEBHOOK_FAILED, WEBHOOK_PROCESSED

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from connectors.base import ConnectorError, ProviderEvent
+from connectors.contract import ConnectorError, ProviderEvent
 from syncd.db import erased_among
 from syncd.log import get_logger
 from syncd.models import InboxEvent, utcnow

@@ -5,7 +5,7 @@ from __future__ import annotations
 from syncd.config import Config
 
 
-def make_connector(config: Config, provider: str):  # -> connectors.base.Connector
+def make_connector(config: Config, provider: str):  # -> connectors.contract.Connector
     """The connector for ``provider`` ("brevo" | "mailchimp"), or KeyError if not configured."""
     settings = getattr(config.providers, provider, None)
     if settings is None:

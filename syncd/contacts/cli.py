@@ -307,7 +307,7 @@ def forget(app: App, email: str, yes: bool, local_only: bool) -> None:
 
 
 def _erase_at_providers(app: App, email: str) -> None:
-    from connectors.base import ConnectorError
+    from connectors.contract import ConnectorError
     from syncd.providers import make_connector
 
     # Brevo deletes account-wide: once is enough; Mailchimp erases per audience.

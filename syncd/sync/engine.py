@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from connectors.base import (
+from connectors.contract import (
     Connector,
     ConnectorError,
     EventKind,

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from connectors.base import PayloadError, ProviderEvent
+from connectors.contract import PayloadError, ProviderEvent
 from connectors.text import clean_text
 from syncd.inbox_purge import intake_columns
 from syncd.log import get_logger

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from connectors.base import (
+from connectors.contract import (
     AuthFailed,
     Connector,
     EventKind,
