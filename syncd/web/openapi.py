@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.brevo import ATTRIBUTES as BREVO_ATTRIBUTES
-from connectors.brevo import EVENT_KINDS as BREVO_EVENTS
+from connectors.brevo.vocabulary import ATTRIBUTES as BREVO_ATTRIBUTES
+from connectors.brevo.webhooks import EVENT_KINDS as BREVO_EVENTS
 from connectors.mailchimp import MERGE_FIELDS as MAILCHIMP_MERGES
 from connectors.mailchimp import WEBHOOK_EVENTS as MAILCHIMP_EVENTS
 from syncd.web.hooks import MAX_BODY_BYTES

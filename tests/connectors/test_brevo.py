@@ -414,7 +414,7 @@ def test_import_bodies_are_csv_split_under_the_size_cap():
     import csv
     import io
 
-    from connectors import brevo as brevo_module
+    from connectors.brevo import imports as brevo_module
     from connectors.contract import MemberPush
 
     wanted = {

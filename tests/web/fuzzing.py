@@ -25,8 +25,8 @@ from schemathesis.specs.openapi.checks import (
 from sqlmodel import Session, select
 from webfixtures import AUDIENCE, add_contact, make_config
 
-from connectors.brevo import ATTRIBUTES as BREVO_ATTRIBUTES
-from connectors.brevo import EVENT_KINDS as BREVO_EVENTS
+from connectors.brevo.vocabulary import ATTRIBUTES as BREVO_ATTRIBUTES
+from connectors.brevo.webhooks import EVENT_KINDS as BREVO_EVENTS
 from connectors.mailchimp import MERGE_FIELDS
 from syncd import doi
 from syncd.membership import join_list
