@@ -13,8 +13,8 @@ from typing import Any
 
 from connectors.brevo.vocabulary import ATTRIBUTES as BREVO_ATTRIBUTES
 from connectors.brevo.webhooks import EVENT_KINDS as BREVO_EVENTS
-from connectors.mailchimp import MERGE_FIELDS as MAILCHIMP_MERGES
-from connectors.mailchimp import WEBHOOK_EVENTS as MAILCHIMP_EVENTS
+from connectors.mailchimp.vocabulary import MERGE_FIELDS as MAILCHIMP_MERGES
+from connectors.mailchimp.webhooks import WEBHOOK_EVENTS as MAILCHIMP_EVENTS
 from syncd.web.hooks import MAX_BODY_BYTES
 
 VERSION = "0.1.0"
