@@ -206,6 +206,46 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A webhook request refused before its body is parsed: the answer to give, and ``reason``
+    (the label the receiver counts it under)."""
+
+    reason: str
+    status: int
+    text: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class WebhookAuth(Protocol):
+    """How a provider's webhook deliveries prove where they come from, beyond the secret in the
+    URL (which the receiver checks the same way for every provider)."""
+
+    methods: tuple[str, ...]  # the HTTP methods the provider's endpoint answers
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> WebhookAuth:
+        """From the provider's config section."""
+        ...
+
+    def authenticate(self, headers: Mapping[str, str]) -> Refusal | None:
+        """Checked before the body is read."""
+        ...
+
+    def handshake(self, method: str) -> str | None:
+        """The text of a 200 answering the provider's check of the URL, or None: not a check."""
+        ...
+
+    def verify(self, body: bytes, headers: Mapping[str, str]) -> Refusal | None:
+        """Checked on the raw body, before it is parsed."""
+        ...
+
+    def describe(self) -> tuple[str, str | None]:
+        """How deliveries are authenticated, and a warning for the operator when that is weak."""
+        ...
+
+
+@dataclass(frozen=True)
 class Rejected:
     """Skippable: one member the provider refused, with the provider's own reason. Recorded per
     member, never swallowed; the rest of the batch goes on."""

@@ -18,8 +18,56 @@ from connectors.contract import (
     EventKind,
     PayloadError,
     ProviderEvent,
+    Refusal,
 )
+from connectors.secrets import secret_matches
 from connectors.text import clean_text, email_problem
+
+
+class BrevoWebhookAuth:
+    """Brevo sends ``Authorization: Bearer <token>`` when the webhook is created with one;
+    required unless the config opts out (``webhook_auth: url_secret``).
+    https://developers.brevo.com/docs/how-to-use-webhooks#securing-webhooks
+    """
+
+    methods = ("POST",)
+
+    def __init__(self, token: str | None, mode: str = "bearer"):
+        self.token = token
+        self.required = bool(token) or mode == "bearer"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> BrevoWebhookAuth:
+        """From the config's ``providers.brevo`` (``webhook_token``, ``webhook_auth``)."""
+        return cls(settings.webhook_token, settings.webhook_auth)
+
+    def authenticate(self, headers: Mapping[str, str]) -> Refusal | None:
+        if not self.required:
+            return None
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secret_matches(token.strip(), self.token):
+            return Refusal("token", 401, "Unauthorized", {"WWW-Authenticate": "Bearer"})
+        return None
+
+    def handshake(self, method: str) -> str | None:
+        return None
+
+    def verify(self, body: bytes, headers: Mapping[str, str]) -> Refusal | None:
+        return None
+
+    def describe(self) -> tuple[str, str | None]:
+        if self.token:
+            return "URL secret + bearer token (Authorization: Bearer)", None
+        if self.required:
+            return "URL secret + bearer token, but no token is set: every delivery is refused (401)", (
+                "providers.brevo.webhook_token is not set: set the webhook's bearer token in Brevo and "
+                "here (or accept the weaker URL secret alone with webhook_auth: url_secret)"
+            )
+        return "URL secret only", (
+            "Brevo webhooks are authenticated by the URL secret alone (webhook_auth: url_secret): "
+            "anyone who learns the URL can post events; set a bearer token (webhook_token)"
+        )
+
 
 # Brevo webhook event name -> syncd event kind; None: a known event syncd does not act on.
 # Names differ between the documentation and real traffic, hence the variants.

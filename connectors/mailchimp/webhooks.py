@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qsl
 
 import structlog
@@ -20,11 +21,51 @@ from connectors.contract import (
     EventKind,
     PayloadError,
     ProviderEvent,
+    Refusal,
 )
 from connectors.mailchimp.vocabulary import FIELD_OF_MERGE, PROVIDER
 from connectors.text import clean_text, email_problem
 
 log = structlog.get_logger(__name__)
+
+
+class MailchimpWebhookAuth:
+    """Mailchimp checks the URL with a GET when the webhook is saved, and wants a 200; a signed
+    webhook carries ``X-Mailchimp-Signature`` (checked when ``signing_secret`` is set).
+    https://mailchimp.com/developer/marketing/guides/sync-audience-data-webhooks/
+    """
+
+    methods = ("GET", "POST")
+
+    def __init__(self, signing_secret: str | None):
+        self.signing_secret = signing_secret
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> MailchimpWebhookAuth:
+        """From the config's ``providers.mailchimp`` (``signing_secret``)."""
+        return cls(settings.signing_secret)
+
+    def authenticate(self, headers: Mapping[str, str]) -> Refusal | None:
+        return None
+
+    def handshake(self, method: str) -> str | None:
+        return "OK" if method == "GET" else None
+
+    def verify(self, body: bytes, headers: Mapping[str, str]) -> Refusal | None:
+        if self.signing_secret and not verify_signature(
+            body, headers.get("x-mailchimp-signature"), self.signing_secret
+        ):
+            return Refusal("signature", 401, "Bad signature")
+        return None
+
+    def describe(self) -> tuple[str, str | None]:
+        if self.signing_secret:
+            return "URL secret + signature (X-Mailchimp-Signature, HMAC-SHA256, 300 s)", None
+        return "URL secret only", (
+            "Mailchimp webhooks are authenticated by the URL secret alone: set "
+            "providers.mailchimp.signing_secret once the webhook is signed"
+        )
+
 
 # Mailchimp's webhook vocabulary -> syncd's events: (type, qualifier). The qualifier is
 # data[reason] for "cleaned", and for "unsubscribe" "abuse" (a spam complaint) or data[action].
