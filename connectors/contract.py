@@ -217,14 +217,14 @@ class Refusal:
 
 
 @runtime_checkable
-class WebhookAuth(Protocol):
+class WebhookEndpoint(Protocol):
     """How a provider's webhook deliveries prove where they come from, beyond the secret in the
     URL (which the receiver checks the same way for every provider)."""
 
     methods: tuple[str, ...]  # the HTTP methods the provider's endpoint answers
 
     @classmethod
-    def from_settings(cls, settings: Any) -> WebhookAuth:
+    def from_settings(cls, settings: Any) -> WebhookEndpoint:
         """From the provider's config section."""
         ...
 

@@ -56,6 +56,7 @@ from syncd.models import (
     utcnow,
 )
 from syncd.netaddr import parse_ip
+from syncd.providers import Connectors
 
 log = get_logger(__name__)
 
@@ -312,12 +313,7 @@ def transport(config: Config, connectors: Mapping[str, Any] | None = None) -> Se
     """The configured way out: Brevo's transactional API or SMTP (``double_opt_in.transport``)."""
     if config.double_opt_in.transport == "smtp":
         return smtp_transport(config)
-    connector = (connectors or {}).get("brevo")
-    if connector is None:
-        from syncd.providers import make_connector
-
-        connector = make_connector(config, "brevo")
-    return brevo_transport(config, connector)
+    return brevo_transport(config, Connectors.of(config, connectors)["brevo"])
 
 
 # --- sending, reminding, expiring -----------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The one registry of providers: what each provider name stands for (its connector, its webhook
-check), built from the config's ``providers`` section.
+endpoint and that endpoint's description), built from the config's ``providers`` section.
 
 Nothing else in syncd builds a connector: a process makes one ``Connectors`` and hands it to the
 web app, the inbox and the jobs, so that each provider has one connector (one pool, one set of
@@ -11,13 +11,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from connectors.brevo import BrevoConnector
-from connectors.brevo.webhooks import BrevoWebhookAuth
-from connectors.contract import Connector, WebhookAuth
+from connectors.brevo import openapi as brevo_openapi
+from connectors.brevo.webhooks import BrevoWebhookEndpoint
+from connectors.contract import Connector, WebhookEndpoint
 from connectors.mailchimp import MailchimpConnector
-from connectors.mailchimp.webhooks import MailchimpWebhookAuth
+from connectors.mailchimp import openapi as mailchimp_openapi
+from connectors.mailchimp.webhooks import MailchimpWebhookEndpoint
 from syncd.config import Config
 
 
@@ -26,17 +29,20 @@ class Provider:
     """How to build a provider's parts from its config section."""
 
     connector: Callable[[Any], Connector]
-    webhooks: type[WebhookAuth]  # built by its ``from_settings``
+    webhooks: type[WebhookEndpoint]  # built by its ``from_settings``
+    openapi: ModuleType  # its webhook endpoint described: OPERATIONS, SECURITY_SCHEMES
 
 
 PROVIDERS: dict[str, Provider] = {
     "brevo": Provider(
         connector=lambda s: BrevoConnector(s.api_key, s.base_url, api_key_name=s.api_key_name),
-        webhooks=BrevoWebhookAuth,
+        webhooks=BrevoWebhookEndpoint,
+        openapi=brevo_openapi,
     ),
     "mailchimp": Provider(
         connector=lambda s: MailchimpConnector(s.api_key, s.base_url),
-        webhooks=MailchimpWebhookAuth,
+        webhooks=MailchimpWebhookEndpoint,
+        openapi=mailchimp_openapi,
     ),
 }
 
@@ -64,7 +70,7 @@ def make_connector(config: Config, provider: str) -> Connector:
     return PROVIDERS[provider].connector(_settings(config, provider))
 
 
-def webhook_auth(config: Config, provider: str) -> WebhookAuth:
+def webhook_endpoint(config: Config, provider: str) -> WebhookEndpoint:
     """How ``provider``'s webhook deliveries are authenticated, or KeyError if not configured."""
     return PROVIDERS[provider].webhooks.from_settings(_settings(config, provider))
 

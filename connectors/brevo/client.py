@@ -302,31 +302,13 @@ class BrevoConnector:
         )
         return Target(PROVIDER, str(created.id))
 
-    def send_email(
-        self,
-        *,
-        sender_email: str,
-        sender_name: str,
-        to_email: str,
-        to_name: str | None,
-        subject: str,
-        html: str,
-        text: str,
-        headers: dict[str, str],
-    ) -> str:
-        mail = smtp_email(
-            sender_email=sender_email,
-            sender_name=sender_name,
-            to_email=to_email,
-            to_name=to_name,
-            subject=subject,
-            html=html,
-            text=text,
-            headers=headers,
-        )
+    def send_email(self, **mail: Any) -> str:
+        """One transactional e-mail; ``mail``: the keywords of ``transactional.smtp_email``.
+        Returns Brevo's message id."""
+        body = smtp_email(**mail)
         sent = self._call(
             "POST /smtp/email",
-            lambda: self._emails.send_transac_email(mail, _request_timeout=self._timeout),
+            lambda: self._emails.send_transac_email(body, _request_timeout=self._timeout),
         )
         return sent.message_id
 

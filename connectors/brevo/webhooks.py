@@ -24,7 +24,7 @@ from connectors.secrets import secret_matches
 from connectors.text import clean_text, email_problem
 
 
-class BrevoWebhookAuth:
+class BrevoWebhookEndpoint:
     """Brevo sends ``Authorization: Bearer <token>`` when the webhook is created with one;
     required unless the config opts out (``webhook_auth: url_secret``).
     https://developers.brevo.com/docs/how-to-use-webhooks#securing-webhooks
@@ -37,7 +37,7 @@ class BrevoWebhookAuth:
         self.required = bool(token) or mode == "bearer"
 
     @classmethod
-    def from_settings(cls, settings: Any) -> BrevoWebhookAuth:
+    def from_settings(cls, settings: Any) -> BrevoWebhookEndpoint:
         """From the config's ``providers.brevo`` (``webhook_token``, ``webhook_auth``)."""
         return cls(settings.webhook_token, settings.webhook_auth)
 

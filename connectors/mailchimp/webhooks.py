@@ -29,7 +29,7 @@ from connectors.text import clean_text, email_problem
 log = structlog.get_logger(__name__)
 
 
-class MailchimpWebhookAuth:
+class MailchimpWebhookEndpoint:
     """Mailchimp checks the URL with a GET when the webhook is saved, and wants a 200; a signed
     webhook carries ``X-Mailchimp-Signature`` (checked when ``signing_secret`` is set).
     https://mailchimp.com/developer/marketing/guides/sync-audience-data-webhooks/
@@ -41,7 +41,7 @@ class MailchimpWebhookAuth:
         self.signing_secret = signing_secret
 
     @classmethod
-    def from_settings(cls, settings: Any) -> MailchimpWebhookAuth:
+    def from_settings(cls, settings: Any) -> MailchimpWebhookEndpoint:
         """From the config's ``providers.mailchimp`` (``signing_secret``)."""
         return cls(settings.signing_secret)
 

@@ -1,7 +1,7 @@
 """Webhook receivers: ``/hooks/{provider}/{secret}``, one per provider of the registry.
 
 The receiver routes, throttles and stores; the provider's own webhook module authenticates a
-delivery (``WebhookAuth``) and its connector parses it. A delivery is validated, stored raw in
+delivery (``WebhookEndpoint``) and its connector parses it. A delivery is validated, stored raw in
 the inbox and committed before the 2xx (DESIGN §4 rule 5); the inbox processor applies it later.
 The answers are chosen for the providers' retry logic: 2xx = never send again (stored, or a
 duplicate), 4xx = the delivery itself is wrong, 503 = try again later (the master base is
@@ -32,11 +32,11 @@ from syncd.inbox_purge import intake_columns
 from syncd.log import get_logger
 from syncd.metrics import WEBHOOK_RECEIVED, WEBHOOK_REJECTED
 from syncd.models import InboxEvent, utcnow
-from syncd.providers import PROVIDERS, settings_of, webhook_auth
+from syncd.providers import PROVIDERS, settings_of, webhook_endpoint
 
 log = get_logger(__name__)
 
-MAX_BODY_BYTES = 1_000_000  # real deliveries are a few kB; Brevo batches stay well under this
+MAX_BODY_BYTES = 1_000_000  # real deliveries are a few kB; a provider's batches stay well under this
 
 
 class TooLarge(Exception):
@@ -95,7 +95,7 @@ class InboxWriter:
 def dedupe_key(provider: str, body: bytes, events: Sequence[ProviderEvent]) -> str:
     """One key per delivery, derived from its events' keys (so a redelivery collides with it).
 
-    A delivery with no event syncd acts on (a Brevo ``delivered``, a Mailchimp ``campaign``) is
+    A delivery with no event syncd acts on (a delivery report, a campaign sent) is
     keyed by its body's hash: it is still kept, as every acknowledged delivery is.
     """
     if events:
@@ -168,7 +168,7 @@ def auth_summary(config: Any, provider: str) -> tuple[str, str | None]:
     settings = settings_of(config, provider)
     if not settings.webhook_secret:
         return "none: every delivery is refused (404)", f"providers.{provider}.webhook_secret is not set"
-    return webhook_auth(config, provider).describe()
+    return webhook_endpoint(config, provider).describe()
 
 
 class WebhookReceiver:
@@ -208,7 +208,7 @@ class WebhookReceiver:
         settings = settings_of(self.config, provider)
         if settings is None or not secret_matches(request.path_params["secret"], settings.webhook_secret):
             return self._refuse(provider, address, Refusal("secret", 404, "Not Found"))
-        auth = webhook_auth(self.config, provider)
+        auth = webhook_endpoint(self.config, provider)
         refusal = auth.authenticate(request.headers)
         if refusal is not None:
             return self._refuse(provider, address, refusal)
