@@ -10,8 +10,10 @@ import argparse
 import math
 import time
 
-from connectors.base import MemberPush
-from connectors.brevo import IMPORT_MAX_BYTES, LIST_BATCH, BrevoConnector, import_chunks
+from connectors.brevo import BrevoConnector
+from connectors.brevo.client import LIST_BATCH
+from connectors.brevo.imports import IMPORT_MAX_BYTES, import_chunks
+from connectors.contract import MemberPush
 from connectors.simulators.brevo import BrevoSimulator
 
 

@@ -20,8 +20,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from connectors.base import MemberPush, Target
-from connectors.mailchimp import BATCH_SUBSCRIBE_MAX, MAX_CONNECTIONS, MailchimpConnector
+from connectors.contract import MemberPush, Target
+from connectors.mailchimp import MailchimpConnector
+from connectors.mailchimp.connections import MAX_CONNECTIONS
+from connectors.mailchimp.vocabulary import BATCH_SUBSCRIBE_MAX
 from connectors.simulators.mailchimp import MailchimpSimulator, serve
 from connectors.simulators.server import free_port
 

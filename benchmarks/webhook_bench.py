@@ -38,7 +38,7 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from connectors.base import EventKind, Target
+from connectors.contract import EventKind, Target
 from connectors.simulators.brevo import BrevoSimulator
 from connectors.simulators.server import free_port
 

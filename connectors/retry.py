@@ -1,6 +1,6 @@
 """Retry with back-off for connector calls, generic over providers.
 
-A connector translates its SDK's failures into ``connectors.base`` errors inside ``call``; this
+A connector translates its SDK's failures into ``connectors.contract`` errors inside ``call``; this
 module retries the retriable ones (``Transient``, and ``RateLimited`` for as long as the server
 says), bounded by a count and a total time, then re-raises the last typed error.
 """
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from connectors.base import RateLimited, Transient
+from connectors.contract import RateLimited, Transient
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from connectors.base import Target
+from connectors.contract import Target
 from syncd.db import Timeouts
 from syncd.netaddr import IPNetwork, parse_networks
 from syncd.secret import HOW_TO_MAKE_ONE, weakness

@@ -19,16 +19,12 @@ from sqlalchemy.engine import Engine
 from syncd import doi, hygiene, inbox, inbox_purge, metrics
 from syncd.config import Config
 from syncd.log import get_logger
-from syncd.providers import make_connector
+from syncd.providers import Connectors
 from syncd.scheduler import Job, Leader, build_scheduler, every
 from syncd.sync.engine import sync_list
 from syncd.web.app import create_app
 
 log = get_logger(__name__)
-
-
-def configured_connectors(config: Config) -> dict[str, Any]:
-    return {p: make_connector(config, p) for p in ("brevo", "mailchimp") if getattr(config.providers, p)}
 
 
 def jobs_for(config: Config, engine: Engine, connectors: dict[str, Any], stop: threading.Event) -> list[Job]:
@@ -116,7 +112,7 @@ def run(config: Config, engine: Engine, *, host: str | None = None, port: int | 
     host = host or config.server.host
     port = port or config.server.port
     stop = threading.Event()
-    connectors = configured_connectors(config)
+    connectors = Connectors(config)
     app = create_app(config, engine, connectors=connectors)
     leader = Leader(engine)
     scheduler = build_scheduler(jobs_for(config, engine, connectors, stop), leader)

@@ -20,7 +20,7 @@ import click
 import httpx
 from sqlmodel import Session, select
 
-from connectors.base import EventKind, RemoteStatus, Target
+from connectors.contract import EventKind, RemoteStatus, Target
 from connectors.simulators.brevo import BrevoSimulator
 from connectors.simulators.mailchimp import MailchimpSimulator
 from connectors.simulators.server import ThreadedServer, free_port

@@ -13,17 +13,17 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from connectors.base import ProviderEvent
+from connectors.contract import Connector, ProviderEvent
 from syncd.config import Config
 from syncd.log import get_logger
 from syncd.metrics import WEBHOOK_FAILED, WEBHOOK_PROCESSED
 from syncd.models import InboxEvent, utcnow
+from syncd.providers import Connectors
 
 log = get_logger(__name__)
 
@@ -44,7 +44,7 @@ def drain(
     *,
     limit: int = 500,
     now: datetime | None = None,
-    connectors: Mapping[str, Any] | None = None,
+    connectors: Mapping[str, Connector] | None = None,
     apply: Apply | None = None,
 ) -> Counter[str]:
     """Apply up to ``limit`` due inbox rows. Returns counts: done, retried, deferred, dead.
@@ -56,7 +56,7 @@ def drain(
     """
     if apply is None:
         from syncd.inbound.apply import apply_event as apply
-    parsers = _Parsers(config, connectors)
+    registry = Connectors.of(config, connectors)
     counts: Counter[str] = Counter()
     skip_locked = engine.dialect.name == "postgresql"
     for _ in range(limit):
@@ -67,7 +67,7 @@ def drain(
                 break
             row_id, provider, attempts = row.id, row.provider, row.attempts
             try:
-                result = _apply_row(session, row, parsers, apply, config, final=attempts + 1 >= MAX_ATTEMPTS)
+                result = _apply_row(session, row, registry, apply, config, final=attempts + 1 >= MAX_ATTEMPTS)
                 verdict = _settle(row, result, at)
                 session.add(row)
                 session.commit()
@@ -106,11 +106,11 @@ class _RowResult:
 
 
 def _apply_row(
-    session: Session, row: InboxEvent, parsers: _Parsers, apply: Apply, config: Config, *, final: bool
+    session: Session, row: InboxEvent, registry: Connectors, apply: Apply, config: Config, *, final: bool
 ) -> _RowResult:
     from syncd.inbound.apply import NOT_YET
 
-    events = parsers.get(row.provider).parse_webhook(row.payload.encode("utf-8"), row.content_type, {})
+    events = registry[row.provider].parse_webhook(row.payload.encode("utf-8"), row.content_type, {})
     applied = list(row.applied_keys or [])
     # A write before the first SAVEPOINT: pysqlite opens its transaction only before a write, and
     # a SAVEPOINT outside one would commit on release. The events and their keys commit together.
@@ -190,19 +190,6 @@ def _record_failure(engine: Engine, row_id: int | None, attempts: int, exc: Exce
         )
     log.warning("inbox.apply_failed", inbox_id=row_id, attempts=attempts, dead=dead, error=type(exc).__name__)
     return "dead" if dead else "retried"
-
-
-class _Parsers:
-    def __init__(self, config: Config, given: Mapping[str, Any] | None):
-        self._config = config
-        self._connectors = dict(given or {})
-
-    def get(self, provider: str) -> Any:
-        if provider not in self._connectors:
-            from syncd.providers import make_connector
-
-            self._connectors[provider] = make_connector(self._config, provider)
-        return self._connectors[provider]
 
 
 def dead_letters(engine: Engine, limit: int = 1000) -> list[InboxEvent]:

@@ -32,10 +32,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from connectors.base import ConnectorError, ProviderEvent
+from connectors.contract import ConnectorError, ProviderEvent
 from syncd.db import erased_among
 from syncd.log import get_logger
 from syncd.models import InboxEvent, utcnow
+from syncd.providers import Connectors
 
 log = get_logger(__name__)
 
@@ -205,13 +206,9 @@ def _events(parse: Parse, row: Any) -> list[ProviderEvent] | None:
 
 def connector_parser(config: Any) -> Parse:
     """``Parse`` through the configured connectors (a provider not configured: unreadable)."""
-    from syncd.providers import make_connector
-
-    made: dict[str, Any] = {}
+    connectors = Connectors(config)
 
     def parse(provider: str, payload: str, content_type: str) -> list[ProviderEvent] | None:
-        if provider not in made:
-            made[provider] = make_connector(config, provider)
-        return made[provider].parse_webhook(payload.encode("utf-8"), content_type, {})
+        return connectors[provider].parse_webhook(payload.encode("utf-8"), content_type, {})
 
     return parse

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from connectors.base import RemoteStatus
+from connectors.contract import RemoteStatus
 from connectors.simulators.brevo import BrevoSimulator
 from connectors.simulators.server import free_port
 from syncd.config import load_config

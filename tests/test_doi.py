@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
 
-from connectors.base import EventKind, Target
+from connectors.contract import EventKind, Target
 from connectors.simulators.brevo import BrevoSimulator
 from connectors.simulators.mailchimp import MailchimpSimulator
 from connectors.simulators.server import ThreadedServer, free_port

@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, select
 
-from connectors.base import EventKind, ProviderEvent
+from connectors.contract import EventKind, ProviderEvent
 from syncd.config import Config
 from syncd.db import session_scope
 from syncd.inbound.apply import apply_event

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.base import EventKind, ProviderEvent, RemoteStatus, Target
 from connectors.brevo import TRAITS as BREVO
+from connectors.contract import EventKind, ProviderEvent, RemoteStatus, Target
 from syncd.config import Config, ListConfig, Segment
 from syncd.core.plan import Desired, Skip, SyncedState, desired_member, plan_target, state_after
 from syncd.core.segments import ContactFacts, eligibility

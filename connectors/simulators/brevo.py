@@ -47,7 +47,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from connectors.base import EventKind, RemoteMember, RemoteStatus, Target
+from connectors.contract import EventKind, RemoteMember, RemoteStatus, Target
 from connectors.simulators.server import ThreadedServer
 
 PROVIDER = "brevo"

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from connectors.base import ConnectorError
+from connectors.contract import ConnectorError
 from syncd.app import App
 from syncd.contacts import gdpr
 from syncd.providers import make_connector

@@ -17,7 +17,7 @@ the contact still belongs to under scope "list", only when the master base holds
 opt-out that explains it (LESSONS 11); 4 — a member already in the state we want gives no item;
 6 — a member unsubscribed or cleaned at the provider only comes back as PENDING (the provider's
 reconfirmation), and only for an opt-in newer than the provider's change, never silently
-subscribed. Provider differences come from the connector's ``Traits``, never from its name.
+subscribed. Provider differences come from the connector's ``ProviderTraits``, never from its name.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from connectors.base import MEMBER_FIELDS, MemberPush, RemoteStatus, Target, Traits
+from connectors.contract import MEMBER_FIELDS, MemberPush, ProviderTraits, RemoteStatus, Target
 from syncd.config import ListConfig
 from syncd.core.segments import Eligibility, auto_enrolled, consent_blockers, left_list
 
 GONE_REMOTELY = (RemoteStatus.UNSUBSCRIBED, RemoteStatus.CLEANED)
 NOT_ON_TARGET = (RemoteStatus.ARCHIVED, RemoteStatus.TRANSACTIONAL)
-NO_TRAITS = Traits()
+NO_TRAITS = ProviderTraits()
 
 
 def push_hash(push: MemberPush) -> str:
@@ -208,7 +208,7 @@ def plan_target(
     members: Iterable[tuple[int, Desired | Skip, SyncedState | None]],
     *,
     scope: str = "list",
-    traits: Traits = NO_TRAITS,
+    traits: ProviderTraits = NO_TRAITS,
     explained_blocks: Collection[int] = frozenset(),
 ) -> Plan:
     """The writes that bring ``target`` in line with the master base, for one chunk of contacts.
@@ -247,7 +247,7 @@ def lifts_block(
     synced: SyncedState | None,
     *,
     scope: str,
-    traits: Traits,
+    traits: ProviderTraits,
     explained: bool,
 ) -> bool:
     """Whether a contact taken off (or kept off) this list keeps its account-wide block (False) or
@@ -265,7 +265,7 @@ def lifts_block(
     )
 
 
-def _on_target(traits: Traits, synced: SyncedState | None) -> bool:
+def _on_target(traits: ProviderTraits, synced: SyncedState | None) -> bool:
     """Whether the member is still on the target's list. A Mailchimp member unsubscribed or
     cleaned is left as the provider keeps it (archiving would drop Mailchimp's own record of the
     opt-out); a Brevo one, blocked or list-unsubscribed, is taken off the Brevo list (rule 3)."""
@@ -279,7 +279,12 @@ def _on_target(traits: Traits, synced: SyncedState | None) -> bool:
 
 
 def _plan_absent(
-    plan: Plan, traits: Traits, list_cfg: ListConfig, contact_id: int, skip: Skip, synced: SyncedState | None
+    plan: Plan,
+    traits: ProviderTraits,
+    list_cfg: ListConfig,
+    contact_id: int,
+    skip: Skip,
+    synced: SyncedState | None,
 ) -> None:
     if skip.reconfirm:
         plan.reconfirms.append(PlanItem(contact_id, skip.email, skip.reason))

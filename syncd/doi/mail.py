@@ -26,7 +26,7 @@ from syncd.config import Config
 from syncd.contacts.text import clean_line
 from syncd.doi.links import prefs_token, unsubscribe_token, url
 from syncd.models import Contact
-from syncd.providers import make_connector
+from syncd.providers import Connectors
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
 
@@ -193,7 +193,4 @@ def transport(config: Config, connectors: Mapping[str, Any] | None = None) -> Se
     """The configured way out: Brevo's transactional API or SMTP (``double_opt_in.transport``)."""
     if config.double_opt_in.transport == "smtp":
         return smtp_transport(config)
-    connector = (connectors or {}).get("brevo")
-    if connector is None:
-        connector = make_connector(config, "brevo")
-    return brevo_transport(config, connector)
+    return brevo_transport(config, Connectors.of(config, connectors)["brevo"])

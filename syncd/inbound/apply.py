@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from connectors.base import EventKind, ProviderEvent
+from connectors.contract import EventKind, ProviderEvent
 from syncd.config import Config
 from syncd.contacts.qualify import InvalidEmail, normalise_email
 from syncd.core.segments import ContactFacts

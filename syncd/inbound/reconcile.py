@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from connectors.base import MEMBER_FIELDS, EventKind, ProviderEvent, Target
+from connectors.contract import MEMBER_FIELDS, EventKind, ProviderEvent, Target
 from syncd.config import Config, ListConfig
 from syncd.contacts.countries import normalise_country
 from syncd.contacts.phones import normalise_phone

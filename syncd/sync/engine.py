@@ -19,7 +19,7 @@ from datetime import datetime
 
 from sqlalchemy.engine import Engine
 
-from connectors.base import Connector, ConnectorError
+from connectors.contract import Connector, ConnectorError
 from syncd import doi, locks
 from syncd.config import Config
 from syncd.log import get_logger

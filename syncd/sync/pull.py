@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from connectors.base import MEMBER_FIELDS, Connector, EventKind, ProviderEvent, RemoteMember, RemoteStatus
+from connectors.contract import MEMBER_FIELDS, Connector, EventKind, ProviderEvent, RemoteMember, RemoteStatus
 from syncd.core.segments import auto_enrolled, consent_blockers
 from syncd.db import erased_among, session_scope
 from syncd.inbound.apply import apply_event

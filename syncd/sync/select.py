@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from connectors.base import RemoteStatus, Traits
+from connectors.contract import ProviderTraits, RemoteStatus
 from syncd.core.plan import Plan, SyncedState, block_explained, desired_member, lifts_block, plan_target
 from syncd.core.segments import ContactFacts, eligibility, lacks_proof
 from syncd.inbound.apply import reported_by
@@ -95,7 +95,7 @@ def chunks(lt: ListTarget, since: datetime | None, only: list[str] | None = None
 
 
 def plans(
-    lt: ListTarget, traits: Traits, since: datetime | None, only: list[str] | None = None
+    lt: ListTarget, traits: ProviderTraits, since: datetime | None, only: list[str] | None = None
 ) -> Iterator[ChunkPlan]:
     """Each chunk's plan for this target (``since`` and ``only`` as for ``chunks``)."""
     m_cols = (Membership.contact_id, Membership.list_name, Membership.status, Membership.since)
@@ -172,7 +172,7 @@ def confirmations(lt: ListTarget, conn: Any, ids: list[int]) -> dict[int, dateti
     )
 
 
-def explained_blocks(lt: ListTarget, traits: Traits, conn: Any, ids: list[int]) -> set[int]:
+def explained_blocks(lt: ListTarget, traits: ProviderTraits, conn: Any, ids: list[int]) -> set[int]:
     """The contacts among ``ids`` whose account-wide block at this provider the master base
     explains: a per-list opt-out that this provider reported (by webhook or on a list read;
     ``inbound.apply.apply_event`` records it with source ``reported_by(provider)``) from a list

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from connectors.base import Target
+from connectors.contract import Target
 from syncd.config import Config, ListConfig
 from syncd.core.plan import PlanItem, SyncedState, state_after
 from syncd.db import session_scope

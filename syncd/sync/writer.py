@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from connectors.base import Connector, EventKind, ProviderEvent, RemoteMember
+from connectors.contract import Connector, EventKind, ProviderEvent, RemoteMember
 from syncd.core.plan import PlanItem, SyncedState
 from syncd.db import session_scope
 from syncd.inbound.apply import apply_event

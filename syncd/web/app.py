@@ -1,6 +1,6 @@
 """``create_app(config, engine)``: the Starlette app the daemon serves (``server.host``/``port``).
 
-Routes: ``/hooks/brevo/{secret}``, ``/hooks/mailchimp/{secret}`` (webhooks into the inbox),
+Routes: ``/hooks/{provider}/{secret}`` (each provider's webhooks into the inbox),
 ``/confirm/{token}``, ``/unsubscribe/{token}``, ``/prefs/{token}`` (the contact's pages),
 ``/healthz`` (the process answers), ``/readyz`` (the master base answers), ``/metrics``,
 ``/openapi.json`` (this list, described: syncd/web/openapi.py).
@@ -9,7 +9,6 @@ Routes: ``/hooks/brevo/{secret}``, ``/hooks/mailchimp/{secret}`` (webhooks into 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import sqlalchemy as sa
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -21,9 +20,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from connectors.contract import Connector
 from syncd import doi, metrics
 from syncd.config import Config
 from syncd.log import get_logger
+from syncd.providers import Connectors
 from syncd.web import openapi
 from syncd.web.headers import SecurityHeaders
 from syncd.web.hooks import InboxWriter, WebhookReceiver
@@ -52,30 +53,16 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
-class _Connectors(dict):
-    """Provider connectors, built from the config on first use (parsing needs no network)."""
-
-    def __init__(self, config: Config, given: Mapping[str, Any] | None):
-        super().__init__(given or {})
-        self._config = config
-
-    def __missing__(self, provider: str) -> Any:
-        from syncd.providers import make_connector
-
-        self[provider] = connector = make_connector(self._config, provider)
-        return connector
-
-
 def create_app(
     config: Config,
     engine: Engine,
     *,
-    connectors: Mapping[str, Any] | None = None,
+    connectors: Mapping[str, Connector] | None = None,
     send: doi.Send | None = None,
 ) -> Starlette:
     """The app. ``connectors`` by provider (default: built from the config); ``send``: the mail
     transport for renewed confirmation links (default: ``double_opt_in.transport``)."""
-    known = _Connectors(config, connectors)
+    known = Connectors.of(config, connectors)
     hooks = WebhookReceiver(config, InboxWriter(engine), known)
     env = Environment(
         loader=FileSystemLoader(str(doi.TEMPLATES)),
@@ -118,8 +105,7 @@ def create_app(
         return JSONResponse(openapi.document())
 
     routes = [
-        Route("/hooks/brevo/{secret}", hooks.brevo, methods=["POST"]),
-        Route("/hooks/mailchimp/{secret}", hooks.mailchimp, methods=["GET", "POST"]),
+        *hooks.routes(),
         Route("/confirm/{token}", pages.confirm_get, methods=["GET"]),
         Route("/confirm/{token}", pages.confirm_post, methods=["POST"]),
         Route("/confirm/{token}/renew", pages.confirm_renew, methods=["POST"]),

@@ -1,20 +1,21 @@
-"""Webhook receivers: ``/hooks/brevo/{secret}`` and ``/hooks/mailchimp/{secret}``.
+"""Webhook receivers: ``/hooks/{provider}/{secret}``, one per provider of the registry.
 
-A delivery is validated with the provider's connector, stored raw in the inbox and committed
-before the 2xx (DESIGN §4 rule 5); the inbox processor applies it later. The answers are chosen
-for the providers' retry logic: 2xx = never send again (stored, or a duplicate), 4xx = the
-delivery itself is wrong, 503 = try again later (the master base is unreachable).
+The receiver routes, throttles and stores; the provider's own webhook module authenticates a
+delivery (``WebhookEndpoint``) and its connector parses it. A delivery is validated, stored raw in
+the inbox and committed before the 2xx (DESIGN §4 rule 5); the inbox processor applies it later.
+The answers are chosen for the providers' retry logic: 2xx = never send again (stored, or a
+duplicate), 4xx = the delivery itself is wrong, 503 = try again later (the master base is
+unreachable).
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,17 +23,20 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
 
-from connectors.base import PayloadError, ProviderEvent
+from connectors.contract import PayloadError, ProviderEvent, Refusal
+from connectors.secrets import secret_matches
 from connectors.text import clean_text
 from syncd.inbox_purge import intake_columns
 from syncd.log import get_logger
 from syncd.metrics import WEBHOOK_RECEIVED, WEBHOOK_REJECTED
 from syncd.models import InboxEvent, utcnow
+from syncd.providers import PROVIDERS, settings_of, webhook_endpoint
 
 log = get_logger(__name__)
 
-MAX_BODY_BYTES = 1_000_000  # real deliveries are a few kB; Brevo batches stay well under this
+MAX_BODY_BYTES = 1_000_000  # real deliveries are a few kB; a provider's batches stay well under this
 
 
 class TooLarge(Exception):
@@ -91,7 +95,7 @@ class InboxWriter:
 def dedupe_key(provider: str, body: bytes, events: Sequence[ProviderEvent]) -> str:
     """One key per delivery, derived from its events' keys (so a redelivery collides with it).
 
-    A delivery with no event syncd acts on (a Brevo ``delivered``, a Mailchimp ``campaign``) is
+    A delivery with no event syncd acts on (a delivery report, a campaign sent) is
     keyed by its body's hash: it is still kept, as every acknowledged delivery is.
     """
     if events:
@@ -112,14 +116,6 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
             raise TooLarge
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def secret_matches(given: str, expected: str | None) -> bool:
-    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())  # type: ignore[union-attr]
-
-
-def not_found() -> Response:
-    return PlainTextResponse("Not Found", status_code=404)
 
 
 def refused(reason: str, status_code: int = 400, headers: Mapping[str, str] | None = None) -> Response:
@@ -169,31 +165,14 @@ class FailureThrottle:
 
 def auth_summary(config: Any, provider: str) -> tuple[str, str | None]:
     """How ``provider``'s endpoint authenticates a delivery, and a warning when that is weak."""
-    settings = getattr(config.providers, provider)
+    settings = settings_of(config, provider)
     if not settings.webhook_secret:
         return "none: every delivery is refused (404)", f"providers.{provider}.webhook_secret is not set"
-    if provider == "brevo":
-        if settings.webhook_token:
-            return "URL secret + bearer token (Authorization: Bearer)", None
-        if settings.webhook_auth == "bearer":
-            return "URL secret + bearer token, but no token is set: every delivery is refused (401)", (
-                "providers.brevo.webhook_token is not set: set the webhook's bearer token in Brevo and "
-                "here (or accept the weaker URL secret alone with webhook_auth: url_secret)"
-            )
-        return "URL secret only", (
-            "Brevo webhooks are authenticated by the URL secret alone (webhook_auth: url_secret): "
-            "anyone who learns the URL can post events; set a bearer token (webhook_token)"
-        )
-    if settings.signing_secret:
-        return "URL secret + signature (X-Mailchimp-Signature, HMAC-SHA256, 300 s)", None
-    return "URL secret only", (
-        "Mailchimp webhooks are authenticated by the URL secret alone: set "
-        "providers.mailchimp.signing_secret once the webhook is signed"
-    )
+    return webhook_endpoint(config, provider).describe()
 
 
 class WebhookReceiver:
-    """The two providers' endpoints, sharing one store-then-acknowledge path."""
+    """Every provider's endpoint, sharing one authenticate-store-acknowledge path."""
 
     def __init__(
         self,
@@ -207,67 +186,54 @@ class WebhookReceiver:
         self.connectors = connectors
         self.throttle = throttle or FailureThrottle()
 
-    async def brevo(self, request: Request) -> Response:
-        return await self._guarded("brevo", request, self._brevo_auth)
+    def routes(self) -> list[Route]:
+        """``/hooks/{provider}/{secret}`` for each provider, with the methods it answers."""
+        return [
+            Route(f"/hooks/{name}/{{secret}}", self._endpoint(name), methods=list(p.webhooks.methods))
+            for name, p in PROVIDERS.items()
+        ]
 
-    async def mailchimp(self, request: Request) -> Response:
-        return await self._guarded("mailchimp", request, self._mailchimp_auth)
+    def _endpoint(self, provider: str) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            return await self._guarded(provider, request)
 
-    async def _guarded(self, provider: str, request: Request, auth: Callable[..., Any]) -> Response:
+        return endpoint
+
+    async def _guarded(self, provider: str, request: Request) -> Response:
         address = request.client.host if request.client else "unknown"
         wait = self.throttle.retry_after(address)
         if wait is not None:
             WEBHOOK_REJECTED.labels(provider, "throttled").inc()
             return refused("Too Many Requests", 429, {"Retry-After": str(wait)})
-        refusal = auth(request)
+        settings = settings_of(self.config, provider)
+        if settings is None or not secret_matches(request.path_params["secret"], settings.webhook_secret):
+            return self._refuse(provider, address, Refusal("secret", 404, "Not Found"))
+        auth = webhook_endpoint(self.config, provider)
+        refusal = auth.authenticate(request.headers)
         if refusal is not None:
-            self.throttle.failed(address)
-            log.warning("webhook.auth_failed", provider=provider, status=refusal.status_code)
-            return refusal
-        if request.method == "GET":
-            # Mailchimp checks the URL with a GET when the webhook is registered: it wants a 200.
-            return PlainTextResponse("OK")
-        return await self._receive(provider, request)
-
-    def _brevo_auth(self, request: Request) -> Response | None:
-        settings = self.config.providers.brevo
-        if settings is None or not secret_matches(request.path_params["secret"], settings.webhook_secret):
-            WEBHOOK_REJECTED.labels("brevo", "secret").inc()
-            return not_found()
-        if settings.webhook_token or settings.webhook_auth == "bearer":
-            # Brevo sends "Authorization: Bearer <token>" when the webhook is created with one;
-            # required unless the config opts out (webhook_auth: url_secret).
-            # https://developers.brevo.com/docs/how-to-use-webhooks#securing-webhooks
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not secret_matches(token.strip(), settings.webhook_token):
-                WEBHOOK_REJECTED.labels("brevo", "token").inc()
-                return refused("Unauthorized", 401, {"WWW-Authenticate": "Bearer"})
-        return None
-
-    def _mailchimp_auth(self, request: Request) -> Response | None:
-        settings = self.config.providers.mailchimp
-        if settings is None or not secret_matches(request.path_params["secret"], settings.webhook_secret):
-            WEBHOOK_REJECTED.labels("mailchimp", "secret").inc()
-            return not_found()
-        return None
-
-    async def _receive(self, provider: str, request: Request) -> Response:
+            return self._refuse(provider, address, refusal)
+        answer = auth.handshake(request.method)
+        if answer is not None:
+            return PlainTextResponse(answer)
         try:
             body = await read_body(request)
         except TooLarge:
             WEBHOOK_REJECTED.labels(provider, "too_large").inc()
             return PlainTextResponse(f"Payload Too Large (over {MAX_BODY_BYTES} bytes)", status_code=413)
+        refusal = auth.verify(body, request.headers)
+        if refusal is not None:
+            return self._refuse(provider, address, refusal)
+        return await self._receive(provider, request, body)
+
+    def _refuse(self, provider: str, address: str, refusal: Refusal) -> Response:
+        WEBHOOK_REJECTED.labels(provider, refusal.reason).inc()
+        self.throttle.failed(address)
+        log.warning("webhook.auth_failed", provider=provider, status=refusal.status, reason=refusal.reason)
+        return refused(refusal.text, refusal.status, refusal.headers)
+
+    async def _receive(self, provider: str, request: Request, body: bytes) -> Response:
         content_type = request.headers.get("content-type", "")
         connector = self.connectors[provider]
-        if provider == "mailchimp" and self.config.providers.mailchimp.signing_secret:
-            signature = request.headers.get("x-mailchimp-signature")
-            if not connector.verify_signature(
-                body, signature, self.config.providers.mailchimp.signing_secret
-            ):
-                WEBHOOK_REJECTED.labels(provider, "signature").inc()
-                address = request.client.host if request.client else "unknown"
-                self.throttle.failed(address)
-                return PlainTextResponse("Bad signature", status_code=401)
         try:
             delivery = connector.parse_delivery(body, content_type, dict(request.headers))
             payload = connector.storable_body(body)

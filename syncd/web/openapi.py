@@ -3,18 +3,15 @@
 Written by hand, as data: every route of ``syncd/web/app.py``, what it accepts, and every answer it
 gives (status, content type, body where it has a shape). The test suite fuzzes the live app from
 this document (tests/web/test_fuzz.py), so an answer that is not described here fails the build.
-The providers' vocabularies (Brevo event names, Mailchimp event types and merge tags) are read from
-the connectors, so the document never drifts from what the parsers accept.
+Each provider's webhook endpoint is described by its connector package (``connectors/*/openapi.py``),
+from the parser's own tables, so the document never drifts from what the parsers accept.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from connectors.brevo import ATTRIBUTES as BREVO_ATTRIBUTES
-from connectors.brevo import EVENT_KINDS as BREVO_EVENTS
-from connectors.mailchimp import MERGE_FIELDS as MAILCHIMP_MERGES
-from connectors.mailchimp import WEBHOOK_EVENTS as MAILCHIMP_EVENTS
+from syncd.providers import PROVIDERS
 from syncd.web.hooks import MAX_BODY_BYTES
 
 VERSION = "0.1.0"
@@ -107,168 +104,28 @@ HOOK_ANSWERS = {
     "503": _text("The master base cannot be reached: nothing is stored, the provider retries.", RETRY_AFTER),
 }
 
-_brevo_timestamp = {"type": "integer", "minimum": 0}
-BREVO_EVENT = {
-    "type": "object",
-    "description": (
-        "One Brevo marketing webhook event, https://developers.brevo.com/docs/marketing-webhooks. "
-        "Event names are matched without case; syncd acts on unsubscribes, bounces, complaints, list "
-        "additions, contact updates and deletions, and keeps the others (opens, clicks…) as `ignored`. "
-        "The event's time is `ts_epoch` (ms, UTC), else `ts_event` or `ts` (s, UTC), else "
-        "`date_event` (the account's time zone)."
-    ),
-    "required": ["event", "email"],
-    "anyOf": [{"required": [key]} for key in ("ts_epoch", "ts_event", "ts", "date_event")],
-    "properties": {
-        "event": {"type": "string", "enum": sorted(BREVO_EVENTS)},
-        "email": {"type": "string", "format": "email"},
-        "id": {"type": "integer"},
-        "date_event": {"type": "string", "example": "2026-11-30 17:45:01"},
-        "ts_event": _brevo_timestamp,
-        "ts_epoch": _brevo_timestamp,
-        "ts": _brevo_timestamp,
-        "list_id": {
-            "type": "array",
-            "items": {"type": "integer"},
-            "description": "Brevo lists concerned; an unsubscribe without one is account-wide",
-        },
-        "reason": {"type": "string"},
-        "camp_id": {"type": "integer"},
-        "tag": {"type": "string"},
-        "sending_ip": {"type": "string"},
-        "message-id": {"type": "string"},
-        "api_key_name": {"type": "string", "description": "Compared with `api_key_name` to drop echoes"},
-        "attributes": {
-            "type": "object",
-            "description": "Contact attributes of a `contact_updated`; a new `EMAIL` is an address change",
-            "properties": {name: {"type": "string"} for name in [*BREVO_ATTRIBUTES.values(), "EMAIL"]},
-        },
-    },
-}
 
-_mailchimp_types = sorted({name for name, _ in MAILCHIMP_EVENTS})
-_mailchimp_fields: dict[str, Any] = {
-    "type": {"type": "string", "enum": _mailchimp_types},
-    "fired_at": {
-        "type": "string",
-        "pattern": (
-            "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01]) ([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]$"
-        ),
-        "description": "`YYYY-MM-DD HH:MM:SS`, UTC",
-    },
-    "data[id]": {"type": "string"},
-    "data[list_id]": {"type": "string", "description": "The audience"},
-    "data[email]": {"type": "string", "format": "email"},
-    "data[email_type]": {"type": "string"},
-    "data[ip_opt]": {"type": "string"},
-    "data[ip_signup]": {"type": "string"},
-    "data[action]": {"type": "string", "enum": ["unsub", "delete"], "description": "`unsubscribe` only"},
-    "data[reason]": {
-        "type": "string",
-        "description": "`unsubscribe`: `manual` or `abuse` (a complaint); `cleaned`: `hard` or `abuse`",
-    },
-    "data[old_email]": {"type": "string", "format": "email", "description": "`upemail` only"},
-    "data[new_email]": {"type": "string", "format": "email", "description": "`upemail` only"},
-    "data[new_id]": {"type": "string"},
-    "data[campaign_id]": {"type": "string"},
-    "data[subject]": {"type": "string"},
-    "data[status]": {"type": "string"},
-    "data[merges][EMAIL]": {"type": "string"},
-    **{f"data[merges][{tag}]": {"type": "string"} for tag in MAILCHIMP_MERGES.values()},
-}
-# The fields each type always carries: the address it is about (``upemail``: the old and new ones).
-_mailchimp_needs = {name: ["data[email]"] for name in _mailchimp_types}
-_mailchimp_needs.update(upemail=["data[old_email]", "data[new_email]"], campaign=[])
-MAILCHIMP_EVENT = {
-    "type": "object",
-    "description": (
-        "One Mailchimp audience webhook, form-encoded with `data[...]` keys, "
-        "https://mailchimp.com/developer/marketing/guides/sync-audience-data-webhooks/. "
-        "`campaign` deliveries are kept as `ignored`."
-    ),
-    "required": ["type", "fired_at"],
-    "properties": _mailchimp_fields,
-    "oneOf": [
-        {"properties": {"type": {"enum": [name]}}, **({"required": needs} if needs else {})}
-        for name, needs in sorted(_mailchimp_needs.items())
-    ],
-}
+def _webhook(operations: dict[str, Any]) -> dict[str, Any]:
+    """A provider's path item: its operations, with what every provider's endpoint shares. A GET
+    is the provider's check of the URL; a POST, a delivery."""
+    item: dict[str, Any] = {}
+    for method, operation in operations.items():
+        shared = (
+            {"200": ACKNOWLEDGED, **HOOK_ANSWERS}
+            if method == "post"
+            else {"404": HOOK_ANSWERS["404"], "429": HOOK_ANSWERS["429"]}
+        )
+        item[method] = {
+            **operation,
+            "tags": ["webhooks"],
+            "parameters": [SECRET, *operation.get("parameters", [])],
+            "responses": {**shared, **{code: _text(*text) for code, text in operation["responses"].items()}},
+        }
+    return item
+
 
 WEBHOOKS: dict[str, Any] = {
-    "/hooks/brevo/{secret}": {
-        "post": {
-            "operationId": "brevoWebhook",
-            "tags": ["webhooks"],
-            "summary": "Brevo marketing webhook: one event, or a batch of them",
-            "description": (
-                "Authenticated by the secret in the URL and, when `providers.brevo.webhook_token` is "
-                "set, by `Authorization: Bearer <token>` (set the same token on the Brevo webhook)."
-            ),
-            "parameters": [SECRET],
-            "security": [{}, {"brevoToken": []}],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "oneOf": [BREVO_EVENT, {"type": "array", "minItems": 1, "items": BREVO_EVENT}]
-                        }
-                    }
-                },
-            },
-            "responses": {
-                "200": ACKNOWLEDGED,
-                **HOOK_ANSWERS,
-                "401": _text(
-                    "The bearer token is missing or wrong. Nothing is stored.",
-                    {"WWW-Authenticate": {"schema": {"type": "string", "enum": ["Bearer"]}}},
-                ),
-            },
-        }
-    },
-    "/hooks/mailchimp/{secret}": {
-        "get": {
-            "operationId": "mailchimpWebhookCheck",
-            "tags": ["webhooks"],
-            "summary": "Mailchimp's check of the URL when the webhook is saved",
-            "parameters": [SECRET],
-            "responses": {
-                "200": _text("`OK`"),
-                "404": HOOK_ANSWERS["404"],
-                "429": HOOK_ANSWERS["429"],
-            },
-        },
-        "post": {
-            "operationId": "mailchimpWebhook",
-            "tags": ["webhooks"],
-            "summary": "Mailchimp audience webhook",
-            "description": (
-                "Authenticated by the secret in the URL and, when `providers.mailchimp.signing_secret` is "
-                'set, by `X-Mailchimp-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">` '
-                "(5 minutes of tolerance). Register the webhook without the source *by the API*: those "
-                "are syncd's own writes."
-            ),
-            "parameters": [
-                SECRET,
-                {
-                    "name": "X-Mailchimp-Signature",
-                    "in": "header",
-                    "required": False,
-                    "schema": {"type": "string"},
-                    "description": "Checked only when `signing_secret` is set",
-                },
-            ],
-            "requestBody": {
-                "required": True,
-                "content": {"application/x-www-form-urlencoded": {"schema": MAILCHIMP_EVENT}},
-            },
-            "responses": {
-                "200": ACKNOWLEDGED,
-                **HOOK_ANSWERS,
-                "401": _text("`X-Mailchimp-Signature` is missing or wrong. Nothing is stored."),
-            },
-        },
-    },
+    f"/hooks/{name}/{{secret}}": _webhook(provider.openapi.OPERATIONS) for name, provider in PROVIDERS.items()
 }
 
 # --- the contact's pages -------------------------------------------------------------------------
@@ -457,18 +314,16 @@ DOCUMENT: dict[str, Any] = {
         ),
     },
     "tags": [
-        {"name": "webhooks", "description": "Deliveries from Brevo and Mailchimp"},
+        {"name": "webhooks", "description": "Deliveries from the email providers"},
         {"name": "pages", "description": "The pages the contact reaches from syncd's mails"},
         {"name": "status", "description": "For the operator and the orchestrator"},
     ],
     "paths": {**WEBHOOKS, **PAGES, **STATUS},
     "components": {
         "securitySchemes": {
-            "brevoToken": {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "`providers.brevo.webhook_token`, set on the Brevo webhook too",
-            }
+            name: scheme
+            for provider in PROVIDERS.values()
+            for name, scheme in provider.openapi.SECURITY_SCHEMES.items()
         }
     },
 }

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from connectors.base import (
+from connectors.brevo import BrevoConnector
+from connectors.contract import (
     AuthFailed,
     BlockRecord,
     EventKind,
@@ -19,7 +20,6 @@ from connectors.base import (
     Target,
     Transient,
 )
-from connectors.brevo import BrevoConnector
 from connectors.simulators.brevo import BrevoSimulator
 
 
@@ -450,8 +450,8 @@ def test_import_bodies_are_csv_split_under_the_size_cap():
     import csv
     import io
 
-    from connectors import brevo as brevo_module
-    from connectors.base import MemberPush
+    from connectors.brevo import imports as brevo_module
+    from connectors.contract import MemberPush
 
     wanted = {
         f"m{i:06d}@example.fr": MemberPush(

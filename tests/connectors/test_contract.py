@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from connectors.base import (
+from connectors.brevo import BrevoConnector
+from connectors.contract import (
     AuthFailed,
     Connector,
     EventKind,
@@ -21,7 +22,6 @@ from connectors.base import (
     Target,
     Transient,
 )
-from connectors.brevo import BrevoConnector
 from connectors.mailchimp import MailchimpConnector
 from connectors.simulators.brevo import BrevoSimulator
 from connectors.simulators.mailchimp import MailchimpSimulator

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from connectors.base import (
+from connectors.contract import (
     AuthFailed,
     Connector,
     EventKind,
@@ -31,7 +31,9 @@ from connectors.base import (
     Target,
     Transient,
 )
-from connectors.mailchimp import MailchimpConnector, _problem, verify_signature
+from connectors.mailchimp import MailchimpConnector
+from connectors.mailchimp.vocabulary import problem_of as _problem
+from connectors.mailchimp.webhooks import verify_signature
 from connectors.simulators.mailchimp import MailchimpSimulator
 from connectors.simulators.server import ThreadedServer
 

@@ -11,8 +11,8 @@ import pytest
 import sib_api_v3_sdk as sib
 from mailchimp_marketing.api_client import ApiClientError
 
-from connectors.base import RemoteStatus, Target
 from connectors.brevo import BrevoConnector
+from connectors.contract import RemoteStatus, Target
 from connectors.mailchimp import MailchimpConnector
 from connectors.simulators.brevo import BrevoSimulator
 from connectors.simulators.mailchimp import MailchimpSimulator, subscriber_hash

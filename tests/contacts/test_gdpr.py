@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlmodel import Session, select
 
-from connectors.base import EventKind
+from connectors.contract import EventKind
 from syncd.config import ListConfig
 from syncd.contacts.gdpr import export_contact, forget_contact
 from syncd.contacts.importer import Options, import_file

@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 from sqlmodel import Session, select
 
-from connectors.base import EventKind, RemoteStatus, Target
 from connectors.brevo import BrevoConnector
+from connectors.contract import EventKind, RemoteStatus, Target
 from connectors.mailchimp import MailchimpConnector
 from connectors.simulators.brevo import BrevoSimulator
 from connectors.simulators.mailchimp import MailchimpSimulator

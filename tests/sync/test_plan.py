@@ -1,7 +1,7 @@
 from datetime import UTC, datetime, timedelta
 
-from connectors.base import RemoteStatus, Target
 from connectors.brevo import TRAITS as BREVO_TRAITS
+from connectors.contract import RemoteStatus, Target
 from syncd.config import ListConfig, Segment
 from syncd.core.plan import (
     NO_TRAITS,

@@ -129,8 +129,8 @@ from hypothesis.stateful import (
 )
 from sqlmodel import Session, SQLModel, select
 
-from connectors.base import EventKind, RemoteStatus, Target
 from connectors.brevo import BrevoConnector
+from connectors.contract import EventKind, RemoteStatus, Target
 from connectors.mailchimp import MailchimpConnector
 from connectors.simulators.brevo import BrevoSimulator
 from connectors.simulators.mailchimp import MailchimpSimulator

@@ -25,9 +25,9 @@ from schemathesis.specs.openapi.checks import (
 from sqlmodel import Session, select
 from webfixtures import AUDIENCE, add_contact, make_config
 
-from connectors.brevo import ATTRIBUTES as BREVO_ATTRIBUTES
-from connectors.brevo import EVENT_KINDS as BREVO_EVENTS
-from connectors.mailchimp import MERGE_FIELDS
+from connectors.brevo.vocabulary import ATTRIBUTES as BREVO_ATTRIBUTES
+from connectors.brevo.webhooks import EVENT_KINDS as BREVO_EVENTS
+from connectors.mailchimp.vocabulary import MERGE_FIELDS
 from syncd import doi
 from syncd.membership import join_list
 from syncd.models import Consent, Contact, DoiToken, InboxEvent, Membership, utcnow

@@ -15,7 +15,7 @@ import pytest
 from sqlmodel import Session
 from webfixtures import BREVO_SECRET, BREVO_TOKEN, add_contact
 
-from connectors.base import EventKind, Target
+from connectors.contract import EventKind, Target
 from connectors.simulators.brevo import BrevoSimulator
 from connectors.simulators.server import ThreadedServer
 from syncd import db, doi

@@ -14,7 +14,7 @@ from sqlmodel import Session, SQLModel, select
 from starlette.testclient import TestClient
 from webfixtures import BREVO_AUTH, BREVO_SECRET, MAILCHIMP_SECRET, make_config
 
-from connectors.base import EventKind, Target
+from connectors.contract import EventKind, Target
 from connectors.simulators.brevo import BrevoSimulator
 from syncd import inbox
 from syncd.db import session_scope

@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 from starlette.testclient import TestClient
 from webfixtures import AUDIENCE, BREVO_AUTH, BREVO_SECRET, MAILCHIMP_SECRET, make_config
 
-from connectors.base import EventKind, Target
+from connectors.contract import EventKind, Target
 from connectors.simulators.brevo import BrevoSimulator
 from connectors.simulators.mailchimp import MailchimpSimulator
 from syncd import db

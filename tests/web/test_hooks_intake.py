@@ -12,7 +12,7 @@ import pytest
 from sqlmodel import Session, select
 from webfixtures import AUDIENCE, BREVO_AUTH, BREVO_SECRET, MAILCHIMP_SECRET, add_contact, make_config
 
-from connectors.base import EventKind, Target
+from connectors.contract import EventKind, Target
 from connectors.simulators.mailchimp import MailchimpSimulator
 from connectors.simulators.server import ThreadedServer
 from syncd.inbox import MAX_ATTEMPTS, backoff, drain

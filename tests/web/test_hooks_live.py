@@ -7,7 +7,7 @@ import pytest
 from sqlmodel import Session, select
 from webfixtures import AUDIENCE, BREVO_SECRET, BREVO_TOKEN, MAILCHIMP_SECRET, add_contact
 
-from connectors.base import EventKind, Target
+from connectors.contract import EventKind, Target
 from connectors.simulators.brevo import BrevoSimulator
 from connectors.simulators.mailchimp import MailchimpSimulator
 from syncd.inbox import drain

@@ -60,7 +60,7 @@ class RemoteMember:
 
 
 @dataclass(frozen=True)
-class Traits:
+class ProviderTraits:
     """How a provider differs where the core must know it (the pure rules read this, never a name)."""
 
     # One unsubscribe blocks the address for the whole account, transactional mail included.
@@ -145,10 +145,13 @@ class ProviderEvent:
     own_write: bool = False  # the echo of syncd's own API write: to be ignored
 
 
-# --- errors, grouped by what the caller does next -------------------------------------------
+# --- errors, grouped by what the caller does next (the Singer SDK's fatal / retriable / skippable) --
 
 
 class ConnectorError(Exception):
+    """A provider call that failed, with the provider's own status and body (a caller that does
+    not care which kind catches this)."""
+
     def __init__(self, message: str, *, provider: str = "", status: int | None = None, body: Any = None):
         super().__init__(message)
         self.provider = provider
@@ -157,21 +160,45 @@ class ConnectorError(Exception):
 
 
 class Transient(ConnectorError):
-    """5xx, timeouts, dropped connections: retried with back-off, then raised."""
+    """Retriable: 5xx, timeouts, dropped connections. Retried with back-off, then raised."""
 
 
 class RateLimited(Transient):
+    """Retriable after ``wait_s``: the provider said too many requests (429)."""
+
     def __init__(self, message: str, *, wait_s: float, **kw: Any):
         super().__init__(message, **kw)
         self.wait_s = wait_s
 
 
-class AuthFailed(ConnectorError):
-    """Bad or revoked API key: stops the run."""
+class Fatal(ConnectorError):
+    """The request itself is wrong (a 4xx): sending it again gives the same answer. The caller
+    stops the work it is doing and reports the provider's message."""
 
 
-class NotFound(ConnectorError):
-    """The list/audience (or member) does not exist."""
+class AuthFailed(Fatal):
+    """Bad or revoked API key (401/403): stops the run."""
+
+
+class NotFound(Fatal):
+    """The list/audience (or member) does not exist (404)."""
+
+
+def error_for_status(
+    status: int | None, message: str, *, provider: str, body: Any = None, wait_s: float = 1.0
+) -> ConnectorError:
+    """The error type of a provider's HTTP answer: the one mapping every connector uses.
+    ``status`` None (or 0): no answer at all. ``wait_s``: what a 429 asks to wait."""
+    kw: dict[str, Any] = {"provider": provider, "status": status, "body": body}
+    if status == 429:
+        return RateLimited(message, wait_s=wait_s, **kw)
+    if not status or status >= 500:
+        return Transient(message, **kw)
+    if status in (401, 403):
+        return AuthFailed(message, **kw)
+    if status == 404:
+        return NotFound(message, **kw)
+    return Fatal(message, **kw)
 
 
 class PayloadError(ConnectorError):
@@ -188,8 +215,49 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A webhook request refused before its body is parsed: the answer to give, and ``reason``
+    (the label the receiver counts it under)."""
+
+    reason: str
+    status: int
+    text: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class WebhookEndpoint(Protocol):
+    """How a provider's webhook deliveries prove where they come from, beyond the secret in the
+    URL (which the receiver checks the same way for every provider)."""
+
+    methods: tuple[str, ...]  # the HTTP methods the provider's endpoint answers
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> WebhookEndpoint:
+        """From the provider's config section."""
+        ...
+
+    def authenticate(self, headers: Mapping[str, str]) -> Refusal | None:
+        """Checked before the body is read."""
+        ...
+
+    def handshake(self, method: str) -> str | None:
+        """The text of a 200 answering the provider's check of the URL, or None: not a check."""
+        ...
+
+    def verify(self, body: bytes, headers: Mapping[str, str]) -> Refusal | None:
+        """Checked on the raw body, before it is parsed."""
+        ...
+
+    def describe(self) -> tuple[str, str | None]:
+        """How deliveries are authenticated, and a warning for the operator when that is weak."""
+        ...
+
+
+@dataclass(frozen=True)
 class Rejected:
-    """One member the provider refused, with the provider's own reason. Recorded, never swallowed."""
+    """Skippable: one member the provider refused, with the provider's own reason. Recorded per
+    member, never swallowed; the rest of the batch goes on."""
 
     email: str
     reason: str
@@ -203,7 +271,7 @@ class Rejected:
 @runtime_checkable
 class Connector(Protocol):
     provider: str
-    traits: Traits
+    traits: ProviderTraits
 
     def pull(self, target: Target, since: str | None = None) -> Iterator[Page]:
         """Members of ``target`` page by page; only those changed since ``since`` when given."""

@@ -1,19 +1,13 @@
-"""Brevo connector on the official ``sib_api_v3_sdk`` (7.6.0).
+"""Brevo connector on the official ``sib_api_v3_sdk`` (7.6.0): reading, writing, erasing, sending.
 
-Everything Brevo-specific lives here: attribute names, event names, caps, error bodies. The rest of
-syncd sees ``RemoteMember``, ``ProviderEvent`` and the error types of ``connectors.base``.
+The package's other modules hold Brevo's vocabulary, its contact import, its webhooks and its
+transactional mail; syncd sees ``RemoteMember``, ``ProviderEvent`` and ``connectors.contract``.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import json
-import re
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -22,103 +16,48 @@ import sib_api_v3_sdk as sib
 import urllib3
 from sib_api_v3_sdk.rest import ApiException
 
-from connectors.base import (
+from connectors.brevo.imports import DIRECT_MAX, import_requests, wait_for_process
+from connectors.brevo.transactional import smtp_email
+from connectors.brevo.vocabulary import (
+    EMAIL_SHAPE,
+    PROVIDER,
+    TRAITS,
+    attributes_of,
+    error_fields,
+    error_from_api,
+    format_cursor,
+    latest,
+    member_from_contact,
+)
+from connectors.brevo.webhooks import parse_delivery, storable_body
+from connectors.contract import (
     ApiStats,
-    AuthFailed,
     BlockRecord,
-    ConnectorError,
     Delivery,
-    EventKind,
+    Fatal,
     MemberPush,
     NotFound,
     Page,
-    PayloadError,
     ProviderEvent,
     RateLimited,
     Rejected,
     RemoteMember,
     RemoteStatus,
     Target,
-    Traits,
     Transient,
     WriteResult,
 )
 from connectors.retry import RetryPolicy, call_with_retries
-from connectors.text import clean_text, email_problem
 
 T = TypeVar("T")
-PROVIDER = "brevo"
 DEFAULT_HOST = "https://api.brevo.com/v3"
-
-# syncd field -> Brevo contact attribute. FIRSTNAME, LASTNAME and SMS exist in every account; the
-# others must be created once in the account (Contacts > Settings > Contact attributes).
-# https://developers.brevo.com/docs/synchronise-contact-lists
-ATTRIBUTES = {
-    "first_name": "FIRSTNAME",
-    "last_name": "LASTNAME",
-    "phone": "SMS",
-    "company": "COMPANY",
-    "city": "CITY",
-    "country": "COUNTRY",
-}
-FIELDS_BY_ATTRIBUTE = {attr: name for name, attr in ATTRIBUTES.items()}
 
 # https://developers.brevo.com/reference/getcontactsfromlist : limit is at most 500
 PAGE_SIZE = 500
 # https://developers.brevo.com/reference/addcontacttolist / removecontactfromlist: 150 emails a call
 LIST_BATCH = 150
-# https://developers.brevo.com/reference/importcontacts : body up to 10 MB, "a safe limit of around 8 MB"
-IMPORT_MAX_BYTES = 8_000_000
-# At or below this many members, one synchronous POST /contacts each costs no more calls than an
-# import (1 write + at least 1 process poll + 1 verification read), and answers per member at once.
-DIRECT_MAX = 3
-IMPORT_TIMEOUT_S = 900.0
 # A pull's cursor is its start time minus this, so that writes racing the read are seen again.
 CURSOR_SKEW = timedelta(minutes=2)
-
-# Brevo webhook event name -> syncd event kind; None: a known event syncd does not act on.
-# Names differ between the documentation and real traffic, hence the variants.
-# https://developers.brevo.com/docs/marketing-webhooks
-# https://developers.brevo.com/docs/transactional-webhooks
-EVENT_KINDS: dict[str, EventKind | None] = {
-    "unsubscribed": EventKind.UNSUBSCRIBED,
-    "unsubscribe": EventKind.UNSUBSCRIBED,
-    "hard_bounce": EventKind.BOUNCED_HARD,
-    "hard_bounced": EventKind.BOUNCED_HARD,
-    "hardbounce": EventKind.BOUNCED_HARD,
-    "invalid_email": EventKind.BOUNCED_HARD,
-    "soft_bounce": EventKind.BOUNCED_SOFT,
-    "soft_bounced": EventKind.BOUNCED_SOFT,
-    "softbounce": EventKind.BOUNCED_SOFT,
-    "spam": EventKind.COMPLAINED,
-    "complaint": EventKind.COMPLAINED,
-    "list_addition": EventKind.SUBSCRIBED,
-    "contact_updated": EventKind.PROFILE_UPDATED,
-    "contact_deleted": EventKind.DELETED,
-    # A send refused because the address is already blacklisted: the block was reported by the
-    # unsubscribe/complaint/bounce that caused it, and syncd's base already holds it.
-    "blocked": None,
-    "delivered": None,
-    "request": None,
-    "sent": None,
-    "deferred": None,
-    "opened": None,
-    "unique_opened": None,
-    "first_opening": None,
-    "click": None,
-    "clicked": None,
-}
-LIST_EVENTS = {EventKind.UNSUBSCRIBED, EventKind.SUBSCRIBED}
-OWN_WRITE_EVENTS = {"contact_updated", "list_addition"}
-
-# Brevo refuses addresses it cannot parse; checked locally so a bad row never costs a call.
-EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-
-# An unsubscribe blacklists the contact for the whole account (emailBlacklisted), and a contact who
-# unsubscribed from a list stays in it, the list named in listUnsubscribed.
-# https://help.brevo.com/hc/en-us/articles/208802209 ; https://developers.brevo.com/docs/blocklisted-contacts
-TRAITS = Traits(blocks_account_wide=True, keeps_unsubscribed_on_list=True)
 
 
 class BrevoConnector:
@@ -275,7 +214,7 @@ class BrevoConnector:
                     lambda b=body: self._contacts.create_contact(b, _request_timeout=self._timeout),
                     result,
                 )
-            except ConnectorError as exc:
+            except Fatal as exc:
                 if exc.status != 400:
                     raise
                 code, message = error_fields(exc.body)
@@ -284,20 +223,7 @@ class BrevoConnector:
                 result.done.append(email)
 
     def _upsert_by_import(self, list_id: int, wanted: dict[str, MemberPush], result: WriteResult) -> None:
-        for csv_body in import_chunks(wanted):
-            body = sib.RequestContactImport(
-                # A CSV body, not jsonBody: one string the SDK sends as it is, where a JSON body is
-                # deep-copied by the SDK's serialiser (tens of MB for 50,000 contacts).
-                file_body=csv_body,
-                list_ids=[list_id],
-                update_existing_contacts=True,
-                # Empty values leave Brevo's data alone rather than erase it.
-                empty_contacts_attributes=False,
-                # Only ever adds a blacklist; never sent as an unblock. Blacklisted contacts
-                # stay blacklisted through an import:
-                # https://help.brevo.com/hc/en-us/articles/209499265
-                email_blacklist=False,
-            )
+        for body in import_requests(list_id, wanted):
             created = self._write(
                 "POST /contacts/import",
                 lambda b=body: self._contacts.import_contacts(b, _request_timeout=self._timeout),
@@ -306,20 +232,13 @@ class BrevoConnector:
             self._wait_for_process(created.process_id)
 
     def _wait_for_process(self, process_id: int) -> None:
-        # https://developers.brevo.com/reference/getprocess : queued -> in_process -> completed
-        deadline = time.monotonic() + IMPORT_TIMEOUT_S
-        pause = 0.05
-        while True:
-            proc = self._call(
+        wait_for_process(
+            process_id,
+            lambda: self._call(
                 "GET /processes/{id}",
                 lambda: self._processes.get_process(process_id, _request_timeout=self._timeout),
-            )
-            if proc.status == "completed":
-                return
-            if time.monotonic() > deadline:
-                raise Transient(f"import process {process_id} still {proc.status}", provider=PROVIDER)
-            time.sleep(pause)
-            pause = min(pause * 2, 5.0)
+            ),
+        )
 
     def remove(self, target: Target, emails: Sequence[str]) -> WriteResult:
         """Take contacts off the list. Not an unsubscribe: blacklist and listUnsubscribed untouched."""
@@ -337,7 +256,7 @@ class BrevoConnector:
                     ),
                     result,
                 )
-            except ConnectorError as exc:
+            except Fatal as exc:
                 # Brevo answers 400 when none of the emails is in the list: already done.
                 if exc.status != 400 or "does not exist" not in error_fields(exc.body)[1]:
                     raise
@@ -406,30 +325,13 @@ class BrevoConnector:
         )
         return Target(PROVIDER, str(created.id))
 
-    def send_email(
-        self,
-        *,
-        sender_email: str,
-        sender_name: str,
-        to_email: str,
-        to_name: str | None,
-        subject: str,
-        html: str,
-        text: str,
-        headers: dict[str, str],
-    ) -> str:
-        # https://developers.brevo.com/reference/sendtransacemail
-        mail = sib.SendSmtpEmail(
-            sender=sib.SendSmtpEmailSender(email=sender_email, name=sender_name),
-            to=[sib.SendSmtpEmailTo(email=to_email, name=to_name or None)],
-            subject=subject,
-            html_content=html,
-            text_content=text,
-            headers=dict(headers),
-        )
+    def send_email(self, **mail: Any) -> str:
+        """One transactional e-mail; ``mail``: the keywords of ``transactional.smtp_email``.
+        Returns Brevo's message id."""
+        body = smtp_email(**mail)
         sent = self._call(
             "POST /smtp/email",
-            lambda: self._emails.send_transac_email(mail, _request_timeout=self._timeout),
+            lambda: self._emails.send_transac_email(body, _request_timeout=self._timeout),
         )
         return sent.message_id
 
@@ -443,35 +345,10 @@ class BrevoConnector:
     def parse_delivery(
         self, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
     ) -> Delivery:
-        """One delivery: a JSON object, or a batch (a JSON array) of them.
-
-        A batch's bad item is left out with its reason, so that it never sinks the good ones;
-        a delivery with nothing usable is refused whole.
-        """
-        try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise PayloadError(f"Brevo webhook body is not JSON: {exc}", provider=PROVIDER) from exc
-        except RecursionError as exc:
-            raise PayloadError("Brevo webhook body is nested too deeply", provider=PROVIDER) from exc
-        if not isinstance(payload, list):
-            return Delivery(events_from_payload(payload, self.api_key_name))
-        if not payload:
-            raise PayloadError("Brevo webhook batch is empty", provider=PROVIDER)
-        events: list[ProviderEvent] = []
-        skipped: list[str] = []
-        for index, item in enumerate(payload):
-            try:
-                events.extend(events_from_payload(item, self.api_key_name))
-            except PayloadError as exc:
-                skipped.append(f"item {index}: {exc}")
-        if len(skipped) == len(payload):
-            raise PayloadError("; ".join(skipped[:5]), provider=PROVIDER)
-        return Delivery(events, skipped)
+        return parse_delivery(body, self.api_key_name)
 
     def storable_body(self, body: bytes) -> str:
-        # A JSON text holds no raw control character (json.loads refuses one): stored as sent.
-        return body.decode("utf-8")
+        return storable_body(body)
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -514,194 +391,3 @@ class BrevoConnector:
                 self.stats.retries += 1
 
         return call_with_retries(once, self._policy, on_retry=on_retry)
-
-
-# --- Brevo vocabulary <-> syncd ----------------------------------------------------------------
-
-
-def error_fields(body: Any) -> tuple[str | None, str]:
-    """``code`` and ``message`` of Brevo's error body (``errorModel`` in the OpenAPI file)."""
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", "replace")
-    if isinstance(body, str):
-        try:
-            body = json.loads(body)
-        except ValueError:
-            return None, body
-    if isinstance(body, dict):
-        return body.get("code"), str(body.get("message", ""))
-    return None, ""
-
-
-def error_from_api(exc: ApiException, endpoint: str) -> ConnectorError:
-    status = exc.status or 0
-    code, message = error_fields(exc.body)
-    text = f"{endpoint}: {status} {code or exc.reason}: {message}"
-    kw: dict[str, Any] = {"provider": PROVIDER, "status": status, "body": exc.body}
-    if status == 429:
-        # https://developers.brevo.com/docs/api-limits : wait x-sib-ratelimit-reset seconds
-        reset = (exc.headers or {}).get("x-sib-ratelimit-reset")
-        try:
-            wait = max(0.0, float(reset))
-        except (TypeError, ValueError):
-            wait = 1.0
-        return RateLimited(text, wait_s=wait, **kw)
-    if status >= 500 or status == 0:
-        return Transient(text, **kw)
-    if status in (401, 403):
-        return AuthFailed(text, **kw)
-    if status == 404:
-        return NotFound(text, **kw)
-    return ConnectorError(text, **kw)
-
-
-def member_from_contact(c: Mapping[str, Any], list_id: int) -> RemoteMember:
-    # https://developers.brevo.com/docs/blocklisted-contacts : emailBlacklisted is account-wide;
-    # listUnsubscribed names the lists the contact unsubscribed from.
-    # The per-list unsubscribe is the signal syncd acts on: it wins over the account-wide block
-    # that Brevo sets with it, which syncd lifts for the contact's other lists.
-    left = c.get("listUnsubscribed") or []
-    if list_id in left:
-        status = RemoteStatus.UNSUBSCRIBED
-    elif c.get("emailBlacklisted"):
-        status = RemoteStatus.BLOCKED
-    else:
-        status = RemoteStatus.SUBSCRIBED
-    attrs = c.get("attributes") or {}
-    fields = {name: str(attrs[attr]) for attr, name in FIELDS_BY_ATTRIBUTE.items() if attrs.get(attr)}
-    return RemoteMember(
-        email=str(c["email"]).lower(),
-        status=status,
-        fields=fields,
-        remote_id=str(c["id"]) if c.get("id") is not None else None,
-        changed_at=parse_time(c.get("modifiedAt")),
-        unsubscribed_from=tuple(str(i) for i in left),
-    )
-
-
-def attributes_of(fields: Mapping[str, str]) -> dict[str, str]:
-    return {ATTRIBUTES[k]: v for k, v in fields.items() if k in ATTRIBUTES and v is not None}
-
-
-def import_chunks(wanted: Mapping[str, MemberPush]) -> Iterator[str]:
-    """CSV bodies for ``POST /contacts/import`` (``;``-separated, attribute names as headers),
-    each under IMPORT_MAX_BYTES. An empty cell leaves Brevo's value alone (emptyContactsAttributes
-    false). https://developers.brevo.com/docs/import-your-contacts-to-brevo"""
-    header = ["EMAIL", *ATTRIBUTES.values()]
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter=";", lineterminator="\n")
-    writer.writerow(header)
-    start, rows = out.tell(), 0
-    for email, m in wanted.items():
-        mark = out.tell()
-        writer.writerow([email, *(m.fields.get(name) or "" for name in ATTRIBUTES)])
-        if rows and out.tell() > IMPORT_MAX_BYTES:
-            text = out.getvalue()
-            yield text[:mark]
-            out = io.StringIO()
-            writer = csv.writer(out, delimiter=";", lineterminator="\n")
-            writer.writerow(header)
-            out.write(text[mark:])
-            rows = 0
-        rows += 1
-    if out.tell() > start:
-        yield out.getvalue()
-
-
-def format_cursor(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
-
-
-def parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def latest(values: Iterable[Any]) -> datetime | None:
-    return max((t for t in map(parse_time, values) if t is not None), default=None)
-
-
-def event_time(item: Mapping[str, Any]) -> tuple[datetime, str]:
-    # ts_epoch (ms) and ts_event (s) are UTC; date_event follows the account's time zone, so it is
-    # only a last resort. https://developers.brevo.com/docs/marketing-webhooks
-    for key, scale in (("ts_epoch", 1000.0), ("ts_event", 1.0), ("ts", 1.0)):
-        raw = item.get(key)
-        if raw not in (None, ""):
-            try:
-                return datetime.fromtimestamp(float(raw) / scale, UTC), str(raw)
-            except (TypeError, ValueError, OverflowError, OSError) as exc:
-                # OSError: the C library refuses some out-of-range times (EOVERFLOW) before Python does.
-                raise PayloadError(f"Brevo webhook field '{key}' is not a timestamp: {raw!r}") from exc
-    for key in ("date_event", "date"):
-        if item.get(key):
-            try:
-                return parse_time(str(item[key]).replace(" ", "T")), str(item[key])  # type: ignore[return-value]
-            except ValueError as exc:
-                raise PayloadError(f"Brevo webhook field '{key}' is not a date: {item[key]!r}") from exc
-    raise PayloadError("Brevo webhook has no 'ts_event' (nor ts_epoch, ts, date_event)", provider=PROVIDER)
-
-
-def events_from_payload(item: Any, api_key_name: str | None) -> list[ProviderEvent]:
-    if not isinstance(item, dict):
-        raise PayloadError("Brevo webhook item is not a JSON object", provider=PROVIDER)
-    name = item.get("event")
-    if not isinstance(name, str) or not name:
-        raise PayloadError("Brevo webhook has no 'event' field", provider=PROVIDER)
-    if name.lower() not in EVENT_KINDS:
-        raise PayloadError(f"Brevo webhook field 'event' has an unknown value: {name!r}", provider=PROVIDER)
-    kind = EVENT_KINDS[name.lower()]
-    email = item.get("email")
-    problem = email_problem(email)
-    if problem:
-        raise PayloadError(f"Brevo webhook field 'email' {problem}", provider=PROVIDER)
-    if kind is None:
-        return []
-    email = email.strip().lower()
-    occurred_at, ts = event_time(item)
-    ts = clean_text(ts)
-    lists = item.get("list_id")
-    if lists is None or lists == "":
-        lists = []
-    elif not isinstance(lists, list):
-        lists = [lists]
-    attrs = item.get("attributes") if isinstance(item.get("attributes"), dict) else {}
-    new_email = None
-    if kind is EventKind.PROFILE_UPDATED:
-        changed = attrs.get("EMAIL")
-        if changed not in (None, "") and email_problem(changed):
-            raise PayloadError(
-                f"Brevo webhook field 'attributes.EMAIL' {email_problem(changed)}", provider=PROVIDER
-            )
-        changed = str(changed or "").strip().lower()
-        if changed and changed != email:
-            kind, new_email = EventKind.EMAIL_CHANGED, changed
-    own = bool(api_key_name) and name.lower() in OWN_WRITE_EVENTS and item.get("api_key_name") == api_key_name
-    # Free text is cleaned before anything hashes or stores it (connectors/text.py says why).
-    fields = {FIELDS_BY_ATTRIBUTE[k]: clean_text(v) for k, v in attrs.items() if k in FIELDS_BY_ATTRIBUTE}
-    message_id = clean_text(item.get("message-id") or item.get("message_id") or "")
-    reason = clean_text(item.get("reason") or "") or None
-
-    def one(target: str | None, as_kind: EventKind) -> ProviderEvent:
-        raw = "|".join((PROVIDER, name.lower(), email, target or "", ts, message_id))
-        return ProviderEvent(
-            provider=PROVIDER,
-            kind=as_kind,
-            email=email,
-            occurred_at=occurred_at,
-            dedupe_key=hashlib.sha256(raw.encode()).hexdigest()[:32],
-            target=target,
-            reason=reason,
-            new_email=new_email,
-            fields=fields,
-            own_write=own,
-        )
-
-    if kind in LIST_EVENTS:
-        if lists:
-            return [one(clean_text(list_id), kind) for list_id in lists]
-        if kind is EventKind.UNSUBSCRIBED:
-            # An unsubscribe naming no list is Brevo's account-wide one.
-            return [one(None, EventKind.UNSUBSCRIBED_ALL)]
-    return [one(None, kind)]
