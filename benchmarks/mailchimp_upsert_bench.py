@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from connectors.base import MemberPush, Target
 from connectors.mailchimp import BATCH_SUBSCRIBE_MAX, MAX_CONNECTIONS, MailchimpConnector
 from connectors.simulators.mailchimp import MailchimpSimulator, serve
-from connectors.simulators.server import free_port
+from connectors.simulators.harness import free_port
 
 API_KEY = "bench-key-us1"
 

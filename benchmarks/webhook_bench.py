@@ -40,7 +40,7 @@ import sqlalchemy as sa
 
 from connectors.base import EventKind, Target
 from connectors.simulators.brevo import BrevoSimulator
-from connectors.simulators.server import free_port
+from connectors.simulators.harness import free_port
 
 # Fresh secrets, as an operator makes them (`syncd secret`): the config refuses made-up ones.
 SECRET, TOKEN = secrets.token_urlsafe(32), secrets.token_urlsafe(32)

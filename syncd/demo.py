@@ -23,7 +23,7 @@ from sqlmodel import Session, select
 from connectors.base import EventKind, RemoteStatus, Target
 from connectors.simulators.brevo import BrevoSimulator
 from connectors.simulators.mailchimp import MailchimpSimulator
-from connectors.simulators.server import ThreadedServer, free_port
+from connectors.simulators.harness import ThreadedServer, free_port
 from syncd import db, doi, hygiene, inbox
 from syncd.config import Config, load_config
 from syncd.contacts.importer import Options, Summary, import_file

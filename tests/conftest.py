@@ -114,7 +114,7 @@ def live(engine, tmp_path, monkeypatch, _live_simulators):
     import httpx
     from click.testing import CliRunner
 
-    from connectors.simulators.server import ThreadedServer
+    from connectors.simulators.harness import ThreadedServer
     from syncd.cli import main
     from syncd.config import load_config
     from syncd.web.app import create_app

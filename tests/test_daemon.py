@@ -13,7 +13,7 @@ import pytest
 
 from connectors.base import RemoteStatus
 from connectors.simulators.brevo import BrevoSimulator
-from connectors.simulators.server import free_port
+from connectors.simulators.harness import free_port
 from syncd.config import load_config
 from syncd.db import session_scope
 from syncd.membership import join_list

@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 from connectors.base import EventKind, Target
 from connectors.simulators.brevo import BrevoSimulator
 from connectors.simulators.mailchimp import MailchimpSimulator
-from connectors.simulators.server import ThreadedServer, free_port
+from connectors.simulators.harness import ThreadedServer, free_port
 from syncd import doi
 from syncd.cli import main
 from syncd.config import Config, MailchimpProvider

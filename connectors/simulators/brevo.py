@@ -41,7 +41,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connectors.base import EventKind, RemoteMember, RemoteStatus, Target
-from connectors.simulators.server import ThreadedServer
+from connectors.simulators.harness import ThreadedServer
 
 PROVIDER = "brevo"
 ADMIN_PREFIX = "/_sim/"

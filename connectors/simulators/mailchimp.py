@@ -46,7 +46,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connectors.base import EventKind, RemoteMember, RemoteStatus, Target
-from connectors.simulators.server import ThreadedServer
+from connectors.simulators.harness import ThreadedServer
 
 PROVIDER = "mailchimp"
 ADMIN_PREFIX = "/_sim/"

@@ -22,7 +22,7 @@ from connectors.brevo import BrevoConnector
 from connectors.mailchimp import MailchimpConnector
 from connectors.simulators.brevo import BrevoSimulator
 from connectors.simulators.mailchimp import MailchimpSimulator, subscriber_hash
-from connectors.simulators.server import wrapping_served_apps
+from connectors.simulators.harness import wrapping_served_apps
 
 
 def mailchimp_auth(sim: MailchimpSimulator) -> tuple[str, str]:

@@ -33,7 +33,7 @@ from connectors.base import (
 )
 from connectors.mailchimp import MailchimpConnector, _problem, verify_signature
 from connectors.simulators.mailchimp import MailchimpSimulator
-from connectors.simulators.server import ThreadedServer
+from connectors.simulators.harness import ThreadedServer
 
 LONG_AGO = datetime(2024, 1, 15, 9, 30, tzinfo=UTC)
 

@@ -134,7 +134,7 @@ from connectors.brevo import BrevoConnector
 from connectors.mailchimp import MailchimpConnector
 from connectors.simulators.brevo import BrevoSimulator
 from connectors.simulators.mailchimp import MailchimpSimulator
-from connectors.simulators.server import ThreadedServer
+from connectors.simulators.harness import ThreadedServer
 from syncd import doi
 from syncd.cli import main
 from syncd.config import load_config

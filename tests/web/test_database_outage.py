@@ -17,7 +17,7 @@ from webfixtures import BREVO_SECRET, BREVO_TOKEN, add_contact
 
 from connectors.base import EventKind, Target
 from connectors.simulators.brevo import BrevoSimulator
-from connectors.simulators.server import ThreadedServer
+from connectors.simulators.harness import ThreadedServer
 from syncd import db, doi
 from syncd.models import Contact
 from syncd.web.app import create_app

@@ -14,7 +14,7 @@ from webfixtures import AUDIENCE, BREVO_AUTH, BREVO_SECRET, MAILCHIMP_SECRET, ad
 
 from connectors.base import EventKind, Target
 from connectors.simulators.mailchimp import MailchimpSimulator
-from connectors.simulators.server import ThreadedServer
+from connectors.simulators.harness import ThreadedServer
 from syncd.inbox import MAX_ATTEMPTS, backoff, drain
 from syncd.models import Contact, InboxEvent, Membership, utcnow
 from syncd.web.app import create_app
