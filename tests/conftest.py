@@ -100,8 +100,7 @@ lists:
 
 @pytest.fixture(scope="session")
 def _live_simulators():
-    from connectors.simulators.brevo import BrevoSimulator
-    from connectors.simulators.mailchimp import MailchimpSimulator
+    from simkit import BrevoSimulator, MailchimpSimulator
 
     with BrevoSimulator() as brevo, MailchimpSimulator() as mailchimp:
         yield brevo, mailchimp

@@ -10,9 +10,9 @@ import time
 
 import httpx
 import pytest
+from simkit import BrevoSimulator
 
 from connectors.base import RemoteStatus
-from connectors.simulators.brevo import BrevoSimulator
 from connectors.simulators.harness import free_port
 from syncd.config import load_config
 from syncd.db import session_scope

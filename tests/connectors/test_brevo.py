@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from simkit import BrevoSimulator
 
 from connectors.base import (
     AuthFailed,
@@ -19,7 +20,6 @@ from connectors.base import (
     Transient,
 )
 from connectors.brevo import BrevoConnector
-from connectors.simulators.brevo import BrevoSimulator
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from simkit import BrevoSimulator, MailchimpSimulator
 
 from connectors.base import (
     AuthFailed,
@@ -23,8 +24,6 @@ from connectors.base import (
 )
 from connectors.brevo import BrevoConnector
 from connectors.mailchimp import MailchimpConnector
-from connectors.simulators.brevo import BrevoSimulator
-from connectors.simulators.mailchimp import MailchimpSimulator
 
 PROVIDERS = {
     "brevo": (BrevoSimulator, BrevoConnector),

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from simkit import MailchimpSimulator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -32,7 +33,6 @@ from connectors.base import (
     Transient,
 )
 from connectors.mailchimp import MailchimpConnector, _problem, verify_signature
-from connectors.simulators.mailchimp import MailchimpSimulator
 from connectors.simulators.harness import ThreadedServer
 
 LONG_AGO = datetime(2024, 1, 15, 9, 30, tzinfo=UTC)

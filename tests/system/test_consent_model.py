@@ -127,13 +127,12 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from simkit import BrevoSimulator, MailchimpSimulator
 from sqlmodel import Session, SQLModel, select
 
 from connectors.base import EventKind, RemoteStatus, Target
 from connectors.brevo import BrevoConnector
 from connectors.mailchimp import MailchimpConnector
-from connectors.simulators.brevo import BrevoSimulator
-from connectors.simulators.mailchimp import MailchimpSimulator
 from connectors.simulators.harness import ThreadedServer
 from syncd import doi
 from syncd.cli import main

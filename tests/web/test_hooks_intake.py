@@ -9,11 +9,11 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from simkit import MailchimpSimulator
 from sqlmodel import Session, select
 from webfixtures import AUDIENCE, BREVO_AUTH, BREVO_SECRET, MAILCHIMP_SECRET, add_contact, make_config
 
 from connectors.base import EventKind, Target
-from connectors.simulators.mailchimp import MailchimpSimulator
 from connectors.simulators.harness import ThreadedServer
 from syncd.inbox import MAX_ATTEMPTS, backoff, drain
 from syncd.models import Contact, InboxEvent, Membership, utcnow
