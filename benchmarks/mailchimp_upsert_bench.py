@@ -22,8 +22,8 @@ from contextlib import contextmanager
 
 from connectors.base import MemberPush, Target
 from connectors.mailchimp import BATCH_SUBSCRIBE_MAX, MAX_CONNECTIONS, MailchimpConnector
-from connectors.simulators.mailchimp import MailchimpSimulator, serve
 from connectors.simulators.harness import free_port
+from connectors.simulators.mailchimp import MailchimpSimulator, serve
 
 API_KEY = "bench-key-us1"
 
