@@ -4,7 +4,8 @@ The simulators (``connectors/simulators``) speak only their provider's API. Thes
 the helpers the tests are written with, in the connectors' vocabulary: ``create_target`` (a
 ``Target``), ``seed`` (members as syncd describes them), ``members`` (``RemoteMember``s, as a full
 pull would report them), ``webhook_payload`` / ``fire_webhook`` (by ``EventKind``),
-``unsubscribe``, ``is_blocked``. Each translates to the provider's words here, once.
+``unsubscribe``, ``is_blocked``. Each translates to the provider's words here, once, with the
+connectors' own field tables.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 import httpx
 
 from connectors.base import EventKind, RemoteMember, RemoteStatus, Target
+from connectors.brevo import ATTRIBUTES
+from connectors.mailchimp import MERGE_FIELDS
 from connectors.simulators.brevo import BrevoSimulator as _BrevoSimulator
 from connectors.simulators.brevo import webhooks as brevo_webhooks
 from connectors.simulators.brevo.state import parse_iso
@@ -22,24 +25,6 @@ from connectors.simulators.mailchimp import MailchimpSimulator as _MailchimpSimu
 from connectors.simulators.mailchimp import webhooks as mailchimp_webhooks
 from connectors.simulators.mailchimp.state import Member, iso
 
-# syncd member field -> Brevo contact attribute.
-BREVO_ATTRIBUTES = {
-    "first_name": "FIRSTNAME",
-    "last_name": "LASTNAME",
-    "phone": "SMS",
-    "company": "COMPANY",
-    "city": "CITY",
-    "country": "COUNTRY",
-}
-# syncd member field -> Mailchimp merge tag.
-MAILCHIMP_MERGE_TAGS = {
-    "first_name": "FNAME",
-    "last_name": "LNAME",
-    "phone": "PHONE",
-    "company": "COMPANY",
-    "city": "CITY",
-    "country": "COUNTRY",
-}
 # syncd kind -> the Brevo marketing webhook event name it arrives as.
 BREVO_EVENTS = {
     EventKind.UNSUBSCRIBED: "unsubscribe",
@@ -90,7 +75,7 @@ class BrevoSimulator(_Webhooks, _BrevoSimulator):
             self.put_contact(
                 m["email"],
                 list_ids=[list_id],
-                attributes={attr: m[name] for name, attr in BREVO_ATTRIBUTES.items() if m.get(name)},
+                attributes={attr: m[name] for name, attr in ATTRIBUTES.items() if m.get(name)},
                 email_blacklisted=status == "blocked",
                 list_unsubscribed=[list_id] if status == "unsubscribed" else [],
                 modified_at=m.get("changed_at"),
@@ -110,7 +95,7 @@ class BrevoSimulator(_Webhooks, _BrevoSimulator):
             out[c["email"]] = RemoteMember(
                 c["email"],
                 status,
-                {n: str(attrs[a]) for n, a in BREVO_ATTRIBUTES.items() if attrs.get(a)},
+                {n: str(attrs[a]) for n, a in ATTRIBUTES.items() if attrs.get(a)},
                 remote_id=str(c["id"]),
                 changed_at=parse_iso(c["modifiedAt"]),
                 unsubscribed_from=tuple(str(i) for i in c["listUnsubscribed"]),
@@ -146,7 +131,7 @@ class BrevoSimulator(_Webhooks, _BrevoSimulator):
             fields["reason"] = extra.pop("reason", "mailbox does not exist")
         if kind in (EventKind.PROFILE_UPDATED, EventKind.EMAIL_CHANGED):
             given = extra.pop("fields", {})
-            attrs = {BREVO_ATTRIBUTES[k]: v for k, v in given.items() if k in BREVO_ATTRIBUTES}
+            attrs = {ATTRIBUTES[k]: v for k, v in given.items() if k in ATTRIBUTES}
             if kind is EventKind.EMAIL_CHANGED:
                 attrs["EMAIL"] = extra.pop("new_email")
             fields["attributes"] = attrs
@@ -172,7 +157,7 @@ class MailchimpSimulator(_Webhooks, _MailchimpSimulator):
                 target.list_id,
                 spec["email"],
                 status=spec.get("status", "subscribed"),
-                merge_fields={t: spec[k] for k, t in MAILCHIMP_MERGE_TAGS.items() if spec.get(k) is not None},
+                merge_fields={t: spec[k] for k, t in MERGE_FIELDS.items() if spec.get(k) is not None},
                 tags=tags,
                 last_changed=spec.get("changed_at"),
                 ip_signup=spec.get("ip_signup", ""),
@@ -212,7 +197,7 @@ class MailchimpSimulator(_Webhooks, _MailchimpSimulator):
         data = {**data, **{k: extra.pop(k) for k in ("action", "reason") if k in extra}}
         fired_at = extra.pop("fired_at", None)
         list_id = target.list_id if target else extra.pop("list_id", mailchimp_webhooks.SOME_LIST)
-        merges = {MAILCHIMP_MERGE_TAGS[k]: extra.pop(k) for k in list(extra) if k in MAILCHIMP_MERGE_TAGS}
+        merges = {MERGE_FIELDS[k]: extra.pop(k) for k in list(extra) if k in MERGE_FIELDS}
         body = mailchimp_webhooks.payload(mc_type, email, list_id, fired_at, merges, **data, **extra)
         return body, mailchimp_webhooks.CONTENT_TYPE
 
@@ -231,7 +216,7 @@ def _remote(m: Member) -> RemoteMember:
     return RemoteMember(
         email=m.email.lower(),
         status=RemoteStatus(m.status),
-        fields={k: m.merge_fields[tag] for k, tag in MAILCHIMP_MERGE_TAGS.items() if m.merge_fields.get(tag)},
+        fields={k: m.merge_fields[tag] for k, tag in MERGE_FIELDS.items() if m.merge_fields.get(tag)},
         tags=tuple(sorted(m.tags)),
         remote_id=m.id,
         changed_at=m.last_changed,

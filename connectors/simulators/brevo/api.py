@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +27,7 @@ from connectors.simulators.brevo.state import (
     VALID_EMAIL,
     Account,
     BrevoList,
+    Contact,
     iso,
     parse_iso,
 )
@@ -47,6 +49,9 @@ class Page:
     offset: int
     sort: str
     since: datetime | None
+
+    def of(self, rows: list[Any]) -> list[Any]:
+        return rows[self.offset : self.offset + self.limit]
 
 
 def page_params(
@@ -107,7 +112,7 @@ class BrevoApi:
             a.settle()
             found = [c for c in a.contacts.values() if page.since is None or c.modified_at > page.since]
             found.sort(key=lambda c: c.id, reverse=page.sort != "asc")
-            body = [c.as_json() for c in found[page.offset : page.offset + page.limit]]
+            body = [c.as_json() for c in page.of(found)]
         return JSONResponse({"contacts": body, "count": len(found)})
 
     async def get_contact(self, request: Request) -> Response:
@@ -229,7 +234,7 @@ class BrevoApi:
             lists = sorted(a.lists.values(), key=lambda x: x.id)
             if page.sort != "asc":
                 lists.reverse()
-            body = [a.list_json(lst) for lst in lists[page.offset : page.offset + page.limit]]
+            body = [a.list_json(lst) for lst in page.of(lists)]
         return JSONResponse({"lists": body, "count": len(lists)})
 
     async def get_list(self, request: Request) -> Response:
@@ -255,10 +260,41 @@ class BrevoApi:
             if list_id not in a.lists:
                 return error(404, "document_not_found", "List ID does not exist")
             found = a.list_members(list_id, page.since, page.sort, page.offset)
-            body = [c.as_json() for c in found[page.offset : page.offset + page.limit]]
+            body = [c.as_json() for c in page.of(found)]
         return JSONResponse({"contacts": body, "count": len(found)})
 
-    async def _list_batch(self, request: Request) -> tuple[int, list[str]] | Response:
+    async def add_to_list(self, request: Request) -> Response:
+        def add(c: Contact | None, list_id: int, now: datetime) -> bool:
+            # Contacts must already exist; unknown ones come back in contacts.failure.
+            # https://developers.brevo.com/reference/addcontacttolist
+            if c is None:
+                return False
+            self.account.add_to_list(c, list_id, now)
+            return True
+
+        return await self._change_list(request, add, "Contact already in list and/or does not exist")
+
+    async def remove_from_list(self, request: Request) -> Response:
+        def remove(c: Contact | None, list_id: int, now: datetime) -> bool:
+            # Removal leaves emailBlacklisted and listUnsubscribed alone: it is not an unsubscribe.
+            if c is None or list_id not in c.list_ids:
+                return False
+            c.list_ids.remove(list_id)
+            c.modified_at = now
+            return True
+
+        refused = "Contact already removed from list and/or does not exist"
+        return await self._change_list(request, remove, refused, everyone_on_list=True)
+
+    async def _change_list(
+        self,
+        request: Request,
+        change: Callable[[Contact | None, int, datetime], bool],
+        refused: str,
+        everyone_on_list: bool = False,
+    ) -> Response:
+        """Apply ``change`` to each contact the body names (``{"all": true}``: with
+        ``everyone_on_list``, every contact on the list); 400 ``refused`` when it fits none."""
         list_id = request.path_params["list_id"]
         body = await read_json(request)
         # Body is one of emails / ids / extIds; the OpenAPI oneOf overlaps, accept any branch.
@@ -269,56 +305,19 @@ class BrevoApi:
             return error(400, "missing_parameter", "emails, ids or extIds is missing")
         if len(keys) > LIST_BATCH_MAX:
             return error(400, "out_of_range", f"Maximum {LIST_BATCH_MAX} contacts per request")
-        if list_id not in self.account.lists:
+        a = self.account
+        if list_id not in a.lists:
             return error(404, "document_not_found", "List ID does not exist")
-        return list_id, keys
-
-    async def add_to_list(self, request: Request) -> Response:
-        parsed = await self._list_batch(request)
-        if isinstance(parsed, Response):
-            return parsed
-        list_id, keys = parsed
         success, failure = [], []
         now = datetime.now(UTC)
-        a = self.account
         with a.lock:
             a.settle()
-            for key in keys:
-                # Contacts must already exist; unknown ones come back in contacts.failure.
-                # https://developers.brevo.com/reference/addcontacttolist
-                c = a.find(key)
-                if c is None:
-                    failure.append(key)
-                else:
-                    a.add_to_list(c, list_id, now)
-                    success.append(key)
-        if not success:
-            return error(400, "invalid_parameter", "Contact already in list and/or does not exist")
-        return JSONResponse({"contacts": {"success": success, "failure": failure}}, status_code=201)
-
-    async def remove_from_list(self, request: Request) -> Response:
-        parsed = await self._list_batch(request)
-        if isinstance(parsed, Response):
-            return parsed
-        list_id, keys = parsed
-        success, failure = [], []
-        now = datetime.now(UTC)
-        a = self.account
-        with a.lock:
-            a.settle()
-            if not keys:  # {"all": true}
+            if not keys and everyone_on_list:
                 keys = [c.email for c in a.contacts.values() if list_id in c.list_ids]
             for key in keys:
-                # Removal leaves emailBlacklisted and listUnsubscribed alone: it is not an unsubscribe.
-                c = a.find(key)
-                if c is None or list_id not in c.list_ids:
-                    failure.append(key)
-                else:
-                    c.list_ids.remove(list_id)
-                    c.modified_at = now
-                    success.append(key)
+                (success if change(a.find(key), list_id, now) else failure).append(key)
         if not success:
-            return error(400, "invalid_parameter", "Contact already removed from list and/or does not exist")
+            return error(400, "invalid_parameter", refused)
         return JSONResponse({"contacts": {"success": success, "failure": failure}}, status_code=201)
 
     # --- transactional mail ----------------------------------------------------------------------
