@@ -59,8 +59,16 @@ def step(n: int, title: str) -> None:
 
 
 class Demo:
-    def __init__(self, folder: Path, port: int, kept: bool = False):
+    def __init__(
+        self,
+        folder: Path,
+        port: int,
+        kept: bool = False,
+        brevo_class: type[BrevoSimulator] = BrevoSimulator,
+    ):
+        """``brevo_class``: a subclass of the Brevo simulator to run (a test's, with its helpers)."""
         self.folder, self.port, self.kept = folder, port, kept
+        self.brevo_class = brevo_class
         self.public = f"http://127.0.0.1:{port}"
         self.stack = ExitStack()
 
@@ -75,7 +83,7 @@ class Demo:
 
     def start_providers(self) -> None:
         """Simulators up, the accounts' lists created, the environment config/demo.yaml reads set."""
-        self.brevo = self.stack.enter_context(BrevoSimulator(api_key="sim-brevo-key"))
+        self.brevo = self.stack.enter_context(self.brevo_class(api_key="sim-brevo-key"))
         self.mailchimp = self.stack.enter_context(MailchimpSimulator(api_key="sim-mailchimp-key-us1"))
         # The lists are created through the official SDKs, as a marketer would in each account.
         # Fresh secrets for every run, as an operator makes them with `syncd secret`.
