@@ -13,7 +13,7 @@ import time
 from connectors.brevo import BrevoConnector
 from connectors.brevo.client import LIST_BATCH
 from connectors.brevo.imports import IMPORT_MAX_BYTES, import_chunks
-from connectors.contract import MemberPush
+from connectors.contract import MemberPush, Target
 from connectors.simulators.brevo import BrevoSimulator
 
 
@@ -36,8 +36,10 @@ def import_minimum(pushes: list[MemberPush]) -> int:
 def run(n: int, latency_ms: float, concurrency: int) -> None:
     pushes = members(n)
     with BrevoSimulator() as sim:
-        target = sim.create_target("bench")
-        sim.seed(target, [{"email": m.email, "first_name": "Old"} for m in pushes[: n // 2]])  # half exist
+        list_id = sim.create_list("bench")
+        target = Target("brevo", str(list_id))
+        for m in pushes[: n // 2]:  # half exist
+            sim.put_contact(m.email, list_ids=[list_id], attributes={"FIRSTNAME": "Old"})
         sim.reset_calls()
         sim.latency_s = latency_ms / 1000
         conn = BrevoConnector(sim.api_key, sim.api_url, timeout=120.0, concurrency=concurrency)
@@ -45,7 +47,7 @@ def run(n: int, latency_ms: float, concurrency: int) -> None:
         result = conn.upsert(target, pushes)
         elapsed = time.perf_counter() - started
         assert len(result.done) == n and not result.rejected, result.rejected[:3]
-        assert len(sim.members(target)) == n
+        assert len(sim.list_contacts(list_id)) == n
         reads = sum(1 for c in sim.calls if c.method == "GET")
         print(
             f"latency={latency_ms:>4.0f} ms  concurrency={concurrency}  members={n}  "

@@ -24,8 +24,8 @@ from connectors.contract import MemberPush, Target
 from connectors.mailchimp import MailchimpConnector
 from connectors.mailchimp.connections import MAX_CONNECTIONS
 from connectors.mailchimp.vocabulary import BATCH_SUBSCRIBE_MAX
+from connectors.simulators.harness import free_port
 from connectors.simulators.mailchimp import MailchimpSimulator, serve
-from connectors.simulators.server import free_port
 
 API_KEY = "bench-key-us1"
 

@@ -28,7 +28,7 @@ from connectors.brevo import BrevoConnector
 from connectors.mailchimp import MailchimpConnector
 from connectors.simulators import brevo as brevo_sim
 from connectors.simulators import mailchimp as mailchimp_sim
-from connectors.simulators.server import free_port
+from connectors.simulators.harness import free_port
 from syncd import db
 from syncd.models import Contact, Membership, SyncRun
 

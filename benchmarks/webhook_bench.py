@@ -38,9 +38,8 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from connectors.contract import EventKind, Target
-from connectors.simulators.brevo import BrevoSimulator
-from connectors.simulators.server import free_port
+from connectors.simulators.brevo.webhooks import campaign_fields, payload
+from connectors.simulators.harness import free_port
 
 # Fresh secrets, as an operator makes them (`syncd secret`): the config refuses made-up ones.
 SECRET, TOKEN = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
@@ -66,14 +65,10 @@ def email(i: int) -> str:
 
 def payloads(n: int) -> list[bytes]:
     """Unsubscribes from now on (an event older than the membership it names would not apply)."""
-    sim, target = BrevoSimulator(), Target("brevo", "12")
     start = datetime.now(UTC)
-    return [
-        sim.webhook_payload(
-            EventKind.UNSUBSCRIBED, email(i), target, occurred_at=start + timedelta(milliseconds=i)
-        )[0]
-        for i in range(n)
-    ]
+    at = [start + timedelta(milliseconds=i) for i in range(n)]
+    # Contact id 1: the events name no contact the simulator holds.
+    return [payload("unsubscribe", email(i), 1, at[i], **campaign_fields(), list_id=[12]) for i in range(n)]
 
 
 # --- the master base ------------------------------------------------------------------------------

@@ -20,10 +20,11 @@ import click
 import httpx
 from sqlmodel import Session, select
 
-from connectors.contract import EventKind, RemoteStatus, Target
+from connectors.contract import Target
 from connectors.simulators.brevo import BrevoSimulator
+from connectors.simulators.brevo.webhooks import campaign_fields
+from connectors.simulators.harness import ThreadedServer, free_port
 from connectors.simulators.mailchimp import MailchimpSimulator
-from connectors.simulators.server import ThreadedServer, free_port
 from syncd import db, doi, hygiene, inbox
 from syncd.config import Config, load_config
 from syncd.contacts.importer import Options, import_file
@@ -59,8 +60,16 @@ def step(n: int, title: str) -> None:
 
 
 class Demo:
-    def __init__(self, folder: Path, port: int, kept: bool = False):
+    def __init__(
+        self,
+        folder: Path,
+        port: int,
+        kept: bool = False,
+        brevo_class: type[BrevoSimulator] = BrevoSimulator,
+    ):
+        """``brevo_class``: a subclass of the Brevo simulator to run (a test's, with its helpers)."""
         self.folder, self.port, self.kept = folder, port, kept
+        self.brevo_class = brevo_class
         self.public = f"http://127.0.0.1:{port}"
         self.stack = ExitStack()
 
@@ -75,7 +84,7 @@ class Demo:
 
     def start_providers(self) -> None:
         """Simulators up, the accounts' lists created, the environment config/demo.yaml reads set."""
-        self.brevo = self.stack.enter_context(BrevoSimulator(api_key="sim-brevo-key"))
+        self.brevo = self.stack.enter_context(self.brevo_class(api_key="sim-brevo-key"))
         self.mailchimp = self.stack.enter_context(MailchimpSimulator(api_key="sim-mailchimp-key-us1"))
         # The lists are created through the official SDKs, as a marketer would in each account.
         # Fresh secrets for every run, as an operator makes them with `syncd secret`.
@@ -115,9 +124,10 @@ class Demo:
             "mailchimp": make_connector(self.config, "mailchimp"),
         }
         # What the accounts hold before syncd: someone filed Claire, a client, in the vendors list.
-        self.brevo.seed(
-            self.vendors,
-            [{"email": "claire@boulangerie-fontaine.fr", "status": "subscribed", "first_name": "Claire"}],
+        self.brevo.put_contact(
+            "claire@boulangerie-fontaine.fr",
+            list_ids=[int(self.vendors.list_id)],
+            attributes={"FIRSTNAME": "Claire"},
         )
 
     def stop(self) -> None:
@@ -184,23 +194,26 @@ class Demo:
 
         step(4, "First sync to Brevo and Mailchimp")
         self._sync_all()
-        claire_gone = "claire@boulangerie-fontaine.fr" not in self._on(self.brevo, self.vendors)
+        claire_gone = "claire@boulangerie-fontaine.fr" not in self._on(self.vendors)
         say(
             "   Claire (a client) had been filed in the Brevo vendors list: "
             f"{'removed' if claire_gone else 'still there'} (vendors list: on_violation: remove)."
         )
 
         step(5, "Marie unsubscribes from the newsletter only (Brevo webhook)")
-        self.brevo.unsubscribe("marie.dupont@exemple.fr", self.news)
+        # Blocked account-wide, with the list she left recorded on her contact (listUnsubscribed).
+        self.brevo.put_contact(
+            "marie.dupont@exemple.fr", list_unsubscribed=[int(self.news.list_id)], email_blacklisted=True
+        )
         say(
             f"   Brevo blacklists her account-wide, as it always does: blocked = "
-            f"{self.brevo.is_blocked('marie.dupont@exemple.fr')}."
+            f"{self._blocked('marie.dupont@exemple.fr')}."
         )
-        hook = self.brevo.fire_webhook(
-            f"{self.public}/hooks/brevo/{self.secrets['BREVO_WEBHOOK_SECRET']}",
-            EventKind.UNSUBSCRIBED,
-            "marie.dupont@exemple.fr",
-            self.news,
+        body, content_type = self.brevo.webhook_payload(
+            "unsubscribe", "marie.dupont@exemple.fr", **campaign_fields(), list_id=[int(self.news.list_id)]
+        )
+        hook = self.brevo.post_webhook(
+            f"{self.public}/hooks/brevo/{self.secrets['BREVO_WEBHOOK_SECRET']}", body, content_type
         )
         drained = inbox.drain(self.engine, self.config, connectors=self.connectors)
         say(f"   Webhook stored (HTTP {hook.status_code}) and applied ({drained.get('done', 0)} event).")
@@ -209,29 +222,28 @@ class Demo:
         still = [n for n, st in lists.items() if st == "subscribed"]
         say(f"   Marie left newsletter-clients; she is still in: {', '.join(still) or 'nothing'}.")
         marie = "marie.dupont@exemple.fr"
-        in_brevo = marie in self._on(self.brevo, self.events)
-        in_mailchimp = marie in self._on(self.mailchimp, self._tag("events"))
+        in_brevo = marie in self._on(self.events)
+        in_mailchimp = marie in self._on(self._tag("events"))
         say(
             f"   Brevo events list: {'member' if in_brevo else 'gone'}; "
             f"Mailchimp 'events' tag: {'member' if in_mailchimp else 'gone'}; "
-            f"Brevo blacklist lifted: {not self.brevo.is_blocked(marie)} (her order e-mails keep flowing)."
+            f"Brevo blacklist lifted: {not self._blocked(marie)} (her order e-mails keep flowing)."
         )
 
         step(6, "Julie marks a mail as spam (Mailchimp webhook): that one is global")
-        hook = self.mailchimp.fire_webhook(
-            f"{self.public}/hooks/mailchimp/{self.secrets['MAILCHIMP_WEBHOOK_SECRET']}",
-            EventKind.COMPLAINED,
-            "julie.morel@exemple.fr",
-            self.audience,
+        # A spam complaint reaches Mailchimp's webhook as an unsubscribe with the reason "abuse".
+        body, content_type = self.mailchimp.webhook_payload(
+            "unsubscribe", "julie.morel@exemple.fr", self.audience.list_id, reason="abuse"
+        )
+        hook = self.mailchimp.post_webhook(
+            f"{self.public}/hooks/mailchimp/{self.secrets['MAILCHIMP_WEBHOOK_SECRET']}", body, content_type
         )
         inbox.drain(self.engine, self.config, connectors=self.connectors)
         self._sync_all(quiet=True)
         julie = "julie.morel@exemple.fr"
         left = [n for n, st in self._memberships(julie).items() if st == "subscribed"]
         remote = [
-            t.key
-            for t in (self.events, self._tag("events"), self._tag("prospects"))
-            if julie in self._on(self.brevo if t.provider == "brevo" else self.mailchimp, t)
+            t.key for t in (self.events, self._tag("events"), self._tag("prospects")) if julie in self._on(t)
         ]
         say(
             f"   Webhook stored (HTTP {hook.status_code}); Julie is now in {len(left)} list(s) of the master "
@@ -319,9 +331,24 @@ class Demo:
     def _tag(self, tag: str) -> Target:
         return Target("mailchimp", self.audience.list_id, tag)
 
-    @staticmethod
-    def _on(sim: Any, target: Target) -> set[str]:
-        return {e for e, m in sim.members(target).items() if m.status == RemoteStatus.SUBSCRIBED}
+    def _on(self, target: Target) -> set[str]:
+        """Who is subscribed to ``target`` on the provider's side, read from its simulator."""
+        if target.provider == "brevo":
+            list_id = int(target.list_id)
+            return {
+                c["email"]
+                for c in self.brevo.list_contacts(list_id)
+                if not c["emailBlacklisted"] and list_id not in c["listUnsubscribed"]
+            }
+        return {
+            m.email.lower()
+            for m in self.mailchimp.audience_members(target.list_id)
+            if m.status == "subscribed" and (not target.tag or target.tag in m.tags)
+        }
+
+    def _blocked(self, email: str) -> bool:
+        contact = self.brevo.contact(email)
+        return bool(contact and contact["emailBlacklisted"])
 
     def prefs_url(self, email: str) -> str:
         with Session(self.engine) as s:

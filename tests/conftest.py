@@ -100,8 +100,7 @@ lists:
 
 @pytest.fixture(scope="session")
 def _live_simulators():
-    from connectors.simulators.brevo import BrevoSimulator
-    from connectors.simulators.mailchimp import MailchimpSimulator
+    from simkit import BrevoSimulator, MailchimpSimulator
 
     with BrevoSimulator() as brevo, MailchimpSimulator() as mailchimp:
         yield brevo, mailchimp
@@ -114,7 +113,7 @@ def live(engine, tmp_path, monkeypatch, _live_simulators):
     import httpx
     from click.testing import CliRunner
 
-    from connectors.simulators.server import ThreadedServer
+    from connectors.simulators.harness import ThreadedServer
     from syncd.cli import main
     from syncd.config import load_config
     from syncd.web.app import create_app

@@ -10,10 +10,10 @@ import time
 
 import httpx
 import pytest
+from simkit import BrevoSimulator
 
 from connectors.contract import RemoteStatus
-from connectors.simulators.brevo import BrevoSimulator
-from connectors.simulators.server import free_port
+from connectors.simulators.harness import free_port
 from syncd.config import load_config
 from syncd.db import session_scope
 from syncd.membership import join_list
@@ -143,7 +143,7 @@ def test_syncd_run_with_the_demo_config_syncs_at_start_and_on_schedule(tmp_path)
     from syncd.demo import CONFIG, SAMPLES, Demo
 
     saved = dict(os.environ)
-    demo = Demo(tmp_path, free_port())
+    demo = Demo(tmp_path, free_port(), brevo_class=BrevoSimulator)
     try:
         demo.start_providers()
         import_file(

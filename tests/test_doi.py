@@ -14,13 +14,12 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from click.testing import CliRunner
+from simkit import BrevoSimulator, MailchimpSimulator
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
 
 from connectors.contract import EventKind, Target
-from connectors.simulators.brevo import BrevoSimulator
-from connectors.simulators.mailchimp import MailchimpSimulator
-from connectors.simulators.server import ThreadedServer, free_port
+from connectors.simulators.harness import ThreadedServer, free_port
 from syncd import doi
 from syncd.cli import main
 from syncd.config import Config, MailchimpProvider

@@ -7,11 +7,10 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from simkit import BrevoSimulator, MailchimpSimulator
 from sqlmodel import Session, select
 
 from connectors.contract import EventKind, Target
-from connectors.simulators.brevo import BrevoSimulator
-from connectors.simulators.mailchimp import MailchimpSimulator
 from syncd.config import Config
 from syncd.inbox import MAX_ATTEMPTS, backlog, dead_letters, drain, requeue
 from syncd.models import AuditLog, Contact, InboxEvent, Membership

@@ -8,9 +8,8 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
+from simkit import BrevoSimulator, MailchimpSimulator
 
-from connectors.simulators.brevo import BrevoSimulator
-from connectors.simulators.mailchimp import MailchimpSimulator
 from syncd import log
 from syncd.cli import main
 from syncd.config import load_config

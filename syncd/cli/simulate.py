@@ -23,7 +23,7 @@ def simulate(provider: str, port: int, api_key: str | None) -> None:
       POST /_sim/lists/AUDIENCE/members/EMAIL/ACTION, ACTION one of: unsubscribe ({"reason":
       "abuse"} for a complaint), resubscribe, clean, change-email ({"new_email": "..."})
     """
-    from connectors.simulators.server import free_port
+    from connectors.simulators.harness import free_port
 
     port = port or free_port()
     if provider == "brevo":

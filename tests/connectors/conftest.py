@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from api_conformance import Conformance
 
-from connectors.simulators.server import wrapping_served_apps
+from connectors.simulators.harness import wrapping_served_apps
 
 CHECK = Conformance()
 

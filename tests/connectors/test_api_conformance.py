@@ -15,14 +15,14 @@ import httpx
 import mailchimp_marketing
 import pytest
 import sib_api_v3_sdk as sib
+from simkit import BrevoSimulator, MailchimpSimulator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from connectors.brevo import BrevoConnector
 from connectors.mailchimp import MailchimpConnector
-from connectors.simulators.brevo import BrevoSimulator
-from connectors.simulators.mailchimp import MailchimpSimulator, subscriber_hash
-from connectors.simulators.server import wrapping_served_apps
+from connectors.simulators.harness import wrapping_served_apps
+from connectors.simulators.mailchimp import subscriber_hash
 
 
 def mailchimp_auth(sim: MailchimpSimulator) -> tuple[str, str]:

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from simkit import BrevoSimulator
 
 from connectors.brevo import BrevoConnector
 from connectors.contract import (
@@ -20,7 +21,6 @@ from connectors.contract import (
     Target,
     Transient,
 )
-from connectors.simulators.brevo import BrevoSimulator
 
 
 @pytest.fixture

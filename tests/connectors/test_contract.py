@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from simkit import BrevoSimulator, MailchimpSimulator
 
 from connectors.brevo import BrevoConnector
 from connectors.contract import (
@@ -23,8 +24,6 @@ from connectors.contract import (
     Transient,
 )
 from connectors.mailchimp import MailchimpConnector
-from connectors.simulators.brevo import BrevoSimulator
-from connectors.simulators.mailchimp import MailchimpSimulator
 
 PROVIDERS = {
     "brevo": (BrevoSimulator, BrevoConnector),

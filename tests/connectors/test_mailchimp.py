@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from simkit import MailchimpSimulator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -34,8 +35,7 @@ from connectors.contract import (
 from connectors.mailchimp import MailchimpConnector
 from connectors.mailchimp.vocabulary import problem_of as _problem
 from connectors.mailchimp.webhooks import verify_signature
-from connectors.simulators.mailchimp import MailchimpSimulator
-from connectors.simulators.server import ThreadedServer
+from connectors.simulators.harness import ThreadedServer
 
 LONG_AGO = datetime(2024, 1, 15, 9, 30, tzinfo=UTC)
 

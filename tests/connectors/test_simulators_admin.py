@@ -10,12 +10,12 @@ import mailchimp_marketing
 import pytest
 import sib_api_v3_sdk as sib
 from mailchimp_marketing.api_client import ApiClientError
+from simkit import BrevoSimulator, MailchimpSimulator
 
 from connectors.brevo import BrevoConnector
 from connectors.contract import RemoteStatus, Target
 from connectors.mailchimp import MailchimpConnector
-from connectors.simulators.brevo import BrevoSimulator
-from connectors.simulators.mailchimp import MailchimpSimulator, subscriber_hash
+from connectors.simulators.mailchimp import subscriber_hash
 
 
 def pulled(connector, target: Target) -> dict[str, RemoteStatus]:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
+from simkit import BrevoSimulator, MailchimpSimulator
 from sqlmodel import Session, select
 
 from connectors.brevo import BrevoConnector
 from connectors.contract import EventKind, RemoteStatus
 from connectors.mailchimp import MailchimpConnector
-from connectors.simulators.brevo import BrevoSimulator
-from connectors.simulators.mailchimp import MailchimpSimulator
 from syncd.cli import main
 from syncd.config import load_config
 from syncd.db import session_scope

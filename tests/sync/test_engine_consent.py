@@ -13,13 +13,12 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from click.testing import CliRunner
+from simkit import BrevoSimulator, MailchimpSimulator
 from sqlmodel import Session, select
 
 from connectors.brevo import BrevoConnector
 from connectors.contract import EventKind, RemoteStatus, Target
 from connectors.mailchimp import MailchimpConnector
-from connectors.simulators.brevo import BrevoSimulator
-from connectors.simulators.mailchimp import MailchimpSimulator
 from syncd import doi
 from syncd.cli import main
 from syncd.config import load_config

@@ -10,9 +10,9 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from simkit import BrevoSimulator
 from sqlmodel import Session, select
 
-from connectors.simulators.brevo import BrevoSimulator
 from syncd.cli import main
 from syncd.config import load_config
 from syncd.db import session_scope

@@ -127,14 +127,13 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from simkit import BrevoSimulator, MailchimpSimulator
 from sqlmodel import Session, SQLModel, select
 
 from connectors.brevo import BrevoConnector
 from connectors.contract import EventKind, RemoteStatus, Target
 from connectors.mailchimp import MailchimpConnector
-from connectors.simulators.brevo import BrevoSimulator
-from connectors.simulators.mailchimp import MailchimpSimulator
-from connectors.simulators.server import ThreadedServer
+from connectors.simulators.harness import ThreadedServer
 from syncd import doi
 from syncd.cli import main
 from syncd.config import load_config

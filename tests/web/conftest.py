@@ -9,7 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 from webfixtures import make_config
 
-from connectors.simulators.server import ThreadedServer
+from connectors.simulators.harness import ThreadedServer
 from syncd.config import Config
 from syncd.web.app import create_app
 

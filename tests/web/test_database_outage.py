@@ -12,12 +12,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from simkit import BrevoSimulator
 from sqlmodel import Session
 from webfixtures import BREVO_SECRET, BREVO_TOKEN, add_contact
 
 from connectors.contract import EventKind, Target
-from connectors.simulators.brevo import BrevoSimulator
-from connectors.simulators.server import ThreadedServer
+from connectors.simulators.harness import ThreadedServer
 from syncd import db, doi
 from syncd.models import Contact
 from syncd.web.app import create_app

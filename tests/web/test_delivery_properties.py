@@ -10,12 +10,12 @@ from urllib.parse import urlencode
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from simkit import BrevoSimulator
 from sqlmodel import Session, SQLModel, select
 from starlette.testclient import TestClient
 from webfixtures import BREVO_AUTH, BREVO_SECRET, MAILCHIMP_SECRET, make_config
 
 from connectors.contract import EventKind, Target
-from connectors.simulators.brevo import BrevoSimulator
 from syncd import inbox
 from syncd.db import session_scope
 from syncd.membership import join_list

@@ -49,7 +49,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from connectors.simulators.server import ThreadedServer
+from connectors.simulators.harness import ThreadedServer
 from syncd import doi, inbox
 from syncd.models import utcnow
 from syncd.web import openapi

@@ -6,13 +6,12 @@ import json
 import time
 
 import pytest
+from simkit import BrevoSimulator, MailchimpSimulator
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
 from webfixtures import AUDIENCE, BREVO_AUTH, BREVO_SECRET, MAILCHIMP_SECRET, make_config
 
 from connectors.contract import EventKind, Target
-from connectors.simulators.brevo import BrevoSimulator
-from connectors.simulators.mailchimp import MailchimpSimulator
 from syncd import db
 from syncd.models import InboxEvent
 from syncd.web.app import create_app

@@ -9,12 +9,12 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from simkit import MailchimpSimulator
 from sqlmodel import Session, select
 from webfixtures import AUDIENCE, BREVO_AUTH, BREVO_SECRET, MAILCHIMP_SECRET, add_contact, make_config
 
 from connectors.contract import EventKind, Target
-from connectors.simulators.mailchimp import MailchimpSimulator
-from connectors.simulators.server import ThreadedServer
+from connectors.simulators.harness import ThreadedServer
 from syncd.inbox import MAX_ATTEMPTS, backoff, drain
 from syncd.models import Contact, InboxEvent, Membership, utcnow
 from syncd.web.app import create_app

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from simkit import BrevoSimulator, MailchimpSimulator
 from sqlmodel import Session, select
 from webfixtures import AUDIENCE, BREVO_SECRET, BREVO_TOKEN, MAILCHIMP_SECRET, add_contact
 
 from connectors.contract import EventKind, Target
-from connectors.simulators.brevo import BrevoSimulator
-from connectors.simulators.mailchimp import MailchimpSimulator
 from syncd.inbox import drain
 from syncd.models import Consent, Contact, InboxEvent, Membership
 

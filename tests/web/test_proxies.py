@@ -16,7 +16,7 @@ import pytest
 from sqlmodel import Session, select
 from webfixtures import add_contact
 
-from connectors.simulators.server import free_port
+from connectors.simulators.harness import free_port
 from syncd import doi
 from syncd.config import load_config
 from syncd.models import Consent

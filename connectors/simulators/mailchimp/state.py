@@ -1,0 +1,278 @@
+"""A Mailchimp account's audiences, members and tags, and Mailchimp's rules for changing them.
+
+Everything here is in Mailchimp's own words (audience/list ids, member statuses as strings,
+merge fields, tags); the HTTP API in ``api.py`` serves it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+BATCH_SUBSCRIBE_MAX = (
+    500  # https://mailchimp.com/developer/marketing/api/lists/batch-subscribe-or-unsubscribe/
+)
+SEGMENT_BATCH_MAX = (
+    500  # https://mailchimp.com/developer/marketing/api/list-segments/batch-add-or-remove-members/
+)
+PAGE_MAX = 1000  # https://mailchimp.com/developer/marketing/docs/methods-parameters/#pagination
+STATUSES = {"subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived"}
+# https://mailchimp.com/help/about-compliance-state/ : unsubscribed/cleaned come back only via pending
+COMPLIANCE = {"unsubscribed", "cleaned"}
+MEMBER_ACTIONS = ("unsubscribe", "resubscribe", "clean", "change-email")
+WRITABLE = STATUSES - {"archived"}
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
+
+
+def subscriber_hash(email: str) -> str:
+    # https://mailchimp.com/developer/marketing/docs/methods-parameters/#path-parameters
+    return hashlib.md5(email.strip().lower().encode()).hexdigest()
+
+
+def iso(ts: datetime | None) -> str:
+    return ts.astimezone(UTC).replace(microsecond=0).isoformat() if ts else ""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ProblemError(Exception):
+    """A refusal, answered as problem+json."""
+
+    def __init__(self, status: int, title: str, detail: str, errors: list[dict] | None = None):
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.errors = status, title, detail, errors
+
+
+def invalid(detail: str) -> ProblemError:
+    return ProblemError(400, "Invalid Resource", detail)
+
+
+def not_found() -> ProblemError:
+    return ProblemError(404, "Resource Not Found", "The requested resource could not be found.")
+
+
+def parse_ts(value: Any, name: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        return value
+    try:
+        ts = datetime.fromisoformat(str(value).replace(" ", "T"))
+    except ValueError as exc:
+        raise invalid(f"{name} must be an ISO 8601 date-time.") from exc
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+@dataclass
+class Member:
+    email: str
+    status: str
+    merge_fields: dict[str, str] = field(default_factory=dict)
+    tags: set[str] = field(default_factory=set)
+    last_changed: datetime = field(default_factory=now)
+    ip_signup: str = ""
+    timestamp_signup: datetime | None = None
+    ip_opt: str = ""
+    timestamp_opt: datetime | None = None
+    status_before_archive: str | None = None
+    unsubscribe_reason: str = ""
+    id: str = ""  # subscriber hash, set on first write
+
+    def __post_init__(self) -> None:
+        self.id = self.id or subscriber_hash(self.email)
+
+
+@dataclass
+class Audience:
+    id: str
+    name: str
+    members: dict[str, Member] = field(default_factory=dict)  # by subscriber hash
+    segments: dict[int, str] = field(default_factory=dict)  # static segments = tags: id -> name
+    forgotten: set[str] = field(default_factory=set)
+    created_at: datetime = field(default_factory=now)
+
+    def member_by_key(self, key: str) -> Member | None:
+        """By email address or subscriber hash."""
+        return self.members.get(subscriber_hash(key) if "@" in key else key.lower())
+
+
+class Account:
+    """One Mailchimp account. Callers hold ``lock`` around a read or a change."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.audiences: dict[str, Audience] = {}
+        self._next_segment = 1000
+
+    # --- what a user sets up in the account (the simulator's hooks) -----------------------------
+
+    def create_audience(self, name: str) -> str:
+        with self.lock:
+            audience = Audience(id=secrets.token_hex(5), name=name)
+            self.audiences[audience.id] = audience
+            return audience.id
+
+    def create_tag(self, list_id: str, name: str) -> int:
+        """The tag's static segment id (created if the audience has no such tag yet)."""
+        with self.lock:
+            audience = self.audiences[list_id]
+            for seg_id, seg_name in audience.segments.items():
+                if seg_name == name:
+                    return seg_id
+            self._next_segment += 1
+            audience.segments[self._next_segment] = name
+            return self._next_segment
+
+    def put_member(
+        self,
+        list_id: str,
+        email: str,
+        *,
+        status: str = "subscribed",
+        merge_fields: dict[str, str] | None = None,
+        tags: Iterable[str] = (),
+        last_changed: datetime | None = None,
+        ip_signup: str = "",
+        timestamp_signup: datetime | None = None,
+        ip_opt: str = "",
+        timestamp_opt: datetime | None = None,
+    ) -> Member:
+        """The member as it stands in the audience (replacing any), its tags created."""
+        with self.lock:
+            changed = last_changed or now()
+            member = Member(
+                email=email,
+                status=status,
+                merge_fields=dict(merge_fields or {}),
+                last_changed=changed,
+                ip_signup=ip_signup,
+                timestamp_signup=timestamp_signup,
+                ip_opt=ip_opt,
+                timestamp_opt=timestamp_opt or changed,
+                tags=set(tags),
+            )
+            for tag in member.tags:
+                self.create_tag(list_id, tag)
+            self.audiences[list_id].members[member.id] = member
+            return member
+
+    def members(self, list_id: str) -> list[Member]:
+        """Every member of the audience, archived ones too."""
+        with self.lock:
+            return list(self.audiences[list_id].members.values())
+
+    def member(self, list_id: str, email: str) -> Member | None:
+        with self.lock:
+            return self.audiences[list_id].members.get(subscriber_hash(email))
+
+    def member_acts(self, audience: Audience, member: Member, action: str, data: dict) -> Member:
+        """What a member does on Mailchimp's side, not through the API: ``unsubscribe`` (the
+        member's click; ``reason`` "abuse" for a spam complaint), ``resubscribe`` (a signup form),
+        ``clean`` (a hard bounce), ``change-email`` (``new_email``)."""
+        at = now()
+        if action == "unsubscribe":
+            member.status = "unsubscribed"
+            member.unsubscribe_reason = "abuse" if data.get("reason") == "abuse" else "manual"
+        elif action == "resubscribe":
+            # A signup form records the member's own opt-in: the way out of the compliance state.
+            member.status, member.timestamp_opt, member.ip_opt = "subscribed", at, str(data.get("ip", ""))
+            member.unsubscribe_reason = ""
+        elif action == "clean":
+            member.status = "cleaned"
+        elif action == "change-email":
+            new_email = str(data.get("new_email", "")).strip()
+            if not EMAIL.match(new_email):
+                raise invalid("new_email must be a valid email address.")
+            new_hash = subscriber_hash(new_email)
+            if new_hash in audience.members and new_hash != member.id:
+                raise ProblemError(400, "Member Exists", f"{new_email} is already a list member.")
+            del audience.members[member.id]
+            member.email, member.id = new_email, new_hash
+            audience.members[new_hash] = member
+        member.status_before_archive = None
+        member.last_changed = at
+        return member
+
+    # --- Mailchimp's rules for an API write ------------------------------------------------------
+
+    def write_member(
+        self,
+        audience: Audience,
+        email: str,
+        spec: dict,
+        status: str | None,
+        update_existing: bool,
+        single: bool = False,
+        h: str | None = None,
+    ) -> tuple[Member, bool]:
+        if not EMAIL.match(email):
+            raise invalid(f"{email} looks fake or invalid, please enter a real email address.")
+        h = h or subscriber_hash(email)
+        if status is not None and status not in WRITABLE:
+            raise invalid(f"Invalid status: {status}")
+        member = audience.members.get(h)
+        if member is None and h in audience.forgotten:
+            # https://mailchimp.com/developer/marketing/docs/errors/ "Forgotten Email Not Subscribed"
+            raise ProblemError(
+                400,
+                "Forgotten Email Not Subscribed",
+                f"{email} was permanently deleted and cannot be re-imported. "
+                "The contact must re-subscribe to get back on the list.",
+            )
+        if member is not None and not update_existing and not single:
+            raise ProblemError(
+                400,
+                "Member Exists",
+                f"{email} is already a list member. Use PUT to insert or update list members.",
+            )
+        if member is not None and member.status != "archived" and single and not update_existing:
+            raise ProblemError(400, "Member Exists", f"{email} is already a list member.")
+        at = now()
+        is_new = member is None
+        if member is None:
+            if status is None:
+                raise invalid("The status field is required for a new member.")
+            member = Member(
+                email=email,
+                status="",
+                last_changed=at,
+                id=h,
+                ip_signup=spec.get("ip_signup", ""),
+                timestamp_signup=parse_ts(spec.get("timestamp_signup"), "timestamp_signup"),
+            )
+        previous = member.status_before_archive if member.status == "archived" else member.status
+        if status == "subscribed" and previous in COMPLIANCE:
+            # https://mailchimp.com/help/about-compliance-state/ : resubscribing needs the contact's own
+            # confirmation, so the API refuses; the way back is status "pending". An archived contact
+            # keeps its former status here (conservative reading of the same page).
+            raise ProblemError(
+                400,
+                "Member In Compliance State",
+                f"{email} is in a compliance state due to unsubscribe, bounce, or compliance "
+                "review and cannot be subscribed.",
+            )
+        changed = is_new or member.status == "archived"
+        if status and status != member.status:
+            changed = True
+            member.status = status
+            if status in ("subscribed", "pending"):
+                member.ip_opt = spec.get("ip_opt", member.ip_opt if status == "subscribed" else "")
+                member.timestamp_opt = parse_ts(spec.get("timestamp_opt"), "timestamp_opt") or at
+        merges = {k: str(v) for k, v in (spec.get("merge_fields") or {}).items()}
+        if any(member.merge_fields.get(k) != v for k, v in merges.items()):
+            member.merge_fields.update(merges)
+            changed = True
+        if member.status != "archived":
+            member.status_before_archive = None
+        if changed:
+            member.last_changed = at
+        audience.members[h] = member
+        return member, is_new
