@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from connectors.contract import MEMBER_FIELDS, Connector, EventKind, ProviderEvent, RemoteMember, RemoteStatus
-from syncd.core.segments import auto_enrolled, consent_blockers
+from syncd.core.segments import auto_enrolled
 from syncd.db import erased_among, session_scope
 from syncd.inbound.apply import apply_event
 from syncd.inbound.evidence import record_provider_evidence
@@ -227,12 +227,13 @@ class Reader:
     def _unexplained_blocks(self, s: Session, blocked: list[tuple[Contact, RemoteMember]]) -> None:
         """An account-wide block the master base cannot explain by a per-list opt-out is the
         contact's opt-out from everything (a default Brevo account's unsubscribe, a block set in
-        the provider's UI): recorded as such, with what was seen, and never lifted (LESSONS 11)."""
+        the provider's UI): recorded as such, with what was seen, and never lifted (LESSONS 11),
+        also for an address that already bounced (the person's own word outlives the address)."""
         s.flush()
         ids = [c.id for c, _ in blocked if c.id is not None]
         explained = explained_blocks(self.lt, self.traits, s.connection(), ids)
         for contact, m in blocked:
-            if contact.id in explained or consent_blockers(contact):
+            if contact.id in explained or contact.global_opt_out:
                 continue
             reason = (
                 f"blocked account-wide at {self.target.key} with no per-list unsubscribe on record; "

@@ -236,6 +236,25 @@ def test_a_brevo_block_on_a_contact_of_no_list_read_is_learnt_by_the_push_that_a
     assert_second_sync_writes_nothing(w, "--list", "vendors")
 
 
+def test_a_block_on_an_address_that_bounced_is_still_recorded_as_an_opt_out_from_everything(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news"])
+    run_cli(w, "sync", "--list", "news")
+    w.mailchimp.seed(w.news_mc, [{"email": "ana@example.fr", "status": "cleaned"}])  # a hard bounce
+    run_cli(w, "sync", "--list", "news")
+    assert contact(w, "ana@example.fr").email_status == "bounced"
+    # In Brevo's UI, an account user puts Ana back on the list and blocks her.
+    w.brevo.seed(w.news_b, [{"email": "ana@example.fr", "status": "subscribed"}])
+    brevo_api(w).set_blocked("ana@example.fr", True)
+
+    run_cli(w, "sync", "--list", "news")
+
+    ana = contact(w, "ana@example.fr")
+    assert ana.email_status == "bounced"
+    assert ana.global_opt_out and "blocked account-wide" in ana.opt_out_reason
+    assert w.brevo.is_blocked("ana@example.fr")
+
+
 def test_a_later_account_wide_block_is_not_lifted_for_an_old_per_list_unsubscribe(world):
     w = world
     add_contact(w, "ana@example.fr", "client", ["news", "offers"])

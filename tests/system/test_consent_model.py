@@ -1195,6 +1195,48 @@ FOUND_SEQUENCES = {
         "sync(list_name='news');"
         "doi_job_sends_confirmations();"
     ),
+    # An address cleaned at Mailchimp (a hard bounce), then blocked in Brevo's UI: the block was not
+    # recorded as her opt-out from everything because the address had bounced.
+    "block-on-a-bounced-address": (
+        "yaml_widens_partners_segment();"
+        "sync_killed_half_way(how='stop', list_name='club');"
+        "sync_killed_half_way(how='brevo-outage-mid-write', list_name='news');"
+        "brevo_admin_adds_to_list_in_ui(on_b1=True, slot=3);"
+        "mailchimp_admin_adds_in_ui(list_name='news', who=8);"
+        "import_contact(consent='none', kind='partner', list_name=None, slot=0);"
+        "mailchimp_cleans_hard_bounce(who=8);"
+        "sync_killed_half_way(how='stop', list_name='partners');"
+        "mailchimp_admin_adds_in_ui(list_name='partners', who=8);"
+        "sync(list_name='partners');"
+        "sync_killed_half_way(how='brevo-outage-mid-write', list_name='partners');"
+        "mailchimp_admin_adds_in_ui(list_name='club', who=4);"
+        "import_contact(consent='single_opt_in', kind='client', list_name='club', slot=1);"
+        "import_contact(consent='none', kind='client', list_name='club', slot=1);"
+        "brevo_admin_blocks_account_wide(who=5);"
+        "sync_killed_half_way(how='mailchimp-down', list_name='news');"
+        "brevo_admin_blocks_account_wide(who=8);"
+        "sync_killed_half_way(how='brevo-outage-mid-write', list_name='partners');"
+        "import_contact(consent='single_opt_in', kind='partner', list_name='partners', slot=2);"
+        "sync(list_name='news');"
+        "mailchimp_cleans_hard_bounce(who=0);"
+        "mailchimp_cleans_hard_bounce(who=4);"
+        "import_contact(consent='single_opt_in', kind='client', list_name='news', slot=3);"
+        "brevo_admin_blocks_account_wide(who=3);"
+        "mailchimp_cleans_hard_bounce(who=1);"
+        "mailchimp_admin_adds_in_ui(list_name='news', who=4);"
+        "yaml_switches_news_to_double_opt_in();"
+        "mailchimp_cleans_hard_bounce(who=2);"
+        "brevo_admin_blocks_account_wide(who=5);"
+        "brevo_admin_blocks_account_wide(who=4);"
+        "sync_killed_half_way(how='mailchimp-drops-mid-read', list_name='club');"
+        "import_contact(consent='single_opt_in', kind='client', list_name=None, slot=2);"
+        "mailchimp_admin_adds_in_ui(list_name='news', who=3);"
+        "mailchimp_cleans_hard_bounce(who=0);"
+        "brevo_admin_blocks_account_wide(who=5);"
+        "sync(list_name='club');"
+        "mailchimp_cleans_hard_bounce(who=1);"
+        "sync(list_name='news');"
+    ),
 }
 
 INVARIANTS = (
