@@ -117,22 +117,19 @@ class BrevoApi:
         return JSONResponse({"contacts": body, "count": len(found)})
 
     async def get_contact(self, request: Request) -> Response:
-        a = self.account
-        with a.lock:
-            a.settle()
-            c = a.find(request.path_params["identifier"])
-            if c is None:
-                return error(404, "document_not_found", "Contact does not exist")
-            return JSONResponse(c.as_json(extended=True))
+        return self._contact_view(request, lambda c: c.as_json(extended=True))
 
     async def get_contact_stats(self, request: Request) -> Response:
+        return self._contact_view(request, lambda c: c.campaign_stats())
+
+    def _contact_view(self, request: Request, view: Callable[[Contact], dict[str, Any]]) -> Response:
         a = self.account
         with a.lock:
             a.settle()
             c = a.find(request.path_params["identifier"])
             if c is None:
                 return error(404, "document_not_found", "Contact does not exist")
-            return JSONResponse(c.campaign_stats())
+            return JSONResponse(view(c))
 
     async def create_contact(self, request: Request) -> Response:
         body = await read_json(request)
