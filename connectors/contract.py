@@ -67,6 +67,8 @@ class ProviderTraits:
     blocks_account_wide: bool = False
     # A member who unsubscribed from a list stays on that list (the plan must take them off).
     keeps_unsubscribed_on_list: bool = False
+    # A contact is deleted from the whole account at once (GDPR erasure), not list by list.
+    erases_account_wide: bool = False
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from connectors.brevo import TRAITS as BREVO_TRAITS
 from connectors.brevo import BrevoConnector
 from connectors.brevo import openapi as brevo_openapi
 from connectors.brevo.webhooks import BrevoWebhookEndpoint
-from connectors.contract import Connector, WebhookEndpoint
+from connectors.contract import Connector, ProviderTraits, WebhookEndpoint
+from connectors.mailchimp import TRAITS as MAILCHIMP_TRAITS
 from connectors.mailchimp import MailchimpConnector
 from connectors.mailchimp import openapi as mailchimp_openapi
 from connectors.mailchimp.webhooks import MailchimpWebhookEndpoint
@@ -29,6 +31,7 @@ class Provider:
     """How to build a provider's parts from its config section."""
 
     connector: Callable[[Any], Connector]
+    traits: ProviderTraits
     webhooks: type[WebhookEndpoint]  # built by its ``from_settings``
     openapi: ModuleType  # its webhook endpoint described: OPERATIONS, SECURITY_SCHEMES
 
@@ -36,11 +39,13 @@ class Provider:
 PROVIDERS: dict[str, Provider] = {
     "brevo": Provider(
         connector=lambda s: BrevoConnector(s.api_key, s.base_url, api_key_name=s.api_key_name),
+        traits=BREVO_TRAITS,
         webhooks=BrevoWebhookEndpoint,
         openapi=brevo_openapi,
     ),
     "mailchimp": Provider(
         connector=lambda s: MailchimpConnector(s.api_key, s.base_url),
+        traits=MAILCHIMP_TRAITS,
         webhooks=MailchimpWebhookEndpoint,
         openapi=mailchimp_openapi,
     ),

@@ -12,7 +12,7 @@ import click
 from connectors.contract import ConnectorError
 from syncd.app import App
 from syncd.contacts import gdpr
-from syncd.providers import make_connector
+from syncd.providers import PROVIDERS, make_connector
 
 
 @click.group("contacts")
@@ -143,12 +143,13 @@ def forget(app: App, email: str, yes: bool, local_only: bool) -> None:
 
 
 def _erase_at_providers(app: App, email: str) -> None:
-    # Brevo deletes account-wide: once is enough; Mailchimp erases per audience.
+    # A provider that deletes account-wide (Brevo) is asked once; the others (Mailchimp) per list.
     targets = {}
     for lst in app.config.lists.values():
         for t in lst.targets:
             target = t.target
-            key = "brevo" if target.provider == "brevo" else f"mailchimp:{target.list_id}"
+            whole = PROVIDERS[target.provider].traits.erases_account_wide
+            key = target.provider if whole else f"{target.provider}:{target.list_id}"
             targets.setdefault(key, target)
     failed = False
     for key, target in sorted(targets.items()):
