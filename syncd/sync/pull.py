@@ -14,12 +14,11 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from connectors.contract import MEMBER_FIELDS, Connector, EventKind, ProviderEvent, RemoteMember, RemoteStatus
-from syncd.core.segments import auto_enrolled
 from syncd.db import erased_among, session_scope
 from syncd.inbound.apply import apply_event
 from syncd.inbound.evidence import record_provider_evidence
 from syncd.inbound.reconcile import lists_for_target
-from syncd.models import AuditLog, Contact, Membership, Source, TargetState, utcnow
+from syncd.models import AuditLog, Contact, Source, TargetState, utcnow
 from syncd.sync.report import Progress, TargetReport
 from syncd.sync.select import explained_blocks
 from syncd.sync.state import ListTarget, read_cursor, save_cursor
@@ -84,14 +83,6 @@ class Reader:
                     select(TargetState).where(*lt.state_filter(), TargetState.contact_id.in_(ids))
                 )
             }
-            # An unsubscribe at a Mailchimp audience closes every syncd list sharing it: the rows of
-            # all the lists this target's remote list serves are looked at, not this list's only.
-            sharing = list(lists_for_target(lt.config, self.target.provider, self.target.list_id))
-            memberships: dict[int, dict[str, Membership]] = {}
-            for row in s.exec(
-                select(Membership).where(Membership.list_name.in_(sharing), Membership.contact_id.in_(ids))
-            ):
-                memberships.setdefault(row.contact_id, {})[row.list_name] = row
             blocked: list[tuple[Contact, RemoteMember]] = []
             for m in members:
                 contact = contacts.get(m.email)
@@ -115,7 +106,7 @@ class Reader:
                     record_provider_evidence(
                         s, contact, lt.list_name, m.evidence, f"provider:{self.target.key}"
                     )
-                events = [self._event_for(m, memberships.get(contact.id, {})), *self._left_elsewhere(m)]
+                events = [self._event_for(m), *self._left_elsewhere(m)]
                 for event in events:
                     if event is not None:
                         self._apply(s, event)
@@ -179,17 +170,11 @@ class Reader:
         outcome = apply_event(s, event, self.lt.config)
         self.report.count(self.report.reconciled, outcome)
 
-    def _event_for(self, m: RemoteMember, memberships: dict[str, Membership]) -> ProviderEvent | None:
-        """A pulled status the master base does not know yet, as the event a webhook would have brought.
-
-        It concerns a member of a list the remote list serves (``memberships``: the contact's rows
-        in those lists), or someone on this auto-enrolled list without a row: an unsubscribe there
-        is an objection to the legitimate interest, recorded like any opt-out (an ``unsubscribed``
-        row), so that no target of the list holds the contact any more."""
-        active = any(row.status in ("subscribed", "pending") for row in memberships.values())
-        objection = self.lt.list_name not in memberships and auto_enrolled(self.lt.list_cfg)
-        if not (active or objection):
-            return None
+    def _event_for(self, m: RemoteMember) -> ProviderEvent | None:
+        """A pulled status the master base does not know yet, as the event its webhook would have
+        brought, whoever the contact is: a hard bounce is a fact about the address, and an
+        unsubscribe closes every list the remote list serves (an objection to the legitimate
+        interest of an auto-enrolled list, recorded as an ``unsubscribed`` row), members or not."""
         kind = {
             RemoteStatus.UNSUBSCRIBED: EventKind.UNSUBSCRIBED,
             RemoteStatus.CLEANED: EventKind.BOUNCED_HARD,

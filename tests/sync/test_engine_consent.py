@@ -532,6 +532,19 @@ def test_an_audience_unsubscribe_read_through_another_lists_tag_closes_the_lists
     assert "ana@example.fr" not in w.brevo.members(w.offers_b)
 
 
+def test_a_hard_bounce_read_at_the_provider_is_recorded_for_a_contact_in_no_list(world):
+    """Cleaned is a fact about the address: recorded whoever the contact is, so that no list that
+    admits her later (an auto-enrolled segment) pushes an address that bounced."""
+    w = world
+    add_contact(w, "vera@example.fr", "client")  # in no list
+    w.mailchimp.seed(w.news_mc, [{"email": "vera@example.fr", "status": "cleaned"}])
+
+    run_cli(w, "sync", "--list", "news")
+
+    assert contact(w, "vera@example.fr").email_status == "bounced"
+    assert_second_sync_writes_nothing(w, "--list", "news")
+
+
 def test_a_compliance_state_refusal_records_the_missed_opt_out_and_the_run_takes_her_off_every_target(world):
     w = world
     now = datetime.now(UTC)
