@@ -92,7 +92,7 @@ def jobs_for(config: Config, engine: Engine, connectors: dict[str, Any], stop: t
             every(minutes=5),
         )
     )
-    jobs.append(Job("double-opt-in", doi_job, every(minutes=1)))
+    jobs.append(Job("double-opt-in", doi_job, every(minutes=1), run_at_start=True))
     jobs.append(Job("hygiene", lambda: hygiene.scan(engine, config), every(hours=1)))
     return jobs
 

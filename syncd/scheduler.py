@@ -30,8 +30,10 @@ from syncd.models import SyncRun
 
 log = get_logger(__name__)
 
-# Any constant works: it only has to be the same for every replica of one deployment.
+# Any constant works: it only has to be the same for every replica of one deployment (a base in
+# another schema than public leads under a key of its schema's name: ``locks.schema_key``).
 LEADER_LOCK_KEY = 0x5CD5_0001
+LEADER_TICK = Schedule(every=timedelta(seconds=2))
 
 
 class Leader:
@@ -40,6 +42,7 @@ class Leader:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._conn: sa.Connection | None = None
+        self._key = LEADER_LOCK_KEY
         self._file: Any = None
         self._mutex = threading.Lock()
 
@@ -67,7 +70,8 @@ class Leader:
             self._close()
         try:
             conn = self.engine.connect()
-            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK_KEY}).scalar()
+            self._key = locks.schema_key(conn, "leader", public=LEADER_LOCK_KEY)
+            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self._key}).scalar()
             conn.commit()
         except sa.exc.DBAPIError:
             return False
@@ -100,7 +104,7 @@ class Leader:
         if self._conn is not None:
             try:
                 # Unlock explicitly: the pool would keep the session (and the lock) alive.
-                self._conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LEADER_LOCK_KEY})
+                self._conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
                 self._conn.commit()
             except sa.exc.DBAPIError:
                 pass
@@ -141,10 +145,15 @@ def every(**kw: float) -> Schedule:
 
 
 def build_scheduler(jobs: list[Job], leader: Leader) -> BackgroundScheduler:
-    """One APScheduler job per ``Job``: never overlapping itself, missed runs coalesced."""
+    """One APScheduler job per ``Job``: never overlapping itself, missed runs coalesced. Each
+    replica also asks for the lead at start and every few seconds, so that one leads from the
+    start and another takes over within seconds of its death, whatever the jobs' schedules."""
     scheduler = BackgroundScheduler(
         timezone="UTC",
         job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 300},
+    )
+    scheduler.add_job(
+        leader.is_leader, trigger_for(LEADER_TICK), id="leader", next_run_time=datetime.now(UTC)
     )
     for job in jobs:
         first = {"next_run_time": datetime.now(UTC)} if job.run_at_start else {}
