@@ -200,6 +200,25 @@ def test_syncd_run_with_the_demo_config_syncs_at_start_and_on_schedule(tmp_path)
 LEADER_ONLY = ("double-opt-in", "hygiene", "inbox-purge")
 
 
+def start_daemon(config_path, env, log_path) -> subprocess.Popen:
+    """`syncd run` on a free port, its JSON log in ``log_path``."""
+    command = [sys.executable, "-m", "syncd", "--log-level", "info", "--config", str(config_path), "run"]
+    with open(log_path, "w") as handle:
+        return subprocess.Popen(
+            [*command, "--port", str(free_port())], env=env, stdout=subprocess.DEVNULL, stderr=handle
+        )
+
+
+def stop_daemon(proc) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def finished_jobs(log_path) -> list[str]:
     """The jobs a daemon finished, from its JSON log lines."""
     jobs = []
@@ -234,51 +253,23 @@ lists:
         "SYNCD_DATABASE_URL": engine.url.render_as_string(hide_password=False),
     }
 
-    def daemon(log_path):
-        port = free_port()
-        handle = open(log_path, "w")  # noqa: SIM115 (closed below)
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "syncd",
-                "--log-level",
-                "info",
-                "--config",
-                str(path),
-                "run",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=handle,
-            text=True,
-        )
-        return proc, handle, log_path
-
-    first = daemon(tmp_path / "first.log")
-    wait_for(lambda: "leader.acquired" in first[2].read_text(), what="a leader")
-    second = daemon(tmp_path / "second.log")
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    first = start_daemon(path, env, first_log)
+    wait_for(lambda: "leader.acquired" in first_log.read_text(), what="a leader")
+    second = start_daemon(path, env, second_log)
     try:
-        wait_for(lambda: "double-opt-in" in finished_jobs(first[2]), what="the leader's jobs")
-        wait_for(lambda: "daemon.started" in second[2].read_text(), what="the second daemon")
+        wait_for(lambda: "double-opt-in" in finished_jobs(first_log), what="the leader's jobs")
+        wait_for(lambda: "daemon.started" in second_log.read_text(), what="the second daemon")
         time.sleep(3)
-        assert "leader.acquired" not in second[2].read_text()
-        ran = finished_jobs(second[2])
+        assert "leader.acquired" not in second_log.read_text()
+        ran = finished_jobs(second_log)
         assert not set(ran) & set(LEADER_ONLY), "the follower ran a leader's job"
         if engine.dialect.name == "sqlite":
             assert ran == [], "a second daemon on SQLite ran a job"
-        first[0].send_signal(signal.SIGKILL)  # the leader dies without a word
-        first[0].wait(timeout=10)
-        wait_for(lambda: "leader.acquired" in second[2].read_text(), timeout=30, what="the take-over")
-        wait_for(lambda: "sync:news" in finished_jobs(second[2]), what="the list synced by the new leader")
+        first.send_signal(signal.SIGKILL)  # the leader dies without a word
+        first.wait(timeout=10)
+        wait_for(lambda: "leader.acquired" in second_log.read_text(), timeout=30, what="the take-over")
+        wait_for(lambda: "sync:news" in finished_jobs(second_log), what="the list synced by the new leader")
     finally:
-        for proc, handle, _ in (first, second):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            handle.close()
+        for proc in (first, second):
+            stop_daemon(proc)

@@ -3,20 +3,15 @@ due list is free, and no list ever runs on two replicas at once."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 from simkit import BrevoSimulator
-from test_daemon import wait_for
+from test_daemon import finished_jobs, load_config_with, start_daemon, stop_daemon, wait_for
 
-from connectors.simulators.harness import free_port
 from syncd.config import Schedule
 from syncd.db import session_scope
 from syncd.membership import join_list
@@ -42,19 +37,20 @@ def test_two_replicas_both_sync_lists_and_never_the_same_list_at_once(postgresql
             "T_KEY": brevo.api_key,
             "SYNCD_DATABASE_URL": engine.url.render_as_string(hide_password=False),
         }
-        replicas = [_start_replica(path, env, tmp_path / f"replica{i}.log") for i in (1, 2)]
+        logs = [tmp_path / f"replica{i}.log" for i in (1, 2)]
+        replicas = [start_daemon(path, env, log) for log in logs]
         try:
             wait_for(
                 lambda: (
-                    all(len(_lists_synced(log)) >= 2 for _, log in replicas)
+                    all(len(synced(log)) >= 2 for log in logs)
                     and all(len(runs) >= 2 for runs in _runs_by_list(engine).values())
                 ),
                 timeout=90,
                 what="both replicas syncing lists, every list at least twice",
             )
         finally:
-            for proc, _ in replicas:
-                _stop(proc)
+            for proc in replicas:
+                stop_daemon(proc)
 
     runs = _runs_by_list(engine)
     assert set(runs) == set(LISTS)
@@ -63,8 +59,8 @@ def test_two_replicas_both_sync_lists_and_never_the_same_list_at_once(postgresql
             assert end is not None and end <= next_start, f"two runs of {name} overlapped"
             # Whichever replica ran it, a list runs again only when its schedule says so.
             assert next_start - start >= PERIOD, f"{name} ran again {next_start - start} after its last run"
-    for _, log in replicas:
-        assert _lists_synced(log), "a replica synced no list"
+    for log in logs:
+        assert synced(log), "a replica synced no list"
 
 
 def test_a_list_is_due_from_its_latest_run_whoever_ran_it():
@@ -100,13 +96,7 @@ version: 1
 providers:
   brevo: {{api_key: "${{T_KEY}}", base_url: "{brevo.api_url}"}}
 lists:{lists}""")
-    os.environ["T_KEY"] = brevo.api_key
-    try:
-        from syncd.config import load_config
-
-        config = load_config(path)
-    finally:
-        del os.environ["T_KEY"]
+    config = load_config_with(path, T_KEY=brevo.api_key)
     with session_scope(engine) as s:
         for name in LISTS:
             contact = Contact(email=f"ana.{name}@example.fr", first_name="Ana")
@@ -116,50 +106,9 @@ lists:{lists}""")
     return path
 
 
-def _start_replica(path, env, log_path):
-    handle = open(log_path, "w")  # noqa: SIM115 (the process writes it; closed with the file object)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "syncd",
-            "--log-level",
-            "info",
-            "--config",
-            str(path),
-            "run",
-            "--port",
-            str(free_port()),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=handle,
-        text=True,
-    )
-    return proc, log_path
-
-
-def _stop(proc) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _lists_synced(log_path) -> list[str]:
-    """The lists this replica synced, from its log's job.finished events."""
-    synced = []
-    for line in log_path.read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("event") == "job.finished" and str(event.get("job", "")).startswith("sync:"):
-            synced.append(event["job"].removeprefix("sync:"))
-    return synced
+def synced(log_path) -> list[str]:
+    """The lists a replica synced, from its log."""
+    return [job.removeprefix("sync:") for job in finished_jobs(log_path) if job.startswith("sync:")]
 
 
 def _runs_by_list(engine) -> dict[str, list[tuple[datetime, datetime | None]]]:
