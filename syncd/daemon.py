@@ -2,6 +2,7 @@
 
 SIGTERM (or Ctrl-C) stops the web server, lets the job in flight finish its current batch
 (the sync engine checks the stop signal between batches), releases the leadership, and exits.
+Several replicas may run on one PostgreSQL base: see ``syncd.scheduler`` for who runs what.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -20,7 +21,7 @@ from syncd import doi, hygiene, inbox, inbox_purge, metrics
 from syncd.config import Config
 from syncd.log import get_logger
 from syncd.providers import Connectors
-from syncd.scheduler import Job, Leader, build_scheduler, every
+from syncd.scheduler import LIST_TICK, Job, Leader, ListSyncs, ScheduledList, build_scheduler, every
 from syncd.sync.engine import sync_list
 from syncd.web.app import create_app
 
@@ -28,7 +29,8 @@ log = get_logger(__name__)
 
 
 def jobs_for(config: Config, engine: Engine, connectors: dict[str, Any], stop: threading.Event) -> list[Job]:
-    """Every scheduled job of the daemon: a sync per list on its schedule, inbox drain and purge,
+    """Every scheduled job of the daemon. On every replica: the list syncs (each list on its
+    schedule, on whichever replica is free) and the inbox drain. On the leader: the inbox purge,
     double opt-in mail (send, remind, expire) and the hygiene scan."""
     sender: list[doi.Send] = []
 
@@ -48,18 +50,15 @@ def jobs_for(config: Config, engine: Engine, connectors: dict[str, Any], stop: t
             metrics.API_RATE_LIMITED.labels(provider).inc(stats.rate_limited - limited)
             exported[provider] = (stats.total, stats.rate_limited)
 
-    def sync_job(name: str) -> Callable[[], dict[str, Any]]:
-        def run() -> dict[str, Any]:
-            started = time.monotonic()
-            try:
-                report = sync_list(engine, config, name, connectors, stop=stop)
-            finally:
-                export_api_metrics()
-            metrics.SYNC_RUNS.labels(name, "ok" if report.ok else "failed").inc()
-            metrics.SYNC_DURATION.labels(name).observe(time.monotonic() - started)
-            return {"list": name, "ok": report.ok}
-
-        return run
+    def sync_one(name: str) -> dict[str, Any]:
+        started = time.monotonic()
+        try:
+            report = sync_list(engine, config, name, connectors, stop=stop)
+        finally:
+            export_api_metrics()
+        metrics.SYNC_RUNS.labels(name, "ok" if report.ok else "failed").inc()
+        metrics.SYNC_DURATION.labels(name).observe(time.monotonic() - started)
+        return {"list": name, "ok": report.ok}
 
     def doi_job() -> dict[str, int]:
         try:
@@ -71,13 +70,20 @@ def jobs_for(config: Config, engine: Engine, connectors: dict[str, Any], stop: t
         finally:
             export_api_metrics()
 
-    jobs = [
-        Job(f"sync:{name}", sync_job(name), lst.schedule, run_at_start=True)
+    scheduled = [
+        ScheduledList(name, lst.schedule, lst.targets[0].target.key)
         for name, lst in config.lists.items()
         if lst.schedule is not None and lst.targets
     ]
+    syncs = ListSyncs(engine, scheduled, sync_one, stop)
+    jobs = [Job("lists", syncs.tick, LIST_TICK, run_at_start=True, shared=True, logged=False)]
     jobs.append(
-        Job("inbox", lambda: dict(inbox.drain(engine, config, connectors=connectors)), every(seconds=10))
+        Job(
+            "inbox",
+            lambda: dict(inbox.drain(engine, config, connectors=connectors)),
+            every(seconds=10),
+            shared=True,
+        )
     )
     jobs.append(
         Job(
@@ -86,7 +92,7 @@ def jobs_for(config: Config, engine: Engine, connectors: dict[str, Any], stop: t
             every(minutes=5),
         )
     )
-    jobs.append(Job("double-opt-in", doi_job, every(minutes=1)))
+    jobs.append(Job("double-opt-in", doi_job, every(minutes=1), run_at_start=True))
     jobs.append(Job("hygiene", lambda: hygiene.scan(engine, config), every(hours=1)))
     return jobs
 

@@ -1,8 +1,10 @@
-"""Background jobs on APScheduler 3.x, run only by the leader replica.
+"""Background jobs on APScheduler 3.x, and which replica runs each.
 
-On PostgreSQL, several syncd replicas may run: the one holding a PostgreSQL advisory lock runs
-the scheduled jobs, and another takes over when its session dies (the lock goes with it). On
-SQLite (one process by nature) a file lock beside the database keeps a second daemon idle.
+On PostgreSQL, several syncd replicas may run. Shared jobs (the list syncs, the inbox drain) run
+on every replica, each piece of work under its own lock (a list's advisory lock, ``FOR UPDATE
+SKIP LOCKED``); the other jobs run on the leader, the replica holding a PostgreSQL advisory lock,
+and another takes over when its session dies (the lock goes with it). On SQLite (one process by
+nature) a file lock beside the database keeps a second daemon idle.
 """
 
 from __future__ import annotations
@@ -21,13 +23,17 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
 
+from syncd import locks
 from syncd.config import Schedule
 from syncd.log import get_logger
+from syncd.models import SyncRun
 
 log = get_logger(__name__)
 
-# Any constant works: it only has to be the same for every replica of one deployment.
+# Any constant works: it only has to be the same for every replica of one deployment (a base in
+# another schema than public leads under a key of its schema's name: ``locks.schema_key``).
 LEADER_LOCK_KEY = 0x5CD5_0001
+LEADER_TICK = Schedule(every=timedelta(seconds=2))
 
 
 class Leader:
@@ -36,6 +42,7 @@ class Leader:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._conn: sa.Connection | None = None
+        self._key = LEADER_LOCK_KEY
         self._file: Any = None
         self._mutex = threading.Lock()
 
@@ -44,6 +51,12 @@ class Leader:
             if self.engine.dialect.name == "postgresql":
                 return self._postgres()
             return self._file_lock()
+
+    def may_run(self, job: Job) -> bool:
+        """A shared job runs on every PostgreSQL replica; any other job only on the leader."""
+        if job.shared and self.engine.dialect.name == "postgresql":
+            return True
+        return self.is_leader()
 
     def _postgres(self) -> bool:
         if self._conn is not None:
@@ -57,7 +70,8 @@ class Leader:
             self._close()
         try:
             conn = self.engine.connect()
-            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK_KEY}).scalar()
+            self._key = locks.schema_key(conn, "leader", public=LEADER_LOCK_KEY)
+            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self._key}).scalar()
             conn.commit()
         except sa.exc.DBAPIError:
             return False
@@ -90,7 +104,7 @@ class Leader:
         if self._conn is not None:
             try:
                 # Unlock explicitly: the pool would keep the session (and the lock) alive.
-                self._conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LEADER_LOCK_KEY})
+                self._conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
                 self._conn.commit()
             except sa.exc.DBAPIError:
                 pass
@@ -115,6 +129,8 @@ class Job:
     func: Callable[[], Any]
     schedule: Schedule
     run_at_start: bool = False  # also once when the daemon starts (then on schedule)
+    shared: bool = False  # on every replica (it locks its own work), not only on the leader
+    logged: bool = True  # job.started / job.finished at info (off for a job that logs its own work)
 
 
 def trigger_for(schedule: Schedule) -> Any:
@@ -129,10 +145,15 @@ def every(**kw: float) -> Schedule:
 
 
 def build_scheduler(jobs: list[Job], leader: Leader) -> BackgroundScheduler:
-    """One APScheduler job per ``Job``: never overlapping itself, missed runs coalesced."""
+    """One APScheduler job per ``Job``: never overlapping itself, missed runs coalesced. Each
+    replica also asks for the lead at start and every few seconds, so that one leads from the
+    start and another takes over within seconds of its death, whatever the jobs' schedules."""
     scheduler = BackgroundScheduler(
         timezone="UTC",
         job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 300},
+    )
+    scheduler.add_job(
+        leader.is_leader, trigger_for(LEADER_TICK), id="leader", next_run_time=datetime.now(UTC)
     )
     for job in jobs:
         first = {"next_run_time": datetime.now(UTC)} if job.run_at_start else {}
@@ -142,17 +163,117 @@ def build_scheduler(jobs: list[Job], leader: Leader) -> BackgroundScheduler:
 
 def _led(job: Job, leader: Leader) -> Callable[[], None]:
     def run() -> None:
-        if not leader.is_leader():
+        if not leader.may_run(job):
             log.debug("job.skipped_not_leader", job=job.name)
             return
-        log.info("job.started", job=job.name)
-        try:
-            result = job.func()
-        except Exception as exc:  # a failed job must not kill the scheduler; it runs again next time
-            log.exception("job.failed", job=job.name, error=type(exc).__name__)
-            return
-        log.info(
-            "job.finished", job=job.name, result=result if isinstance(result, dict | int | str) else None
-        )
+        if job.logged:
+            run_logged(job.name, job.func)
+        else:
+            try:
+                job.func()
+            except Exception as exc:  # a failed job must not kill the scheduler; it runs again next time
+                log.exception("job.failed", job=job.name, error=type(exc).__name__)
 
     return run
+
+
+def run_logged(name: str, func: Callable[[], Any]) -> bool:
+    """Run one job's work with its start and end logged; False if it failed (logged, not raised:
+    a failed job must not kill the scheduler, it runs again next time)."""
+    log.info("job.started", job=name)
+    try:
+        result = func()
+    except Exception as exc:
+        log.exception("job.failed", job=name, error=type(exc).__name__)
+        return False
+    log.info("job.finished", job=name, result=result if isinstance(result, dict | int | str) else None)
+    return True
+
+
+# --- list syncs, shared by replicas ------------------------------------------------------------
+
+LIST_TICK = every(seconds=1)  # how often a replica looks for a due list
+
+
+def next_due(schedule: Schedule, last_start: datetime | None) -> datetime:
+    """When a list whose latest run started at ``last_start`` is due again (never run: now)."""
+    if last_start is None:
+        return datetime.min.replace(tzinfo=UTC)
+    if last_start.tzinfo is None:  # SQLite hands back naive UTC
+        last_start = last_start.replace(tzinfo=UTC)
+    if schedule.every is not None:
+        return last_start + schedule.every
+    after = last_start + timedelta(microseconds=1)
+    fire = trigger_for(schedule).get_next_fire_time(None, after)
+    return fire if fire is not None else datetime.max.replace(tzinfo=UTC)
+
+
+def latest_start(engine: Engine, list_name: str, first_target: str) -> datetime | None:
+    """When the list's latest run started, by any replica or command: a run opens one SyncRun row
+    per target as it reaches it, the first target first."""
+    query = (
+        sa.select(SyncRun.started_at)
+        .where(SyncRun.list_name == list_name, SyncRun.target_key == first_target)  # type: ignore[arg-type]
+        .order_by(SyncRun.id.desc())  # type: ignore[union-attr]
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        return conn.execute(query).scalar()
+
+
+@dataclass(frozen=True)
+class ScheduledList:
+    name: str
+    schedule: Schedule
+    first_target: str  # the key of the target its runs start with
+
+
+class ListSyncs:
+    """One replica's share of the list syncs. Each tick runs, one after another, every list that is
+    due (from its runs in the database, whoever ran them) and that no other replica is running: N
+    replicas sync up to N lists at once. A replica claims a list with a lock (``due:<list>``),
+    checks under it that the list is still due, and syncs it holding the claim, so that a list
+    another replica has just synced is not synced again; the sync takes the list's own lock too,
+    which also keeps a `syncd sync` from the command line apart."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        lists: list[ScheduledList],
+        sync: Callable[[str], Any],
+        stop: threading.Event,
+        *,
+        busy_retry: timedelta = timedelta(seconds=5),
+    ):
+        self.engine, self.sync, self.stop, self.busy_retry = engine, sync, stop, busy_retry
+        self.lists = {lst.name: lst for lst in lists}
+        self._look_at = dict.fromkeys(self.lists, datetime.min.replace(tzinfo=UTC))  # when to look again
+
+    def tick(self) -> list[str]:
+        """Run the due lists that are free, most overdue first; the names of those run."""
+        ran: list[str] = []
+        while not self.stop.is_set():
+            now = datetime.now(UTC)
+            candidates = sorted((at, name) for name, at in self._look_at.items() if at <= now)
+            started = next((name for _, name in candidates if self._run_if_due(name, now)), None)
+            if started is None:
+                break
+            ran.append(started)
+        return ran
+
+    def _run_if_due(self, name: str, now: datetime) -> bool:
+        lst = self.lists[name]
+        self._look_at[name] = now + self.busy_retry  # also if the database fails below
+        try:
+            with locks.exclusive(self.engine, f"due:{name}"):
+                due = next_due(lst.schedule, latest_start(self.engine, name, lst.first_target))
+                if due > now:
+                    self._look_at[name] = due
+                    return False
+                # From this start, even if the run fails before it writes a SyncRun row.
+                self._look_at[name] = next_due(lst.schedule, now)
+                run_logged(f"sync:{name}", lambda: self.sync(name))
+                return True
+        except locks.Busy:
+            log.debug("sync.claimed_elsewhere", list=name)
+            return False
