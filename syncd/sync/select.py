@@ -70,8 +70,11 @@ def chunks(
         return
     ids = contact_ids(lt, since, only)
     for start in range(0, len(ids), size):
+        part = ids[start : start + size].tolist()
+        # The range lets PostgreSQL use the primary key even before it has statistics of the
+        # table (a fresh import): an IN list alone is then costed as a scan of the whole table.
+        query = sa.select(contact).where(contact.c.id.between(part[0], part[-1]), contact.c.id.in_(part))
         with lt.engine.connect() as conn:
-            query = sa.select(contact).where(contact.c.id.in_(ids[start : start + size].tolist()))
             rows = conn.execute(query.order_by(contact.c.id)).all()
         if rows:  # empty only if its contacts were erased since the ids were read
             yield rows
