@@ -129,7 +129,11 @@ class Consent(SQLModel, table=True):
 
 
 class Membership(SQLModel, table=True):
-    __table_args__ = (sa.UniqueConstraint("contact_id", "list_name"),)
+    __table_args__ = (
+        sa.UniqueConstraint("contact_id", "list_name"),
+        # A full plan reads a list's members in contact order (``sync.select``).
+        sa.Index("ix_membership_list_name_contact_id", "list_name", "contact_id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     contact_id: int = Field(foreign_key="contact.id", index=True, ondelete="CASCADE")
@@ -143,7 +147,11 @@ class Membership(SQLModel, table=True):
 class TargetState(SQLModel, table=True):
     """What syncd last pushed for one membership on one provider target."""
 
-    __table_args__ = (sa.UniqueConstraint("target_key", "list_name", "contact_id"),)
+    __table_args__ = (
+        sa.UniqueConstraint("target_key", "list_name", "contact_id"),
+        # An incremental plan reads what was just pulled from its target (``sync.select``).
+        sa.Index("ix_targetstate_target_key_list_name_pulled_at", "target_key", "list_name", "pulled_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     contact_id: int = Field(foreign_key="contact.id", index=True, ondelete="CASCADE")
