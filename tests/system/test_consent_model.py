@@ -21,15 +21,15 @@ lists and 1 Mailchimp audience with tags::
               (a YAML edit may widen the segment to [partner, client])
 
 Rules: import with and without consent (into any list, or none); the double-opt-in job sends the
-confirmation mails; a person clicks a confirmation link; Mailchimp-side unsubscribe, archive,
-clean (hard bounce) and spam complaint; Brevo per-list unsubscribe with the per-list feature on
-(``listUnsubscribed`` + block) and off (account-wide block only), an account-wide block set in
-Brevo's UI, a spam complaint at Brevo, a contact added to a list in either provider's UI, a Brevo
-contact deleted, a Brevo email change onto an erased address; every provider-side action queues
-its webhook, which is then delivered (in any order: late, out of order), duplicated or lost;
-draining the inbox; ``sync`` of any list (plus a second, unchanged run); a sync killed half-way
-(the engine's ``stop`` event, or a simulator outage / dropped connections mid-run); the YAML
-edits above; GDPR erasure.
+confirmation mails; a person clicks a confirmation link; Mailchimp-side unsubscribe, archive, clean
+(hard bounce), spam complaint and a resubscription through a Mailchimp form; Brevo per-list
+unsubscribe with the per-list feature on (``listUnsubscribed`` + block) and off (account-wide block
+only), an account-wide block set in Brevo's UI, a spam complaint at Brevo, a contact added to a list
+in either provider's UI, a Brevo contact deleted, a Brevo email change onto an erased address; every
+provider-side action queues its webhook, which is then delivered (in any order: late, out of order),
+duplicated or lost; draining the inbox; ``sync`` of any list (plus a second, unchanged run); a sync
+killed half-way (the engine's ``stop`` event, or a simulator outage / dropped connections mid-run);
+the YAML edits above; GDPR erasure.
 
 What syncd can know (the model's notion of "opted out after the latest opt-in")
 -------------------------------------------------------------------------------
@@ -622,6 +622,17 @@ class ConsentMachine(RuleBasedStateMachine):
         self.w.mailchimp.unsubscribe(p.email, self.audience)
         body, ctype = self.w.mailchimp.webhook_payload(EventKind.UNSUBSCRIBED, p.email, self.audience)
         self.queue_webhook("mailchimp", body, ctype, p.email, [event])
+
+    @rule(who=st.integers(0, 2 * SLOTS))
+    def mailchimp_resubscribes_through_a_form(self, who):
+        """A member who left signs up again through a Mailchimp form: subscribed at the audience
+        again (tags kept), and the ``subscribe`` webhook. Never consent for syncd (README)."""
+        p = self._mc_member(who, ("unsubscribed",))
+        if p is None:
+            return
+        self.w.mailchimp.member_action(self.audience.list_id, p.email, "resubscribe")
+        body, ctype = self.w.mailchimp.webhook_payload(EventKind.SUBSCRIBED, p.email, self.audience)
+        self.queue_webhook("mailchimp", body, ctype, p.email, [])
 
     @rule(who=st.integers(0, 2 * SLOTS))
     def mailchimp_spam_complaint(self, who):
