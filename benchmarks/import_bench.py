@@ -17,13 +17,13 @@ import resource
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
+from scratch import bench_engine
 from stdnum import luhn
 
-from syncd import db, log
+from syncd import log
 from syncd.contacts.importer import Options, import_file
 from syncd.contacts.qualify import Rules
 
@@ -104,17 +104,7 @@ def main() -> int:
             f"generated {args.rows:,} rows ({csv_path.stat().st_size / 1e6:.0f} MB) "
             f"in {time.perf_counter() - t0:.1f} s"
         )
-        schema = None
-        if args.database:
-            schema = f"bench_{uuid.uuid4().hex[:10]}"
-            admin = db.make_engine(args.database)
-            with admin.begin() as conn:
-                conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-            engine = db.make_engine(args.database, connect_args={"options": f"-csearch_path={schema}"})
-        else:
-            engine = db.make_engine(f"sqlite:///{tmp}/bench.db")
-        try:
-            db.upgrade(engine)
+        with bench_engine(args.database, Path(tmp), "bench") as engine:
             rss_before = peak_rss_mb()
             options = Options(channel="bench", rules=Rules(), batch_size=args.batch_size)
             cpu0 = _cpu_seconds()
@@ -124,12 +114,6 @@ def main() -> int:
             cpu = _cpu_seconds() - cpu0
             with engine.connect() as conn:
                 contacts = conn.execute(sa.text("SELECT count(*) FROM contact")).scalar_one()
-        finally:
-            engine.dispose()
-            if schema:
-                with admin.begin() as conn:
-                    conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-                admin.dispose()
     print(f"database: {engine.dialect.name}")
     print(f"counts: {summary.counts()}")
     print(f"contacts in the base: {contacts:,}")

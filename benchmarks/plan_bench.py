@@ -19,15 +19,14 @@ import argparse
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
+from scratch import bench_engine
 
 from connectors.brevo import TRAITS
-from syncd import db
 from syncd.config import Config
 from syncd.models import Contact, Membership, TargetState, utcnow
 from syncd.sync.select import chunks, plans
@@ -155,28 +154,11 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--database", help="a PostgreSQL URL (default: a fresh SQLite file)")
     args = parser.parse_args()
-    if args.database:
-        schema = f"plan_bench_{uuid.uuid4().hex[:8]}"
-        admin = db.make_engine(args.database)
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        engine = db.make_engine(args.database, connect_args={"options": f"-csearch_path={schema}"})
-        try:
-            db.upgrade(engine)
-            bench(engine, args.contacts)
-        finally:
-            engine.dispose()
-            with admin.begin() as conn:
-                conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
-        return
     tmp = Path(tempfile.mkdtemp(prefix="syncd-plan-bench-"))
-    engine = db.make_engine(f"sqlite:///{tmp / 'bench.db'}")
     try:
-        db.upgrade(engine)
-        bench(engine, args.contacts)
+        with bench_engine(args.database, tmp, "plan_bench") as engine:
+            bench(engine, args.contacts)
     finally:
-        engine.dispose()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
