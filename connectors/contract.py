@@ -69,6 +69,9 @@ class ProviderTraits:
     keeps_unsubscribed_on_list: bool = False
     # A contact is deleted from the whole account at once (GDPR erasure), not list by list.
     erases_account_wide: bool = False
+    # A contact is one record for the whole account: its remote id is the same on every list, and
+    # a change of address made there renames it on every list at once.
+    one_record_per_account: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,14 @@ class BlockRecord:
 
     complained_at: datetime | None = None  # the latest spam complaint
     blocked_by_user_at: datetime | None = None  # the latest block set by an account user (UI, API)
+
+
+class Rename(StrEnum):
+    """What a ``rename`` did."""
+
+    RENAMED = "renamed"
+    MISSING = "missing"  # no record under the old address there (already renamed, or never held)
+    TAKEN = "taken"  # the new address is already another record there
 
 
 @dataclass(frozen=True)
@@ -293,6 +304,11 @@ class Connector(Protocol):
 
     def block_record(self, email: str) -> BlockRecord:
         """The provider's record of why the address may be blocked (read before a lift)."""
+        ...
+
+    def rename(self, target: Target, old_email: str, new_email: str) -> Rename:
+        """Give the provider's record of ``old_email`` on ``target`` the address ``new_email``: a
+        change of address the master base learnt elsewhere, carried to this provider."""
         ...
 
     def parse_webhook(

@@ -151,6 +151,8 @@ class TargetState(SQLModel, table=True):
         sa.UniqueConstraint("target_key", "list_name", "contact_id"),
         # An incremental plan reads what was just pulled from its target (``sync.select``).
         sa.Index("ix_targetstate_target_key_list_name_pulled_at", "target_key", "list_name", "pulled_at"),
+        # A read that shows a member under an address the base does not hold looks its id up here.
+        sa.Index("ix_targetstate_target_key_remote_id", "target_key", "remote_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -158,6 +160,9 @@ class TargetState(SQLModel, table=True):
     list_name: str = Field(max_length=100)
     target_key: str = Field(max_length=200)
     remote_id: str | None = Field(default=None, max_length=100)
+    # The address the target holds the contact under, when the master base has renamed the contact
+    # since (a change of address learnt from another provider): the next push renames it there.
+    remote_email: str | None = Field(default=None, max_length=320)
     pushed_hash: str | None = Field(default=None, max_length=64)
     remote_status: str | None = Field(default=None, max_length=16)
     # The provider's own time of the change to ``remote_status`` (RemoteMember.changed_at): tells a

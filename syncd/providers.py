@@ -52,6 +52,20 @@ PROVIDERS: dict[str, Provider] = {
 }
 
 
+def sharing_record(config: Config, provider: str, list_id: str | None) -> set[str]:
+    """The keys of the config's targets that hold the same provider record of a contact as the
+    remote list ``list_id``: every target of a provider with one record per account (Brevo), the
+    targets on that audience otherwise (Mailchimp tags). A change of address made at the provider
+    renamed the contact on all of them at once."""
+    whole = PROVIDERS[provider].traits.one_record_per_account
+    return {
+        t.target.key
+        for lst in config.lists.values()
+        for t in lst.targets
+        if t.target.provider == provider and (whole or t.target.list_id == str(list_id))
+    }
+
+
 def settings_of(config: Config, provider: str) -> Any | None:
     """The config section of ``provider``, or None when the config has none."""
     return getattr(config.providers, provider, None) if provider in PROVIDERS else None

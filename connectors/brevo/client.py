@@ -43,6 +43,7 @@ from connectors.contract import (
     Rejected,
     RemoteMember,
     RemoteStatus,
+    Rename,
     Target,
     Transient,
     WriteResult,
@@ -293,6 +294,28 @@ class BrevoConnector:
             ),
             None,
         )
+
+    def rename(self, target: Target, old_email: str, new_email: str) -> Rename:
+        """Change the contact's address (its ``EMAIL`` attribute): one record for the whole
+        account, so every list sees the new address at once. Brevo lifts a block when the address
+        changes (https://help.brevo.com/hc/en-us/articles/208802209): syncd renames only contacts
+        it is about to push. https://developers.brevo.com/reference/updatecontact"""
+        body = sib.UpdateContact(attributes={"EMAIL": new_email.strip().lower()})
+        try:
+            self._write(
+                "PUT /contacts/{identifier}",
+                lambda: self._contacts.update_contact(
+                    old_email.strip().lower(), body, _request_timeout=self._timeout
+                ),
+                None,
+            )
+        except NotFound:
+            return Rename.MISSING
+        except Fatal as exc:
+            if "duplicate_parameter" in str(exc.body or "") or "already associated" in str(exc):
+                return Rename.TAKEN
+            raise
+        return Rename.RENAMED
 
     def block_record(self, email: str) -> BlockRecord:
         """Brevo's own record of the contact: its campaign statistics list spam complaints and the

@@ -44,7 +44,12 @@ EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # An unsubscribe blacklists the contact for the whole account (emailBlacklisted), and a contact who
 # unsubscribed from a list stays in it, the list named in listUnsubscribed.
 # https://help.brevo.com/hc/en-us/articles/208802209 ; https://developers.brevo.com/docs/blocklisted-contacts
-TRAITS = ProviderTraits(blocks_account_wide=True, keeps_unsubscribed_on_list=True, erases_account_wide=True)
+TRAITS = ProviderTraits(
+    blocks_account_wide=True,
+    keeps_unsubscribed_on_list=True,
+    erases_account_wide=True,
+    one_record_per_account=True,
+)
 
 
 def error_fields(body: Any) -> tuple[str | None, str]:

@@ -30,6 +30,7 @@ from connectors.contract import (
     Rejected,
     RemoteMember,
     RemoteStatus,
+    Rename,
     Target,
     WriteResult,
     error_for_status,
@@ -256,6 +257,27 @@ class MailchimpConnector:
         except NotFound:
             return False
         return True
+
+    def rename(self, target: Target, old_email: str, new_email: str) -> Rename:
+        """Change a member's address in the audience (``PATCH`` with a new ``email_address``):
+        the member keeps its status, tags and history.
+        https://mailchimp.com/developer/marketing/api/list-members/update-list-member/"""
+        try:
+            self._write(
+                "update_list_member",
+                WriteResult(),
+                self.client.lists.update_list_member,
+                target.list_id,
+                subscriber_hash(old_email),
+                {"email_address": new_email.strip().lower()},
+            )
+        except NotFound:
+            return Rename.MISSING
+        except ConnectorError as exc:
+            if exc.status == 400 and "Member Exists" in f"{exc} {exc.body}":
+                return Rename.TAKEN
+            raise
+        return Rename.RENAMED
 
     def set_blocked(self, email: str, blocked: bool) -> None:
         """No-op: Mailchimp has no account-wide block list; its states are per audience.

@@ -53,6 +53,7 @@ MEMBER_QUERY_FIELDS = [
         f"members.{f}"
         for f in (
             "id",
+            "contact_id",
             "email_address",
             "status",
             "merge_fields",
@@ -144,7 +145,8 @@ def remote_member(row: Mapping[str, Any]) -> RemoteMember:
             name: str(merges[tag]) for name, tag in MERGE_FIELDS.items() if merges.get(tag) not in (None, "")
         },
         tags=tuple(t["name"] for t in row.get("tags") or ()),
-        remote_id=row.get("id"),
+        # The member's own id, kept when the address changes (``id`` is the address's hash).
+        remote_id=row.get("contact_id") or row.get("id"),
         changed_at=parse_iso(row.get("last_changed")),
         evidence={k: str(row[k]) for k in EVIDENCE if row.get(k)},
     )

@@ -139,10 +139,10 @@ def forget(app: App, email: str, yes: bool, local_only: bool) -> None:
             "scrubbed once applied (syncd inbox drain, then syncd inbox purge; the daemon does both)"
         )
     if not local_only:
-        _erase_at_providers(app, gdpr.lookup_email(email))
+        _erase_at_providers(app, [gdpr.lookup_email(email), *result.former])
 
 
-def _erase_at_providers(app: App, email: str) -> None:
+def _erase_at_providers(app: App, addresses: list[str]) -> None:
     # A provider that deletes account-wide (Brevo) is asked once; the others (Mailchimp) per list.
     targets = {}
     for lst in app.config.lists.values():
@@ -153,12 +153,13 @@ def _erase_at_providers(app: App, email: str) -> None:
             targets.setdefault(key, target)
     failed = False
     for key, target in sorted(targets.items()):
+        connector = make_connector(app.config, target.provider)
         try:
-            held = make_connector(app.config, target.provider).erase(target, email)
+            held = [connector.erase(target, email) for email in addresses]
         except ConnectorError as exc:
             failed = True
             click.secho(f"{key}: NOT erased ({exc}); run the command again later", fg="red", err=True)
             continue
-        click.echo(f"{key}: {'deleted' if held else 'not held there'}")
+        click.echo(f"{key}: {'deleted' if any(held) else 'not held there'}")
     if failed:
         sys.exit(1)

@@ -87,6 +87,9 @@ class Erasure:
     audit_scrubbed: int = 0
     inbox_scrubbed: int = 0
     inbox_held: int = 0  # webhook deliveries still to apply for other contacts: purged once applied
+    # Former addresses a provider still held the contact under (a change of address not yet carried
+    # there): erased and blocked like the address itself.
+    former: list[str] = field(default_factory=list)
 
 
 def forget_contact(engine: Engine, email: str, *, actor: str = "cli", parse: Parse | None = None) -> Erasure:
@@ -97,17 +100,24 @@ def forget_contact(engine: Engine, email: str, *, actor: str = "cli", parse: Par
     ``syncd.inbox_purge.scrub_address``).
     """
     address = lookup_email(email)
-    digest = email_hash(address)
     with session_scope(engine) as session:
         contact = session.exec(select(Contact).where(Contact.email == address)).first()
         result = Erasure(found=contact is not None)
+        if contact is not None:
+            held = select(TargetState.remote_email).where(
+                TargetState.contact_id == contact.id, TargetState.remote_email.is_not(None)
+            )
+            result.former = sorted({e for e in session.exec(held) if e and e != address})
         audit = AuditLog.__table__
-        needles = {address, json.dumps(address)[1:-1]}
+        addresses = [address, *result.former]
+        needles = {n for a in addresses for n in (a, json.dumps(a)[1:-1])}
         mentions = sa.or_(*(sa.cast(audit.c.detail, sa.Text).contains(n, autoescape=True) for n in needles))
         who = mentions if contact is None else sa.or_(audit.c.contact_id == contact.id, mentions)
         result.audit_scrubbed = session.execute(sa.update(audit).where(who).values(detail=SCRUBBED)).rowcount
-        inbox = scrub_address(session, address, parse)
-        result.inbox_scrubbed, result.inbox_held = inbox.blanked, inbox.held
+        for each in addresses:
+            inbox = scrub_address(session, each, parse)
+            result.inbox_scrubbed += inbox.blanked
+            result.inbox_held += inbox.held
         if contact is not None:
             # The foreign keys cascade too; deleting explicitly keeps erasure complete whatever the engine.
             for model in ATTACHED:
@@ -118,12 +128,14 @@ def forget_contact(engine: Engine, email: str, *, actor: str = "cli", parse: Par
             session.execute(sa.delete(Contact.__table__).where(Contact.__table__.c.id == contact.id))
             result.deleted["contact"] = 1
         flags = Flag.__table__
+        digests = [email_hash(a) for a in addresses]
         result.deleted["flag"] = (
             result.deleted.get("flag", 0)
-            + session.execute(sa.delete(flags).where(flags.c.email_hash == digest)).rowcount
+            + session.execute(sa.delete(flags).where(flags.c.email_hash.in_(digests))).rowcount
         )
-        if session.get(Tombstone, digest) is None:
-            session.add(Tombstone(email_hash=digest, forgotten_at=utcnow()))
+        for digest in digests:
+            if session.get(Tombstone, digest) is None:
+                session.add(Tombstone(email_hash=digest, forgotten_at=utcnow()))
         session.add(
             AuditLog(
                 actor=actor, action="contact.forgotten", contact_id=contact.id if contact else None, detail={}

@@ -95,6 +95,8 @@ class SyncedState:
     # The provider's own time of its last change to the member (RemoteMember.changed_at), when the
     # engine has just pulled it; None when unknown (then the master base's state is taken as newer).
     remote_changed_at: datetime | None = None
+    # The address the target still holds the member under, when the master base renamed it since.
+    remote_email: str | None = None
 
     @classmethod
     def of(cls, row: Any) -> SyncedState | None:
@@ -106,6 +108,7 @@ class SyncedState:
             pushed_hash=row.pushed_hash,
             remote_status=status,
             remote_changed_at=getattr(row, "remote_changed_at", None),
+            remote_email=getattr(row, "remote_email", None),
         )
 
 

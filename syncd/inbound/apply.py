@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from connectors.contract import EventKind, ProviderEvent
@@ -36,7 +37,8 @@ from syncd.inbound.reconcile import (
     reconcile,
 )
 from syncd.membership import ConsentRequired, join_list, leave_list, mark_bounced, opt_out_everywhere
-from syncd.models import AuditLog, Contact, Membership, Source
+from syncd.models import AuditLog, Contact, Membership, Source, TargetState
+from syncd.providers import sharing_record
 
 # Outcomes a later delivery can still change (LESSONS 12): a Mailchimp profile update for the new
 # address of an ``upemail`` that has not arrived yet is "unknown_contact" until it has. The inbox
@@ -97,7 +99,7 @@ def apply_event(session: Session, event: ProviderEvent, config: Config) -> str:
             done.append(change)
             continue
         assert contact is not None
-        if _apply(session, contact, change, event, lists, actor):
+        if _apply(session, contact, change, event, lists, actor, config):
             done.append(change)
     if not done:
         return f"ignored:{changes[0].code}" if isinstance(changes[0], Ignore) else "ignored:no_change"
@@ -111,6 +113,7 @@ def _apply(
     event: ProviderEvent,
     lists: Mapping[str, Any],
     actor: str,
+    config: Config,
 ) -> bool:
     at = event.occurred_at
     reason = f"{event.kind}" + (f": {event.reason}" if event.reason else "")
@@ -144,6 +147,7 @@ def _apply(
     elif isinstance(change, ChangeEmail):
         old = contact.email
         contact.email = change.new_email
+        _former_address_elsewhere(session, contact.id, old, change.new_email, event, config)
         _touch(session, contact, at)
         _audit(
             session,
@@ -160,6 +164,27 @@ def _apply(
     else:
         return False
     return True
+
+
+def _former_address_elsewhere(
+    session: Session, contact_id: int | None, old: str, new: str, event: ProviderEvent, config: Config
+) -> None:
+    """The targets outside the provider record that changed address still hold the contact under
+    its former one: remembered on their TargetState, so that the next push renames it there and
+    a removal finds it (``sync.writer``). A return to an address a target still holds clears it."""
+    renamed = sharing_record(config, event.provider, event.target)
+    state = TargetState.__table__
+    mine = state.c.contact_id == contact_id
+    session.execute(
+        sa.update(state)
+        .where(mine, state.c.target_key.not_in(renamed), state.c.remote_email.is_(None))
+        .values(remote_email=old)
+    )
+    session.execute(
+        sa.update(state)
+        .where(mine, sa.or_(state.c.target_key.in_(renamed), state.c.remote_email == new))
+        .values(remote_email=None)
+    )
 
 
 def _create(

@@ -8,6 +8,7 @@ state the push did not ask for (a refusal, a confirming read).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -19,6 +20,7 @@ from syncd.inbound.apply import apply_event
 from syncd.inbound.evidence import record_provider_evidence
 from syncd.inbound.reconcile import lists_for_target
 from syncd.models import AuditLog, Contact, Source, TargetState, utcnow
+from syncd.providers import sharing_record
 from syncd.sync.report import Progress, TargetReport
 from syncd.sync.select import explained_blocks
 from syncd.sync.state import ListTarget, read_cursor, save_cursor
@@ -65,10 +67,13 @@ class Reader:
         lt = self.lt
         erased_on_target: list[str] = []
         with session_scope(lt.engine) as s:
+            members = self._former_addresses(s, members)
             emails = [m.email for m in members]
             contacts = {c.email: c for c in s.exec(select(Contact).where(Contact.email.in_(emails)))}
             unknown = [m for m in members if m.email not in contacts]
             erased = erased_among(s, (m.email for m in unknown))
+            contacts.update(self._renamed(s, [m for m in unknown if m.email not in erased], set(emails)))
+            unknown = [m for m in unknown if m.email not in contacts]
             for m in unknown:
                 if m.email in erased:
                     if m.on_target:
@@ -116,12 +121,66 @@ class Reader:
                 self._unexplained_blocks(s, blocked)
         return erased_on_target
 
+    def _former_addresses(self, s: Session, members: list[RemoteMember]) -> list[RemoteMember]:
+        """Members this target holds under an address the master base has since changed (a change
+        of address learnt from another provider, not yet carried here): they are that contact."""
+        state = TargetState.__table__
+        contact = Contact.__table__
+        query = (
+            sa.select(state.c.remote_email, contact.c.email)
+            .join(contact, contact.c.id == state.c.contact_id)
+            .where(
+                state.c.target_key == self.target.key,
+                state.c.remote_email.in_([m.email for m in members]),
+            )
+        )
+        current = {r.remote_email: r.email for r in s.execute(query)}
+        if not current:
+            return members
+        return [replace(m, email=current[m.email]) if m.email in current else m for m in members]
+
+    def _renamed(self, s: Session, unknown: list[RemoteMember], on_page: set[str]) -> dict[str, Contact]:
+        """Members under an address the base does not hold whose provider id is a known contact's:
+        the person changed address at the provider, and its webhook was lost or is still to come.
+        Applied as that webhook would be (``EMAIL_CHANGED``: erased and taken addresses refused);
+        returns the contacts now holding those addresses."""
+        ids = {m.remote_id: m for m in unknown if m.remote_id}
+        if not ids:
+            return {}
+        keys = sharing_record(self.lt.config, self.target.provider, self.target.list_id)
+        rows = s.exec(
+            select(TargetState.remote_id, Contact)
+            .join(Contact, Contact.id == TargetState.contact_id)
+            .where(TargetState.target_key.in_(keys), TargetState.remote_id.in_(list(ids)))
+        ).all()
+        found: dict[str, Contact] = {}
+        for remote_id, contact in rows:
+            m = ids.get(remote_id)
+            if m is None or contact.email in on_page or m.email in found:
+                continue  # the former address is on this page too: two members, not one renamed
+            event = ProviderEvent(
+                provider=self.target.provider,
+                kind=EventKind.EMAIL_CHANGED,
+                email=contact.email,
+                new_email=m.email,
+                occurred_at=m.changed_at or datetime.now(UTC),
+                dedupe_key=f"pull:{self.target.provider}:{self.target.list_id}:email_changed:{remote_id}:{m.email}",
+                target=self.target.list_id,
+                reason="seen when reading the provider's list: a known member under a new address",
+            )
+            self._apply(s, event)
+            if contact.email == m.email:
+                found[m.email] = contact
+        return found
+
     def _news(self, members: list[RemoteMember]) -> list[RemoteMember]:
-        """The members whose remote status differs from what TargetState holds (or who are new to
-        it): one cheap query, since most of an incremental read is the echo of syncd's own writes."""
+        """The members whose remote status or id differs from what TargetState holds (or who are
+        new to it): one cheap query, since most of an incremental read is the echo of syncd's own
+        writes. A member syncd pushed shows its provider id on the read after the push: kept, it
+        tells a later change of address at the provider from a new member."""
         contact, state = Contact.__table__, TargetState.__table__
         query = (
-            sa.select(contact.c.email, state.c.remote_status)
+            sa.select(contact.c.email, state.c.remote_status, state.c.remote_id)
             .select_from(
                 contact.outerjoin(
                     state,
@@ -135,8 +194,14 @@ class Reader:
             .where(contact.c.email.in_([m.email for m in members]))
         )
         with self.lt.engine.connect() as conn:
-            known = {r.email: r.remote_status for r in conn.execute(query)}
-        return [m for m in members if m.email not in known or known[m.email] != str(m.status)]
+            known = {r.email: (r.remote_status, r.remote_id) for r in conn.execute(query)}
+        return [
+            m
+            for m in members
+            if m.email not in known
+            or known[m.email][0] != str(m.status)
+            or (m.remote_id is not None and known[m.email][1] != m.remote_id)
+        ]
 
     def _import_unknown(self, s: Session, m: RemoteMember, now: datetime) -> Contact:
         """A member the provider has and the master base does not: kept, with provenance and no

@@ -130,6 +130,7 @@ def plans(
         TargetState.pushed_hash,
         TargetState.remote_status,
         TargetState.remote_changed_at,
+        TargetState.remote_email,
     )
     scope = lt.config.unsubscribe.scope
     for contacts in chunks(lt, since, only):

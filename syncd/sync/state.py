@@ -22,6 +22,7 @@ from syncd.core.plan import PlanItem, SyncedState, state_after
 from syncd.db import session_scope
 from syncd.log import get_logger
 from syncd.models import AuditLog, SyncCursor, SyncRun, TargetState, utcnow
+from syncd.providers import sharing_record
 from syncd.sync.report import TargetReport
 
 log = get_logger(__name__)
@@ -152,6 +153,21 @@ def store_accepted(lt: ListTarget, accepted: list[Accepted]) -> None:
                 conn.execute(update, changed)
             if new:
                 conn.execute(sa.insert(table), list(new.values()))
+
+
+def forget_former_addresses(lt: ListTarget, contact_ids: list[int]) -> None:
+    """The provider record of these contacts now has their current address (renamed, or found
+    missing or taken): every target that shares the record stops remembering the former one."""
+    if not contact_ids:
+        return
+    keys = sharing_record(lt.config, lt.target.provider, lt.target.list_id) | {lt.target.key}
+    table = TargetState.__table__
+    with lt.engine.begin() as conn:
+        conn.execute(
+            sa.update(table)
+            .where(table.c.contact_id.in_(contact_ids), table.c.target_key.in_(keys))
+            .values(remote_email=None)
+        )
 
 
 def last_lifts(lt: ListTarget, conn: Any, contact_ids: list[int]) -> dict[int, datetime]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from connectors.contract import Connector, EventKind, ProviderEvent, RemoteMember
+from connectors.contract import Connector, EventKind, ProviderEvent, RemoteMember, Rename
 from syncd.core.plan import PlanItem, SyncedState
 from syncd.db import session_scope
 from syncd.inbound.apply import apply_event
@@ -20,7 +20,14 @@ from syncd.membership import require_confirmation
 from syncd.models import Contact, utcnow
 from syncd.sync.report import Progress, TargetReport
 from syncd.sync.select import ChunkPlan
-from syncd.sync.state import Accepted, ListTarget, last_lifts, record_lifts, store_accepted
+from syncd.sync.state import (
+    Accepted,
+    ListTarget,
+    forget_former_addresses,
+    last_lifts,
+    record_lifts,
+    store_accepted,
+)
 
 log = get_logger(__name__)
 
@@ -29,6 +36,11 @@ log = get_logger(__name__)
 Reconcile = Callable[[list[RemoteMember]], list[str]]
 
 Buffered = tuple[PlanItem, SyncedState | None]
+
+
+def held_as(item: PlanItem, before: SyncedState | None) -> str:
+    """The address the target holds the member under: a former one until the next push renames it."""
+    return before.remote_email if before is not None and before.remote_email else item.email
 
 
 class Writer:
@@ -139,6 +151,7 @@ class Writer:
     def _upsert(self) -> None:
         items = [(kind, item, before) for kind in ("adds", "updates") for item, before in self.upserts[kind]]
         self.upserts = {"adds": [], "updates": []}
+        self._carry_renames([(item, before) for _, item, before in items])
         result = self.connector.upsert(self.lt.target, [item.push for _, item, _ in items])
         self.report.write_calls += result.calls
         done = set(result.done)
@@ -164,12 +177,38 @@ class Writer:
         self.revealed.update(m.email for m in shown)
         self.progress(f"{self.lt.list_name} → {self.lt.target.key}: writing", len(items))
 
+    def _carry_renames(self, items: list[Buffered]) -> None:
+        """Members this target holds under a former address (the master base learnt the change of
+        address from another provider): renamed there before the push, one call each (a change of
+        address is rare), so that the push updates the person's record instead of adding a second
+        one beside it. If the new address is already another record there, the former one leaves
+        the target: one person, one membership."""
+        moves = [
+            (item.contact_id, before.remote_email, item.email)
+            for item, before in items
+            if before is not None and before.remote_email and before.remote_email != item.email
+        ]
+        for _, old, new in moves:
+            outcome = self.connector.rename(self.lt.target, old, new)
+            self.report.write_calls += outcome is not Rename.MISSING
+            if outcome is Rename.RENAMED:
+                self.report.count(self.report.applied, "renames")
+            elif outcome is Rename.TAKEN:
+                result = self.connector.remove(self.lt.target, [old])
+                self.report.write_calls += result.calls
+        forget_former_addresses(self.lt, [cid for cid, _, _ in moves])
+
     def _remove(self) -> None:
         items, self.removals = self.removals, []
-        result = self.connector.remove(self.lt.target, [item.email for item, _ in items])
+        # A member the target holds under a former address is taken off under that address.
+        held = [held_as(item, before) for item, before in items]
+        result = self.connector.remove(self.lt.target, held)
         self.report.write_calls += result.calls
         done = set(result.done)
-        store_accepted(self.lt, [("removals", item, before) for item, before in items if item.email in done])
+        store_accepted(
+            self.lt,
+            [("removals", i, b) for (i, b), email in zip(items, held, strict=True) if email in done],
+        )
         self.report.count(self.report.applied, "removals", len(done))
         for r in result.rejected:
             self.report.rejected.append((r.email, r.reason))
@@ -178,7 +217,7 @@ class Writer:
         items, self.unblocks = self.unblocks, []
         done: list[Accepted] = []
         for item, before in items:
-            self.connector.set_blocked(item.email, False)
+            self.connector.set_blocked(held_as(item, before), False)
             self.report.write_calls += 1
             done.append(("unblocks", item, before))
         store_accepted(self.lt, done)

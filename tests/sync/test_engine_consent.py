@@ -579,3 +579,125 @@ def test_an_unsubscribe_outside_the_tag_older_than_the_opt_in_asks_mailchimp_for
     # at once: the read showed her state, no refusal was needed to learn it.
     assert w.mailchimp.member_status(w.audience, "ana@example.fr") == "pending"
     assert_second_sync_writes_nothing(w)
+
+
+# --- a change of address at one provider (Build: email change at either provider) -----------------
+
+
+def mailchimp_renames(w, old, new):
+    """The member changes address in Mailchimp's profile form (same member, same contact_id)."""
+    w.mailchimp.member_action(w.audience.list_id, old, "change-email", new_email=new)
+
+
+def emails_in_base(w):
+    with Session(w.engine) as s:
+        return sorted(s.exec(select(Contact.email)))
+
+
+def test_a_change_of_address_at_mailchimp_without_its_webhook_follows_the_person_to_every_target(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news"])
+    run_cli(w, "sync", "--list", "news")
+    run_cli(w, "sync", "--list", "news")  # the read after the push learns Mailchimp's id of the member
+    mailchimp_renames(w, "ana@example.fr", "ana.new@example.fr")  # no webhook registered
+
+    run_cli(w, "sync", "--list", "news")
+
+    # One person, one record everywhere: the base follows the member's id, and Brevo's contact is
+    # renamed rather than a second one added beside it.
+    assert emails_in_base(w) == ["ana.new@example.fr"]
+    assert subscribed(w.mailchimp, w.news_mc) == ["ana.new@example.fr"]
+    assert subscribed(w.brevo, w.news_b) == ["ana.new@example.fr"]
+    assert w.brevo.contact("ana@example.fr") is None
+    assert_second_sync_writes_nothing(w, "--list", "news")
+
+    # She then leaves the audience under her new address: no address of hers stays on news.
+    w.mailchimp.unsubscribe("ana.new@example.fr", w.news_mc)
+    run_cli(w, "sync", "--list", "news")
+    assert memberships(w, "ana.new@example.fr")["news"] == "unsubscribed"
+    assert subscribed(w.brevo, w.news_b) == []
+
+
+def test_an_unsubscribe_after_a_change_of_address_not_yet_carried_to_brevo_takes_the_former_one_off(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news", "offers"])
+    run_cli(w, "sync")
+    # Mailchimp reports the new address (webhook applied); Brevo still holds the former one.
+    mailchimp_renames(w, "ana@example.fr", "ana.new@example.fr")
+    body, ctype = w.mailchimp.webhook_payload(
+        EventKind.EMAIL_CHANGED, "ana@example.fr", w.audience, new_email="ana.new@example.fr"
+    )
+    with session_scope(w.engine) as s:
+        for event in MailchimpConnector(w.mailchimp.api_key, w.mailchimp.api_url).parse_webhook(body, ctype):
+            assert apply_event(s, event, w.config) == "applied"
+    # Before any push renames it at Brevo, she leaves news through syncd.
+    with session_scope(w.engine) as s:
+        leave_list(s, contact(w, "ana.new@example.fr"), "news", reason="form", source="form")
+
+    run_cli(w, "sync")
+
+    assert subscribed(w.brevo, w.news_b) == [], "the former address is still on the list she left"
+    assert subscribed(w.brevo, w.offers_b) == ["ana.new@example.fr"]
+    assert w.brevo.contact("ana@example.fr") is None
+    assert subscribed(w.mailchimp, w.offers_mc) == ["ana.new@example.fr"]
+    assert_second_sync_writes_nothing(w)
+
+
+def test_a_change_of_address_in_brevo_is_read_from_the_list_and_carried_to_mailchimp(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news"])
+    run_cli(w, "sync", "--list", "news")
+    run_cli(w, "sync", "--list", "news")  # the read after the push learns Brevo's id of the contact
+    # Changed in Brevo's UI (the API acts alike); no webhook.
+    r = httpx.put(
+        f"{w.brevo.api_url}/contacts/ana@example.fr",
+        json={"attributes": {"EMAIL": "ana.new@example.fr"}},
+        headers={"api-key": w.brevo.api_key},
+    )
+    assert r.status_code == 204, r.text
+
+    run_cli(w, "sync", "--list", "news")
+
+    assert emails_in_base(w) == ["ana.new@example.fr"]
+    assert subscribed(w.mailchimp, w.news_mc) == ["ana.new@example.fr"]
+    assert w.mailchimp.member_status(w.news_mc, "ana@example.fr") is None, "renamed, not duplicated"
+    assert_second_sync_writes_nothing(w, "--list", "news")
+
+
+def test_a_change_of_address_onto_an_erased_one_read_from_the_list_renames_nothing(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news"])
+    run_cli(w, "sync", "--list", "news")
+    run_cli(w, "sync", "--list", "news")
+    run_cli(w, "contacts", "forget", "gone@example.fr", "--yes", "--local-only")
+    mailchimp_renames(w, "ana@example.fr", "gone@example.fr")
+
+    run_cli(w, "sync", "--list", "news")
+
+    assert emails_in_base(w) == ["ana@example.fr"]
+    assert "gone@example.fr" not in w.mailchimp.members(w.news_mc)  # taken off, as any erased member
+    assert "gone@example.fr" not in w.brevo.members(w.news_b)
+
+
+def test_erasing_a_contact_also_erases_the_former_address_a_provider_still_holds(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news"])
+    run_cli(w, "sync", "--list", "news")
+    mailchimp_renames(w, "ana@example.fr", "ana.new@example.fr")
+    body, ctype = w.mailchimp.webhook_payload(
+        EventKind.EMAIL_CHANGED, "ana@example.fr", w.audience, new_email="ana.new@example.fr"
+    )
+    with session_scope(w.engine) as s:
+        for event in MailchimpConnector(w.mailchimp.api_key, w.mailchimp.api_url).parse_webhook(body, ctype):
+            apply_event(s, event, w.config)
+
+    run_cli(w, "contacts", "forget", "ana.new@example.fr", "--yes")
+
+    assert w.brevo.contact("ana@example.fr") is None and w.brevo.contact("ana.new@example.fr") is None
+    assert w.mailchimp.member_status(w.news_mc, "ana.new@example.fr") is None
+    assert emails_in_base(w) == []
+    # Both addresses are blocked from coming back.
+    path = w.config_path.parent / "again.csv"
+    path.write_text("email;first_name\nana@example.fr;Ana\nana.new@example.fr;Ana\n", encoding="utf-8")
+    run_cli(w, "import", str(path), "--source", "form")
+    assert emails_in_base(w) == []

@@ -261,13 +261,18 @@ class OptOut:
 @dataclass
 class Person:
     slot: int
-    email: str
+    addresses: list[str]  # oldest first: a change of address at a provider appends the new one
     kind: str | None = None
     imported: bool = False
     erased: bool = False
     retired: bool = False  # renamed at a provider onto another address: no longer followed
     optins: dict[str, float] = field(default_factory=dict)
     brevo_reset_at: float = 0.0  # last deletion/rename at Brevo (a block gone by the provider's hand)
+
+    @property
+    def email(self) -> str:
+        """The newest address."""
+        return self.addresses[-1]
 
 
 @dataclass
@@ -306,7 +311,8 @@ class ConsentMachine(RuleBasedStateMachine):
             timeout=5,
         )
         self.connectors = {"brevo": self.brevo_c, "mailchimp": self.mc_c}
-        self.people = [Person(i, f"p{i}.x{self.n}@example.fr") for i in range(SLOTS)]
+        self.people = [Person(i, [f"p{i}.x{self.n}@example.fr"]) for i in range(SLOTS)]
+        self.new_addresses = itertools.count(1)
         self.events: list[OptOut] = []
         self.queue: list[Webhook] = []
         self.delivered: list[Webhook] = []  # delivered, not yet drained
@@ -360,6 +366,52 @@ class ConsentMachine(RuleBasedStateMachine):
         member = self.w.mailchimp.members(self.audience).get(email)
         return member.tags if member else ()
 
+    def mc_addr(self, p: Person) -> str:
+        """The address the audience holds the person under (if none, the master base's)."""
+        held = (a for a in reversed(p.addresses) if self.w.mailchimp.member(self.audience.list_id, a))
+        return next(held, None) or self.base_addr(p)
+
+    def brevo_addr(self, p: Person) -> str:
+        """The address Brevo holds the person under (if none, the master base's)."""
+        return next((a for a in reversed(p.addresses) if self.w.brevo.contact(a)), None) or self.base_addr(p)
+
+    def contact_of(self, s: Session, p: Person) -> Contact | None:
+        """The person's contact in the master base, under whichever of their addresses it holds."""
+        found = {c.email: c for c in s.exec(select(Contact).where(Contact.email.in_(p.addresses)))}
+        if not p.retired:
+            assert len(found) <= 1, f"slot {p.slot} is {len(found)} contacts after a change of address"
+        return next((found[a] for a in reversed(p.addresses) if a in found), None)
+
+    def base_addr(self, p: Person) -> str:
+        """The address the master base holds the person under (a marketer's file has that one)."""
+        with Session(self.w.engine) as s:
+            c = self.contact_of(s, p)
+            return c.email if c is not None else p.email
+
+    def known_addresses(self, p: Person) -> set[str]:
+        """The person's addresses syncd holds: the contact's, and the former ones a target still
+        holds it under (a change of address not carried there yet)."""
+        with Session(self.w.engine) as s:
+            c = self.contact_of(s, p)
+            if c is None:
+                return {p.email}
+            former = s.exec(select(TargetState.remote_email).where(TargetState.contact_id == c.id))
+            return {c.email} | {e for e in former if e}
+
+    def syncd_knows_record(self, p: Person, provider: str, remote_id: str) -> bool:
+        """Whether the master base holds ``remote_id`` as the person's record at ``provider``: then
+        a change of address there is seen by the next read of the list, webhook or not."""
+        with Session(self.w.engine) as s:
+            c = self.contact_of(s, p)
+            if c is None:
+                return False
+            ids = s.exec(
+                select(TargetState.remote_id).where(
+                    TargetState.contact_id == c.id, TargetState.target_key.startswith(f"{provider}:")
+                )
+            )
+            return remote_id in set(ids)
+
     def queue_webhook(self, provider: str, body: bytes, ctype: str, email: str, events: list[OptOut]) -> None:
         for e in events:
             e.webhook = True
@@ -386,7 +438,7 @@ class ConsentMachine(RuleBasedStateMachine):
         if p.retired:
             return
         path = self.w.tmp / f"import-{self.n}.csv"
-        path.write_text(f"email;type\n{p.email};{kind}\n", encoding="utf-8")
+        path.write_text(f"email;type\n{self.base_addr(p)};{kind}\n", encoding="utf-8")
         options = Options(channel="form")
         if list_name:
             options = Options(
@@ -410,7 +462,7 @@ class ConsentMachine(RuleBasedStateMachine):
         if not list_name:
             return 0
         with Session(self.w.engine) as s:
-            c = s.exec(select(Contact).where(Contact.email == self.people[slot].email)).first()
+            c = self.contact_of(s, self.people[slot])
             if c is None:
                 return 0
             query = select(Consent).where(
@@ -430,7 +482,7 @@ class ConsentMachine(RuleBasedStateMachine):
             token = re.search(r"/confirm/([A-Za-z0-9_\-.]+)", mail["htmlContent"]).group(1)
             with Session(self.w.engine) as s:
                 row = s.exec(select(DoiToken).where(DoiToken.token_hash == doi.token_hash(token))).one()
-            slot = next(p.slot for p in self.people if p.email == to)
+            slot = next(p.slot for p in self.people if to in p.addresses)
             self.mails.append((slot, row.list_name, token))
             why = self.required_out(slot, row.list_name, now)
             assert why is None, f"I1m: confirmation mail for {row.list_name} sent to slot {slot} after {why}"
@@ -447,7 +499,7 @@ class ConsentMachine(RuleBasedStateMachine):
 
     def _proofs(self, slot: int, list_name: str) -> int:
         with Session(self.w.engine) as s:
-            c = s.exec(select(Contact).where(Contact.email == self.people[slot].email)).first()
+            c = self.contact_of(s, self.people[slot])
             if c is None:
                 return 0
             return len(
@@ -467,13 +519,23 @@ class ConsentMachine(RuleBasedStateMachine):
         if p is None:
             return
         url = self.w.engine.url.render_as_string(hide_password=False)
+        known, known_as = self.known_addresses(p), self.base_addr(p)
         result = CliRunner().invoke(
             main,
-            ["--config", str(self.config_path), "--database", url, "contacts", "forget", p.email, "--yes"],
+            [
+                "--config",
+                str(self.config_path),
+                "--database",
+                url,
+                "contacts",
+                "forget",
+                known_as,
+                "--yes",
+            ],
         )
         assert result.exit_code == 0, result.output
         p.erased = True
-        self.erased_addresses.add(p.email)
+        self.erased_addresses |= known
 
     @precondition(
         lambda self: (
@@ -596,7 +658,7 @@ class ConsentMachine(RuleBasedStateMachine):
             slot,
             lambda p: (
                 p.imported
-                and self.mc_status(p.email) in statuses
+                and self.mc_status(self.mc_addr(p)) in statuses
                 and self.row_gate(p, self.lists_on(self.audience))
             ),
         )
@@ -607,7 +669,7 @@ class ConsentMachine(RuleBasedStateMachine):
         if enabled("pull-ignores-member-without-membership-row"):
             return True
         with Session(self.w.engine) as s:
-            c = s.exec(select(Contact).where(Contact.email == p.email)).first()
+            c = self.contact_of(s, p)
             if c is None:
                 return False
             rows = s.exec(select(Membership).where(Membership.contact_id == c.id)).all()
@@ -618,10 +680,11 @@ class ConsentMachine(RuleBasedStateMachine):
         p = self._mc_member(who, ("subscribed", "pending"))
         if p is None:
             return
+        email = self.mc_addr(p)
         event = self.record(OptOut(p.slot, self.lists_on(self.audience), "list", time.time(), mailchimp=True))
-        self.w.mailchimp.unsubscribe(p.email, self.audience)
-        body, ctype = self.w.mailchimp.webhook_payload(EventKind.UNSUBSCRIBED, p.email, self.audience)
-        self.queue_webhook("mailchimp", body, ctype, p.email, [event])
+        self.w.mailchimp.unsubscribe(email, self.audience)
+        body, ctype = self.w.mailchimp.webhook_payload(EventKind.UNSUBSCRIBED, email, self.audience)
+        self.queue_webhook("mailchimp", body, ctype, email, [event])
 
     @rule(who=st.integers(0, 2 * SLOTS))
     def mailchimp_resubscribes_through_a_form(self, who):
@@ -630,32 +693,36 @@ class ConsentMachine(RuleBasedStateMachine):
         p = self._mc_member(who, ("unsubscribed",))
         if p is None:
             return
-        self.w.mailchimp.member_action(self.audience.list_id, p.email, "resubscribe")
-        body, ctype = self.w.mailchimp.webhook_payload(EventKind.SUBSCRIBED, p.email, self.audience)
-        self.queue_webhook("mailchimp", body, ctype, p.email, [])
+        email = self.mc_addr(p)
+        self.w.mailchimp.member_action(self.audience.list_id, email, "resubscribe")
+        body, ctype = self.w.mailchimp.webhook_payload(EventKind.SUBSCRIBED, email, self.audience)
+        self.queue_webhook("mailchimp", body, ctype, email, [])
 
     @rule(who=st.integers(0, 2 * SLOTS))
     def mailchimp_spam_complaint(self, who):
         p = self._mc_member(who, ("subscribed",))
         if p is None:
             return
+        email = self.mc_addr(p)
         event = self.record(OptOut(p.slot, frozenset(LISTS), "complaint", time.time(), mailchimp=True))
-        self.w.mailchimp.unsubscribe(p.email, self.audience)  # Mailchimp unsubscribes the complainer
-        body, ctype = self.w.mailchimp.webhook_payload(EventKind.COMPLAINED, p.email, self.audience)
-        self.queue_webhook("mailchimp", body, ctype, p.email, [event])
+        self.w.mailchimp.unsubscribe(email, self.audience)  # Mailchimp unsubscribes the complainer
+        body, ctype = self.w.mailchimp.webhook_payload(EventKind.COMPLAINED, email, self.audience)
+        self.queue_webhook("mailchimp", body, ctype, email, [event])
 
     @rule(who=st.integers(0, 2 * SLOTS))
     def mailchimp_cleans_hard_bounce(self, who):
         p = self._mc_member(who, ("subscribed", "pending"))
         if p is None:
             return
+        email = self.mc_addr(p)
         event = self.record(OptOut(p.slot, frozenset(LISTS), "bounce", time.time(), mailchimp=True))
-        member = self.w.mailchimp.members(self.audience)[p.email]
+        member = self.w.mailchimp.members(self.audience)[email]
         self.w.mailchimp.seed(
-            self.audience, [{"email": p.email, "status": "cleaned", "tags": member.tags, **member.fields}]
+            self.audience,
+            [{"email": email, "status": "cleaned", "tags": member.tags, **member.fields}],
         )
-        body, ctype = self.w.mailchimp.webhook_payload(EventKind.BOUNCED_HARD, p.email, self.audience)
-        self.queue_webhook("mailchimp", body, ctype, p.email, [event])
+        body, ctype = self.w.mailchimp.webhook_payload(EventKind.BOUNCED_HARD, email, self.audience)
+        self.queue_webhook("mailchimp", body, ctype, email, [event])
 
     @rule(who=st.integers(0, 2 * SLOTS))
     def mailchimp_admin_archives(self, who):
@@ -665,34 +732,36 @@ class ConsentMachine(RuleBasedStateMachine):
         p = self._mc_member(who, statuses)
         if p is None:
             return
-        self.mc_c.remove(Target("mailchimp", self.audience.list_id), [p.email])  # DELETE = archive
-        body, ctype = self.w.mailchimp.webhook_payload(EventKind.DELETED, p.email, self.audience)
-        self.queue_webhook("mailchimp", body, ctype, p.email, [])
+        email = self.mc_addr(p)
+        self.mc_c.remove(Target("mailchimp", self.audience.list_id), [email])  # DELETE = archive
+        body, ctype = self.w.mailchimp.webhook_payload(EventKind.DELETED, email, self.audience)
+        self.queue_webhook("mailchimp", body, ctype, email, [])
 
     @precondition(lambda self: enabled("mailchimp-compliance-state-push-retried-every-run"))
     @rule(who=st.integers(0, 2 * SLOTS), list_name=st.sampled_from(LISTS))
     def mailchimp_admin_adds_in_ui(self, who, list_name):
-        p = self.choose(who, lambda p: self.mc_status(p.email) in (None, "archived"))
+        p = self.choose(who, lambda p: self.mc_status(self.mc_addr(p)) in (None, "archived"))
         if p is None:
             return
         tags = [t.tag for t in self.targets(list_name) if t.provider == "mailchimp"]
         if not tags:
             return
         tag = tags[0]
-        self.w.mailchimp.seed(self.audience, [{"email": p.email, "status": "subscribed", "tags": [tag]}])
-        body, ctype = self.w.mailchimp.webhook_payload(EventKind.SUBSCRIBED, p.email, self.audience)
-        self.queue_webhook("mailchimp", body, ctype, p.email, [])
+        email = self.mc_addr(p)
+        self.w.mailchimp.seed(self.audience, [{"email": email, "status": "subscribed", "tags": [tag]}])
+        body, ctype = self.w.mailchimp.webhook_payload(EventKind.SUBSCRIBED, email, self.audience)
+        self.queue_webhook("mailchimp", body, ctype, email, [])
 
     # --- rules: Brevo side --------------------------------------------------------------------------
 
     def _brevo_member(self, slot: int, target: Target) -> tuple[Person, dict] | None:
         def on_target(p: Person) -> bool:
-            state = self.brevo_state(p.email) if p.imported else None
+            state = self.brevo_state(self.brevo_addr(p)) if p.imported else None
             on = state is not None and int(target.list_id) in state["listIds"]
             return on and self.row_gate(p, self.lists_on(target))
 
         p = self.choose(slot, on_target)
-        return None if p is None else (p, self.brevo_state(p.email))
+        return None if p is None else (p, self.brevo_state(self.brevo_addr(p)))
 
     @rule(who=st.integers(0, 2 * SLOTS), on_b1=st.booleans(), per_list_feature=st.booleans())
     def brevo_unsubscribe(self, who, on_b1, per_list_feature):
@@ -701,78 +770,126 @@ class ConsentMachine(RuleBasedStateMachine):
         if found is None or (not per_list_feature and not enabled("brevo-block-without-list-reason")):
             return
         p, _ = found
+        email = self.brevo_addr(p)
         lists = self.lists_on(target)
         if per_list_feature:
             event = OptOut(p.slot, lists, "list", time.time(), brevo_list=target.list_id)
-            self.w.brevo.unsubscribe(p.email, target)  # listUnsubscribed + account-wide block
+            self.w.brevo.unsubscribe(email, target)  # listUnsubscribed + account-wide block
         else:
             event = OptOut(p.slot, lists, "block", time.time(), brevo_list=target.list_id, ambiguous=True)
             # A default account: the click blocks the address, and names no list.
-            self.w.brevo.contact_unsubscribes(p.email, int(target.list_id))
+            self.w.brevo.contact_unsubscribes(email, int(target.list_id))
         self.record(event)
-        body, ctype = self.w.brevo.webhook_payload(EventKind.UNSUBSCRIBED, p.email, target)
-        self.queue_webhook("brevo", body, ctype, p.email, [event])
+        body, ctype = self.w.brevo.webhook_payload(EventKind.UNSUBSCRIBED, email, target)
+        self.queue_webhook("brevo", body, ctype, email, [event])
 
     @precondition(lambda self: enabled("brevo-block-without-list-reason"))
     @rule(who=st.integers(0, 2 * SLOTS))
     def brevo_admin_blocks_account_wide(self, who):
-        p = self.choose(who, lambda p: p.imported and self.brevo_state(p.email) is not None)
+        p = self.choose(who, lambda p: p.imported and self.brevo_state(self.brevo_addr(p)) is not None)
         if p is None:
             return
-        if self.brevo_state(p.email)["emailBlacklisted"]:
+        email = self.brevo_addr(p)
+        if self.brevo_state(email)["emailBlacklisted"]:
             # Already blocked: Brevo's state does not change and no webhook comes, so nothing
             # tells syncd of it; the block it already knows keeps its reason (README, Brevo table).
             return
         self.record(OptOut(p.slot, frozenset(LISTS), "block", time.time()))
-        self.brevo_put(p.email, {"emailBlacklisted": True})  # Brevo sends no webhook for it
+        self.brevo_put(email, {"emailBlacklisted": True})  # Brevo sends no webhook for it
 
     @precondition(lambda self: enabled("brevo-block-without-list-reason"))
     @rule(who=st.integers(0, 2 * SLOTS))
     def brevo_spam_complaint(self, who):
-        p = self.choose(who, lambda p: p.imported and self.brevo_state(p.email) is not None)
+        p = self.choose(who, lambda p: p.imported and self.brevo_state(self.brevo_addr(p)) is not None)
         if p is None:
             return
+        email = self.brevo_addr(p)
         event = self.record(OptOut(p.slot, frozenset(LISTS), "complaint", time.time()))
-        self.w.brevo.contact_complains(p.email, int(self.b1.list_id))  # a complaint blocks the address
-        body, ctype = self.w.brevo.webhook_payload(EventKind.COMPLAINED, p.email)
-        self.queue_webhook("brevo", body, ctype, p.email, [event])
+        self.w.brevo.contact_complains(email, int(self.b1.list_id))  # a complaint blocks the address
+        body, ctype = self.w.brevo.webhook_payload(EventKind.COMPLAINED, email)
+        self.queue_webhook("brevo", body, ctype, email, [event])
 
     @rule(slot=st.integers(0, SLOTS - 1), on_b1=st.booleans())
     def brevo_admin_adds_to_list_in_ui(self, slot, on_b1):
         p = self.live(slot)
         if p is None:
             return
+        email = self.brevo_addr(p)
         target = self.b1 if on_b1 else self.b2
-        self.w.brevo.seed(target, [{"email": p.email, "status": "subscribed"}])
-        body, ctype = self.w.brevo.webhook_payload(EventKind.SUBSCRIBED, p.email, target)
-        self.queue_webhook("brevo", body, ctype, p.email, [])
+        self.w.brevo.seed(target, [{"email": email, "status": "subscribed"}])
+        body, ctype = self.w.brevo.webhook_payload(EventKind.SUBSCRIBED, email, target)
+        self.queue_webhook("brevo", body, ctype, email, [])
 
     @rule(who=st.integers(0, 2 * SLOTS))
     def brevo_admin_deletes_contact(self, who):
-        p = self.choose(who, lambda p: self.brevo_state(p.email) is not None)
+        p = self.choose(who, lambda p: self.brevo_state(self.brevo_addr(p)) is not None)
         if p is None:
             return
+        email = self.brevo_addr(p)
         r = httpx.delete(
-            f"{self.w.brevo.api_url}/contacts/{p.email}", headers={"api-key": self.w.brevo.api_key}, timeout=5
+            f"{self.w.brevo.api_url}/contacts/{email}",
+            headers={"api-key": self.w.brevo.api_key},
+            timeout=5,
         )
         assert r.status_code == 204, r.text
         p.brevo_reset_at = time.time()
-        body, ctype = self.w.brevo.webhook_payload(EventKind.DELETED, p.email)
-        self.queue_webhook("brevo", body, ctype, p.email, [])
+        body, ctype = self.w.brevo.webhook_payload(EventKind.DELETED, email)
+        self.queue_webhook("brevo", body, ctype, email, [])
 
     @precondition(lambda self: self.erased_addresses and enabled("email-change-onto-erased-address"))
     @rule(who=st.integers(0, 2 * SLOTS), pick=st.integers(0, SLOTS - 1))
     def brevo_email_change_onto_erased_address(self, who, pick):
-        p = self.choose(who, lambda p: p.imported and self.brevo_state(p.email) is not None)
+        p = self.choose(who, lambda p: p.imported and self.brevo_state(self.brevo_addr(p)) is not None)
         if p is None:
             return
         erased = sorted(self.erased_addresses)[pick % len(self.erased_addresses)]
         if self.brevo_state(erased) is not None:
             return
-        self.brevo_put(p.email, {"attributes": {"EMAIL": erased}})
-        body, ctype = self.w.brevo.webhook_payload(EventKind.EMAIL_CHANGED, p.email, new_email=erased)
+        old = self.brevo_addr(p)
+        self.brevo_put(old, {"attributes": {"EMAIL": erased}})
+        body, ctype = self.w.brevo.webhook_payload(EventKind.EMAIL_CHANGED, old, new_email=erased)
         self.queue_webhook("brevo", body, ctype, erased, [])
         p.retired = True
+
+    def _new_address(self, p: Person) -> str:
+        return f"p{p.slot}.r{next(self.new_addresses)}.x{self.n}@example.fr"
+
+    @rule(who=st.integers(0, 2 * SLOTS))
+    def mailchimp_member_changes_address(self, who):
+        """The member gives a new address in Mailchimp's profile form: same member (``contact_id``),
+        status and tags, and the ``upemail`` webhook. The person is followed under both addresses
+        when syncd can tell it is them: by the webhook, or by the member's id it already holds."""
+        p = self._mc_member(who, ("subscribed", "pending", "unsubscribed", "cleaned"))
+        if p is None:
+            return
+        old, new = self.mc_addr(p), self._new_address(p)
+        member = self.w.mailchimp.member(self.audience.list_id, old)
+        known = self.syncd_knows_record(p, "mailchimp", member.contact_id)
+        self.w.mailchimp.member_action(self.audience.list_id, old, "change-email", new_email=new)
+        body, ctype = self.w.mailchimp.webhook_payload(
+            EventKind.EMAIL_CHANGED, old, self.audience, new_email=new
+        )
+        self.queue_webhook("mailchimp", body, ctype, new, [])
+        p.addresses.append(new)
+        if not known:
+            p.retired = True  # a lost webhook would leave syncd nothing to tell the new address by
+
+    @rule(who=st.integers(0, 2 * SLOTS))
+    def brevo_admin_changes_address(self, who):
+        """An account user changes the contact's address in Brevo's UI: same contact (its id), lists
+        and ``listUnsubscribed``; Brevo lifts a block when the address changes."""
+        p = self.choose(who, lambda p: p.imported and self.w.brevo.contact(self.brevo_addr(p)) is not None)
+        if p is None:
+            return
+        old, new = self.brevo_addr(p), self._new_address(p)
+        known = self.syncd_knows_record(p, "brevo", str(self.w.brevo.contact(old)["id"]))
+        self.brevo_put(old, {"attributes": {"EMAIL": new}})
+        p.brevo_reset_at = time.time()
+        body, ctype = self.w.brevo.webhook_payload(EventKind.EMAIL_CHANGED, old, new_email=new)
+        self.queue_webhook("brevo", body, ctype, new, [])
+        p.addresses.append(new)
+        if not known:
+            p.retired = True
 
     # --- what syncd can know ------------------------------------------------------------------------
 
@@ -782,24 +899,16 @@ class ConsentMachine(RuleBasedStateMachine):
         for target in self.targets(list_name):
             if target.provider == "mailchimp":
                 members = self.w.mailchimp.members(target)
+                left = (RemoteStatus.UNSUBSCRIBED, RemoteStatus.CLEANED)
                 for e in self.events:
-                    p = self.people[e.slot]
-                    m = members.get(p.email)
-                    if (
-                        e.mailchimp
-                        and m is not None
-                        and m.status
-                        in (
-                            RemoteStatus.UNSUBSCRIBED,
-                            RemoteStatus.CLEANED,
-                        )
-                    ):
+                    held = [members[a] for a in self.people[e.slot].addresses if a in members]
+                    if e.mailchimp and any(m.status in left for m in held):
                         out.append(e)
                 continue
             for e in self.events:
                 if e.mailchimp:
                     continue
-                state = self.brevo_state(self.people[e.slot].email)
+                state = self.brevo_state(self.brevo_addr(self.people[e.slot]))
                 if state is None or int(target.list_id) not in state["listIds"]:
                     continue
                 if e.kind == "list" and int(e.brevo_list) in state["listUnsubscribed"]:
@@ -844,16 +953,17 @@ class ConsentMachine(RuleBasedStateMachine):
             present = self._present(target)
             for email in self.erased_addresses:
                 assert email not in present, f"I4t: erased address on {target.key} after syncing {list_name}"
-            for p in self.people:
-                if p.erased or p.retired or p.email not in present:
+            for p, email in ((person, a) for person in self.people for a in person.addresses):
+                if p.erased or p.retired or email not in present:
                     continue
-                status = present[p.email]
+                status = present[email]
                 why = self.required_out(p.slot, list_name, started)
                 if why and status in ("subscribed", "pending"):
                     raise AssertionError(
-                        f"I1: slot {p.slot} is {status} on {target.key} ({list_name}) after {why}"
+                        f"I1: slot {p.slot} is {status} on {target.key} ({list_name}) under "
+                        f"{'a former' if email != p.email else 'their'} address after {why}"
                     )
-                if doi_list and status == "subscribed" and self._pushed(p.email, list_name, target):
+                if doi_list and status == "subscribed" and self._pushed(p, list_name, target):
                     assert self._proofs(p.slot, list_name), (
                         f"I3: slot {p.slot} pushed and subscribed on {target.key} ({list_name}, double "
                         "opt-in) without a doi_confirmed proof"
@@ -873,9 +983,9 @@ class ConsentMachine(RuleBasedStateMachine):
                 out[e] = str(m.status)
         return out
 
-    def _pushed(self, email: str, list_name: str, target: Target) -> bool:
+    def _pushed(self, p: Person, list_name: str, target: Target) -> bool:
         with Session(self.w.engine) as s:
-            c = s.exec(select(Contact).where(Contact.email == email)).first()
+            c = self.contact_of(s, p)
             if c is None:
                 return False
             row = s.exec(
@@ -897,7 +1007,7 @@ class ConsentMachine(RuleBasedStateMachine):
                 continue
             if any(e.kind != "list" for e in mine):
                 continue  # a global reason may stand behind the block
-            state = self.brevo_state(p.email)
+            state = self.brevo_state(self.brevo_addr(p))
             if state is None or int(target.list_id) not in state["listUnsubscribed"]:
                 continue
             assert not state["emailBlacklisted"], (
@@ -915,7 +1025,7 @@ class ConsentMachine(RuleBasedStateMachine):
             for p in self.people:
                 if p.erased or p.retired or not p.imported:
                     continue
-                c = s.exec(select(Contact).where(Contact.email == p.email)).first()
+                c = self.contact_of(s, p)
                 assert c is not None, f"slot {p.slot} imported, missing from the base"
                 mine = [e for e in self.events if e.slot == p.slot]
                 if not any(e.kind != "list" for e in mine):
@@ -948,7 +1058,7 @@ class ConsentMachine(RuleBasedStateMachine):
             for p in self.people:
                 if p.erased or p.retired or not p.imported:
                     continue
-                c = s.exec(select(Contact).where(Contact.email == p.email)).first()
+                c = self.contact_of(s, p)
                 if c is None:
                     continue
                 for e in (e for e in self.events if e.slot == p.slot):
@@ -972,7 +1082,7 @@ class ConsentMachine(RuleBasedStateMachine):
                             or self.block_looks_per_list(e)
                         )
                         if not lift_allowed:
-                            state = self.brevo_state(p.email)
+                            state = self.brevo_state(self.brevo_addr(p))
                             assert state is None or state["emailBlacklisted"], (
                                 f"I2b: slot {p.slot}'s Brevo block ({e.kind}, no per-list reason in the "
                                 "base, no newer opt-in) was lifted"

@@ -228,6 +228,10 @@ class MailchimpApi:
         body = body or {}
         if method == "PATCH" and not member:
             raise not_found()
+        if method == "PATCH" and body.get("email_address"):
+            # A new address for an existing member (update-list-member): the member is renamed.
+            self.account.change_email(audience, member, str(body["email_address"]))
+            h = member.id
         email = str(body.get("email_address") or (member.email if member else ""))
         status = body.get("status") or (body.get("status_if_new") if not member else None)
         if subscriber_hash(email) != h:

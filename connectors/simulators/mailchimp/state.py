@@ -10,6 +10,7 @@ import hashlib
 import re
 import secrets
 import threading
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -85,6 +86,8 @@ class Member:
     status_before_archive: str | None = None
     unsubscribe_reason: str = ""
     id: str = ""  # subscriber hash, set on first write
+    # The member's own id, kept when the address changes (the API's ``contact_id``).
+    contact_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
         self.id = self.id or subscriber_hash(self.email)
@@ -188,18 +191,33 @@ class Account:
         elif action == "clean":
             member.status = "cleaned"
         elif action == "change-email":
-            new_email = str(data.get("new_email", "")).strip()
-            if not EMAIL.match(new_email):
-                raise invalid("new_email must be a valid email address.")
-            new_hash = subscriber_hash(new_email)
-            if new_hash in audience.members and new_hash != member.id:
-                raise ProblemError(400, "Member Exists", f"{new_email} is already a list member.")
-            del audience.members[member.id]
-            member.email, member.id = new_email, new_hash
-            audience.members[new_hash] = member
+            self.change_email(audience, member, str(data.get("new_email", "")))
         member.status_before_archive = None
         member.last_changed = at
         return member
+
+    def change_email(self, audience: Audience, member: Member, new_email: str) -> None:
+        """A member's new address (the member's own profile form, or an API ``PATCH``): same member,
+        same ``contact_id``, status and tags; a new subscriber hash."""
+        new_email = new_email.strip()
+        if not EMAIL.match(new_email):
+            raise invalid("The email address must be a valid email address.")
+        new_hash = subscriber_hash(new_email)
+        if new_hash == member.id:
+            member.email = new_email
+            return
+        if new_hash in audience.members:
+            raise ProblemError(400, "Member Exists", f"{new_email} is already a list member.")
+        if new_hash in audience.forgotten:
+            raise ProblemError(
+                400,
+                "Forgotten Email Not Subscribed",
+                f"{new_email} was permanently deleted and cannot be re-imported.",
+            )
+        del audience.members[member.id]
+        member.email, member.id = new_email, new_hash
+        audience.members[new_hash] = member
+        member.last_changed = now()
 
     # --- Mailchimp's rules for an API write ------------------------------------------------------
 

@@ -48,7 +48,7 @@ def member_json(a: Audience, m: Member, brief: bool = False) -> dict:
         "id": h,
         "email_address": m.email,
         "unique_email_id": h[:10],
-        "contact_id": h,
+        "contact_id": m.contact_id,
         "email_type": "html",
         "status": m.status,
         "merge_fields": dict(m.merge_fields),
