@@ -25,7 +25,8 @@ confirmation mails; a person clicks a confirmation link; Mailchimp-side unsubscr
 (hard bounce), spam complaint and a resubscription through a Mailchimp form; Brevo per-list
 unsubscribe with the per-list feature on (``listUnsubscribed`` + block) and off (account-wide block
 only), an account-wide block set in Brevo's UI, a spam complaint at Brevo, a contact added to a list
-in either provider's UI, a Brevo contact deleted, a Brevo email change onto an erased address; every
+in either provider's UI, a Brevo contact deleted, a change of address (a Mailchimp member's profile
+form; an account user in Brevo's UI; onto an erased address); every
 provider-side action queues its webhook, which is then delivered (in any order: late, out of order),
 duplicated or lost; draining the inbox; ``sync`` of any list (plus a second, unchanged run); a sync
 killed half-way (the engine's ``stop`` event, or a simulator outage / dropped connections mid-run);
@@ -42,6 +43,12 @@ An opt-out is an event with the real time of the provider-side action. It become
 A lost webhook is therefore known only through the next completed sync of a list that reads that
 target; an opt-out whose evidence vanished before any such sync (the contact deleted in Brevo,
 re-added in the UI) is never known, and nothing is asserted about it.
+
+A person is followed under all of their addresses (I1 holds for every one of them on every target,
+and the master base holds one contact per person) once syncd can tell a new address is theirs: by
+the change's webhook, or by the member's provider id that syncd read before the change. A change
+made before syncd ever read the member's id leaves nothing to tell the new address by if its
+webhook is lost: that person is no longer followed (``retired``), and the run counts such changes.
 
 Meaning of each provider-side action, from the issue and the README:
 - Mailchimp unsubscribe: opt-out of every syncd list on that audience (news, club, partners).
@@ -165,7 +172,7 @@ SLOTS = 4
 AMBIGUOUS_S = 2.5
 BREVO_HOOK, BREVO_TOKEN, MC_HOOK, DOI_SECRET = (generate_secret() for _ in range(4))
 _examples = itertools.count(1)
-STATS = {"examples": 0, "steps": 0}
+STATS = {"examples": 0, "steps": 0, "address changes followed": 0, "address changes unknowable": 0}
 
 
 def enabled(name: str) -> bool:
@@ -870,7 +877,11 @@ class ConsentMachine(RuleBasedStateMachine):
             EventKind.EMAIL_CHANGED, old, self.audience, new_email=new
         )
         self.queue_webhook("mailchimp", body, ctype, new, [])
+        self._changed_address(p, new, known)
+
+    def _changed_address(self, p: Person, new: str, known: bool) -> None:
         p.addresses.append(new)
+        STATS["address changes followed" if known else "address changes unknowable"] += 1
         if not known:
             p.retired = True  # a lost webhook would leave syncd nothing to tell the new address by
 
@@ -887,9 +898,7 @@ class ConsentMachine(RuleBasedStateMachine):
         p.brevo_reset_at = time.time()
         body, ctype = self.w.brevo.webhook_payload(EventKind.EMAIL_CHANGED, old, new_email=new)
         self.queue_webhook("brevo", body, ctype, new, [])
-        p.addresses.append(new)
-        if not known:
-            p.retired = True
+        self._changed_address(p, new, known)
 
     # --- what syncd can know ------------------------------------------------------------------------
 
@@ -1161,7 +1170,9 @@ def test_consent_holds_end_to_end_under_any_sequence_of_provider_and_base_action
         took = time.monotonic() - started
         print(
             f"\nconsent model: {STATS['examples']} examples, {STATS['steps']} steps in {took:.1f} s "
-            f"({STATS['steps'] / took:.1f} steps/s); open defects gated: {sorted(KNOWN_OPEN) or 'none'}"
+            f"({STATS['steps'] / took:.1f} steps/s); changes of address followed "
+            f"{STATS['address changes followed']}, unknowable {STATS['address changes unknowable']}; "
+            f"open defects gated: {sorted(KNOWN_OPEN) or 'none'}"
         )
 
 
