@@ -102,11 +102,21 @@ def contact_ids(lt: ListTarget, since: datetime | None, only: list[str] | None) 
     if only is not None:
         query: Any = sa.select(contact.c.id).where(contact.c.email.in_(only))
     elif since is not None:
-        query = sa.union(
+        touched = sa.union(
             sa.select(contact.c.id).where(contact.c.touched_at > since),
             sa.select(Membership.contact_id.label("id")).where(Membership.touched_at > since),
             sa.select(TargetState.contact_id).where(*lt.state_filter(), TargetState.pulled_at > since),
-        )
+        ).subquery()
+        query = sa.select(touched.c.id)
+        if not lt.list_cfg.auto_enroll:
+            # A contact with no membership of the list and nothing on the target has nothing to
+            # plan there, however it changed: an import of a thousand prospects re-plans only the
+            # lists they joined.
+            member = sa.exists().where(
+                Membership.contact_id == touched.c.id, Membership.list_name == lt.list_name
+            )
+            held = sa.exists().where(*lt.state_filter(), TargetState.contact_id == touched.c.id)
+            query = query.where(sa.or_(member, held))
     else:
         query = sa.union(
             sa.select(Membership.contact_id.label("id")).where(Membership.list_name == lt.list_name),
