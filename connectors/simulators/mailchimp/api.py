@@ -20,6 +20,8 @@ from connectors.simulators.mailchimp.state import (
     PAGE_MAX,
     SEGMENT_BATCH_MAX,
     STATUSES,
+    WEBHOOK_EVENTS,
+    WEBHOOK_SOURCES,
     Account,
     Audience,
     Member,
@@ -30,7 +32,13 @@ from connectors.simulators.mailchimp.state import (
     parse_ts,
     subscriber_hash,
 )
-from connectors.simulators.mailchimp.views import list_json, member_json, segment_json, select_fields
+from connectors.simulators.mailchimp.views import (
+    list_json,
+    member_json,
+    segment_json,
+    select_fields,
+    webhook_json,
+)
 
 DOCS_ERRORS = "https://mailchimp.com/developer/marketing/docs/errors/"
 Handler = Callable[[Request, Any], dict | None]
@@ -93,6 +101,8 @@ class MailchimpApi:
             Route("/3.0/lists/{list_id}/segments", h(self.segments), methods=["GET", "POST"]),
             Route("/3.0/lists/{list_id}/segments/{seg_id:int}", h(self.batch_segment), methods=["POST"]),
             Route("/3.0/lists/{list_id}/tag-search", h(self.tag_search), methods=["GET"]),
+            Route("/3.0/lists/{list_id}/webhooks", h(self.webhooks), methods=["GET", "POST"]),
+            Route("/3.0/lists/{list_id}/webhooks/{webhook_id}", h(self.delete_webhook), methods=["DELETE"]),
         ]
 
     def handle(self, fn: Handler) -> Callable[[Request], Any]:
@@ -327,3 +337,34 @@ class MailchimpApi:
         page = [self._member_json(audience, m) for m in rows[offset : offset + count]]
         result = {"members": page, "list_id": audience.id, "total_items": len(rows), "_links": []}
         return select_fields(result, q.get("fields"), q.get("exclude_fields"))
+
+    def webhooks(self, request: Request, body: Any) -> dict:
+        """https://mailchimp.com/developer/marketing/api/list-webhooks/ : list or add."""
+        audience = self.audience(request)
+        if request.method == "GET":
+            hooks = [webhook_json(audience, w) for w in audience.webhooks.values()]
+            return {"webhooks": hooks, "list_id": audience.id, "total_items": len(hooks), "_links": []}
+        body = body if isinstance(body, dict) else {}
+        url = body.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ProblemError(
+                400,
+                "Invalid Resource",
+                "The resource submitted could not be validated.",
+                [{"field": "url", "message": "This value should be a valid URL."}],
+            )
+        flags = {}
+        for group, names in (("events", WEBHOOK_EVENTS), ("sources", WEBHOOK_SOURCES)):
+            given = body.get(group) or {}
+            if not isinstance(given, dict):
+                raise invalid(f"{group} must be an object.")
+            flags[group] = {n: bool(given.get(n, False)) for n in names}
+        webhook_id = secrets.token_hex(5)
+        audience.webhooks[webhook_id] = {"id": webhook_id, "url": url, **flags}
+        return webhook_json(audience, audience.webhooks[webhook_id])
+
+    def delete_webhook(self, request: Request, body: Any) -> None:
+        audience = self.audience(request)
+        if audience.webhooks.pop(request.path_params["webhook_id"], None) is None:
+            raise not_found()
+        return None

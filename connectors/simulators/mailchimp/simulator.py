@@ -62,8 +62,9 @@ class MailchimpSimulator(Simulator, MailchimpApi):
 
     # --- the account, in Mailchimp's words ---------------------------------------------------------
 
-    def create_audience(self, name: str) -> str:
-        return self.account.create_audience(name)
+    def create_audience(self, name: str, list_id: str | None = None) -> str:
+        """A new audience (``list_id``: with that id, which must be free; else a random one)."""
+        return self.account.create_audience(name, list_id)
 
     def create_tag(self, list_id: str, name: str) -> int:
         return self.account.create_tag(list_id, name)
