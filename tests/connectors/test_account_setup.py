@@ -44,15 +44,17 @@ def test_brevo_simulator_creates_a_list_with_a_given_id_and_never_reuses_it(brev
     assert brevo.create_list("next") == 2
     assert brevo.create_list("after", list_id=3) == 3
     assert brevo.create_list("skips the taken id") == 4
-    with pytest.raises(ValueError, match="not free"):
+    with pytest.raises(ValueError, match="list id 12 is taken"):
         brevo.create_list("again", list_id=12)
+    with pytest.raises(ValueError, match="positive integer"):
+        brevo.create_list("zero", list_id=0)
     lists = BrevoConnector(brevo.api_key, brevo.api_url, timeout=5)
     assert lists.presence(Target("brevo", "12")) == TargetPresence(True, "newsletter")
 
 
 def test_mailchimp_simulator_creates_an_audience_with_a_given_id(mailchimp):
     assert mailchimp.create_audience("Clients", list_id="a1b2c3d4e5") == "a1b2c3d4e5"
-    with pytest.raises(ValueError, match="not free"):
+    with pytest.raises(ValueError, match="is taken"):
         mailchimp.create_audience("Clients", list_id="a1b2c3d4e5")
     with pytest.raises(ValueError, match="letters and digits"):
         mailchimp.create_audience("Bad", list_id="a/b")

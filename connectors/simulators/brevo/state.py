@@ -154,8 +154,10 @@ class Account:
                 list_id = next(self._list_ids)
                 while list_id in self.lists:
                     list_id = next(self._list_ids)
-            elif list_id < 1 or list_id in self.lists:
-                raise ValueError(f"list id {list_id} is not free (ids are positive integers)")
+            elif list_id < 1:
+                raise ValueError(f"list id {list_id} cannot be one: a positive integer")
+            elif list_id in self.lists:
+                raise ValueError(f"list id {list_id} is taken")
             lst = BrevoList(list_id, name, folder_id, datetime.now(UTC))
             self.lists[lst.id] = lst
             return lst.id

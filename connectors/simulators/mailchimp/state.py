@@ -127,8 +127,10 @@ class Account:
                 list_id = secrets.token_hex(5)
                 while list_id in self.audiences:
                     list_id = secrets.token_hex(5)
-            elif not AUDIENCE_ID.match(list_id) or list_id in self.audiences:
-                raise ValueError(f"audience id {list_id!r} is not free (letters and digits only)")
+            elif not AUDIENCE_ID.match(list_id):
+                raise ValueError(f"audience id {list_id!r} cannot be one: letters and digits only")
+            elif list_id in self.audiences:
+                raise ValueError(f"audience id {list_id!r} is taken")
             audience = Audience(id=list_id, name=name)
             self.audiences[audience.id] = audience
             return audience.id
