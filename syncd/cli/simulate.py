@@ -55,6 +55,7 @@ def simulate(app: App, provider: str, port: int, api_key: str | None, config_pat
     Mailchimp (Basic auth, any user name):
       POST /_sim/lists/AUDIENCE/members/EMAIL/ACTION, ACTION one of: unsubscribe ({"reason":
       "abuse"} for a complaint), resubscribe, clean, change-email ({"new_email": "..."})
+      Like Mailchimp, it checks a new webhook's URL with a GET: run syncd's web app first.
     """
     from connectors.simulators.harness import free_port
 
@@ -91,7 +92,9 @@ def make_simulator(provider: str, api_key: str) -> Any:
         return BrevoSimulator(api_key=api_key)
     from connectors.simulators.mailchimp import MailchimpSimulator
 
-    return MailchimpSimulator(api_key=api_key)
+    sim = MailchimpSimulator(api_key=api_key)
+    sim.verify_webhook_urls = True  # as Mailchimp does: syncd's web app must answer there
+    return sim
 
 
 def set_up(sim: Any, cfg: Config, provider: str) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 from simkit import BrevoSimulator, MailchimpSimulator
 
 from connectors.brevo import BrevoConnector
-from connectors.contract import AuthFailed, Connector, NotFound, Target, TargetPresence
+from connectors.contract import AuthFailed, Connector, Fatal, NotFound, Target, TargetPresence
 from connectors.mailchimp import MailchimpConnector
 
 HOOK = "https://lists.example.fr/hooks/{provider}/s3cr3t-Xq8vLk2pR7mN4tY9wZ1aB6cD0eF5gH3j"
@@ -135,6 +135,15 @@ def test_mailchimp_webhook_skips_syncd_s_own_api_writes(mailchimp):
     (hook,) = mailchimp.account.audiences["aud1"].webhooks.values()
     assert hook["sources"] == {"user": True, "admin": True, "api": False}
     assert hook["events"]["campaign"] is False
+
+
+def test_mailchimp_refuses_a_second_webhook_with_the_same_url(mailchimp):
+    mailchimp.create_audience("Clients", list_id="aud1")
+    conn = mailchimp_connector(mailchimp)
+    conn.register_webhook(Target("mailchimp", "aud1"), HOOK)
+    with pytest.raises(Fatal, match="already exists"):
+        conn.register_webhook(Target("mailchimp", "aud1"), HOOK)
+    assert len(conn.webhooks(Target("mailchimp", "aud1"))) == 1
 
 
 def test_webhook_calls_against_a_missing_audience_name_it(mailchimp):

@@ -100,10 +100,15 @@ def test_simulate_refuses_an_unknown_provider():
     assert "'sendgrid' is not one of 'brevo', 'mailchimp'" in result.output
 
 
-def test_simulate_names_the_file_and_line_of_a_bad_config(tmp_path, env):
+@pytest.mark.parametrize(
+    "command",
+    [["simulate", "brevo"], ["check", "--online"], ["webhooks", "register"]],
+    ids=["simulate", "check", "register"],
+)
+def test_a_bad_config_line_is_named_with_its_file(tmp_path, env, command):
     bad = tmp_path / "trial.yaml"
     bad.write_text("version: 1\nlists:\n  news:\n    consnet: double_opt_in\n")
-    result = run("simulate", "brevo", "--config", str(bad))
+    result = run(*command, "--config", str(bad))
     assert result.exit_code == 2
     assert f"{bad}:4" in result.output and "consnet" in result.output
     assert "Traceback" not in result.output
@@ -330,3 +335,31 @@ def test_the_registered_brevo_webhook_reaches_syncd(config, sims, engine):
             headers={"Authorization": f"Bearer {hook['auth']['token']}", "Content-Type": content_type},
         )
     assert r.status_code == 200, r.text
+
+
+def test_register_at_a_mailchimp_that_checks_the_url(config, sims, engine):
+    """Mailchimp GETs a new webhook's URL: registered when syncd's web app answers there, refused
+    (and said, exit 1) when nothing does."""
+    from connectors.simulators.harness import ThreadedServer
+    from syncd.config import load_config
+    from syncd.web.app import create_app
+
+    brevo, mailchimp = sims
+    set_up_as_configured(brevo, mailchimp)
+    mailchimp.verify_webhook_urls = True
+    with ThreadedServer(create_app(load_config(str(config)), engine)) as web:
+        served = run("webhooks", "register", "--config", str(config), "--public-url", web.url)
+    assert served.exit_code == 0, served.output
+    assert [len(a.webhooks) for a in mailchimp.account.audiences.values()] == [1, 1]
+
+    nobody = f"http://127.0.0.1:{refused_port()}"
+    refused = run("webhooks", "register", "--config", str(config), "--public-url", nobody)
+    assert refused.exit_code == 1
+    assert "We couldn't verify the URL is working" in refused.output
+    assert "mailchimp audience a1b2c3d4e5" in refused.output
+
+
+def refused_port() -> int:
+    from connectors.simulators.harness import free_port
+
+    return free_port()  # nothing listens there once free_port has closed its socket

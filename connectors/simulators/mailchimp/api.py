@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -39,6 +40,7 @@ from connectors.simulators.mailchimp.views import (
     select_fields,
     webhook_json,
 )
+from connectors.simulators.mailchimp.webhooks import check_url
 
 DOCS_ERRORS = "https://mailchimp.com/developer/marketing/docs/errors/"
 Handler = Callable[[Request, Any], dict | None]
@@ -78,6 +80,9 @@ class MailchimpApi:
     run under the account's lock; ``routes`` lists them."""
 
     account: Account
+    # Like Mailchimp, check a new webhook's URL with a GET (on under ``syncd simulate``; off for
+    # tests that register a URL nobody serves).
+    verify_webhook_urls = False
 
     def routes(self) -> list[Route]:
         h = self.handle
@@ -359,9 +364,30 @@ class MailchimpApi:
             if not isinstance(given, dict):
                 raise invalid(f"{group} must be an object.")
             flags[group] = {n: bool(given.get(n, False)) for n in names}
+        if any(w["url"] == url for w in audience.webhooks.values()):
+            # One webhook per URL and audience, as Mailchimp users report
+            # (github.com/mailchimp/mailchimp-client-lib-codegen/issues/11); the wording is ours.
+            raise invalid("A webhook with this URL already exists for this audience.")
+        if self.verify_webhook_urls:
+            self._verify_webhook_url(url)
         webhook_id = secrets.token_hex(5)
         audience.webhooks[webhook_id] = {"id": webhook_id, "url": url, **flags}
         return webhook_json(audience, audience.webhooks[webhook_id])
+
+    @staticmethod
+    def _verify_webhook_url(url: str) -> None:
+        """Mailchimp GETs a new webhook's URL and refuses the webhook unless it answers 200
+        (https://mailchimp.com/developer/marketing/guides/sync-audience-data-webhooks/; the
+        message is the one Mailchimp users report)."""
+        try:
+            status = str(check_url(url).status_code)
+        except httpx.HTTPError:
+            status = "0"
+        if status != "200":
+            raise invalid(
+                "We couldn't verify the URL is working. Please double check and try again. "
+                f"HTTP Code: {status}"
+            )
 
     def delete_webhook(self, request: Request, body: Any) -> None:
         audience = self.audience(request)
