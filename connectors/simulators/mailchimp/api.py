@@ -106,7 +106,7 @@ class MailchimpApi:
             Route("/3.0/lists/{list_id}/segments", h(self.segments), methods=["GET", "POST"]),
             Route("/3.0/lists/{list_id}/segments/{seg_id:int}", h(self.batch_segment), methods=["POST"]),
             Route("/3.0/lists/{list_id}/tag-search", h(self.tag_search), methods=["GET"]),
-            Route("/3.0/lists/{list_id}/webhooks", h(self.webhooks), methods=["GET", "POST"]),
+            Route("/3.0/lists/{list_id}/webhooks", h(self.audience_webhooks), methods=["GET", "POST"]),
             Route("/3.0/lists/{list_id}/webhooks/{webhook_id}", h(self.delete_webhook), methods=["DELETE"]),
         ]
 
@@ -343,7 +343,7 @@ class MailchimpApi:
         result = {"members": page, "list_id": audience.id, "total_items": len(rows), "_links": []}
         return select_fields(result, q.get("fields"), q.get("exclude_fields"))
 
-    def webhooks(self, request: Request, body: Any) -> dict:
+    def audience_webhooks(self, request: Request, body: Any) -> dict:
         """https://mailchimp.com/developer/marketing/api/list-webhooks/ : list or add."""
         audience = self.audience(request)
         if request.method == "GET":
