@@ -132,6 +132,25 @@ class ApiStats:
         return sum(self.calls.values())
 
 
+@dataclass(frozen=True)
+class TargetPresence:
+    """What a provider holds of a target: whether its list (audience) exists, and its tag."""
+
+    list_found: bool
+    list_name: str | None = None
+    tag_found: bool | None = None  # None: the target names no tag
+
+
+@dataclass(frozen=True)
+class WebhookRegistration:
+    """A webhook registered at the provider, in the provider's own event names."""
+
+    id: str
+    url: str
+    events: tuple[str, ...] = ()
+    list_id: str | None = None  # the audience it belongs to (Mailchimp); None: account-wide (Brevo)
+
+
 class EventKind(StrEnum):
     SUBSCRIBED = "subscribed"
     UNSUBSCRIBED = "unsubscribed"  # from the named target only
@@ -326,4 +345,22 @@ class Connector(Protocol):
 
     def storable_body(self, body: bytes) -> str:
         """The raw body as text the master base can store, parsing to the same events."""
+        ...
+
+    # The provider's event names that syncd's webhook parser acts on, which a registration asks for.
+    webhook_events: tuple[str, ...]
+
+    def presence(self, target: Target) -> TargetPresence:
+        """Whether the target's list (audience) and tag exist at the provider. AuthFailed on a
+        refused key; a missing list is an answer, not an error."""
+        ...
+
+    def webhooks(self, target: Target) -> list[WebhookRegistration]:
+        """The webhooks that would deliver the target's events (Brevo: the account's marketing
+        webhooks; Mailchimp: the audience's)."""
+        ...
+
+    def register_webhook(self, target: Target, url: str, token: str | None = None) -> WebhookRegistration:
+        """Register ``url`` for ``webhook_events`` (``token``: the bearer token the provider sends
+        with each delivery, where it has one). Not idempotent: look in ``webhooks`` first."""
         ...

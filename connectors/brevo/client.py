@@ -45,7 +45,9 @@ from connectors.contract import (
     RemoteStatus,
     Rename,
     Target,
+    TargetPresence,
     Transient,
+    WebhookRegistration,
     WriteResult,
 )
 from connectors.retry import RetryPolicy, call_with_retries
@@ -57,6 +59,17 @@ DEFAULT_HOST = "https://api.brevo.com/v3"
 PAGE_SIZE = 500
 # https://developers.brevo.com/reference/addcontacttolist / removecontactfromlist: 150 emails a call
 LIST_BATCH = 150
+# The marketing webhook events syncd's parser acts on (webhooks.EVENT_KINDS), in the names
+# POST /webhooks takes. https://developers.brevo.com/reference/createwebhook
+WEBHOOK_EVENTS = (
+    "unsubscribed",
+    "hardBounce",
+    "softBounce",
+    "spam",
+    "listAddition",
+    "contactUpdated",
+    "contactDeleted",
+)
 # A pull's cursor is its start time minus this, so that writes racing the read are seen again.
 CURSOR_SKEW = timedelta(minutes=2)
 
@@ -64,6 +77,7 @@ CURSOR_SKEW = timedelta(minutes=2)
 class BrevoConnector:
     provider = PROVIDER
     traits = TRAITS
+    webhook_events = WEBHOOK_EVENTS
     # Members the sync engine hands over per upsert: one import takes ~80,000 contacts (8 MB).
     preferred_batch = 50_000
 
@@ -90,6 +104,7 @@ class BrevoConnector:
         self._contacts = sib.ContactsApi(client)
         self._processes = sib.ProcessApi(client)
         self._emails = sib.TransactionalEmailsApi(client)
+        self._webhooks = sib.WebhooksApi(client)
         # The SDK has no default timeout, and silently ignores a float one: it needs an int or a
         # (connect, read) tuple (sib_api_v3_sdk/rest.py).
         self._timeout = (timeout, timeout)
@@ -135,6 +150,7 @@ class BrevoConnector:
         return self._call(
             "GET /contacts/lists/{id}/contacts",
             lambda: self._contacts.get_contacts_from_list(list_id, _request_timeout=self._timeout, **kwargs),
+            id=list_id,
         )
 
     # --- writing -------------------------------------------------------------------------------
@@ -173,6 +189,7 @@ class BrevoConnector:
         self._call(
             "GET /contacts/lists/{id}",
             lambda: self._contacts.get_list(list_id, _request_timeout=self._timeout),
+            id=list_id,
         )
         started = datetime.now(UTC)
         if len(wanted) <= DIRECT_MAX:
@@ -238,6 +255,7 @@ class BrevoConnector:
             lambda: self._call(
                 "GET /processes/{id}",
                 lambda: self._processes.get_process(process_id, _request_timeout=self._timeout),
+                id=process_id,
             ),
         )
 
@@ -256,6 +274,7 @@ class BrevoConnector:
                         list_id, sib.RemoveContactFromList(emails=chunk), _request_timeout=self._timeout
                     ),
                     result,
+                    id=list_id,
                 )
             except Fatal as exc:
                 # Brevo answers 400 when none of the emails is in the list: already done.
@@ -358,6 +377,53 @@ class BrevoConnector:
         )
         return sent.message_id
 
+    # --- the account's set-up: lists and webhooks ------------------------------------------------
+
+    def presence(self, target: Target) -> TargetPresence:
+        """Whether the list exists. https://developers.brevo.com/reference/getlist"""
+        list_id = int(target.list_id)
+        try:
+            found = self._call(
+                "GET /contacts/lists/{id}",
+                lambda: self._contacts.get_list(list_id, _request_timeout=self._timeout),
+                id=list_id,
+            )
+        except NotFound:
+            return TargetPresence(list_found=False)
+        return TargetPresence(list_found=True, list_name=found.name)
+
+    def webhooks(self, target: Target) -> list[WebhookRegistration]:
+        """The account's marketing webhooks: Brevo's webhooks are account-wide, each event names
+        its list. https://developers.brevo.com/reference/getwebhooks (type defaults to transactional)"""
+        found = self._call(
+            "GET /webhooks",
+            lambda: self._webhooks.get_webhooks(type="marketing", _request_timeout=self._timeout),
+        )
+        return [
+            WebhookRegistration(id=str(w["id"]), url=str(w["url"]), events=tuple(w.get("events") or ()))
+            for w in found.webhooks or []
+        ]
+
+    def register_webhook(self, target: Target, url: str, token: str | None = None) -> WebhookRegistration:
+        """A marketing webhook for ``WEBHOOK_EVENTS``, with ``token`` as its bearer token.
+
+        The body goes as a dict: the SDK's ``CreateWebhook`` (7.6.0) has no ``auth`` field,
+        which the API takes. https://developers.brevo.com/reference/createwebhook"""
+        body: dict[str, Any] = {
+            "url": url,
+            "description": "syncd",
+            "events": list(WEBHOOK_EVENTS),
+            "type": "marketing",
+        }
+        if token:
+            body["auth"] = {"type": "bearer", "token": token}
+        created = self._write(
+            "POST /webhooks",
+            lambda: self._webhooks.create_webhook(body, _request_timeout=self._timeout),
+            None,
+        )
+        return WebhookRegistration(id=str(created.id), url=url, events=WEBHOOK_EVENTS)
+
     # --- webhooks ------------------------------------------------------------------------------
 
     def parse_webhook(
@@ -384,7 +450,7 @@ class BrevoConnector:
             for f in [pool.submit(fn, item) for item in items]:
                 f.result()
 
-    def _write(self, endpoint: str, send: Callable[[], T], result: WriteResult | None) -> T:
+    def _write(self, endpoint: str, send: Callable[[], T], result: WriteResult | None, **ids: Any) -> T:
         def counted() -> T:
             with self._lock:
                 self.stats.write_calls += 1
@@ -392,22 +458,27 @@ class BrevoConnector:
                     result.calls += 1
             return send()
 
-        return self._call(endpoint, counted)
+        return self._call(endpoint, counted, **ids)
 
-    def _call(self, endpoint: str, send: Callable[[], T]) -> T:
+    def _call(self, endpoint: str, send: Callable[[], T], **ids: Any) -> T:
+        """``endpoint`` (a path template, counted as it is) with ``ids`` filled in for the error
+        message, so that it names the list or process concerned. Only ids: a contact's address
+        ({identifier}) stays out of messages, which reach the logs."""
+        where = endpoint.format(**ids) if ids else endpoint
+
         def once() -> T:
             with self._lock:
                 self.stats.calls[endpoint] += 1
             try:
                 return send()
             except ApiException as exc:
-                error = error_from_api(exc, endpoint)
+                error = error_from_api(exc, where)
                 if isinstance(error, RateLimited):
                     with self._lock:
                         self.stats.rate_limited += 1
                 raise error from exc
             except (urllib3.exceptions.HTTPError, OSError) as exc:
-                raise Transient(f"{endpoint}: {type(exc).__name__}: {exc}", provider=PROVIDER) from exc
+                raise Transient(f"{where}: {type(exc).__name__}: {exc}", provider=PROVIDER) from exc
 
         def on_retry(exc: Transient, wait: float, attempt: int) -> None:
             with self._lock:

@@ -32,6 +32,8 @@ from connectors.contract import (
     RemoteStatus,
     Rename,
     Target,
+    TargetPresence,
+    WebhookRegistration,
     WriteResult,
     error_for_status,
 )
@@ -60,11 +62,17 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 CURSOR_SKEW = timedelta(minutes=2)  # re-read a little: a duplicate is harmless, a gap is not
+# The audience webhook events syncd's parser acts on (webhooks.py), and the sources it wants them
+# from: a member's or an account user's change, never syncd's own API writes echoed back.
+# https://mailchimp.com/developer/marketing/api/list-webhooks/add-webhook/
+WEBHOOK_EVENTS = ("subscribe", "unsubscribe", "profile", "cleaned", "upemail")
+WEBHOOK_SOURCES = {"user": True, "admin": True, "api": False}
 
 
 class MailchimpConnector:
     provider = PROVIDER
     traits = TRAITS
+    webhook_events = WEBHOOK_EVENTS
     # Members the sync engine hands over per upsert: whole batch-subscribe calls, 10 in flight.
     preferred_batch = 5_000
 
@@ -321,6 +329,37 @@ class MailchimpConnector:
     def close(self) -> None:
         self.client.api_client.close()
 
+    # --- the account's set-up: audiences, tags and webhooks ----------------------------------
+
+    def presence(self, target: Target) -> TargetPresence:
+        """Whether the audience exists, and the tag (a static segment) when the target has one."""
+        try:
+            found = self._call("get_list", self.client.lists.get_list, target.list_id)
+        except NotFound:
+            return TargetPresence(list_found=False, tag_found=False if target.tag else None)
+        tag_found = None
+        if target.tag:
+            tag_found = self._segments.id_for(target, create=False) is not None
+        return TargetPresence(list_found=True, list_name=(found or {}).get("name"), tag_found=tag_found)
+
+    def webhooks(self, target: Target) -> list[WebhookRegistration]:
+        """The audience's webhooks. https://mailchimp.com/developer/marketing/api/list-webhooks/"""
+        answer = self._call("get_list_webhooks", self.client.lists.get_list_webhooks, target.list_id) or {}
+        return [_registration(w, target.list_id) for w in answer.get("webhooks") or []]
+
+    def register_webhook(self, target: Target, url: str, token: str | None = None) -> WebhookRegistration:
+        """An audience webhook for ``WEBHOOK_EVENTS`` from ``WEBHOOK_SOURCES`` (Mailchimp has no
+        bearer token: ``token`` is not used)."""
+        body = {
+            "url": url,
+            "events": {name: name in WEBHOOK_EVENTS for name in (*WEBHOOK_EVENTS, "campaign")},
+            "sources": dict(WEBHOOK_SOURCES),
+        }
+        answer = self._write(
+            "create_list_webhook", WriteResult(), self.client.lists.create_list_webhook, target.list_id, body
+        )
+        return _registration(answer or {"id": "", "url": url}, target.list_id)
+
     # --- webhooks ----------------------------------------------------------------------------
 
     @staticmethod
@@ -367,6 +406,10 @@ class MailchimpConnector:
 
     def _call(self, endpoint: str, fn: Callable[..., Any], *args: Any, write: bool = False, **kw: Any) -> Any:
         attempts = [0]
+        # The message names the audience (the first text argument of every lists.* call; a
+        # member's subscriber hash comes after it and stays out).
+        audience = next((a for a in args if isinstance(a, str)), None)
+        where = f"{endpoint} (audience {audience})" if audience else endpoint
 
         def once() -> Any:
             attempts[0] += 1
@@ -375,11 +418,11 @@ class MailchimpConnector:
                 try:
                     answer = fn(*args, **kw)
                 except ApiClientError as exc:
-                    raise self._error(endpoint, exc.status_code, exc.text, attempts[0]) from None
+                    raise self._error(where, exc.status_code, exc.text, attempts[0]) from None
             if isinstance(answer, requests.Response):
                 # The SDK returns a non-2xx response with an empty body instead of raising.
                 if not answer.ok:
-                    raise self._error(endpoint, answer.status_code, answer.text, attempts[0])
+                    raise self._error(where, answer.status_code, answer.text, attempts[0])
                 answer = None
             self._gate.succeeded()
             return answer
@@ -421,6 +464,13 @@ class MailchimpConnector:
             # No rate-limit headers from Mailchimp: the wait is our own back-off.
             wait = self.retry.backoff_s(attempt - 1)
         return error_for_status(status, message, provider=PROVIDER, body=problem or text, wait_s=wait)
+
+
+def _registration(w: Mapping[str, Any], list_id: str) -> WebhookRegistration:
+    events = tuple(name for name, on in (w.get("events") or {}).items() if on)
+    return WebhookRegistration(
+        id=str(w.get("id", "")), url=str(w.get("url", "")), events=events, list_id=list_id
+    )
 
 
 def _chunks(items: list[T], size: int) -> list[list[T]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from syncd import db
@@ -10,9 +12,21 @@ from syncd.app import App
 
 @click.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="The YAML file to check.")
+@click.option(
+    "--online",
+    is_flag=True,
+    help="Also ask each provider, with the configured key, whether every list, audience and tag "
+    "exists and syncd's webhook is registered; exit 1 if anything is missing.",
+)
+@click.option(
+    "--public-url",
+    metavar="URL",
+    help="With --online: where the providers reach syncd [default: double_opt_in.public_url].",
+)
 @click.pass_obj
-def check(app: App, config_path: str | None) -> None:
-    """Validate a config file and print a summary of its lists and targets."""
+def check(app: App, config_path: str | None, online: bool, public_url: str | None) -> None:
+    """Validate a config file and print a summary of its lists and targets (with --online, check
+    them at the providers too)."""
     if config_path:
         app.config_path = config_path
     cfg = app.config
@@ -45,3 +59,8 @@ def check(app: App, config_path: str | None) -> None:
     unscheduled = [n for n, lst in cfg.lists.items() if lst.targets and lst.schedule is None]
     if unscheduled:
         click.echo(f"note: not synced by the daemon (no schedule): {', '.join(unscheduled)}")
+    if online:
+        from syncd.cli.online import check_online
+
+        if check_online(cfg, public_url):
+            sys.exit(1)

@@ -25,6 +25,8 @@ from connectors.simulators.brevo.state import (
     LIST_PAGE_MAX,
     LISTS_PAGE_MAX,
     VALID_EMAIL,
+    WEBHOOK_EVENTS,
+    WEBHOOK_TYPES,
     Account,
     BrevoList,
     Contact,
@@ -100,6 +102,9 @@ class BrevoApi:
             Route("/v3/contacts/{identifier}", self.delete_contact, methods=["DELETE"]),
             Route("/v3/processes/{process_id:int}", self.get_process, methods=["GET"]),
             Route("/v3/smtp/email", self.send_email, methods=["POST"]),
+            Route("/v3/webhooks", self.get_webhooks, methods=["GET"]),
+            Route("/v3/webhooks", self.create_webhook, methods=["POST"]),
+            Route("/v3/webhooks/{webhook_id:int}", self.delete_webhook, methods=["DELETE"]),
         ]
 
     # --- contacts --------------------------------------------------------------------------------
@@ -351,3 +356,39 @@ class BrevoApi:
         with self.account.lock:
             self.outbox.append(mail)
         return JSONResponse({"messageId": message_id}, status_code=201)
+
+    # --- webhooks --------------------------------------------------------------------------------
+
+    async def get_webhooks(self, request: Request) -> Response:
+        # https://developers.brevo.com/reference/getwebhooks : type defaults to transactional
+        kind = request.query_params.get("type", "transactional")
+        sort = request.query_params.get("sort", "desc")
+        if kind not in WEBHOOK_TYPES or sort not in ("asc", "desc"):
+            return error(400, "invalid_parameter", "type or sort has an invalid value")
+        with self.account.lock:
+            found = [dict(w) for w in self.account.webhooks.values() if w["type"] == kind]
+        found.sort(key=lambda w: w["id"], reverse=sort == "desc")
+        return JSONResponse({"webhooks": found})
+
+    async def create_webhook(self, request: Request) -> Response:
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            return bad_json()
+        # https://developers.brevo.com/reference/createwebhook : url and events are required
+        url, events = body.get("url"), body.get("events")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            return error(400, "invalid_parameter", "url must be a valid URL")
+        if not isinstance(events, list) or not events:
+            return error(400, "missing_parameter", "events is missing")
+        unknown = [e for e in events if e not in WEBHOOK_EVENTS]
+        if unknown:
+            return error(400, "invalid_parameter", f"Invalid event(s): {', '.join(map(str, unknown))}")
+        if body.get("type", "transactional") not in WEBHOOK_TYPES:
+            return error(400, "invalid_parameter", "type must be transactional, marketing or inbound")
+        return JSONResponse({"id": self.account.create_webhook(body)}, status_code=201)
+
+    async def delete_webhook(self, request: Request) -> Response:
+        with self.account.lock:
+            if self.account.webhooks.pop(request.path_params["webhook_id"], None) is None:
+                return error(404, "document_not_found", "Webhook ID does not exist")
+        return Response(status_code=204)

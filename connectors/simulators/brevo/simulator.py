@@ -11,6 +11,10 @@ header; no fault injection, rate limit or call log) sets up what real Brevo does
   on the unsubscribe link of a campaign sent to that list, under the account's setting.
 - ``POST /_sim/contacts/{email or id}/complaint`` ``{"listId": 12}``: the contact marks a campaign
   sent to that list as spam; Brevo blocks the address account-wide.
+- ``GET /_sim/outbox`` (an HTML page) and ``GET /_sim/outbox.json``: the transactional mails the
+  simulator accepted (``POST /v3/smtp/email``), newest first, with the links they hold: where a
+  trial finds a double opt-in confirmation link. Open without the key, so that a browser shows
+  them: the simulator listens on loopback only and holds trial data.
 
 The account-wide block itself is the real API's: ``PUT /v3/contacts/{identifier}`` with
 ``{"emailBlacklisted": true}`` (``false`` lifts it). Each unsubscribe click, complaint and block
@@ -25,7 +29,9 @@ In Python, the account's own hooks (``create_list``, ``put_contact``, ``contact`
 from __future__ import annotations
 
 import asyncio
+import html
 import math
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -34,7 +40,7 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from connectors.simulators.brevo import webhooks
@@ -43,6 +49,8 @@ from connectors.simulators.brevo.state import Account
 from connectors.simulators.harness import CallRecord, Simulator, drop_connection, raw_answer, read_json
 
 ADMIN_PREFIX = "/_sim/"
+OPEN_PATHS = ("/_sim/outbox", "/_sim/outbox.json")  # readable without the key (a browser's)
+LINK = re.compile(r"""https?://[^\s"'<>]+""")
 
 
 class BrevoSimulator(Simulator, BrevoApi):
@@ -63,6 +71,8 @@ class BrevoSimulator(Simulator, BrevoApi):
             Route("/_sim/account", self.admin_account, methods=["GET", "PUT"]),
             Route("/_sim/contacts/{identifier}/unsubscribe", self.admin_unsubscribe, methods=["POST"]),
             Route("/_sim/contacts/{identifier}/complaint", self.admin_complaint, methods=["POST"]),
+            Route("/_sim/outbox", self.admin_outbox_page, methods=["GET"]),
+            Route("/_sim/outbox.json", self.admin_outbox_json, methods=["GET"]),
         ]
         self.router = Starlette(routes=self.routes() + admin)
 
@@ -86,8 +96,9 @@ class BrevoSimulator(Simulator, BrevoApi):
     def import_delay_s(self, value: float) -> None:
         self.account.import_delay_s = value
 
-    def create_list(self, name: str, folder_id: int = 1) -> int:
-        return self.account.create_list(name, folder_id)
+    def create_list(self, name: str, folder_id: int = 1, list_id: int | None = None) -> int:
+        """A new list (``list_id``: with that id, which must be free)."""
+        return self.account.create_list(name, folder_id, list_id)
 
     def put_contact(self, email: str, **state: Any) -> dict[str, Any]:
         return self.account.put_contact(email, **state)
@@ -124,7 +135,7 @@ class BrevoSimulator(Simulator, BrevoApi):
         path, method = scope["path"], scope["method"]
         if path.startswith(ADMIN_PREFIX):
             # The simulator's own admin API: authenticated, but no faults, limits or call log.
-            if self._key(scope) != self.api_key:
+            if path not in OPEN_PATHS and self._key(scope) != self.api_key:
                 return await error(401, "unauthorized", "Key not found")(scope, receive, send)
             return await self.router(scope, receive, send)
         if self.latency_s:
@@ -237,6 +248,37 @@ class BrevoSimulator(Simulator, BrevoApi):
                 return error(404, "document_not_found", "List ID does not exist")
             act(c.email, list_id)
             return JSONResponse(c.as_json())
+
+    def outbox_json(self) -> list[dict[str, Any]]:
+        """The mails sent, newest first, each with the links its content holds."""
+        with self.account.lock:
+            mails = [dict(m) for m in reversed(self.outbox)]
+        for mail in mails:
+            text = f"{mail.get('textContent') or ''} {html.unescape(mail.get('htmlContent') or '')}"
+            mail["links"] = list(dict.fromkeys(LINK.findall(text)))
+        return mails
+
+    async def admin_outbox_json(self, request: Request) -> Response:
+        return JSONResponse({"mails": self.outbox_json()})
+
+    async def admin_outbox_page(self, request: Request) -> Response:
+        rows = []
+        for mail in self.outbox_json():
+            to = ", ".join(str(t.get("email", "")) for t in mail.get("to") or [] if isinstance(t, dict))
+            links = "".join(
+                f'<li><a href="{html.escape(u)}">{html.escape(u)}</a></li>' for u in mail["links"]
+            )
+            rows.append(
+                f"<section><h2>{html.escape(str(mail.get('subject') or '(no subject)'))}</h2>"
+                f"<p>to {html.escape(to)} · {html.escape(mail['messageId'])}</p><ul>{links}</ul></section>"
+            )
+        body = "".join(rows) or "<p>No mail sent yet.</p>"
+        page = (
+            '<!doctype html><html lang="en"><meta charset="utf-8"><title>Brevo simulator: outbox</title>'
+            f"<h1>Transactional mails sent ({len(rows)})</h1>{body}"
+            '<p><a href="/_sim/outbox.json">as JSON</a></p></html>'
+        )
+        return HTMLResponse(page)
 
 
 def serve(port: int, api_key: str) -> None:

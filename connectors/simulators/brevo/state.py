@@ -25,6 +25,15 @@ LISTS_PAGE_MAX = 50
 LIST_BATCH_MAX = 150
 # https://developers.brevo.com/reference/importcontacts : body up to 10 MB
 IMPORT_MAX_BYTES = 10 * 1024 * 1024
+# https://developers.brevo.com/reference/createwebhook : the events and types a webhook takes
+WEBHOOK_EVENTS = frozenset(
+    {
+        "sent", "hardBounce", "softBounce", "blocked", "spam", "delivered", "request", "click",
+        "invalid", "deferred", "opened", "uniqueOpened", "unsubscribed", "listAddition",
+        "contactUpdated", "contactDeleted", "inboundEmailProcessed",
+    }
+)  # fmt: skip
+WEBHOOK_TYPES = ("transactional", "marketing", "inbound")
 # Stricter than a shape check, as Brevo is: no empty or doubled dots, a dotted domain.
 VALID_EMAIL = re.compile(r"^(?!\.)(?!.*\.\.)[A-Za-z0-9._%+'-]+(?<!\.)@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 DEFAULT_FOLDER = 1  # Brevo accounts start with list 1 in folder 1
@@ -32,6 +41,11 @@ DEFAULT_FOLDER = 1  # Brevo accounts start with list 1 in folder 1
 
 def iso(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+def iso_brevo(at: datetime) -> str:
+    """Brevo's webhook times: "2016-07-18 12:30:09+00:00" (https://developers.brevo.com/reference/getwebhooks)."""
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S+00:00")
 
 
 def parse_iso(value: str) -> datetime:
@@ -126,15 +140,49 @@ class Account:
         self._ids = itertools.count(1)
         self._list_ids = itertools.count(2)
         self._process_ids = itertools.count(1)
+        self.webhooks: dict[int, dict[str, Any]] = {}  # by id, as GET /v3/webhooks shows them
+        self._webhook_ids = itertools.count(1)
         self._page_cache: tuple[Any, list[Contact]] = (None, [])
 
     # --- what a user sets up in the account (the simulator's hooks) -----------------------------
 
-    def create_list(self, name: str, folder_id: int = DEFAULT_FOLDER) -> int:
+    def create_list(self, name: str, folder_id: int = DEFAULT_FOLDER, list_id: int | None = None) -> int:
+        """A new list; ``list_id``: with that id (as an account set up beforehand has it), which
+        must be free. Lists created later never take an id already used."""
         with self.lock:
-            lst = BrevoList(next(self._list_ids), name, folder_id, datetime.now(UTC))
+            if list_id is None:
+                list_id = next(self._list_ids)
+                while list_id in self.lists:
+                    list_id = next(self._list_ids)
+            elif list_id < 1:
+                raise ValueError(f"list id {list_id} cannot be one: a positive integer")
+            elif list_id in self.lists:
+                raise ValueError(f"list id {list_id} is taken")
+            lst = BrevoList(list_id, name, folder_id, datetime.now(UTC))
             self.lists[lst.id] = lst
             return lst.id
+
+    # --- marketing webhooks (GET/POST /v3/webhooks, DELETE /v3/webhooks/{id}) -------------------
+
+    def create_webhook(self, body: dict[str, Any]) -> int:
+        """A webhook as ``POST /v3/webhooks`` creates it (body already checked)."""
+        with self.lock:
+            webhook_id = next(self._webhook_ids)
+            now = iso_brevo(datetime.now(UTC))
+            self.webhooks[webhook_id] = {
+                "id": webhook_id,
+                "url": body["url"],
+                "description": str(body.get("description") or ""),
+                "events": list(body["events"]),
+                "type": body.get("type") or "transactional",
+                "channel": body.get("channel") or "email",
+                "createdAt": now,
+                "modifiedAt": now,
+                "batched": bool(body.get("batched", False)),
+                **({"auth": body["auth"]} if isinstance(body.get("auth"), dict) else {}),
+                **({"headers": body["headers"]} if isinstance(body.get("headers"), list) else {}),
+            }
+            return webhook_id
 
     def put_contact(
         self,

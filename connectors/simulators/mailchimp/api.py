@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -20,6 +21,8 @@ from connectors.simulators.mailchimp.state import (
     PAGE_MAX,
     SEGMENT_BATCH_MAX,
     STATUSES,
+    WEBHOOK_EVENTS,
+    WEBHOOK_SOURCES,
     Account,
     Audience,
     Member,
@@ -30,7 +33,14 @@ from connectors.simulators.mailchimp.state import (
     parse_ts,
     subscriber_hash,
 )
-from connectors.simulators.mailchimp.views import list_json, member_json, segment_json, select_fields
+from connectors.simulators.mailchimp.views import (
+    list_json,
+    member_json,
+    segment_json,
+    select_fields,
+    webhook_json,
+)
+from connectors.simulators.mailchimp.webhooks import check_url
 
 DOCS_ERRORS = "https://mailchimp.com/developer/marketing/docs/errors/"
 Handler = Callable[[Request, Any], dict | None]
@@ -70,6 +80,9 @@ class MailchimpApi:
     run under the account's lock; ``routes`` lists them."""
 
     account: Account
+    # Like Mailchimp, check a new webhook's URL with a GET (on under ``syncd simulate``; off for
+    # tests that register a URL nobody serves).
+    verify_webhook_urls = False
 
     def routes(self) -> list[Route]:
         h = self.handle
@@ -93,6 +106,8 @@ class MailchimpApi:
             Route("/3.0/lists/{list_id}/segments", h(self.segments), methods=["GET", "POST"]),
             Route("/3.0/lists/{list_id}/segments/{seg_id:int}", h(self.batch_segment), methods=["POST"]),
             Route("/3.0/lists/{list_id}/tag-search", h(self.tag_search), methods=["GET"]),
+            Route("/3.0/lists/{list_id}/webhooks", h(self.audience_webhooks), methods=["GET", "POST"]),
+            Route("/3.0/lists/{list_id}/webhooks/{webhook_id}", h(self.delete_webhook), methods=["DELETE"]),
         ]
 
     def handle(self, fn: Handler) -> Callable[[Request], Any]:
@@ -331,3 +346,55 @@ class MailchimpApi:
         page = [self._member_json(audience, m) for m in rows[offset : offset + count]]
         result = {"members": page, "list_id": audience.id, "total_items": len(rows), "_links": []}
         return select_fields(result, q.get("fields"), q.get("exclude_fields"))
+
+    def audience_webhooks(self, request: Request, body: Any) -> dict:
+        """https://mailchimp.com/developer/marketing/api/list-webhooks/ : list or add."""
+        audience = self.audience(request)
+        if request.method == "GET":
+            hooks = [webhook_json(audience, w) for w in audience.webhooks.values()]
+            return {"webhooks": hooks, "list_id": audience.id, "total_items": len(hooks), "_links": []}
+        body = body if isinstance(body, dict) else {}
+        url = body.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ProblemError(
+                400,
+                "Invalid Resource",
+                "The resource submitted could not be validated.",
+                [{"field": "url", "message": "This value should be a valid URL."}],
+            )
+        flags = {}
+        for group, names in (("events", WEBHOOK_EVENTS), ("sources", WEBHOOK_SOURCES)):
+            given = body.get(group) or {}
+            if not isinstance(given, dict):
+                raise invalid(f"{group} must be an object.")
+            flags[group] = {n: bool(given.get(n, False)) for n in names}
+        if any(w["url"] == url for w in audience.webhooks.values()):
+            # One webhook per URL and audience, as Mailchimp users report
+            # (github.com/mailchimp/mailchimp-client-lib-codegen/issues/11); the wording is ours.
+            raise invalid("A webhook with this URL already exists for this audience.")
+        if self.verify_webhook_urls:
+            self._verify_webhook_url(url)
+        webhook_id = secrets.token_hex(5)
+        audience.webhooks[webhook_id] = {"id": webhook_id, "url": url, **flags}
+        return webhook_json(audience, audience.webhooks[webhook_id])
+
+    @staticmethod
+    def _verify_webhook_url(url: str) -> None:
+        """Mailchimp GETs a new webhook's URL and refuses the webhook unless it answers 200
+        (https://mailchimp.com/developer/marketing/guides/sync-audience-data-webhooks/; the
+        message is the one Mailchimp users report)."""
+        try:
+            status = str(check_url(url).status_code)
+        except httpx.HTTPError:
+            status = "0"
+        if status != "200":
+            raise invalid(
+                "We couldn't verify the URL is working. Please double check and try again. "
+                f"HTTP Code: {status}"
+            )
+
+    def delete_webhook(self, request: Request, body: Any) -> None:
+        audience = self.audience(request)
+        if audience.webhooks.pop(request.path_params["webhook_id"], None) is None:
+            raise not_found()
+        return None

@@ -15,6 +15,10 @@ or a user's app would do it):
   ``{"ip": ...}`` optional), ``clean`` (a hard bounce: cleaned) and ``change-email``
   (``{"new_email": ...}``: the member updates their address; the subscriber hash follows).
 
+A new webhook (``POST /3.0/lists/{list_id}/webhooks``) is refused when the audience has one with
+the same URL; with ``verify_webhook_urls`` (on under ``syncd simulate``), also unless its URL
+answers a GET with 200, as Mailchimp checks it.
+
 No webhook is sent by these actions: ``webhook_payload`` and ``post_webhook`` make and post the
 one Mailchimp would send. In Python, the account's hooks (``create_audience``, ``create_tag``,
 ``put_member``, ``audience_members``, ``member``, ``member_action``) speak Mailchimp's words only.
@@ -62,8 +66,9 @@ class MailchimpSimulator(Simulator, MailchimpApi):
 
     # --- the account, in Mailchimp's words ---------------------------------------------------------
 
-    def create_audience(self, name: str) -> str:
-        return self.account.create_audience(name)
+    def create_audience(self, name: str, list_id: str | None = None) -> str:
+        """A new audience (``list_id``: with that id, which must be free; else a random one)."""
+        return self.account.create_audience(name, list_id)
 
     def create_tag(self, list_id: str, name: str) -> int:
         return self.account.create_tag(list_id, name)

@@ -28,6 +28,10 @@ STATUSES = {"subscribed", "unsubscribed", "cleaned", "pending", "transactional",
 COMPLIANCE = {"unsubscribed", "cleaned"}
 MEMBER_ACTIONS = ("unsubscribe", "resubscribe", "clean", "change-email")
 WRITABLE = STATUSES - {"archived"}
+# https://mailchimp.com/developer/marketing/api/list-webhooks/add-webhook/ : events and sources
+WEBHOOK_EVENTS = ("subscribe", "unsubscribe", "profile", "cleaned", "upemail", "campaign")
+WEBHOOK_SOURCES = ("user", "admin", "api")
+AUDIENCE_ID = re.compile(r"^[A-Za-z0-9]+$")  # it goes in URL paths: /3.0/lists/{list_id}
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 
 
@@ -100,6 +104,7 @@ class Audience:
     members: dict[str, Member] = field(default_factory=dict)  # by subscriber hash
     segments: dict[int, str] = field(default_factory=dict)  # static segments = tags: id -> name
     forgotten: set[str] = field(default_factory=set)
+    webhooks: dict[str, dict] = field(default_factory=dict)  # by id: url, events, sources
     created_at: datetime = field(default_factory=now)
 
     def member_by_key(self, key: str) -> Member | None:
@@ -117,9 +122,19 @@ class Account:
 
     # --- what a user sets up in the account (the simulator's hooks) -----------------------------
 
-    def create_audience(self, name: str) -> str:
+    def create_audience(self, name: str, list_id: str | None = None) -> str:
+        """A new audience; ``list_id``: with that id (as an account set up beforehand has it),
+        which must be free; otherwise a random one, as Mailchimp gives."""
         with self.lock:
-            audience = Audience(id=secrets.token_hex(5), name=name)
+            if list_id is None:
+                list_id = secrets.token_hex(5)
+                while list_id in self.audiences:
+                    list_id = secrets.token_hex(5)
+            elif not AUDIENCE_ID.match(list_id):
+                raise ValueError(f"audience id {list_id!r} cannot be one: letters and digits only")
+            elif list_id in self.audiences:
+                raise ValueError(f"audience id {list_id!r} is taken")
+            audience = Audience(id=list_id, name=name)
             self.audiences[audience.id] = audience
             return audience.id
 

@@ -39,6 +39,17 @@ def segment_json(a: Audience, seg_id: int) -> dict:
     }
 
 
+def webhook_json(a: Audience, w: dict) -> dict:
+    return {
+        "id": w["id"],
+        "url": w["url"],
+        "events": dict(w["events"]),
+        "sources": dict(w["sources"]),
+        "list_id": a.id,
+        "_links": [],
+    }
+
+
 def member_json(a: Audience, m: Member, brief: bool = False) -> dict:
     h = m.id
     if brief:

@@ -38,6 +38,9 @@ BREVO_OPERATIONS = [
     ("/contacts/{identifier}", "delete"),
     ("/processes/{processId}", "get"),
     ("/smtp/email", "post"),
+    ("/webhooks", "get"),
+    ("/webhooks", "post"),
+    ("/webhooks/{webhookId}", "delete"),
 ]
 MAILCHIMP_OPERATIONS = [
     ("/ping", "get"),
@@ -55,6 +58,9 @@ MAILCHIMP_OPERATIONS = [
     ("/lists/{list_id}/segments", "post"),
     ("/lists/{list_id}/segments/{segment_id}", "post"),
     ("/lists/{list_id}/tag-search", "get"),
+    ("/lists/{list_id}/webhooks", "get"),
+    ("/lists/{list_id}/webhooks", "post"),
+    ("/lists/{list_id}/webhooks/{webhook_id}", "delete"),
 ]
 # Documentation only: no validator reads them. (A schema's title names it when it is hoisted.)
 DOC_KEYS = {"description", "title", "example", "examples", "externalDocs", "tags", "summary"}
