@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from syncd.app import App
+from syncd.cli.output import plural
 
 
 @click.group(name="doi")
@@ -37,4 +38,4 @@ def doi_requeue(app: App, ids: tuple[int, ...]) -> None:
     the mail server."""
     from syncd import doi
 
-    click.echo(f"{doi.requeue(app.engine, list(ids) or None)} request(s) queued again")
+    click.echo(f"{plural(doi.requeue(app.engine, list(ids) or None), 'request')} queued again")
