@@ -390,7 +390,7 @@ def test_a_failed_send_is_retried_with_back_off_then_dead_and_visible(engine, re
     assert "1 dead" in status.output and "ana@example.fr" in status.output and "club" in status.output
     assert "after 4 attempts" in status.output and "451" in status.output
     requeued = cli.invoke(main, ["--config", str(path), "--database", url, "doi", "requeue"])
-    assert requeued.exit_code == 0 and "1 request(s)" in requeued.output
+    assert requeued.exit_code == 0 and "1 request queued again" in requeued.output
     server.code = ""
     assert doi.send_pending(engine, config, send, now=t0 + timedelta(days=31)) == 1
     assert len(server.messages) == 1 and deliveries(engine, cid)[-1] == "sent"

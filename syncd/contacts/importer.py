@@ -110,7 +110,7 @@ def import_rows(
             if progress and table:
                 progress(table.position(), table.size)
     except KeyboardInterrupt as exc:
-        log.warning("import.cancelled", file=file_name, line=committed_line, **total.counts())
+        log.info("import.cancelled", file=file_name, line=committed_line, **total.counts())
         raise ImportCancelled(committed_line, total) from exc
     except Exception as exc:
         log.error("import.interrupted", file=file_name, line=last_line, error=repr(exc), **total.counts())
