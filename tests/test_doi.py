@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import email.utils
 import hashlib
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -44,11 +45,12 @@ def make_config(public_url: str = "http://syncd.test", **doi_settings) -> Config
             },
             "lists": {
                 "club": {
-                    "description": "Le Club",
+                    "title": "Le Club",
+                    "description": "Internal: DOI list for the club, owner Marc",
                     "consent": "double_opt_in",
                     "targets": [{"brevo": {"list_id": 7}}],
                 },
-                "news": {"description": "Newsletter", "consent": "single_opt_in"},
+                "news": {"title": "Newsletter", "consent": "single_opt_in"},
             },
         }
     )
@@ -114,6 +116,9 @@ def test_smtp_confirmation_link_followed_records_the_proof(engine, smtp):
     assert doi.send_pending(engine, config, doi.transport(config)) == 1
     [msg] = catcher.messages
     assert msg["To"] == "Ana <ana@example.fr>" and "Le Club" in msg["Subject"]
+    assert "Internal" not in msg.as_string()  # the description is for the team, never sent
+    assert email.utils.parsedate_to_datetime(msg["Date"]).tzinfo is not None
+    assert re.fullmatch(r"<\S+@example\.fr>", msg["Message-ID"])
     unsubscribe = re.fullmatch(r"<(http://\S+/unsubscribe/\S+)>", msg["List-Unsubscribe"]).group(1)
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     body = text_part(msg)
@@ -123,6 +128,7 @@ def test_smtp_confirmation_link_followed_records_the_proof(engine, smtp):
     with ThreadedServer(create_app(config, engine), port=app_port):
         page = httpx.get(link)  # what a mail scanner does: it must not confirm anything
         assert page.status_code == 200 and "<form" in page.text and 'method="post"' in page.text
+        assert "Le Club" in page.text and "Internal" not in page.text  # the title, never the description
         assert statuses(engine, cid)["club"] == "pending"
         done = httpx.post(link, headers={"User-Agent": UA}, data={"lang": "en"})
         assert done.status_code == 200 and "confirmed" in done.text
