@@ -217,3 +217,27 @@ def test_sync_dry_run_as_json_is_the_plan_with_addresses_masked(live, tmp_path):
     assert "claire@boulangerie.fr" not in result.stdout and sample["email"].endswith("@boulangerie.fr")
     table = live.cli("sync", "--dry-run", "--list", "clients")
     assert "1 addition (planned over every contact)" in table.stdout
+
+
+@pytest.mark.parametrize(
+    "raised, status, message",
+    [
+        (
+            RuntimeError("boom"),
+            1,
+            "unexpected RuntimeError: boom (run again with --debug to see the traceback)",
+        ),
+        (KeyboardInterrupt(), 130, "interrupted"),
+    ],
+)
+def test_an_error_no_command_expected_is_one_line_too(folder, monkeypatch, raised, status, message):
+    from syncd import hygiene
+
+    def scan(*args, **kw):  # a defect, or the operator's Ctrl-C, in the middle of a command
+        raise raised
+
+    monkeypatch.setattr(hygiene, "scan", scan)
+    assert_one_error_line(syncd("flags"), status, message)
+    assert created(folder) == []
+    if status == 1:
+        assert syncd("--debug", "flags").exception is raised

@@ -49,7 +49,8 @@ class _Group(click.Group):
             raise
         except KeyboardInterrupt:
             _forget_empty_database(ctx)
-            click.echo("", err=True)  # past the ^C the terminal echoed
+            if sys.stderr.isatty():
+                click.echo("", err=True)  # past the ^C the terminal echoed
             _fail("interrupted", 130)
         except Exception as exc:
             _forget_empty_database(ctx)
