@@ -136,7 +136,7 @@ def _password(app: App | None) -> str | None:
     help="Master base URL, overriding the config [default sqlite:///syncd.db].",
 )
 @click.option("--log-level", default="warning", show_default=True, help="debug, info, warning or error.")
-@click.option("--debug", is_flag=True, help="On an unexpected error, show the Python traceback.")
+@click.option("--debug", is_flag=True, help="On an error, show the Python traceback rather than one line.")
 @click.version_option(package_name="syncd")
 @click.pass_context
 def main(

@@ -38,6 +38,7 @@ def make_config(**overrides: Any) -> Config:
         "lists": {
             "news": {
                 "title": "Newsletter",
+                "description": "Internal: the monthly send, owner Marc",
                 "consent": "single_opt_in",
                 "targets": [{"brevo": {"list_id": 12}}],
             },
