@@ -6,6 +6,7 @@ import email
 import email.policy
 import email.utils
 import hashlib
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -395,6 +396,12 @@ def test_a_failed_send_is_retried_with_back_off_then_dead_and_visible(engine, re
     assert status.exit_code == 0, status.output
     assert "1 dead" in status.output and "ana@example.fr" in status.output and "club" in status.output
     assert "after 4 attempts" in status.output and "451" in status.output
+    as_json = json.loads(
+        cli.invoke(
+            main, ["--config", str(path), "--database", url, "doi", "status", "--format", "json"]
+        ).stdout
+    )
+    assert as_json["counts"]["dead"] == 1 and as_json["dead"][0]["list_name"] == "club"
     requeued = cli.invoke(main, ["--config", str(path), "--database", url, "doi", "requeue"])
     assert requeued.exit_code == 0 and "1 request queued again" in requeued.output
     server.code = ""
