@@ -33,8 +33,9 @@ def sync(app: App, list_names: tuple[str, ...], dry_run: bool, show_emails: bool
     bounces, profile edits) into the master base, compute the plan (adds, updates, removals,
     unblocks) and apply it in batches. Members of a double-opt-in list without a confirmation on
     record become pending and are mailed a confirmation. With --dry-run, print the plan — counts
-    and a sample of each change with its reason — and apply nothing. Exit status 1 if any batch
-    failed or confirmation mails could not be sent.
+    and a sample of each change with its reason — and apply nothing. --format json prints the
+    same reports (the plan, with --dry-run) for a script. Exit status 1 if any batch failed or
+    confirmation mails could not be sent.
     """
     config = app.require_config_file()
     if not config.lists:
