@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -114,7 +115,16 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def run(config: Config, engine: Engine, *, host: str | None = None, port: int | None = None) -> None:
+def run(
+    config: Config,
+    engine: Engine,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    sock: socket.socket | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT; on ``sock`` when given (``syncd run`` binds it first, so
+    that a busy port is an error before anything starts), else on host and port."""
     host = host or config.server.host
     port = port or config.server.port
     stop = threading.Event()
@@ -129,7 +139,7 @@ def run(config: Config, engine: Engine, *, host: str | None = None, port: int | 
     scheduler.start()
     log.info("daemon.started", host=host, port=port, jobs=len(scheduler.get_jobs()))
     try:
-        server.run()  # returns on SIGTERM / SIGINT
+        server.run(sockets=[sock] if sock else None)  # returns on SIGTERM / SIGINT
     finally:
         log.info("daemon.stopping")
         stop.set()

@@ -91,6 +91,30 @@ def safe_url(url: str) -> str:
         return "(unreadable)"
 
 
+def sqlite_file(engine: Engine) -> Path | None:
+    """The file of a SQLite base (None for an in-memory one or another database)."""
+    name = engine.url.database
+    if engine.dialect.name != "sqlite" or name in (None, "", ":memory:") or name.startswith("file:"):
+        return None
+    return Path(name)
+
+
+def holds_no_data(engine: Engine) -> bool:
+    """True when no table but Alembic's own has a row: a base just created and never written."""
+    tables = [t for t in sa.inspect(engine).get_table_names() if t != "alembic_version"]
+    with engine.connect() as conn:
+        return all(conn.exec_driver_sql(f'SELECT 1 FROM "{t}" LIMIT 1').first() is None for t in tables)
+
+
+def remove_sqlite_file(engine: Engine) -> None:
+    """Delete a SQLite base's file and its journal files (the caller checked it holds nothing)."""
+    file = sqlite_file(engine)
+    engine.dispose()
+    if file is not None:
+        for path in (file, *(file.with_name(file.name + s) for s in ("-wal", "-shm", "-journal"))):
+            path.unlink(missing_ok=True)
+
+
 def _engine(url: str, t: Timeouts, **kw: Any) -> Engine:
     in_memory = url.startswith("sqlite") and sa.engine.make_url(url).database in (None, "", ":memory:")
     if not in_memory:  # an in-memory SQLite base has one connection per thread, no pool to wait on

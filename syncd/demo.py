@@ -26,6 +26,7 @@ from connectors.simulators.brevo.webhooks import campaign_fields
 from connectors.simulators.harness import ThreadedServer, free_port
 from connectors.simulators.mailchimp import MailchimpSimulator
 from syncd import db, doi, hygiene, inbox
+from syncd.cli.output import changes, plural
 from syncd.config import Config, load_config
 from syncd.contacts.importer import Options, import_file
 from syncd.contacts.qualify import Rules
@@ -151,7 +152,7 @@ class Demo:
         )
         say(f"   Rejected rows, with their line and reason: {s.rejects_path}")
         say(
-            f"   Phone numbers normalised to E.164; {s.phones_dropped} unusable phone(s) and "
+            f"   Phone numbers normalised to E.164; {plural(s.phones_dropped, 'unusable phone')} and "
             f"{s.siret_dropped} invalid SIRET dropped and reported."
         )
 
@@ -246,15 +247,16 @@ class Demo:
             t.key for t in (self.events, self._tag("events"), self._tag("prospects")) if julie in self._on(t)
         ]
         say(
-            f"   Webhook stored (HTTP {hook.status_code}); Julie is now in {len(left)} list(s) of the master "
-            f"base and on {len(remote)} provider list(s): a complaint opts out of everything."
+            f"   Webhook stored (HTTP {hook.status_code}); Julie is now in {plural(len(left), 'list')} of "
+            f"the master base and on {plural(len(remote), 'provider list')}: a complaint opts out of "
+            "everything."
         )
 
         step(7, "Hygiene scan: who sits where they should not")
         counts = hygiene.scan(self.engine, self.config)
         flags = hygiene.open_flags(self.engine)
         say(
-            f"   {len(flags)} open flag(s){': ' if flags else '.'}"
+            f"   {plural(len(flags), 'open flag')}{': ' if flags else '.'}"
             + ", ".join(f"{n} {rule}" for rule, n in sorted(counts.items()))
         )
         for flag in flags[:5]:
@@ -308,8 +310,8 @@ class Demo:
             if quiet:
                 continue
             for t in report.targets:
-                done = ", ".join(f"{n} {k}" for k, n in t.applied.items() if n) or "nothing to change"
-                say(f"   {name} → {t.target}: {done} ({t.write_calls} write call(s))")
+                done = changes(t.applied, "nothing to change")
+                say(f"   {name} → {t.target}: {done} ({plural(t.write_calls, 'write call')})")
 
     def _count(self, list_name: str, status: str) -> int:
         with Session(self.engine) as s:

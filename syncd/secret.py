@@ -38,7 +38,8 @@ _URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]+$")
 def weakness(value: str, *, in_url: bool = False) -> str | None:
     """Why ``value`` is too weak to be a secret, or None when it looks random enough."""
     if len(value) < MIN_LENGTH:
-        return f"{len(value)} character(s); a secret needs at least {MIN_LENGTH} random characters"
+        n = len(value)
+        return f"{n} character{'' if n == 1 else 's'}; a secret needs at least {MIN_LENGTH} random characters"
     lowered = value.lower()
     for word in _WORDS:
         if word in lowered:

@@ -241,3 +241,12 @@ def test_check_says_how_each_webhook_endpoint_authenticates_and_warns_on_the_wea
     assert "webhook authentication for brevo: URL secret + bearer token (Authorization: Bearer)" in strong
     assert "webhook authentication for mailchimp: URL secret + signature" in strong
     assert "URL secret alone" not in strong and "webhook_token is not set" not in strong
+
+
+def test_a_list_title_is_what_contacts_read_and_defaults_to_the_name():
+    from syncd.config import Config
+
+    cfg = Config.model_validate(
+        {"version": 1, "lists": {"news": {"title": "Our newsletter", "description": "team note"}, "club": {}}}
+    )
+    assert cfg.list_title("news") == "Our newsletter" and cfg.list_title("club") == "club"

@@ -29,7 +29,7 @@ def test_the_demo_runs_the_whole_job_and_leaves_no_process(tmp_path):
     assert "Claire (a client) had been filed in the Brevo vendors list: removed" in out
     assert "Marie left newsletter-clients; she is still in: events." in out
     assert "Brevo events list: member; Mailchimp 'events' tag: member; Brevo blacklist lifted: True" in out
-    assert "Julie is now in 0 list(s) of the master base and on 0 provider list(s)" in out
+    assert "Julie is now in 0 lists of the master base and on 0 provider lists" in out
     assert "Done: simulators and web app stopped." in out
     # The kept base holds what the narration says.
     engine = sa.create_engine(f"sqlite:///{folder / 'syncd-demo.db'}")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import email
 import email.policy
+import email.utils
 import hashlib
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -44,11 +46,12 @@ def make_config(public_url: str = "http://syncd.test", **doi_settings) -> Config
             },
             "lists": {
                 "club": {
-                    "description": "Le Club",
+                    "title": "Le Club",
+                    "description": "Internal: DOI list for the club, owner Marc",
                     "consent": "double_opt_in",
                     "targets": [{"brevo": {"list_id": 7}}],
                 },
-                "news": {"description": "Newsletter", "consent": "single_opt_in"},
+                "news": {"title": "Newsletter", "consent": "single_opt_in"},
             },
         }
     )
@@ -114,6 +117,9 @@ def test_smtp_confirmation_link_followed_records_the_proof(engine, smtp):
     assert doi.send_pending(engine, config, doi.transport(config)) == 1
     [msg] = catcher.messages
     assert msg["To"] == "Ana <ana@example.fr>" and "Le Club" in msg["Subject"]
+    assert "Internal" not in msg.as_string()  # the description is for the team, never sent
+    assert email.utils.parsedate_to_datetime(msg["Date"]).tzinfo is not None
+    assert re.fullmatch(r"<\S+@example\.fr>", msg["Message-ID"])
     unsubscribe = re.fullmatch(r"<(http://\S+/unsubscribe/\S+)>", msg["List-Unsubscribe"]).group(1)
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     body = text_part(msg)
@@ -123,6 +129,7 @@ def test_smtp_confirmation_link_followed_records_the_proof(engine, smtp):
     with ThreadedServer(create_app(config, engine), port=app_port):
         page = httpx.get(link)  # what a mail scanner does: it must not confirm anything
         assert page.status_code == 200 and "<form" in page.text and 'method="post"' in page.text
+        assert "Le Club" in page.text and "Internal" not in page.text  # the title, never the description
         assert statuses(engine, cid)["club"] == "pending"
         done = httpx.post(link, headers={"User-Agent": UA}, data={"lang": "en"})
         assert done.status_code == 200 and "confirmed" in done.text
@@ -389,8 +396,14 @@ def test_a_failed_send_is_retried_with_back_off_then_dead_and_visible(engine, re
     assert status.exit_code == 0, status.output
     assert "1 dead" in status.output and "ana@example.fr" in status.output and "club" in status.output
     assert "after 4 attempts" in status.output and "451" in status.output
+    as_json = json.loads(
+        cli.invoke(
+            main, ["--config", str(path), "--database", url, "doi", "status", "--format", "json"]
+        ).stdout
+    )
+    assert as_json["counts"]["dead"] == 1 and as_json["dead"][0]["list_name"] == "club"
     requeued = cli.invoke(main, ["--config", str(path), "--database", url, "doi", "requeue"])
-    assert requeued.exit_code == 0 and "1 request(s)" in requeued.output
+    assert requeued.exit_code == 0 and "1 request queued again" in requeued.output
     server.code = ""
     assert doi.send_pending(engine, config, send, now=t0 + timedelta(days=31)) == 1
     assert len(server.messages) == 1 and deliveries(engine, cid)[-1] == "sent"

@@ -135,4 +135,4 @@ lists:
         assert f"rejected by the provider: {masked}" in result.stdout
     for clear in ("jean@", "zoë@", "josé.garcía@", "garcía@"):
         assert clear not in result.output
-    assert "applied: 1 adds" in result.stdout  # ana was pushed to Brevo: the sync did run
+    assert "applied: 1 addition" in result.stdout  # ana was pushed to Brevo: the sync did run

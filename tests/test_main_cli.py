@@ -61,8 +61,8 @@ def refused_port() -> int:
 def test_every_command_says_in_one_line_which_database_it_cannot_reach(command):
     url = f"postgresql+psycopg://syncd:hunter2-pw@127.0.0.1:{refused_port()}/syncd"
     result = CliRunner().invoke(main, ["--database", url, *command])
-    assert result.exit_code == 2
-    assert result.output.startswith(
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith(
         f"error: cannot use the database postgresql+psycopg://syncd:***@127.0.0.1:{url.split(':')[3]}"
     )
     assert len(result.output.strip().splitlines()) == 1
@@ -74,16 +74,16 @@ def test_a_database_that_never_answers_is_one_line_once_the_connect_timeout_expi
     path.write_text("version: 1\ndatabase_timeouts: {connect: 2s}\n")
     url = f"postgresql+psycopg://syncd:hunter2-pw@127.0.0.1:{silent_port}/syncd"
     result = CliRunner().invoke(main, ["--config", str(path), "--database", url, "inbox", "status"])
-    assert result.exit_code == 2
-    assert result.output.strip().endswith("timeout expired"), result.output
+    assert result.exit_code == 1
+    assert result.stderr.strip().endswith("timeout expired"), result.output
     assert len(result.output.strip().splitlines()) == 1
 
 
 def test_a_sqlite_file_that_cannot_be_opened_is_one_line(tmp_path):
     url = f"sqlite:///{tmp_path}/no-such-folder/syncd.db"
     result = CliRunner().invoke(main, ["--database", url, "inbox", "status"])
-    assert result.exit_code == 2
-    assert result.output == f"error: cannot use the database {url}: unable to open database file\n"
+    assert result.exit_code == 1
+    assert result.stderr == f"error: cannot use the database {url}: unable to open database file\n"
 
 
 @pytest.mark.parametrize("url", ["nosuch://x/y", "mysql://u:hunter2-pw@h/db", "not a url"])
@@ -95,6 +95,6 @@ def test_a_database_url_syncd_cannot_use_says_how_to_write_one(url):
 
 
 def test_an_unknown_list_is_one_line():
-    result = CliRunner().invoke(main, ["sync", "--list", "nope"])
+    result = CliRunner().invoke(main, ["flags", "--list", "nope"])
     assert result.exit_code == 2
-    assert result.output == "error: unknown list 'nope'; the config has: none\n"
+    assert result.stderr == "error: unknown list 'nope'; the config has: none\n"

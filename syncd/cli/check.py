@@ -30,7 +30,10 @@ def check(app: App, config_path: str | None, online: bool, public_url: str | Non
     if config_path:
         app.config_path = config_path
     cfg = app.config
-    click.echo(f"config OK: {app.config_path or 'built-in defaults'}")
+    checked = (
+        app.config_file or "no config file (no --config, no SYNCD_CONFIG, no ./syncd.yaml): built-in defaults"
+    )
+    click.echo(f"config OK: {checked}")
     click.echo(f"database: {db.safe_url(app.url)}")
     providers = [name for name, settings in cfg.providers if settings is not None]
     click.echo(f"providers: {', '.join(providers) or 'none'}")

@@ -11,6 +11,7 @@ import click
 
 from connectors.contract import ConnectorError
 from syncd.app import App
+from syncd.cli.output import JSON, echo_json, format_option, plural
 from syncd.contacts import gdpr
 from syncd.providers import PROVIDERS, make_connector
 
@@ -22,8 +23,9 @@ def contacts() -> None:
 
 @contacts.command()
 @click.argument("email")
+@format_option()
 @click.pass_obj
-def show(app: App, email: str) -> None:
+def show(app: App, email: str, fmt: str) -> None:
     """Show one contact: record, sources, consents, list memberships, provider states and flags."""
     from sqlmodel import Session
 
@@ -31,9 +33,13 @@ def show(app: App, email: str) -> None:
         contact = gdpr.find_contact(session, email)
         if contact is None:
             forgotten = gdpr.is_forgotten(session, email)
-            click.echo("this address was erased at the contact's request" if forgotten else "no such contact")
+            why = "this address was erased at the contact's request" if forgotten else "no such contact"
+            click.secho(f"error: {why}", fg="red", err=True)
             sys.exit(1)
         record = gdpr.contact_record(session, contact)
+    if fmt == JSON:
+        echo_json(record)
+        return
     c = record["contact"]
     name = " ".join(p for p in (c["first_name"], c["last_name"]) if p) or "(no name)"
     click.echo(f"{name} <{c['email']}>  #{c['id']}  email {c['email_status']}")
@@ -98,7 +104,7 @@ def export(app: App, email: str, output: Path | None) -> None:
     """Export as JSON everything held about one contact (GDPR right of access)."""
     data = gdpr.export_contact(app.engine, email)
     if data is None:
-        click.secho("no such contact", fg="red", err=True)
+        click.secho("error: no such contact", fg="red", err=True)
         sys.exit(1)
     text = json.dumps(data, ensure_ascii=False, indent=2)
     if output:
@@ -128,11 +134,12 @@ def forget(app: App, email: str, yes: bool, local_only: bool) -> None:
 
     result = gdpr.forget_contact(app.engine, email, actor="cli", parse=connector_parser(app.config))
     if result.found:
-        removed = ", ".join(f"{n} {t}" for t, n in result.deleted.items() if n)
-        click.echo(f"erased: {removed}; {result.audit_scrubbed} audit entries scrubbed; address blocked")
+        removed = ", ".join(plural(n, t) for t, n in result.deleted.items() if n)
+        scrubbed = plural(result.audit_scrubbed, "audit entry")
+        click.echo(f"erased: {removed}; {scrubbed} scrubbed; address blocked")
     else:
         click.echo("no contact with that address; the address is blocked from future imports")
-    click.echo(f"webhook inbox: {result.inbox_scrubbed} stored deliveries scrubbed")
+    click.echo(f"webhook inbox: {plural(result.inbox_scrubbed, 'stored delivery')} scrubbed")
     if result.inbox_held:
         click.echo(
             f"  {result.inbox_held} still to apply (they carry other contacts' events): "

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import click
 
 from syncd.app import App
+from syncd.cli.output import JSON, echo_json, format_option, plural
 
 
 @click.group(name="doi")
@@ -13,14 +16,18 @@ def doi_group() -> None:
 
 
 @doi_group.command(name="status")
+@format_option()
 @click.pass_obj
-def doi_status(app: App) -> None:
+def doi_status(app: App, fmt: str) -> None:
     """Count confirmation links per delivery state, and list the requests syncd gave up mailing
     (a permanent refusal, or every retry failed) with the reason."""
     from syncd import doi
 
     counts = doi.delivery_counts(app.engine)
     dead = doi.dead_requests(app.engine)
+    if fmt == JSON:
+        echo_json({"counts": dict(sorted(counts.items())), "dead": [asdict(d) for d in dead]})
+        return
     click.echo(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no confirmation link yet")
     for d in dead:
         click.echo(
@@ -37,4 +44,4 @@ def doi_requeue(app: App, ids: tuple[int, ...]) -> None:
     the mail server."""
     from syncd import doi
 
-    click.echo(f"{doi.requeue(app.engine, list(ids) or None)} request(s) queued again")
+    click.echo(f"{plural(doi.requeue(app.engine, list(ids) or None), 'request')} queued again")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
 from syncd.app import App
-from syncd.contacts.importer import ImportInterrupted, Options, import_file
+from syncd.cli.output import plural
+from syncd.contacts.importer import ImportCancelled, ImportInterrupted, Options, import_file
 from syncd.contacts.qualify import Rules
 from syncd.contacts.summary import Summary
 from syncd.contacts.tables import ImportFailed, parse_map
@@ -50,7 +52,8 @@ CONSENTS = ("single_opt_in", "none")
     "--rejects",
     "rejects_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the rows that were not imported [default: FILE.rejects.csv beside FILE].",
+    help="Where to write the rows that were not imported [default: FILE.rejects-DATE-TIME.csv beside "
+    "FILE, a new one for each run].",
 )
 @click.option(
     "--batch-size", type=click.IntRange(1), default=1000, show_default=True, help="Rows per transaction."
@@ -113,11 +116,16 @@ def import_cmd(
     )
     engine = app.engine
     bar = _ProgressBar() if sys.stderr.isatty() else None
+    rejects_path = rejects_path or run_rejects_path(file)
     try:
         summary = import_file(engine, file, options, rejects_path=rejects_path, progress=bar)
     except ImportFailed as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(1)
+    except ImportCancelled as exc:
+        if bar:
+            bar.close()
+        _cancelled(file, channel, exc, rejects_path)
     except ImportInterrupted as exc:
         if bar:
             bar.close()
@@ -132,6 +140,40 @@ def import_cmd(
     if bar:
         bar.close()
     _print_summary(file, channel, summary)
+    if summary.rejects_path:
+        click.echo(f"rows not imported: {summary.rejects_path}")
+
+
+def run_rejects_path(file: Path, now: datetime | None = None) -> Path:
+    """This run's rejects file beside FILE, named after the time of the run: a second import of
+    the same file never overwrites the rejects of the first."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    path, n = file.with_name(f"{file.stem}.rejects-{stamp}.csv"), 1
+    while path.exists():
+        n += 1
+        path = file.with_name(f"{file.stem}.rejects-{stamp}-{n}.csv")
+    return path
+
+
+def _cancelled(file: Path, channel: str, exc: ImportCancelled, rejects_path: Path) -> None:
+    """Ctrl-C: what is in the base, and that running the command again is safe (each row's
+    provenance is recorded, so rows already imported come out unchanged, not duplicated)."""
+    s = exc.summary
+    if s.rejected:
+        s.rejects_path = str(rejects_path)
+    _print_summary(file, channel, s)
+    done = (
+        f"committed the rows up to line {exc.line} ({plural(s.read, 'row')} read)"
+        if s.read
+        else "no row committed"
+    )
+    click.secho(
+        f"interrupted: {done}, nothing of the batch in progress; run the same command again to "
+        "import the rest (rows already imported are recognised, not duplicated)",
+        fg="yellow",
+        err=True,
+    )
+    sys.exit(130)
 
 
 class _ProgressBar:

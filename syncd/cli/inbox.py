@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from syncd.app import App
+from syncd.cli.output import JSON, echo_json, format_option, plural
 
 
 @click.group(name="inbox")
@@ -15,12 +16,26 @@ def inbox_group() -> None:
 
 
 @inbox_group.command(name="status")
+@format_option()
 @click.pass_obj
-def inbox_status(app: App) -> None:
+def inbox_status(app: App, fmt: str) -> None:
     """Count deliveries per state, and list the dead letters (failed every retry) with their error."""
     from syncd import inbox
 
     counts = inbox.backlog(app.engine)
+    if fmt == JSON:
+        dead = [
+            {
+                "id": r.id,
+                "provider": r.provider,
+                "received_at": r.received_at,
+                "attempts": r.attempts,
+                "error": r.error,
+            }
+            for r in inbox.dead_letters(app.engine)
+        ]
+        echo_json({"counts": dict(sorted(counts.items())), "dead": dead})
+        return
     click.echo(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "the inbox is empty")
     for row in inbox.dead_letters(app.engine):
         click.echo(
@@ -61,15 +76,15 @@ def inbox_purge(app: App, older_than: str | None) -> None:
         raise click.BadParameter(str(exc), param_hint="--older-than") from None
     done = inbox_purge.purge(app.engine, retention)
     click.echo(
-        f"{done.total} delivery(ies) purged of personal data: {done.retention} applied more than "
-        f"{_duration(retention)} ago, {done.erased} naming an erased address"
+        f"{plural(done.total, 'delivery')} purged of personal data: {done.retention} applied more "
+        f"than {_duration(retention)} ago, {done.erased} naming an erased address"
     )
 
 
 def _duration(value: Any) -> str:
     days, seconds = value.days, value.seconds
     if days and not seconds:
-        return f"{days} day(s)"
+        return plural(days, "day")
     return str(value)
 
 
@@ -80,4 +95,5 @@ def inbox_requeue(app: App, ids: tuple[int, ...]) -> None:
     """Give dead letters (all, or the ids given) a fresh start, e.g. after a fix."""
     from syncd import inbox
 
-    click.echo(f"{inbox.requeue(app.engine, list(ids) or None)} delivery(ies) queued again")
+    n = inbox.requeue(app.engine, list(ids) or None)
+    click.echo(f"{plural(n, 'delivery', 'deliveries')} queued again")

@@ -9,8 +9,9 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
+from connectors.contract import ConnectorError
 from syncd import db, log
-from syncd.app import App, SchemaOutdated
+from syncd.app import App, NoConfigFile, SchemaOutdated
 from syncd.cli.check import check
 from syncd.cli.contacts import contacts
 from syncd.cli.db import db_group
@@ -29,25 +30,70 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 class _Group(click.Group):
-    """Turns the errors an operator can act on (a bad config, a database that cannot be reached
-    or named) into one clear line and exit status 2, for every command."""
+    """The one place where errors become what an operator reads: one line on stderr, exit status
+    2 for a usage or config error, 1 for a failure, 130 for Ctrl-C; the traceback only with
+    --debug. A command that fails leaves no empty database file behind."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ConfigError, UnknownList, SchemaOutdated, db.DatabaseURLError) as exc:
-            _fail(str(exc))
-        except DATABASE_UNREACHABLE as exc:
-            app = ctx.obj if isinstance(ctx.obj, App) else None
-            _fail(f"cannot use the database {_described_url(app)}: {_reason(exc, app)}")
+        except SystemExit as exc:
+            if exc.code not in (0, None):
+                _forget_empty_database(ctx)
+            raise
+        except click.exceptions.Exit as exc:
+            if exc.exit_code:
+                _forget_empty_database(ctx)
+            raise
+        except (click.ClickException, click.Abort):
+            _forget_empty_database(ctx)
+            raise
+        except KeyboardInterrupt:
+            _forget_empty_database(ctx)
+            if sys.stderr.isatty():
+                click.echo("", err=True)  # past the ^C the terminal echoed
+            _fail("interrupted", 130)
+        except Exception as exc:
+            _forget_empty_database(ctx)
+            if ctx.params.get("debug"):
+                raise
+            message, status = _explain(exc, ctx.obj if isinstance(ctx.obj, App) else None)
+            _fail(message, status)
 
 
 DATABASE_UNREACHABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+USAGE_ERRORS = (ConfigError, UnknownList, NoConfigFile, db.DatabaseURLError)
 
 
-def _fail(message: str) -> None:
+def _explain(exc: Exception, app: App | None) -> tuple[str, int]:
+    """The one line an exception becomes, and the exit status."""
+    if isinstance(exc, USAGE_ERRORS):
+        return str(exc), 2
+    if isinstance(exc, SchemaOutdated):
+        return str(exc), 1
+    if isinstance(exc, DATABASE_UNREACHABLE):
+        return f"cannot use the database {_described_url(app)}: {_reason(exc, app)}", 1
+    if isinstance(exc, ConnectorError):
+        return f"{exc.provider or 'provider'}: {exc}", 1
+    if isinstance(exc, OSError):
+        return str(exc), 1
+    return f"unexpected {type(exc).__name__}: {exc} (run again with --debug to see the traceback)", 1
+
+
+def _fail(message: str, status: int = 2) -> None:
     click.secho(f"error: {message}", fg="red", err=True)
-    sys.exit(2)
+    sys.exit(status)
+
+
+def _forget_empty_database(ctx: click.Context) -> None:
+    """Remove the SQLite file this command created when the command failed before storing
+    anything in it: a mistyped command leaves no empty base behind."""
+    if not isinstance(ctx.obj, App):
+        return
+    try:
+        ctx.obj.discard_unused_database()
+    except sa.exc.SQLAlchemyError:
+        pass  # the failure being reported matters more than the cleanup
 
 
 def _described_url(app: App | None) -> str:
@@ -91,9 +137,12 @@ def _password(app: App | None) -> str | None:
     help="Master base URL, overriding the config [default sqlite:///syncd.db].",
 )
 @click.option("--log-level", default="warning", show_default=True, help="debug, info, warning or error.")
+@click.option("--debug", is_flag=True, help="On an error, show the Python traceback rather than one line.")
 @click.version_option(package_name="syncd")
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None, database_url: str | None, log_level: str) -> None:
+def main(
+    ctx: click.Context, config_path: str | None, database_url: str | None, log_level: str, debug: bool
+) -> None:
     """syncd keeps one clean master contact base and keeps your Brevo lists and Mailchimp
     audiences in line with it: imports, deduplication, consent, double opt-in, per-list
     unsubscribes and wrong-list flags.

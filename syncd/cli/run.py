@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+
 import click
 
 from syncd.app import App
+from syncd.cli.output import Failure
 
 
 @click.command()
@@ -35,9 +39,32 @@ def run(app: App, host: str | None, port: int | None, trusted_proxies: str | Non
         server = config.server.model_copy(update={"trusted_proxies": networks})
         config = config.model_copy(update={"server": server})
     proxies = ", ".join(str(n) for n in config.server.trusted_proxies) or "none"
-    click.echo(
-        f"syncd listening on http://{host or config.server.host}:{port or config.server.port} "
-        f"(trusted proxies: {proxies})",
-        err=True,
-    )
-    daemon.run(config, engine, host=host, port=port)
+    host, port = host or config.server.host, port or config.server.port
+    sock = _listen(host, port)
+    click.echo(f"syncd listening on http://{host}:{port} (trusted proxies: {proxies})", err=True)
+    daemon.run(config, engine, host=host, port=port, sock=sock)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The daemon's socket, bound and listening before anything says so: a port already in use
+    is one clear error, not a "listening" line followed by a server that never starts."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise Failure(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        hint = " (another process listens there: choose another with --port or server.port)"
+        busy = exc.errno == errno.EADDRINUSE
+        raise Failure(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint if busy else ''}"
+        ) from None
+    sock.set_inheritable(True)
+    return sock

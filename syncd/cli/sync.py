@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import sys
+from dataclasses import asdict
+from typing import Any
 
 import click
 
 from syncd import doi, hygiene
 from syncd.app import App
+from syncd.cli.output import CSV, JSON, TABLE, Failure, changes, echo_json, echo_rows, format_option, plural
 from syncd.log import mask_email
 from syncd.providers import make_connector
 from syncd.sync.engine import sync_list
@@ -23,18 +24,22 @@ from syncd.sync.state import recent_runs
 )
 @click.option("--dry-run", is_flag=True, help="Show what would change, per list and target; change nothing.")
 @click.option("--show-emails", is_flag=True, help="Show addresses in clear in the samples (default: masked).")
+@format_option()
 @click.pass_obj
-def sync(app: App, list_names: tuple[str, ...], dry_run: bool, show_emails: bool) -> None:
+def sync(app: App, list_names: tuple[str, ...], dry_run: bool, show_emails: bool, fmt: str) -> None:
     """Bring the providers' lists in line with the master base.
 
     For each list and each of its targets: read what changed at the provider (unsubscribes,
     bounces, profile edits) into the master base, compute the plan (adds, updates, removals,
     unblocks) and apply it in batches. Members of a double-opt-in list without a confirmation on
     record become pending and are mailed a confirmation. With --dry-run, print the plan — counts
-    and a sample of each change with its reason — and apply nothing. Exit status 1 if any batch
-    failed or confirmation mails could not be sent.
+    and a sample of each change with its reason — and apply nothing. --format json prints the
+    same reports (the plan, with --dry-run) for a script. Exit status 1 if any batch failed or
+    confirmation mails could not be sent.
     """
-    config = app.config
+    config = app.require_config_file()
+    if not config.lists:
+        raise Failure(f"{app.config_file} declares no list: nothing to sync", 2)
     names = list(list_names) or list(config.lists)
     for name in names:
         config.list(name)  # unknown list: clear error before any work
@@ -53,13 +58,16 @@ def sync(app: App, list_names: tuple[str, ...], dry_run: bool, show_emails: bool
             report = sync_list(
                 app.engine, config, name, connectors, dry_run=dry_run, progress=progress, send=send
             )
-        _print_report(report, show_emails)
+        if fmt == TABLE:
+            _print_report(report, show_emails)
         reports.append(report)
+    if fmt == JSON:
+        echo_json([_report_data(r, show_emails) for r in reports])
     # Members asked to confirm who could not be mailed wait for nothing: a failure to act on.
     ok = all(r.ok and not r.confirmations_failed for r in reports)
     flagged = sum(t.planned.get("flags", 0) for r in reports for t in r.targets)
-    if flagged:
-        click.echo(f"{flagged} member(s) kept against the list rules: see `syncd flags`")
+    if flagged and fmt == TABLE:
+        click.echo(f"{plural(flagged, 'member')} kept against the list rules: see `syncd flags`")
     if not ok:
         sys.exit(1)
 
@@ -92,14 +100,13 @@ def _print_report(report: ListReport, show_emails: bool) -> None:
     if report.skipped:
         click.echo(f"  skipped: {report.skipped}")
     for t in report.targets:
-        planned = ", ".join(f"{n} {k}" for k, n in t.planned.items() if n) or "nothing to change"
+        planned = changes(t.planned, "nothing to change")
         scope = "contacts changed since the last run" if t.incremental else "every contact"
         click.echo(f"  → {t.target}: {planned} (planned over {scope})")
         if not report.dry_run:
-            applied = ", ".join(f"{n} {k}" for k, n in t.applied.items() if n) or "none"
             click.echo(
-                f"    read {t.pulled} remote members ({t.created} new to the base); "
-                f"applied: {applied}; write calls: {t.write_calls}"
+                f"    read {plural(t.pulled, 'remote member')} ({t.created} new to the base); "
+                f"applied: {changes(t.applied, 'none')}; write calls: {t.write_calls}"
             )
             for outcome, n in sorted(t.reconciled.items()):
                 click.echo(f"    provider change {outcome}: {n}")
@@ -114,13 +121,13 @@ def _print_report(report: ListReport, show_emails: bool) -> None:
             click.secho(f"    FAILED: {t.failed}", fg="red")
     if report.reconfirms and report.dry_run:
         click.echo(
-            f"  {report.reconfirms} member(s) without a double opt-in confirmation for this list: "
+            f"  {plural(report.reconfirms, 'member')} without a double opt-in confirmation for this list: "
             "a sync makes them pending, mails them a confirmation and takes them off the targets "
             "until they confirm"
         )
     elif report.reconfirms:
         click.echo(
-            f"  {report.reconfirms} member(s) without a double opt-in confirmation for this list: "
+            f"  {plural(report.reconfirms, 'member')} without a double opt-in confirmation for this list: "
             f"now pending, off the targets until they confirm; confirmation mails sent: "
             f"{report.confirmations_sent}"
         )
@@ -132,11 +139,25 @@ def _print_report(report: ListReport, show_emails: bool) -> None:
         )
 
 
+def _report_data(report: ListReport, show_emails: bool) -> dict[str, Any]:
+    """A list's report for --format json: the figures as stored, the addresses masked unless
+    --show-emails."""
+    shown = (lambda text: text) if show_emails else mask_email
+    data = asdict(report)
+    data["ok"], data["reconfirms"] = report.ok, report.reconfirms
+    for t in data["targets"]:
+        t["samples"] = {
+            kind: [{"email": shown(e), "reason": shown(r)} for e, r in items]
+            for kind, items in t["samples"].items()
+            if items
+        }
+        t["rejected"] = [{"email": shown(e), "reason": shown(r)} for e, r in t["rejected"]]
+    return data
+
+
 @click.command()
 @click.option("--list", "list_name", help="Only this list.")
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
-)
+@format_option(TABLE, CSV, JSON)
 @click.option("--scan/--no-scan", default=True, show_default=True, help="Re-scan the base before reporting.")
 @click.pass_obj
 def flags(app: App, list_name: str | None, fmt: str, scan: bool) -> None:
@@ -152,21 +173,10 @@ def flags(app: App, list_name: str | None, fmt: str, scan: bool) -> None:
     if scan:
         hygiene.scan(app.engine, app.config, [list_name] if list_name else None)
     rows = hygiene.open_flags(app.engine, list_name)
-    if fmt == "json":
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
-    elif fmt == "csv":
-        writer = csv.DictWriter(
-            sys.stdout, fieldnames=["list", "rule", "email", "target", "detail", "detected_at"]
-        )
-        writer.writeheader()
-        writer.writerows(rows)
-    else:
-        if not rows:
-            click.echo("no open flags")
-        for r in rows:
-            where = f" @ {r['target']}" if r["target"] else ""
-            click.echo(f"{r['list']:<20} {r['rule']:<18} {r['email'] or '?':<32} {r['detail']}{where}")
-        click.echo(f"{len(rows)} open flag(s)")
+    columns = ["list", "rule", "email", "target", "detail", "detected_at"]
+    echo_rows(rows, columns if fmt != TABLE else columns[:5], fmt, empty="no open flags")
+    if fmt == TABLE and rows:
+        click.echo(plural(len(rows), "open flag"))
 
 
 @click.command()
@@ -182,7 +192,7 @@ def runs(app: App, list_name: str | None, limit: int) -> None:
         click.echo("no sync run yet")
     for r in rows:
         ended = f"{r.finished_at:%Y-%m-%d %H:%M:%S}" if r.finished_at else "-"
-        applied = ", ".join(f"{n} {k}" for k, n in (r.counts.get("applied") or {}).items() if n)
+        applied = changes(r.counts.get("applied") or {})
         line = (
             f"#{r.id} {r.started_at:%Y-%m-%d %H:%M:%S} → {ended}  {r.list_name} → {r.target_key}  {r.status}"
         )

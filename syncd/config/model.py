@@ -244,6 +244,9 @@ class TargetConfig(Strict):
 
 
 class ListConfig(Strict):
+    # What contacts read (confirmation mail subject and text, confirmation page, preference
+    # centre); the list's name when not set. The description is for the team only, never shown.
+    title: str | None = None
     description: str | None = None
     consent: Literal["double_opt_in", "single_opt_in", "legitimate_interest"] = "single_opt_in"
     segment: Segment | None = None
@@ -299,6 +302,11 @@ class Config(Strict):
                 ("double_opt_in", "transport"), "transport 'brevo' needs a 'providers.brevo' section"
             )
         return self
+
+    def list_title(self, name: str) -> str:
+        """The list's public title: its ``title``, else its name (never the internal description)."""
+        lst = self.lists.get(name)
+        return (lst.title if lst else None) or name
 
     def list(self, name: str) -> ListConfig:
         try:

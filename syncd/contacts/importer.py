@@ -55,6 +55,15 @@ class ImportInterrupted(Exception):
         self.line, self.cause, self.summary = line, cause, summary
 
 
+class ImportCancelled(KeyboardInterrupt):
+    """Ctrl-C during an import: still a KeyboardInterrupt, carrying what the batches committed
+    before it did (``summary``) and the last line they covered (``line``, 1 if none)."""
+
+    def __init__(self, line: int, summary: Summary):
+        super().__init__(f"import cancelled after line {line}")
+        self.line, self.summary = line, summary
+
+
 def import_file(
     engine: Engine,
     path: str | Path,
@@ -92,13 +101,17 @@ def import_rows(
     progress: Callable[[int, int], None] | None = None,
 ) -> Summary:
     total = Summary()
-    last_line = 1
+    last_line = committed_line = 1
     try:
         for batch, results in _qualified_batches(rows, columns, options):
             last_line = batch[-1].line
             _commit_batch(engine, file_name, batch, results, options, rejects, total)
+            committed_line = last_line
             if progress and table:
                 progress(table.position(), table.size)
+    except KeyboardInterrupt as exc:
+        log.info("import.cancelled", file=file_name, line=committed_line, **total.counts())
+        raise ImportCancelled(committed_line, total) from exc
     except Exception as exc:
         log.error("import.interrupted", file=file_name, line=last_line, error=repr(exc), **total.counts())
         raise ImportInterrupted(last_line, exc, total) from exc

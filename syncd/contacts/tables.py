@@ -162,7 +162,13 @@ def _open_csv(path: Path) -> Table:
 def _open_xlsx(path: Path) -> Table:
     import openpyxl
 
-    wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    try:
+        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError) as exc:  # not a zip, or a zip without a workbook in it
+        raise ImportFailed(
+            f"cannot read {path}: not a valid Excel workbook ({exc}); open it in Excel and save it "
+            "as .xlsx, or export it as CSV"
+        ) from None
     ws = wb.active
     it = ws.iter_rows(values_only=True)
     first = next(it, None)

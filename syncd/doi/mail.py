@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formataddr, make_msgid
+from email.utils import formataddr, formatdate, make_msgid
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -89,12 +89,13 @@ def render_request(
     lang = language_of(config, contact)
     html_t, text_t, wording = _templates(config, lang)
     unsubscribe_url = url(config, f"/unsubscribe/{unsubscribe_token(config, contact, list_name)}")
-    lst = config.lists.get(list_name)
+    title = config.list_title(list_name)
     variables = {
         "first_name": clean_line(contact.first_name) or "",
         "email": contact.email,
         "list_name": list_name,
-        "list_description": (lst.description if lst else None) or list_name,
+        "list_title": title,
+        "list_description": title,  # its name in templates written before lists had a title
         "confirm_url": url(config, f"/confirm/{token}"),
         "unsubscribe_url": unsubscribe_url,
         "prefs_url": url(config, f"/prefs/{prefs_token(config, contact)}"),
@@ -142,6 +143,9 @@ def smtp_transport(config: Config) -> Send:
         local, _, domain = to_addr.rpartition("@")
         msg["To"] = Address(display_name=clean_line(mail.to_name) or "", username=local, domain=domain)
         msg["Subject"] = mail.subject
+        # Date and Message-ID are the sender's to set (RFC 5322 3.6); a relay that adds them
+        # late, or not at all, makes the mail look like spam.
+        msg["Date"] = formatdate(localtime=True)
         msg["Message-ID"] = make_msgid(domain=sender.email.rpartition("@")[2] or None)
         for name, value in mail.headers.items():
             msg[name] = value
@@ -172,6 +176,8 @@ def smtp_transport(config: Config) -> Send:
 
 
 def brevo_transport(config: Config, connector: Any) -> Send:
+    """Brevo's transactional API. Its ``headers`` are for custom headers only ("not the standard
+    headers"): Brevo sets Date and Message-ID itself and returns the Message-ID as ``messageId``."""
     sender = config.double_opt_in.sender
 
     def send(mail: Mail) -> str:

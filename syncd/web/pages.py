@@ -79,8 +79,7 @@ class Pages:
         return self._message(lang, "invalid.title", TEXT[lang]["invalid"], 400)
 
     def _label(self, list_name: str | None) -> str:
-        lst = self.config.lists.get(list_name or "")
-        return (lst.description if lst else None) or list_name or ""
+        return self.config.list_title(list_name) if list_name else ""
 
     def _prefs_url(self, contact: Contact | None, lang: str) -> str | None:
         return f"/prefs/{doi.prefs_token(self.config, contact)}?lang={lang}" if contact else None

@@ -32,12 +32,17 @@ def test_import_prints_a_summary_and_succeeds_with_rejects(syncd, tmp_path, coun
         ("conflicts (value kept)", 1),
     ):
         assert f"  {label:<24}{value:>9}" in out
-    assert "contacts.rejects.csv" in out and "importing" not in out  # no progress bar when piped
-    assert (tmp_path / "contacts.rejects.csv").exists()
+    assert "importing" not in out  # no progress bar when piped
+    (first,) = tmp_path.glob("contacts.rejects-*.csv")
+    assert out.endswith(f"rows not imported: {first}\n")
     assert count("contact", email="jean@exemple.fr", kind="prospect") == 1
 
     again = syncd("import", str(path), "--source", "salon", "--kind", "prospect")
     assert f"  {'unchanged':<24}{3:>9}" in again.output
+    # Each run has its own rejects file: the second does not overwrite the first's.
+    (second,) = set(tmp_path.glob("contacts.rejects-*.csv")) - {first}
+    assert again.output.endswith(f"rows not imported: {second}\n")
+    assert first.read_text("utf-8-sig") == second.read_text("utf-8-sig")
 
 
 def test_import_of_a_missing_file_fails_naming_it(syncd, tmp_path):
@@ -184,3 +189,57 @@ def test_import_into_a_list_joins_only_the_contacts_its_segment_admits(live, tmp
     with Session(w.engine) as session:
         rows = session.exec(select(Membership.list_name, Contact.email).join(Contact)).all()
         assert sorted(rows) == [("clients", e) for e in clients]
+
+
+def test_show_of_an_unknown_contact_is_an_error_on_stderr(syncd):
+    for command in ("show", "export"):
+        result = syncd("contacts", command, "nobody@exemple.fr")
+        assert result.exit_code == 1 and result.stdout == ""
+        assert result.stderr == "error: no such contact\n"
+
+
+def test_show_as_json(syncd, engine, tmp_path):
+    path = tmp_path / "contacts.csv"
+    path.write_text(MESSY, encoding="utf-8")
+    import_file(engine, path, Options(channel="salon"))
+    result = syncd("contacts", "show", "marie.dupont@exemple.fr", "--format", "json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["contact"]["email"] == "marie.dupont@exemple.fr" and len(record["sources"]) == 2
+
+
+def test_ctrl_c_during_an_import_says_what_was_committed_and_a_rerun_completes_it(
+    syncd, tmp_path, count, monkeypatch
+):
+    from syncd.contacts import importer
+
+    path = tmp_path / "people.csv"
+    path.write_text(
+        "email;prénom\n" + "".join(f"p{i}@exemple.fr;P{i}\n" for i in range(5)) + "bad@;X\n", encoding="utf-8"
+    )
+    commit = importer._commit_batch
+    calls = []
+
+    def ctrl_c_at_the_third_batch(*args, **kw):
+        calls.append(1)
+        if len(calls) == 3:  # the operator's Ctrl-C, arriving while the third batch is written
+            raise KeyboardInterrupt
+        commit(*args, **kw)
+
+    monkeypatch.setattr(importer, "_commit_batch", ctrl_c_at_the_third_batch)
+    result = syncd("import", str(path), "--source", "fair", "--batch-size", "2")
+    assert result.exit_code == 130, result.output
+    assert f"  {'imported (new)':<24}{4:>9}" in result.stdout
+    assert result.stderr == (
+        "interrupted: committed the rows up to line 5 (4 rows read), nothing of the batch in "
+        "progress; run the same command again to import the rest (rows already imported are "
+        "recognised, not duplicated)\n"
+    )
+    assert count("contact") == 4
+    assert not list(tmp_path.glob("*.rejects-*.csv"))  # the bad row was in no committed batch
+
+    monkeypatch.setattr(importer, "_commit_batch", commit)
+    again = syncd("import", str(path), "--source", "fair", "--batch-size", "2")
+    assert again.exit_code == 0, again.output
+    assert f"  {'unchanged':<24}{4:>9}" in again.stdout and f"  {'imported (new)':<24}{1:>9}" in again.stdout
+    assert count("contact") == 5 and count("source") == 5

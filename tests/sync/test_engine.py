@@ -149,7 +149,7 @@ def test_dry_run_after_a_yaml_edit_shows_who_would_be_added_and_removed(world):
     w.brevo.reset_calls()
     result = run_cli(w, "sync", "--dry-run", "--list", "vendors", "--show-emails")
     assert result.exit_code == 0, result.output
-    assert "1 adds, 1 removals" in result.output and "paul@example.fr — auto-enrolled" in result.output
+    assert "1 addition, 1 removal" in result.output and "paul@example.fr — auto-enrolled" in result.output
     assert "removal: vera@example.fr — not in segment (kind is vendor" in result.output
     assert w.brevo.write_calls == 0
     assert subscribed(w.brevo, w.vendors_b) == ["vera@example.fr"]

@@ -389,8 +389,8 @@ def test_a_list_switched_to_double_opt_in_asks_unproven_members_to_confirm_and_h
     w.brevo.reset_calls()
     w.mailchimp.reset_calls()
     dry = run_cli(w, "sync", "--dry-run", "--list", "news", "--show-emails")
-    assert "2 member(s) without a double opt-in confirmation for this list" in dry.output
-    assert dry.output.count("2 removals, 2 reconfirms") == 2, dry.output  # each target
+    assert "2 members without a double opt-in confirmation for this list" in dry.output
+    assert dry.output.count("2 removals, 2 reconfirmations") == 2, dry.output  # each target
     assert "reconfirm: ana@example.fr — double opt-in now required" in dry.output
     assert (w.brevo.write_calls, w.mailchimp.write_calls, len(w.brevo.outbox)) == (0, 0, 0)
     assert memberships(w, "ana@example.fr") == {"news": "subscribed"}

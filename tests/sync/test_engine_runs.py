@@ -90,7 +90,7 @@ lists:
     shown = CliRunner().invoke(main, ["--config", str(path), "--database", url, "runs"])
     assert shown.exit_code == 0, shown.output
     newest, oldest = shown.output.splitlines()
-    assert f"#{after.id} " in newest and " ok " in newest and "applied: 1 adds" in newest
+    assert f"#{after.id} " in newest and " ok " in newest and "applied: 1 addition" in newest
     assert f"#{killed.id} " in oldest and " interrupted " in oldest and "killed" in oldest
 
 

@@ -49,6 +49,7 @@ def test_page_lists_memberships_accessibly_in_french_by_default(client, engine, 
         html,
     )
     assert "Newsletter" in html and "Offers" in html and "Me désinscrire de tout" in html
+    assert "Internal" not in html  # a list's public title, never its description
     assert "<script" not in html
 
 

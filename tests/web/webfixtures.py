@@ -37,17 +37,18 @@ def make_config(**overrides: Any) -> Config:
         "double_opt_in": {"secret": "doi-signing-secret", "public_url": "http://127.0.0.1:9"},
         "lists": {
             "news": {
-                "description": "Newsletter",
+                "title": "Newsletter",
+                "description": "Internal: the monthly send, owner Marc",
                 "consent": "single_opt_in",
                 "targets": [{"brevo": {"list_id": 12}}],
             },
             "offers": {
-                "description": "Offers",
+                "title": "Offers",
                 "consent": "single_opt_in",
                 "targets": [{"brevo": {"list_id": 13}}],
             },
             "club": {
-                "description": "Club",
+                "title": "Club",
                 "consent": "double_opt_in",
                 "targets": [{"mailchimp": {"audience": AUDIENCE, "tag": "club"}}],
             },
