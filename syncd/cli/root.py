@@ -21,6 +21,7 @@ from syncd.cli.inbox import inbox_group
 from syncd.cli.run import run
 from syncd.cli.secret import secret
 from syncd.cli.simulate import simulate
+from syncd.cli.status import history, status
 from syncd.cli.sync import flags, runs, sync
 from syncd.config import ConfigError, UnknownList
 
@@ -118,5 +119,7 @@ for command in (
     sync,
     flags,
     runs,
+    status,
+    history,
 ):
     main.add_command(command)
