@@ -135,7 +135,7 @@ def _export_all(app: App, fmt: str, output: Path | None) -> None:
     write = bulk.write_csv if fmt == "csv" else bulk.write_json
     rows = bulk.contacts(app.engine)
     if output is None:
-        write(rows, click.get_text_stream("stdout"))
+        write(rows, sys.stdout)
         return
     with output.open("w", encoding="utf-8", newline="") as handle:
         n = write(rows, handle)
