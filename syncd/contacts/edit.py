@@ -20,8 +20,11 @@ from syncd.config import Config
 from syncd.contacts.dedupe import MERGED_FIELDS
 from syncd.contacts.qualify import Qualified, Rules, normalise_tags, qualify
 from syncd.core.segments import eligibility, segment_mismatch
+from syncd.log import get_logger
 from syncd.membership import join_list
 from syncd.models import AuditLog, Contact, EmailStatus, Membership, MembershipStatus, utcnow
+
+log = get_logger(__name__)
 
 EDITABLE = MERGED_FIELDS  # every column an import fills; the address is the key, never edited here
 # The qualification warning that says a field's value was refused ("phone dropped: …").
@@ -132,6 +135,7 @@ def apply_changes(
         )
     contact.updated_at, contact.version = at, contact.version + 1
     session.add(contact)
+    log.info("contact.edited", contact_id=contact.id, fields=[c.field for c in changes], actor=actor)
     return changes
 
 
@@ -180,4 +184,8 @@ def subscribe(
             f"the contact {what}: only a new opt-in brings them back; say what it is with --evidence"
         )
     proof = {"recorded_by": source, **({"evidence": evidence} if evidence else {})}
-    return join_list(session, contact, list_name, lst, consent="single_opt_in", source=source, evidence=proof)
+    joined = join_list(
+        session, contact, list_name, lst, consent="single_opt_in", source=source, evidence=proof
+    )
+    log.info("contact.subscribed_by_hand", contact_id=contact.id, list=list_name, status=joined.status)
+    return joined
