@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 
 from syncd import doi, inbox
 from syncd.config import Config, ListConfig, Schedule
+from syncd.core.segments import auto_enrolled
 from syncd.log import mask_personal_data
 from syncd.models import Flag, InboxEvent, Membership, SyncRun, utcnow
 from syncd.scheduler import latest_start, leader_present, next_due
@@ -123,6 +124,8 @@ def _list_status(
         "schedule": schedule_text(lst.schedule),
         "next_run": _next_run(engine, name, lst, targets, now, daemon),
         "targets": [{"target": key, "last_run": last.get(key)} for key in targets],
+        # Members of an auto-enrolled list are its segment: they hold no membership row.
+        "auto_enrolled": auto_enrolled(lst),
         "members": members,
         "pending_double_opt_in": members.get("pending", 0),
         "open_flags": {"total": sum(flags.values()), "by_rule": flags},

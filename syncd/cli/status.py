@@ -52,6 +52,8 @@ def _print_list(lst: dict[str, Any]) -> None:
     for t in lst["targets"]:
         click.echo(f"  → {t['target']}: {_run_line(t['last_run'])}")
     members = ", ".join(f"{n} {k}" for k, n in sorted(lst["members"].items())) or "none"
+    if lst["auto_enrolled"]:
+        members = f"the segment (auto-enrolled); rows: {members}"
     flags = lst["open_flags"]
     rules = ", ".join(f"{n} {r}" for r, n in sorted(flags["by_rule"].items()))
     click.echo(

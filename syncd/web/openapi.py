@@ -316,6 +316,7 @@ STATUS_SCHEMA: dict[str, Any] = {
                             "properties": {"target": {"type": "string"}, "last_run": _RUN},
                         },
                     },
+                    "auto_enrolled": {"type": "boolean"},
                     "members": _COUNTS,
                     "pending_double_opt_in": {"type": "integer", "minimum": 0},
                     "open_flags": {

@@ -165,6 +165,7 @@ def test_status_and_history_after_a_sync(world):
     assert "news (single opt in, every 15 minutes)" in table
     assert f"→ {w.news_b.key}: last run #" in table and "1 adds, 0 updates, 0 removals, 0 flags" in table
     assert "offers (single opt in, no schedule)" in table and "never synced" in table
+    assert news["auto_enrolled"] is False
 
     history = json.loads(ok(w.cli("history", "--format", "json")).output)
     assert [(h["list"], h["target"], h["adds"]) for h in history] == [
@@ -184,6 +185,21 @@ def test_double_opt_in_from_the_cli_mails_the_link_and_the_contact_joins_once_co
 
     w = world
     add_contact(w, "ana@example.fr")
+    add_contact(w, "bob@example.fr")
+    later = ok(
+        w.cli(
+            "contacts",
+            "subscribe",
+            "bob@example.fr",
+            "--list",
+            "club",
+            "--consent",
+            "double_opt_in",
+            "--no-send",
+        )
+    )
+    assert "club: pending; the daemon's double opt-in job mails the confirmation link" in later.output
+    assert w.brevo.outbox == []
     result = ok(
         w.cli("contacts", "subscribe", "ana@example.fr", "--list", "club", "--consent", "double_opt_in")
     )
@@ -192,7 +208,7 @@ def test_double_opt_in_from_the_cli_mails_the_link_and_the_contact_joins_once_co
     ok(w.cli("sync", "--list", "club"))
     assert subscribed(w.brevo, w.club_b) == []
     pending = json.loads(ok(w.cli("status", "--format", "json")).output)
-    assert pending["double_opt_in"]["pending"] == 1 and pending["lists"][2]["pending_double_opt_in"] == 1
+    assert pending["double_opt_in"]["pending"] == 2 and pending["lists"][2]["pending_double_opt_in"] == 2
 
     token = CONFIRM_LINK.search(w.brevo.outbox[0]["textContent"]).group(1)
     assert doi.confirm(w.engine, w.config, token, ip="198.51.100.7", user_agent="pytest").state == "confirmed"
