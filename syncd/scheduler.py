@@ -123,6 +123,38 @@ class Leader:
                 self._file = None
 
 
+def leader_present(engine: Engine) -> bool | None:
+    """Whether a daemon leads this base now (holds the leader's lock), read without taking the
+    lock: PostgreSQL's ``pg_locks``; on SQLite, Linux's ``/proc/locks`` for the lock file beside
+    the database. None when it cannot be told (another system, an in-memory base)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            key = locks.schema_key(conn, "leader", public=LEADER_LOCK_KEY) & 0xFFFF_FFFF_FFFF_FFFF
+            held = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                    " AND objsubid = 1 AND classid = CAST(:hi AS oid) AND objid = CAST(:lo AS oid)"
+                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                ),
+                {"hi": key >> 32, "lo": key & 0xFFFF_FFFF},
+            ).scalar()
+        return bool(held)
+    database = engine.url.database or ""
+    if not database or database.startswith(":memory:"):
+        return None
+    try:
+        st = os.stat(database + ".leader.lock")
+    except FileNotFoundError:
+        return False
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as table:  # "1: FLOCK ADVISORY WRITE <pid> <maj:min:inode> 0 EOF"
+            rows = [line.split() for line in table]
+    except OSError:
+        return None
+    return any(len(r) > 5 and r[1] == "FLOCK" and r[5] == wanted for r in rows)  # "->": a waiter
+
+
 @dataclass(frozen=True)
 class Job:
     name: str

@@ -88,6 +88,10 @@ lists:
             if line.startswith('syncd_api_calls_total{provider="brevo"}')
         ]
         assert calls and float(calls[0].split()[-1]) > 0
+        live = httpx.get(f"{base}/status").json()  # the daemon sees itself lead, its list's runs
+        assert live["daemon"]["up"] is True
+        assert live["lists"][0]["targets"][0]["last_run"]["outcome"] in ("ok", "running")
+        assert live["lists"][0]["next_run"]["state"] in ("scheduled", "due")
         assert_stops_cleanly_on_sigterm(proc)
     finally:
         kill_if_running(proc)

@@ -1,8 +1,11 @@
-"""``syncd contacts show|export|forget``: one contact, its GDPR access and erasure."""
+"""``syncd contacts show|export|forget|set|subscribe|unsubscribe``: one contact (its record, GDPR
+access and erasure, changes by hand), and ``export --all``: every contact."""
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,8 @@ from syncd.providers import PROVIDERS, make_connector
 
 @click.group("contacts")
 def contacts() -> None:
-    """Look up one contact, export what is held about them, or erase them (GDPR)."""
+    """Look up one contact, change it by hand (fields, tags, lists), export what is held about
+    them (one, or every contact), or erase them (GDPR)."""
 
 
 @contacts.command()
@@ -97,12 +101,29 @@ def _section(title: str, rows: list[dict[str, Any]], line: Any) -> None:
 
 
 @contacts.command()
-@click.argument("email")
+@click.argument("email", required=False)
+@click.option("--all", "everyone", is_flag=True, help="Every contact, with its lists (bulk extraction).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "csv"]),
+    default="json",
+    show_default=True,
+    help="With --all: a JSON array or a CSV file.",
+)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file.")
 @click.pass_obj
-def export(app: App, email: str, output: Path | None) -> None:
-    """Export as JSON everything held about one contact (GDPR right of access)."""
-    data = gdpr.export_contact(app.engine, email)
+def export(app: App, email: str | None, everyone: bool, fmt: str, output: Path | None) -> None:
+    """Export as JSON everything held about one contact (GDPR right of access), or with --all
+    every contact and its list memberships, as JSON or CSV, written as it is read."""
+    if everyone == bool(email):
+        raise click.UsageError("give one EMAIL, or --all for every contact")
+    if everyone:
+        _export_all(app, fmt, output)
+        return
+    if fmt != "json":
+        raise click.UsageError("one contact is exported as JSON: --format csv goes with --all")
+    data = gdpr.export_contact(app.engine, email or "")
     if data is None:
         click.secho("error: no such contact", fg="red", err=True)
         sys.exit(1)
@@ -112,6 +133,19 @@ def export(app: App, email: str, output: Path | None) -> None:
         click.echo(f"written to {output}", err=True)
     else:
         click.echo(text)
+
+
+def _export_all(app: App, fmt: str, output: Path | None) -> None:
+    from syncd.contacts import export as bulk
+
+    write = bulk.write_csv if fmt == "csv" else bulk.write_json
+    rows = bulk.contacts(app.engine)
+    if output is None:
+        write(rows, sys.stdout)
+        return
+    with output.open("w", encoding="utf-8", newline="") as handle:
+        n = write(rows, handle)
+    click.echo(f"{n} contact(s) written to {output}", err=True)
 
 
 @contacts.command()
@@ -170,3 +204,188 @@ def _erase_at_providers(app: App, addresses: list[str]) -> None:
         click.echo(f"{key}: {'deleted' if any(held) else 'not held there'}")
     if failed:
         sys.exit(1)
+
+
+# --- changes by hand ---------------------------------------------------------------------------------
+
+
+def _actor() -> str:
+    """``cli:<os user>``: who made a change by hand, for the audit trail."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        user = str(os.getuid())
+    return f"cli:{user}"
+
+
+def _the_contact(session: Any, email: str) -> Any:
+    """The contact, or one line and exit status 1 (unknown, or erased)."""
+    contact = gdpr.find_contact(session, email)
+    if contact is None:
+        erased = gdpr.is_forgotten(session, email)
+        click.secho(
+            "error: this address was erased at the contact's request"
+            if erased
+            else f"error: no contact with the address {gdpr.lookup_email(email)}",
+            fg="red",
+            err=True,
+        )
+        sys.exit(1)
+    return contact
+
+
+@contacts.command("set")
+@click.argument("email")
+@click.argument("assignments", nargs=-1, metavar="FIELD=VALUE...")
+@click.option(
+    "--tag", "tags", multiple=True, metavar="+TAG|-TAG", help="Add (+) or remove (-) a tag; repeatable."
+)
+@click.pass_obj
+def set_fields(app: App, email: str, assignments: tuple[str, ...], tags: tuple[str, ...]) -> None:
+    """Change one contact's fields, checked as an import checks them.
+
+    FIELD is one of first_name, last_name, phone, company, siret, kind, stage, country, region,
+    city, postal_code; an empty VALUE clears it. Phones become international (+33…), a country
+    its ISO code, a kind one of the config's kinds. Each change is audited (old → new) under
+    cli:<your user name>. Example: syncd contacts set ana@example.fr kind=client phone="06 12 34 56 78"
+    --tag +vip --tag=-salon
+    """
+    from sqlmodel import Session
+
+    from syncd.contacts import edit
+
+    if not assignments and not tags:
+        raise click.UsageError("nothing to change: give FIELD=VALUE pairs or --tag +TAG/-TAG")
+    try:
+        pairs = edit.parse_assignments(assignments)
+        tag_ops = edit.parse_tags(tags)
+    except edit.InvalidChange as exc:
+        raise click.BadParameter(
+            str(exc), param_hint="FIELD=VALUE" if "--tag" not in str(exc) else "--tag"
+        ) from None
+    with Session(app.engine) as session:
+        contact = _the_contact(session, email)
+        try:
+            values = edit.qualified_values(contact, pairs, app.config)
+        except edit.InvalidChange as exc:
+            raise click.BadParameter(str(exc), param_hint="FIELD=VALUE") from None
+        changes = edit.apply_changes(session, contact, values, tag_ops, actor=_actor())
+        session.commit()
+    if not changes:
+        click.echo("nothing to change: the contact already holds these values")
+    for c in changes:
+        click.echo(f"{c.field}: {c.old!r} → {c.new!r}")
+
+
+@contacts.command()
+@click.argument("email")
+@click.option("--list", "list_name", required=True, help="The list of the config to join.")
+@click.option(
+    "--consent",
+    type=click.Choice(["single_opt_in", "double_opt_in"]),
+    required=True,
+    help="single_opt_in: the contact agreed, record it; double_opt_in: mail a confirmation link "
+    "(double_opt_in lists only), the contact joins once they click.",
+)
+@click.option(
+    "--evidence",
+    metavar="TEXT",
+    help="What the contact agreed to, where and when (kept with the consent); required to bring "
+    "back someone who left the list or opted out.",
+)
+@click.option(
+    "--send/--no-send",
+    default=True,
+    show_default=True,
+    help="Double opt-in: mail the confirmation now, or leave it to the daemon's double opt-in job.",
+)
+@click.pass_obj
+def subscribe(app: App, email: str, list_name: str, consent: str, evidence: str | None, send: bool) -> None:
+    """Add one contact to a list, with the consent recorded (source cli:<your user name>).
+
+    Refused, with the reason: an address bounced, complained or invalid, or erased; a contact
+    outside the list's segment or kept out by its exclusive_with rule. A double-opt-in list
+    makes the contact pending and mails the confirmation link (at once when double_opt_in.secret
+    is set, else by the daemon's job); the next sync pushes the contact once they confirm.
+    """
+    from sqlmodel import Session
+
+    from syncd.contacts import edit
+
+    app.config.list(list_name)  # unknown list: one clear line, exit status 2
+    actor = _actor()
+    with Session(app.engine, expire_on_commit=False) as session:
+        contact = _the_contact(session, email)
+        try:
+            joined = edit.subscribe(
+                session, app.config, contact, list_name, consent=consent, evidence=evidence, source=actor
+            )
+        except edit.Refused as exc:
+            click.secho(f"error: not subscribed: {exc}", fg="red", err=True)
+            sys.exit(1)
+        session.commit()
+        status = joined.status
+        if status == "pending" and send and app.config.double_opt_in.secret:
+            _send_confirmation(app, session, contact, list_name)
+        elif status == "pending":
+            click.echo(f"{list_name}: pending; the daemon's double opt-in job mails the confirmation link")
+            return
+    click.echo(f"{list_name}: {status}")
+
+
+def _send_confirmation(app: App, session: Any, contact: Any, list_name: str) -> None:
+    from syncd import doi
+    from syncd.doi.requests import send_link
+    from syncd.models import utcnow
+
+    try:
+        sent = send_link(
+            app.engine, session, app.config, doi.transport(app.config), contact, list_name, now=utcnow()
+        )
+    except (doi.DoiNotConfigured, ConnectorError) as exc:
+        sent, reason = False, str(exc)
+    else:
+        reason = "see `syncd doi status`"
+    if sent:
+        click.echo(f"{list_name}: pending; confirmation link mailed")
+    else:
+        click.secho(
+            f"{list_name}: pending; the confirmation could not be mailed now ({reason}): "
+            "the daemon's double opt-in job tries again",
+            fg="yellow",
+        )
+
+
+@contacts.command()
+@click.argument("email")
+@click.option("--list", "list_name", help="Leave this list only (the others stay as they are).")
+@click.option("--all", "everything", is_flag=True, help="Unsubscribe from everything (a global opt-out).")
+@click.option("--reason", default="asked the team", show_default=True, help="Why, for the record.")
+@click.pass_obj
+def unsubscribe(app: App, email: str, list_name: str | None, everything: bool, reason: str) -> None:
+    """Take one contact off one list (--list L: the other lists stay) or off everything (--all),
+    as if they had clicked the unsubscribe link; recorded under cli:<your user name>. The next
+    `syncd sync` takes them off the provider's list."""
+    from sqlmodel import Session
+
+    from syncd.membership import leave_list, membership, opt_out_everywhere
+
+    if bool(list_name) == everything:
+        raise click.UsageError("give --list L to leave one list, or --all for everything")
+    if list_name:
+        app.config.list(list_name)
+    actor = _actor()
+    with Session(app.engine) as session:
+        contact = _the_contact(session, email)
+        held = membership(session, contact.id, list_name) if list_name else None
+        if held is not None and held.status == "unsubscribed" or (everything and contact.global_opt_out):
+            click.echo(f"already unsubscribed from {list_name or 'everything'}: nothing to do")
+            return
+        if list_name:
+            leave_list(session, contact, list_name, reason=f"cli: {reason}", source=actor)
+            done = f"unsubscribed from {list_name}; the other lists are unchanged"
+        else:
+            opt_out_everywhere(session, contact, reason=f"cli: {reason}", source=actor)
+            done = "unsubscribed from everything"
+        session.commit()
+    click.echo(f"{done}; the next `syncd sync` updates the providers")

@@ -56,6 +56,12 @@ CONSENTS = ("single_opt_in", "none")
     "FILE, a new one for each run].",
 )
 @click.option(
+    "--update",
+    is_flag=True,
+    help="The file's values win over those already held (a kind, a phone, a company…); each value "
+    "replaced is audited (old → new). Without it a value held is kept and the difference reported.",
+)
+@click.option(
     "--batch-size", type=click.IntRange(1), default=1000, show_default=True, help="Rows per transaction."
 )
 @click.pass_obj
@@ -69,6 +75,7 @@ def import_cmd(
     mapping: str | None,
     rejects_path: Path | None,
     batch_size: int,
+    update: bool,
 ) -> None:
     """Import contacts from a CSV (; , or tab; UTF-8 or Windows-1252) or an Excel .xlsx file.
 
@@ -113,6 +120,7 @@ def import_cmd(
         all_lists=cfg.lists,
         consent=consent or "none",
         batch_size=batch_size,
+        update=update,
     )
     engine = app.engine
     bar = _ProgressBar() if sys.stderr.isatty() else None
@@ -205,6 +213,7 @@ def _print_summary(file: Path, channel: str, s: Summary) -> None:
         ("rejected", s.rejected, f"  → {s.rejects_path}" if s.rejects_path else ""),
         ("incomplete (no name)", s.incomplete, ""),
         ("conflicts (value kept)", s.conflicts, ""),
+        *([("updated (file won)", s.updated, "")] if s.updated else []),
         ("phones dropped", s.phones_dropped, ""),
         ("SIRET/SIREN dropped", s.siret_dropped, ""),
         ("other warnings", s.other_warnings, ""),

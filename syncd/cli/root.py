@@ -22,6 +22,7 @@ from syncd.cli.inbox import inbox_group
 from syncd.cli.run import run
 from syncd.cli.secret import secret
 from syncd.cli.simulate import simulate
+from syncd.cli.status import history, status
 from syncd.cli.sync import flags, runs, sync
 from syncd.cli.webhooks import webhooks_group
 from syncd.config import ConfigError, UnknownList
@@ -169,5 +170,7 @@ for command in (
     flags,
     runs,
     webhooks_group,
+    status,
+    history,
 ):
     main.add_command(command)

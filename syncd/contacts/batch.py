@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from syncd.contacts.bulk import column_among, insert_many
-from syncd.contacts.dedupe import Conflict, merge, new_contact
+from syncd.contacts.dedupe import Conflict, merge, new_contact, overwrite
 from syncd.contacts.qualify import INCOMPLETE, Qualified
 from syncd.contacts.rejects import Reject
 from syncd.contacts.summary import Summary
@@ -60,6 +60,7 @@ class Matched:
     dirty: set[str] = field(default_factory=set)  # known contacts that a row changed
     sources: list[tuple[str, int]] = field(default_factory=list)  # (email, line)
     conflicts: list[tuple[str, int, list[Conflict]]] = field(default_factory=list)
+    updates: list[tuple[str, int, list[Conflict]]] = field(default_factory=list)  # --update: old → new
     touched: list[tuple[int, str]] = field(default_factory=list)  # (line, email) of each row kept
     unchanged: list[tuple[int, str]] = field(default_factory=list)
 
@@ -81,14 +82,17 @@ def write_batch(
     good: list[tuple[RawRow, Qualified]],
     summary: Summary,
     rejected: list[Reject],
+    *,
+    update: bool = False,
 ) -> Written | None:
-    """Write one batch's qualified rows; erased addresses join ``rejected``. None: nothing to write."""
+    """Write one batch's qualified rows; erased addresses join ``rejected``. None: nothing to write.
+    ``update``: the file's values replace those held (``dedupe.overwrite``), each audited."""
     if not good:
         return None
     at = utcnow()
     good = _set_erased_aside(session, good, rejected)
     known = _load_known(session, origin, {q.email for _, q in good})
-    matched = _match(good, known, summary)
+    matched = _match(good, known, summary, update)
     count = _insert_created(session, matched.created, at)
     count += _update_merged(session, known.contacts, matched.dirty, at)
 
@@ -97,6 +101,7 @@ def write_batch(
 
     count += _insert_sources(session, origin, matched.sources, contact_id, at)
     count += _insert_conflicts(session, origin, matched.conflicts, contact_id, at)
+    count += _insert_updates(session, origin, matched.updates, contact_id, at)
     return Written(matched.touched, matched.unchanged, contact_id, count, at)
 
 
@@ -135,9 +140,10 @@ def _load_known(session: Session, origin: Origin, emails: set[str]) -> Known:
     return known
 
 
-def _match(good: list[tuple[RawRow, Qualified]], known: Known, summary: Summary) -> Matched:
+def _match(good: list[tuple[RawRow, Qualified]], known: Known, summary: Summary, update: bool) -> Matched:
     """Each row becomes a new contact or merges into the one known (in the base or earlier in the
-    batch); counted imported, merged (it wrote something) or unchanged."""
+    batch); counted imported, merged (it wrote something) or unchanged. ``update``: the row's
+    values win over those held, and each value replaced is recorded."""
     m = Matched()
     for raw, q in good:
         current = known.contacts.get(q.email) or m.created.get(q.email)
@@ -150,13 +156,23 @@ def _match(good: list[tuple[RawRow, Qualified]], known: Known, summary: Summary)
             summary.imported += 1
             m.touched.append((raw.line, q.email))
             continue
-        changes, found = merge(current, q)
+        replaced: list[Conflict] = []
+        if update:
+            (changes, replaced), found = overwrite(current, q), []
+        else:
+            changes, found = merge(current, q)
         wrote = bool(changes)
         if changes:
             current.update(changes)
             if q.email in known.contacts:
                 m.dirty.add(q.email)
         cid = current.get("id")
+        if replaced:
+            summary.updated += len(replaced)
+            for c in replaced:
+                summary.note(raw.line, f"{c.field} {c.kept!r} → {c.offered!r} (the file's value)")
+            if cid is not None:  # a contact of the base: the change is audited, old → new
+                m.updates.append((q.email, raw.line, replaced))
         if found:
             summary.conflicts += len(found)
             for c in found:
@@ -258,3 +274,35 @@ def _insert_conflicts(
         ],
     )
     return len(conflicts)
+
+
+def _insert_updates(
+    session: Session,
+    origin: Origin,
+    updates: list[tuple[str, int, list[Conflict]]],
+    contact_id: Callable[[str], int],
+    at: datetime,
+) -> int:
+    """``import --update``: one ``import.updated`` audit line per row, each value it replaced with
+    the old value and the file's."""
+    if not updates:
+        return 0
+    session.execute(
+        sa.insert(AUDIT),
+        [
+            {
+                "at": at,
+                "actor": "import",
+                "action": "import.updated",
+                "contact_id": contact_id(e),
+                "detail": {
+                    "file": origin.file_name,
+                    "channel": origin.channel,
+                    "row": line,
+                    "changes": [{"field": c.field, "old": c.kept, "new": c.offered} for c in replaced],
+                },
+            }
+            for e, line, replaced in updates
+        ],
+    )
+    return len(updates)

@@ -3,6 +3,8 @@
 The rule: an empty field is filled, tags are unioned, an attribute key missing is added; a field
 that already holds a different value keeps it, and the offered value is returned as a
 ``Conflict`` so the caller reports it (summary and AuditLog) — a value is never lost silently.
+With ``import --update`` (``overwrite``) the file's value wins instead, and the value it replaced
+is reported the same way.
 Values that differ only by case, accents or spacing ("ACME" / "Acme") are the same value.
 """
 
@@ -75,6 +77,21 @@ def merge(current: dict[str, Any], incoming: Qualified) -> tuple[dict[str, Any],
     if attr_changed:
         changes["attributes"] = attributes
     return changes, conflicts
+
+
+def overwrite(current: dict[str, Any], incoming: Qualified) -> tuple[dict[str, Any], list[Conflict]]:
+    """``import --update``: the file's values win. As ``merge``, but a field (or attribute) already
+    holding another value takes the file's; returns the changes and the values replaced
+    (``Conflict.kept`` the old value, ``offered`` the new one), for the audit trail. Tags are
+    still unioned: a file never removes a tag."""
+    changes, replaced = merge(current, incoming)
+    for c in replaced:
+        if c.field.startswith("attributes."):
+            attributes = changes.setdefault("attributes", dict(current.get("attributes") or {}))
+            attributes[c.field.partition(".")[2]] = c.offered
+        else:
+            changes[c.field] = c.offered
+    return changes, replaced
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -45,6 +45,7 @@ class Options:
     all_lists: Mapping[str, ListConfig] = field(default_factory=dict)  # for --list's exclusivity rules
     consent: str = "none"
     batch_size: int = 1000
+    update: bool = False  # the file's values win over the base's (each change audited)
 
 
 class ImportInterrupted(Exception):
@@ -177,7 +178,9 @@ def _commit_batch(
             good.append((raw, result))
             _count_issues(summary, raw.line, result)
     with Session(engine) as session:
-        written = write_batch(session, Origin(options.channel, file_name), good, summary, rejected)
+        written = write_batch(
+            session, Origin(options.channel, file_name), good, summary, rejected, update=options.update
+        )
         count = 0
         if written is not None:
             count = written.count + _join_list(session, file_name, written, options, summary)

@@ -17,6 +17,7 @@ class Summary:
     rejected: int = 0
     incomplete: int = 0
     conflicts: int = 0
+    updated: int = 0  # values replaced by the file's (import --update)
     phones_dropped: int = 0
     siret_dropped: int = 0
     other_warnings: int = 0

@@ -3,7 +3,8 @@
 Routes: ``/hooks/{provider}/{secret}`` (each provider's webhooks into the inbox),
 ``/confirm/{token}``, ``/unsubscribe/{token}``, ``/prefs/{token}`` (the contact's pages),
 ``/healthz`` (the process answers), ``/readyz`` (the master base answers), ``/metrics``,
-``/openapi.json`` (this list, described: syncd/web/openapi.py).
+``/openapi.json`` (this list, described: syncd/web/openapi.py), ``/status`` and ``/`` (where the
+lists stand, as JSON and as a page: syncd/web/status_page.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from syncd.web.headers import SecurityHeaders
 from syncd.web.hooks import InboxWriter, WebhookReceiver
 from syncd.web.pages import Pages
 from syncd.web.proxies import ClientAddress
+from syncd.web.status_page import StatusPages
 
 log = get_logger(__name__)
 
@@ -117,6 +119,7 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi_endpoint, methods=["GET"]),
+        *StatusPages(config, engine, env).routes(),
     ]
     app = Starlette(
         routes=routes,

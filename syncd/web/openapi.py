@@ -250,6 +250,106 @@ PAGES: dict[str, Any] = {
     },
 }
 
+NEXT_RUN_STATES = ("no_target", "no_schedule", "scheduled", "due", "waiting_for_daemon")
+_COUNTS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
+_TIME = {"type": "string", "format": "date-time", "nullable": True}
+_RUN = {
+    "type": "object",
+    "nullable": True,
+    "required": ["id", "list", "target", "started_at", "finished_at", "duration_s", "outcome", "error"],
+    "properties": {
+        "id": {"type": "integer"},
+        "list": {"type": "string"},
+        "target": {"type": "string", "nullable": True},
+        "started_at": _TIME,
+        "finished_at": _TIME,
+        "duration_s": {"type": "number", "nullable": True},
+        "outcome": {"type": "string", "enum": ["running", "ok", "failed", "interrupted"]},
+        **{k: {"type": "integer"} for k in ("pulled", "adds", "updates", "removals", "flags")},
+        "error": {"type": "string", "nullable": True, "description": "First line; addresses and keys masked"},
+    },
+}
+STATUS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["generated_at", "daemon", "lists", "double_opt_in", "inbox"],
+    "properties": {
+        "generated_at": _TIME,
+        "daemon": {
+            "type": "object",
+            "required": ["up"],
+            "properties": {
+                "up": {"type": "boolean", "nullable": True, "description": "A daemon holds the leader's lock"}
+            },
+        },
+        "lists": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "consent", "next_run", "targets", "open_flags", "pending_double_opt_in"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "consent": {"type": "string"},
+                    "schedule": {"type": "string", "nullable": True},
+                    "next_run": {
+                        "type": "object",
+                        "required": ["at", "state", "note"],
+                        "properties": {
+                            "at": _TIME,
+                            "state": {
+                                "type": "string",
+                                "enum": [
+                                    "no_target",
+                                    "no_schedule",
+                                    "scheduled",
+                                    "due",
+                                    "waiting_for_daemon",
+                                ],
+                            },
+                            "note": {"type": "string"},
+                        },
+                    },
+                    "targets": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["target", "last_run"],
+                            "properties": {"target": {"type": "string"}, "last_run": _RUN},
+                        },
+                    },
+                    "auto_enrolled": {"type": "boolean"},
+                    "members": _COUNTS,
+                    "pending_double_opt_in": {"type": "integer", "minimum": 0},
+                    "open_flags": {
+                        "type": "object",
+                        "required": ["total", "by_rule"],
+                        "properties": {"total": {"type": "integer", "minimum": 0}, "by_rule": _COUNTS},
+                    },
+                },
+            },
+        },
+        "double_opt_in": {
+            "type": "object",
+            "required": ["pending", "links", "dead_requests"],
+            "properties": {
+                "pending": {"type": "integer", "minimum": 0},
+                "links": _COUNTS,
+                "dead_requests": {"type": "integer", "minimum": 0},
+            },
+        },
+        "inbox": {
+            "type": "object",
+            "required": ["backlog", "dead_letters"],
+            "properties": {
+                "backlog": {"type": "integer", "minimum": 0},
+                "oldest_waiting_at": _TIME,
+                "dead_letters": {"type": "integer", "minimum": 0},
+                "oldest_dead_at": _TIME,
+                "by_state": _COUNTS,
+            },
+        },
+    },
+}
+
 # --- health, metrics, this document --------------------------------------------------------------
 
 STATUS: dict[str, Any] = {
@@ -292,6 +392,28 @@ STATUS: dict[str, Any] = {
             },
         }
     },
+    "/status": {
+        "get": {
+            "operationId": "status",
+            "tags": ["status"],
+            "summary": "Where the lists stand (as `syncd status --format json`): counts, no address",
+            "responses": {
+                "200": _json(
+                    "Each list's last and next run, open flags, pending double opt-ins; the inbox",
+                    {"$ref": "#/components/schemas/Status"},
+                )
+            },
+        }
+    },
+    "/": {
+        "get": {
+            "operationId": "statusPage",
+            "tags": ["status"],
+            "summary": "The same status as a read-only page (French or English)",
+            "parameters": [LANG],
+            "responses": {"200": _html("The page")},
+        }
+    },
     "/openapi.json": {
         "get": {
             "operationId": "openapi",
@@ -320,11 +442,12 @@ DOCUMENT: dict[str, Any] = {
     ],
     "paths": {**WEBHOOKS, **PAGES, **STATUS},
     "components": {
+        "schemas": {"Status": STATUS_SCHEMA},
         "securitySchemes": {
             name: scheme
             for provider in PROVIDERS.values()
             for name, scheme in provider.openapi.SECURITY_SCHEMES.items()
-        }
+        },
     },
 }
 
