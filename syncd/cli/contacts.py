@@ -13,6 +13,7 @@ from connectors.contract import ConnectorError
 from syncd.app import App
 from syncd.contacts import gdpr
 from syncd.providers import PROVIDERS, make_connector
+from syncd.users import cli_actor
 
 
 @click.group("contacts")
@@ -126,7 +127,7 @@ def forget(app: App, email: str, yes: bool, local_only: bool) -> None:
         click.confirm(f"Erase {email} for good? This cannot be undone", abort=True)
     from syncd.inbox_purge import connector_parser
 
-    result = gdpr.forget_contact(app.engine, email, actor="cli", parse=connector_parser(app.config))
+    result = gdpr.forget_contact(app.engine, email, actor=cli_actor(), parse=connector_parser(app.config))
     if result.found:
         removed = ", ".join(f"{n} {t}" for t, n in result.deleted.items() if n)
         click.echo(f"erased: {removed}; {result.audit_scrubbed} audit entries scrubbed; address blocked")

@@ -22,6 +22,7 @@ from syncd.cli.run import run
 from syncd.cli.secret import secret
 from syncd.cli.simulate import simulate
 from syncd.cli.sync import flags, runs, sync
+from syncd.cli.users import users_group
 from syncd.config import ConfigError, UnknownList
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -118,5 +119,6 @@ for command in (
     sync,
     flags,
     runs,
+    users_group,
 ):
     main.add_command(command)
