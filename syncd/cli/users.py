@@ -57,7 +57,7 @@ def add(app: App, email: str, role: str, password_stdin: bool) -> None:
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         # One line: the trailing newline of `echo` or a file is not part of the password.
-        return click.get_text_stream("stdin").readline().rstrip("\r\n")
+        return sys.stdin.readline().rstrip("\r\n")
     return click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
 
 
