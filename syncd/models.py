@@ -240,7 +240,7 @@ class SyncRun(SQLModel, table=True):
 class AuditLog(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = _when(default=True, index=True)
-    actor: str = Field(max_length=100)  # "import", "sync:<list>", "webhook:brevo", "cli", ...
+    actor: str = Field(max_length=100)  # "import", "sync:<list>", "webhook:brevo", "cli:<os user>", ...
     action: str = Field(max_length=60)
     contact_id: int | None = Field(default=None, index=True)
     detail: dict[str, Any] = _json({})

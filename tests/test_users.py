@@ -160,6 +160,7 @@ def test_the_password_and_its_hash_are_in_no_output_log_or_audit_entry(cli, engi
         add(cli, "ana@exemple.fr", "admin", secret),  # refused: a duplicate
     ]
     assert all(r.exit_code in (0, 1) for r in results)
+    assert '"event": "user.added"' in results[0].stderr  # the log is there, and in the output checked
     hashes = [user(engine, "ana@exemple.fr").password_hash]
     everything = "".join(r.output for r in results) + json.dumps(audit(engine))
     for text in (secret, *hashes, "$argon2"):
