@@ -16,6 +16,7 @@ import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session, select
 
 from syncd.contacts.qualify import InvalidEmail, normalise_email
@@ -146,9 +147,11 @@ def set_role(engine: Engine, email: str, role: str, *, actor: str) -> RoleChange
         if old == role:
             return RoleChange(user.email, old, role)
         if old == Role.ADMIN:
-            _keep_an_admin(session, user, f"{user.email} is the last admin: make another user admin first")
+            _lock_admins(session)
         user.role = role
         session.add(user)
+        if old == Role.ADMIN:
+            _require_an_admin(session, user)
         _audit(session, actor, "user.role_changed", user=user.email, old=old, new=role)
         change = RoleChange(user.email, old, role)
     log.info("user.role_changed", user_id=user.id, old=old, new=role)
@@ -160,8 +163,10 @@ def remove_user(engine: Engine, email: str, *, actor: str) -> ConsoleUser:
     with session_scope(engine) as session:
         user = _require(session, email)
         if user.role == Role.ADMIN:
-            _keep_an_admin(session, user, f"{user.email} is the last admin: make another user admin first")
+            _lock_admins(session)
         session.delete(user)
+        if user.role == Role.ADMIN:
+            _require_an_admin(session, user)
         _audit(session, actor, "user.removed", user=user.email, role=user.role)
     log.info("user.removed", user_id=user.id, role=user.role)
     return user
@@ -247,16 +252,27 @@ def _require(session: Session, email: str) -> ConsoleUser:
     return user
 
 
-def _keep_an_admin(session: Session, leaving: ConsoleUser, message: str) -> None:
-    """Refuse when ``leaving`` is the only enabled admin. The admins' rows are locked (PostgreSQL)
-    so that two admins removed at the same moment cannot both pass this check."""
-    admins = session.exec(
-        select(ConsoleUser.id)
+def _lock_admins(session: Session) -> None:
+    """PostgreSQL: lock the admins' rows, so that two admins removed or demoted at the same
+    moment are checked one after the other (each transaction alone would still see the other)."""
+    session.exec(select(ConsoleUser.id).where(ConsoleUser.role == Role.ADMIN).with_for_update()).all()
+
+
+def _require_an_admin(session: Session, leaving: ConsoleUser) -> None:
+    """Refuse the change that takes ``leaving`` out of the admins when it leaves no enabled admin.
+    Checked after the change is written: on SQLite the write holds the database's one write lock,
+    so no other change can slip between. A user changed meanwhile by someone else is no more."""
+    try:
+        session.flush()
+    except StaleDataError:
+        raise NoSuchUser(f"no user {leaving.email}") from None
+    left = session.exec(
+        select(sa.func.count())
+        .select_from(ConsoleUser)
         .where(ConsoleUser.role == Role.ADMIN, ConsoleUser.disabled == sa.false())
-        .with_for_update()
-    ).all()
-    if not any(admin_id != leaving.id for admin_id in admins):
-        raise LastAdmin(message)
+    ).one()
+    if not left:
+        raise LastAdmin(f"{leaving.email} is the last admin: make another user admin first")
 
 
 def _audit(session: Session, actor: str, action: str, **detail: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import itertools
 import json
+import threading
 
 import pytest
 from argon2 import PasswordHasher
@@ -227,6 +228,41 @@ def test_a_disabled_admin_does_not_count_as_the_admin_who_stays(cli, engine):
     assert result.exit_code == 1 and "last admin" in result.stderr
     assert stored(engine) == before
     assert cli("users", "remove", "paul@exemple.fr").exit_code == 0  # a disabled admin may go
+
+
+def test_without_any_admin_other_users_may_still_be_removed_or_changed(cli, engine):
+    add(cli, "paul@exemple.fr", "standard")
+    add(cli, "zoe@exemple.fr", "standard")
+    assert cli("users", "set-role", "zoe@exemple.fr", "read-only").exit_code == 0
+    assert cli("users", "remove", "paul@exemple.fr").exit_code == 0
+    assert [u.email for u in users.list_users(engine)] == ["zoe@exemple.fr"]
+
+
+@pytest.mark.parametrize("change", ["remove", "demote"])
+def test_two_admins_taken_out_at_the_same_moment_leave_one(engine, change):
+    for email in ("ana@exemple.fr", "paul@exemple.fr"):
+        users.create_user(engine, email, "admin", PASSWORD, actor="test")
+    start = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def take_out(email: str) -> None:
+        start.wait()
+        try:
+            if change == "remove":
+                users.remove_user(engine, email, actor="test")
+            else:
+                users.set_role(engine, email, "standard", actor="test")
+            outcomes[email] = "done"
+        except users.LastAdmin:
+            outcomes[email] = "refused"
+
+    threads = [threading.Thread(target=take_out, args=(e,)) for e in ("ana@exemple.fr", "paul@exemple.fr")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes.values()) == ["done", "refused"]
+    assert [u.role for u in users.list_users(engine) if u.role == "admin"] == ["admin"]
 
 
 # --- passwords -----------------------------------------------------------------------------------
