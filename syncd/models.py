@@ -240,7 +240,7 @@ class SyncRun(SQLModel, table=True):
 class AuditLog(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = _when(default=True, index=True)
-    actor: str = Field(max_length=100)  # "import", "sync:<list>", "webhook:brevo", "cli", ...
+    actor: str = Field(max_length=100)  # "import", "sync:<list>", "webhook:brevo", "cli:<os user>", ...
     action: str = Field(max_length=60)
     contact_id: int | None = Field(default=None, index=True)
     detail: dict[str, Any] = _json({})
@@ -272,6 +272,30 @@ class DoiToken(SQLModel, table=True):
     )
     retry_at: datetime | None = _when(nullable=True)
     error: str | None = Field(default=None, max_length=500)
+
+
+class Role(StrEnum):
+    """A console user's role, from least to most allowed (``syncd.users.authorise``)."""
+
+    READ_ONLY = "read-only"
+    STANDARD = "standard"
+    ADMIN = "admin"
+
+
+class ConsoleUser(SQLModel, table=True):
+    """Someone who may sign in to the team console. Only an argon2 hash of the password is kept.
+    (Not ``user``: a reserved word on PostgreSQL.)"""
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True, index=True)  # lower-cased, validated
+    role: str = Field(max_length=16)
+    password_hash: str = Field(max_length=255)
+    created_at: datetime = _when(default=True)
+    disabled: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    last_login_at: datetime | None = _when(nullable=True)
+    # Login throttling: failures in a row, and until when sign-in is refused after too many.
+    failed_logins: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    locked_until: datetime | None = _when(nullable=True)
 
 
 @sa.event.listens_for(sa.orm.Session, "before_flush")

@@ -17,6 +17,7 @@ from syncd.app import App
 from syncd.cli.output import JSON, echo_json, format_option, plural
 from syncd.contacts import gdpr
 from syncd.providers import PROVIDERS, make_connector
+from syncd.users import cli_actor
 
 
 @click.group("contacts")
@@ -166,7 +167,7 @@ def forget(app: App, email: str, yes: bool, local_only: bool) -> None:
         click.confirm(f"Erase {email} for good? This cannot be undone", abort=True)
     from syncd.inbox_purge import connector_parser
 
-    result = gdpr.forget_contact(app.engine, email, actor="cli", parse=connector_parser(app.config))
+    result = gdpr.forget_contact(app.engine, email, actor=cli_actor(), parse=connector_parser(app.config))
     if result.found:
         removed = ", ".join(plural(n, t) for t, n in result.deleted.items() if n)
         scrubbed = plural(result.audit_scrubbed, "audit entry")

@@ -24,6 +24,7 @@ from syncd.cli.secret import secret
 from syncd.cli.simulate import simulate
 from syncd.cli.status import history, status
 from syncd.cli.sync import flags, runs, sync
+from syncd.cli.users import users_group
 from syncd.cli.webhooks import webhooks_group
 from syncd.config import ConfigError, UnknownList
 
@@ -172,5 +173,6 @@ for command in (
     webhooks_group,
     status,
     history,
+    users_group,
 ):
     main.add_command(command)
