@@ -133,7 +133,9 @@ class Demo:
 
     def stop(self) -> None:
         self.stack.close()
-        self.engine.dispose()
+        engine = getattr(self, "engine", None)  # None: the start failed before the base was made
+        if engine is not None:
+            engine.dispose()
 
     # --- the story -----------------------------------------------------------------------------
 

@@ -119,6 +119,7 @@ def _list_status(
     last = _last_runs(engine, name, targets)
     return {
         "name": name,
+        "title": lst.title or name,
         "description": lst.description,
         "consent": lst.consent,
         "schedule": schedule_text(lst.schedule),

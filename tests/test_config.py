@@ -250,3 +250,19 @@ def test_a_list_title_is_what_contacts_read_and_defaults_to_the_name():
         {"version": 1, "lists": {"news": {"title": "Our newsletter", "description": "team note"}, "club": {}}}
     )
     assert cfg.list_title("news") == "Our newsletter" and cfg.list_title("club") == "club"
+
+
+def test_an_audience_id_of_digits_only_is_read_as_text(tmp_path, monkeypatch):
+    """Mailchimp audience ids are hex: one of digits only is a number to YAML, an id to syncd."""
+    path = write(
+        tmp_path,
+        """
+version: 1
+providers: {mailchimp: {api_key: "${T_KEY}"}}
+lists:
+  news:
+    targets: [{mailchimp: {audience: 1772420684, tag: news}}]
+""",
+    )
+    monkeypatch.setenv("T_KEY", "k-us1")
+    assert load_config(path).lists["news"].targets[0].target.list_id == "1772420684"

@@ -220,8 +220,13 @@ class BrevoTarget(Strict):
     list_id: int = Field(gt=0)
 
 
+def _id_text(value: Any) -> Any:
+    """An audience id is text, though YAML reads an id of digits only (``1772420684``) as a number."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class MailchimpTarget(Strict):
-    audience: str = Field(min_length=1)
+    audience: Annotated[str, BeforeValidator(_id_text)] = Field(min_length=1)
     tag: str | None = None
 
 

@@ -288,6 +288,7 @@ STATUS_SCHEMA: dict[str, Any] = {
                 "required": ["name", "consent", "next_run", "targets", "open_flags", "pending_double_opt_in"],
                 "properties": {
                     "name": {"type": "string"},
+                    "title": {"type": "string", "description": "The list's public title (its name if none)"},
                     "consent": {"type": "string"},
                     "schedule": {"type": "string", "nullable": True},
                     "next_run": {
