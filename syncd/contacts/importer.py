@@ -4,6 +4,8 @@
   batches committed and nothing of the failing one).
 - Per batch (``syncd.contacts.batch``): one SELECT for tombstones, one for the known contacts,
   one for the provenance already recorded, then bulk inserts/updates; then the joins to ``--list``.
+- On PostgreSQL the tables' statistics are refreshed as the import grows them (``bulk.Growth``):
+  the planner must not keep planning for the empty table it saw before the import.
 - Idempotent: provenance is one ``Source`` per (contact, channel, file name, row); a row whose
   contact already holds everything it brings, and whose Source exists, changes nothing.
 - Unknown columns are kept in ``Contact.attributes`` under their header as written.
@@ -23,6 +25,7 @@ from sqlmodel import Session, select
 
 from syncd.config import ListConfig
 from syncd.contacts.batch import Origin, Written, write_batch
+from syncd.contacts.bulk import Growth, among
 from syncd.contacts.qualify import INCOMPLETE, Qualified, Rejected, Rules, qualify
 from syncd.contacts.rejects import Reject, Rejects, default_rejects_path
 from syncd.contacts.summary import Summary
@@ -33,6 +36,9 @@ from syncd.membership import ConsentRequired, join_list
 from syncd.models import AuditLog, Contact, Membership
 
 log = get_logger(__name__)
+
+# The tables an import fills and then reads back in its later batches.
+GROWN_TABLES = ("contact", "source", "auditlog", "membership")
 
 
 @dataclass
@@ -93,10 +99,12 @@ def import_rows(
 ) -> Summary:
     total = Summary()
     last_line = 1
+    growth = Growth(engine, GROWN_TABLES)
     try:
         for batch, results in _qualified_batches(rows, columns, options):
             last_line = batch[-1].line
-            _commit_batch(engine, file_name, batch, results, options, rejects, total)
+            growth.add(_commit_batch(engine, file_name, batch, results, options, rejects, total))
+            growth.refresh()
             if progress and table:
                 progress(table.position(), table.size)
     except Exception as exc:
@@ -153,7 +161,8 @@ def _commit_batch(
     options: Options,
     rejects: Rejects,
     total: Summary,
-) -> None:
+) -> dict[str, int]:
+    """Write one batch in its own transaction; returns the rows it added per table."""
     summary = Summary(read=len(batch))
     rejected: list[Reject] = []
     good: list[tuple[RawRow, Qualified]] = []
@@ -163,11 +172,14 @@ def _commit_batch(
         else:
             good.append((raw, result))
             _count_issues(summary, raw.line, result)
+    added: dict[str, int] = {}
     with Session(engine) as session:
         written = write_batch(session, Origin(options.channel, file_name), good, summary, rejected)
         count = 0
         if written is not None:
-            count = written.count + _join_list(session, file_name, written, options, summary)
+            joined = _join_list(session, file_name, written, options, summary)
+            count = written.count + joined
+            added = {**written.added, "membership": joined}
         session.commit()
     summary.rejected = len(rejected)
     rejects.write(sorted(rejected, key=lambda r: r[0]))
@@ -179,6 +191,7 @@ def _commit_batch(
         written=count,
         **summary.counts(),
     )
+    return added
 
 
 def _count_issues(summary: Summary, line: int, q: Qualified) -> None:
@@ -222,9 +235,14 @@ def _join_admitted(
     assert options.list_name and options.list_cfg
     touched, contact_id = written.touched, written.contact_id
     ids = {contact_id(e) for _, e in touched}
-    by_id = {c.id: c for c in session.exec(select(Contact).where(Contact.id.in_(ids)))}
+    dialect, keys = session.connection().dialect, {"ids": list(ids)}
+    by_id = {
+        c.id: c for c in session.exec(select(Contact).where(among(Contact.id, "ids", dialect)), params=keys)
+    }
     lists: dict[int, dict[str, str]] = {cid: {} for cid in ids}
-    for m in session.exec(select(Membership).where(Membership.contact_id.in_(ids))):
+    for m in session.exec(
+        select(Membership).where(among(Membership.contact_id, "ids", dialect)), params=keys
+    ):
         lists[m.contact_id][m.list_name] = m.status
     source = f"import:{options.channel}:{file_name}"
     joined: set[int] = set()

@@ -9,10 +9,14 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from syncd.contacts.batch import CreatedMeanwhile, Matched, _write_contacts_staged
+from syncd.contacts.bulk import Growth
+from syncd.contacts.dedupe import new_contact
 from syncd.contacts.importer import ImportInterrupted, Options, import_file, import_rows
+from syncd.contacts.qualify import Qualified
 from syncd.contacts.rejects import Rejects
 from syncd.contacts.tables import ImportFailed, RawRow, map_header, parse_map
-from syncd.models import AuditLog, Contact, Source
+from syncd.models import AuditLog, Contact, Source, utcnow
 
 HEADER = "Civilité;Prénom;NOM;Courriel;Tél.;Société;N° SIRET;CP;Ville;Pays;Type;Tags"
 MESSY = [
@@ -307,3 +311,48 @@ def test_every_qualified_field_is_a_contact_column():
 
     row = new_contact(qualify({"email": "a@exemple.fr"}))
     assert set(row) <= set(Contact.__table__.columns.keys())
+
+
+def _planner_rows(engine, table: str) -> float | None:
+    """The row count PostgreSQL's planner believes of ``table``; None on SQLite (no statistics kept)."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        return conn.exec_driver_sql(
+            "SELECT reltuples FROM pg_class WHERE oid = 'contact'::regclass"
+        ).scalar_one()
+
+
+def test_statistics_are_refreshed_once_the_import_has_doubled_a_table(engine, tmp_path, monkeypatch):
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE contact")  # the planner starts from the emptied table
+    monkeypatch.setattr(Growth, "FLOOR", 3)
+    path = tmp_path / "a.csv"
+    path.write_text("email;nom\n" + "".join(f"p{i}@exemple.fr;Nom{i}\n" for i in range(6)), encoding="utf-8")
+    s = import_file(engine, path, Options(channel="site", batch_size=2))
+    assert s.imported == 6
+    if engine.dialect.name == "postgresql":
+        # Analysed after the second batch (4 rows >= the floor of 3), not after the third (2 more < 4).
+        assert _planner_rows(engine, "contact") == 4
+    else:
+        with engine.connect() as conn:  # SQLite: never analysed, its planner needs no statistics
+            assert (
+                conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE name = 'sqlite_stat1'").first()
+                is None
+            )
+
+
+def test_a_new_address_another_writer_created_meanwhile_fails_the_batch(engine, count):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: nothing is created between the look-up and the insert")
+    with Session(engine) as session:
+        session.add(Contact(email="both@exemple.fr", first_name="Webhook"))
+        session.commit()
+    at = utcnow()
+    emails = ("both@exemple.fr", "new@exemple.fr")
+    created = {e: new_contact(Qualified(email=e, last_name="Fichier")) for e in emails}
+    with Session(engine) as session, pytest.raises(CreatedMeanwhile, match="run the import again"):
+        _write_contacts_staged(session, {}, Matched(created=created), at)
+    assert count("contact") == 1
+    assert count("contact", email="both@exemple.fr", first_name="Webhook") == 1
