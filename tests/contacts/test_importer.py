@@ -356,3 +356,17 @@ def test_a_new_address_another_writer_created_meanwhile_fails_the_batch(engine, 
         _write_contacts_staged(session, {}, Matched(created=created), at)
     assert count("contact") == 1
     assert count("contact", email="both@exemple.fr", first_name="Webhook") == 1
+
+
+@pytest.mark.parametrize("batch_size", [2, 3])  # the last batch partial, then full
+def test_progress_is_reported_up_to_the_end_of_the_file(engine, tmp_path, batch_size):
+    path = tmp_path / "a.csv"
+    path.write_text("email;nom\n" + "".join(f"p{i}@exemple.fr;Nom{i}\n" for i in range(3)), encoding="utf-8")
+    seen: list[tuple[int, int]] = []
+    s = import_file(
+        engine, path, Options(channel="site", batch_size=batch_size), progress=lambda *a: seen.append(a)
+    )
+    assert s.imported == 3
+    size = path.stat().st_size
+    assert seen[-1] == (size, size)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
