@@ -16,9 +16,13 @@
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Full, Queue
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -36,6 +40,7 @@ from syncd.membership import ConsentRequired, join_list
 from syncd.models import AuditLog, Contact, Membership
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 # The tables an import fills and then reads back in its later batches.
 GROWN_TABLES = ("contact", "source", "auditlog", "membership")
@@ -101,12 +106,12 @@ def import_rows(
     last_line = 1
     growth = Growth(engine, GROWN_TABLES)
     try:
-        for batch, results in _qualified_batches(rows, columns, options):
+        for batch, results, position in _read_ahead(_qualified_batches(rows, columns, options, table)):
             last_line = batch[-1].line
             growth.add(_commit_batch(engine, file_name, batch, results, options, rejects, total))
             growth.refresh()
             if progress and table:
-                progress(table.position(), table.size)
+                progress(position, table.size)
     except Exception as exc:
         log.error("import.interrupted", file=file_name, line=last_line, error=repr(exc), **total.counts())
         raise ImportInterrupted(last_line, exc, total) from exc
@@ -145,12 +150,61 @@ def _batches(rows: Iterable[RawRow], size: int) -> Iterator[list[RawRow]]:
 
 
 def _qualified_batches(
-    rows: Iterable[RawRow], columns: list[str], options: Options
-) -> Iterator[tuple[list[RawRow], list[Qualified | Rejected]]]:
+    rows: Iterable[RawRow], columns: list[str], options: Options, table: Table | None = None
+) -> Iterator[tuple[list[RawRow], list[Qualified | Rejected], int]]:
+    """Each batch, its rows qualified, and how far into the file it ends (for the progress bar)."""
     # Qualifying in a worker process was tried: pickling the rows both ways cost more CPU than it
-    # saved, and lost outright on a busy machine. One process, batch by batch.
+    # saved, and lost outright on a busy machine. A thread, one batch ahead (``_read_ahead``).
     for batch in _batches(rows, options.batch_size):
-        yield batch, qualify_batch(columns, batch, options.rules)
+        yield batch, qualify_batch(columns, batch, options.rules), table.position() if table else 0
+
+
+_END = object()
+
+
+def _read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """``items``, made in a thread up to two ahead of the caller: the next batches are read and
+    qualified while the caller waits on the database with the one before (the driver lets go of
+    the GIL while it waits). On PostgreSQL that wait was half of an import's time.
+
+    Same items in the same order; an exception raised making one is raised here, where that item
+    would have come, so the batches before it are written first. When the caller stops early,
+    the thread stops after the item it is making.
+    """
+    queue: Queue[tuple[Any, BaseException | None]] = Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item: Any, error: BaseException | None = None) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put((item, error), timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def make() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as exc:  # handed to the caller, raised there
+            put(_END, exc)
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(make,), name="import-read-ahead")
+    thread.start()
+    try:
+        while True:
+            item, error = queue.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _commit_batch(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from syncd.contacts.dedupe import new_contact
 from syncd.contacts.importer import ImportInterrupted, Options, import_file, import_rows
 from syncd.contacts.qualify import Qualified
 from syncd.contacts.rejects import Rejects
-from syncd.contacts.tables import ImportFailed, RawRow, map_header, parse_map
+from syncd.contacts.tables import ImportFailed, RawRow, Table, map_header, parse_map
 from syncd.models import AuditLog, Contact, Source, utcnow
 
 HEADER = "Civilité;Prénom;NOM;Courriel;Tél.;Société;N° SIRET;CP;Ville;Pays;Type;Tags"
@@ -370,3 +371,24 @@ def test_progress_is_reported_up_to_the_end_of_the_file(engine, tmp_path, batch_
     size = path.stat().st_size
     assert seen[-1] == (size, size)
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+def test_an_import_stopped_early_stops_reading_ahead(engine, tmp_path, count):
+    def endless():
+        n = 0
+        while True:
+            yield RawRow(n + 2, [f"p{n}@exemple.fr", f"Nom{n}"])
+            n += 1
+
+    def interrupt(done: int, total: int) -> None:
+        raise RuntimeError("stopped by the caller")
+
+    rejects = Rejects(tmp_path / "r.csv", ["email", "nom"], ";")
+    table = Table(["email", "nom"], iter(()))
+    with pytest.raises(ImportInterrupted, match="stopped by the caller"):
+        options = Options(channel="site", batch_size=10)
+        import_rows(
+            engine, "endless.csv", ["email", "last_name"], endless(), options, rejects, table, interrupt
+        )
+    assert count("contact") == 10  # the first batch, written before the progress report failed
+    assert not [t for t in threading.enumerate() if t.name == "import-read-ahead"]
