@@ -9,6 +9,7 @@ runs in the process and keeps its ``IN`` lists and executemany.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -105,6 +106,9 @@ def _driver_rows(
     compiled = sa.insert(table).inline().values({n: sa.bindparam(n) for n in names}).compile(dialect=compiler)
 
     def processor(name: str) -> Any:
+        if copies(conn) and isinstance(table.c[name].type, sa.JSON):
+            # COPY takes JSON as its text: serialised here once per shape, as psycopg would per row.
+            return getattr(dialect, "_json_serializer", None) or json.dumps
         return table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
 
     constants = {}
