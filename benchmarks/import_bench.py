@@ -122,7 +122,7 @@ def main() -> int:
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--database", help="PostgreSQL URL (default: a fresh SQLite file)")
-    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, help="rows per transaction (default: the importer's)")
     args = parser.parse_args()
     log.configure("warning")
 
