@@ -45,7 +45,7 @@ class CreatedMeanwhile(Exception):
 
 
 @functools.cache
-def _lookups(dialect: sa.Dialect) -> tuple[sa.Select[Any], sa.Select[Any], sa.Select[Any]]:
+def _lookups(dialect: str) -> tuple[sa.Select[Any], sa.Select[Any], sa.Select[Any]]:
     """The batch's look-ups, built once per dialect: its known contacts (by ``keys``), then the
     provenance and the conflicts this file already recorded for them (by ``ids``)."""
     known = sa.select(CONTACT).where(among(CONTACT.c.email, "keys", dialect))
@@ -141,7 +141,7 @@ def _set_erased_aside(
 
 
 def _load_known(session: Session, origin: Origin, emails: set[str]) -> Known:
-    known_among, sourced, noted = _lookups(session.connection().dialect)
+    known_among, sourced, noted = _lookups(session.connection().dialect.name)
     contacts = {r["email"]: dict(r) for r in session.execute(known_among, {"keys": list(emails)}).mappings()}
     known = Known(contacts, set(), set())
     ids = [r["id"] for r in contacts.values()]

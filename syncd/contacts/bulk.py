@@ -27,10 +27,10 @@ def copies(conn: sa.Connection) -> bool:
     return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
 
 
-def among(column: sa.ColumnElement[Any], name: str, dialect: sa.Dialect) -> sa.ColumnElement[bool]:
+def among(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
     """``column`` is one of the values bound as ``name`` (a list): ``= ANY(:name)`` with one array
-    on PostgreSQL, an expanding ``IN`` elsewhere."""
-    if dialect.name == "postgresql":
+    on PostgreSQL, an expanding ``IN`` elsewhere (``dialect``: the engine's dialect name)."""
+    if dialect == "postgresql":
         return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
     return column.in_(sa.bindparam(name, expanding=True))
 

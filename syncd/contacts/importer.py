@@ -296,7 +296,7 @@ def _join_admitted(
     assert options.list_name and options.list_cfg
     touched, contact_id = written.touched, written.contact_id
     ids = {contact_id(e) for _, e in touched}
-    dialect, keys = session.connection().dialect, {"ids": list(ids)}
+    dialect, keys = session.connection().dialect.name, {"ids": list(ids)}
     by_id = {
         c.id: c for c in session.exec(select(Contact).where(among(Contact.id, "ids", dialect)), params=keys)
     }
