@@ -36,10 +36,15 @@ def erased_among(db: Session | sa.Connection, emails: Iterable[str]) -> set[str]
     if len(emails) > 1 and conn.exec_driver_sql("SELECT 1 FROM tombstone LIMIT 1").first() is None:
         return set()  # hashing a whole batch costs more than asking whether anyone was ever erased
     by_hash = {email_hash(e): e for e in emails}
-    # At the driver: SQLAlchemy's expanding IN renders one bound name per value, visible at import scale.
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = f"SELECT email_hash FROM tombstone WHERE email_hash IN ({', '.join([mark] * len(by_hash))})"
-    return {by_hash[h] for (h,) in conn.exec_driver_sql(sql, tuple(by_hash)).fetchall()}
+    # At the driver: SQLAlchemy's expanding IN renders one bound name per value, visible at import
+    # scale. PostgreSQL takes the hashes as one array: it plans an IN list afresh for each length.
+    if conn.dialect.name == "postgresql":
+        sql, params = "SELECT email_hash FROM tombstone WHERE email_hash = ANY(%s)", (list(by_hash),)
+    else:
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        sql = f"SELECT email_hash FROM tombstone WHERE email_hash IN ({', '.join([mark] * len(by_hash))})"
+        params = tuple(by_hash)
+    return {by_hash[h] for (h,) in conn.exec_driver_sql(sql, params).fetchall()}
 
 
 @dataclass(frozen=True)

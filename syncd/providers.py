@@ -38,13 +38,15 @@ class Provider:
 
 PROVIDERS: dict[str, Provider] = {
     "brevo": Provider(
-        connector=lambda s: BrevoConnector(s.api_key, s.base_url, api_key_name=s.api_key_name),
+        connector=lambda s: BrevoConnector(
+            s.api_key, s.base_url, api_key_name=s.api_key_name, concurrency=s.concurrency
+        ),
         traits=BREVO_TRAITS,
         webhooks=BrevoWebhookEndpoint,
         openapi=brevo_openapi,
     ),
     "mailchimp": Provider(
-        connector=lambda s: MailchimpConnector(s.api_key, s.base_url),
+        connector=lambda s: MailchimpConnector(s.api_key, s.base_url, concurrency=s.concurrency),
         traits=MAILCHIMP_TRAITS,
         webhooks=MailchimpWebhookEndpoint,
         openapi=mailchimp_openapi,

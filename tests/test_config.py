@@ -4,8 +4,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from connectors.mailchimp.connections import MAX_CONNECTIONS
 from syncd.cli import main
 from syncd.config import ConfigError, load_config
+from syncd.config.model import BREVO_DEFAULT_CONCURRENCY, MAILCHIMP_MAX_CONCURRENCY
+from syncd.providers import Connectors, make_connector
 from syncd.secret import generate as generate_secret
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -266,3 +269,63 @@ lists:
     )
     monkeypatch.setenv("T_KEY", "k-us1")
     assert load_config(path).lists["news"].targets[0].target.list_id == "1772420684"
+
+
+PROVIDER_SECTIONS = (
+    "version: 1\nproviders:\n  brevo:\n    api_key: ${{K}}\n{brevo}"
+    "  mailchimp:\n    api_key: ${{K}}\n{mailchimp}"
+)
+
+
+def test_each_connector_gets_its_configured_concurrency(tmp_path, monkeypatch):
+    monkeypatch.setenv("K", "key-us1")
+    cfg = load_config(
+        write(
+            tmp_path,
+            PROVIDER_SECTIONS.format(brevo="    concurrency: 7\n", mailchimp="    concurrency: 3\n"),
+        )
+    )
+    assert make_connector(cfg, "brevo").concurrency == 7
+    assert Connectors(cfg)["mailchimp"].concurrency == 3  # the registry the daemon and the demo use
+
+
+def test_without_a_concurrency_each_connector_gets_its_providers_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("K", "key-us1")
+    cfg = load_config(write(tmp_path, PROVIDER_SECTIONS.format(brevo="", mailchimp="")))
+    assert make_connector(cfg, "brevo").concurrency == BREVO_DEFAULT_CONCURRENCY == 4
+    assert make_connector(cfg, "mailchimp").concurrency == MAILCHIMP_MAX_CONCURRENCY
+
+
+def test_mailchimps_limit_is_the_connectors():
+    assert MAILCHIMP_MAX_CONCURRENCY == MAX_CONNECTIONS
+
+
+@pytest.mark.parametrize(
+    ("provider", "value", "limit"),
+    [
+        ("brevo", "0", 60),
+        ("brevo", "-2", 60),
+        ("brevo", "61", 60),
+        ("brevo", "yes", 60),
+        ("mailchimp", "0", 10),
+        ("mailchimp", "11", 10),
+        ("mailchimp", "many", 10),
+    ],
+)
+def test_a_bad_concurrency_is_a_config_error_naming_the_field(tmp_path, monkeypatch, provider, value, limit):
+    monkeypatch.setenv("K", "key-us1")
+    sections = {"brevo": "", "mailchimp": "", provider: f"    concurrency: {value}\n"}
+    path = write(tmp_path, PROVIDER_SECTIONS.format(**sections))
+    err = error_of(path)
+    line = 5 if provider == "brevo" else 7
+    assert (err.key, err.line) == (f"providers.{provider}.concurrency", line)
+    assert f"expected a whole number from 1 to {limit}" in err.message
+
+
+def test_check_reports_a_bad_concurrency_with_exit_status_2(tmp_path, monkeypatch):
+    monkeypatch.setenv("K", "key-us1")
+    path = write(tmp_path, PROVIDER_SECTIONS.format(brevo="", mailchimp="    concurrency: 20\n"))
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}:7: providers.mailchimp.concurrency: expected a whole number from 1 to 10" in result.output
+    assert "Traceback" not in result.output

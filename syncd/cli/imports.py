@@ -62,7 +62,10 @@ CONSENTS = ("single_opt_in", "none")
     "replaced is audited (old → new). Without it a value held is kept and the difference reported.",
 )
 @click.option(
-    "--batch-size", type=click.IntRange(1), default=1000, show_default=True, help="Rows per transaction."
+    "--batch-size",
+    type=click.IntRange(1),
+    default=None,
+    help="Rows per transaction [default: 5,000 on PostgreSQL, 1,000 on SQLite].",
 )
 @click.pass_obj
 def import_cmd(
@@ -74,7 +77,7 @@ def import_cmd(
     consent: str | None,
     mapping: str | None,
     rejects_path: Path | None,
-    batch_size: int,
+    batch_size: int | None,
     update: bool,
 ) -> None:
     """Import contacts from a CSV (; , or tab; UTF-8 or Windows-1252) or an Excel .xlsx file.

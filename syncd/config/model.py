@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from connectors.contract import Target
 from syncd.db import Timeouts
@@ -87,6 +87,38 @@ class Strict(BaseModel):
 # --- the file's sections --------------------------------------------------------------------
 
 
+# How many API calls a connector may have in flight at once, per provider.
+# Mailchimp allows 10 simultaneous connections per account and refuses more with 429
+# (https://mailchimp.com/developer/marketing/docs/fundamentals/#api-limits).
+MAILCHIMP_MAX_CONCURRENCY = 10
+MAILCHIMP_DEFAULT_CONCURRENCY = MAILCHIMP_MAX_CONCURRENCY
+# Brevo caps calls per second, not connections (https://developers.brevo.com/docs/api-limits): the
+# /v3/contacts endpoints allow 10 requests/s on every plan, 20 on Professional, 60 on Enterprise.
+# A contacts call takes some 0.3-0.5 s, so 4 in flight make about 10 requests/s: the general limit,
+# without the 429s (and their waits) that more would bring. 60 in flight reach the highest plan's
+# limit even at a second a call; more could only be refused.
+BREVO_MAX_CONCURRENCY = 60
+BREVO_DEFAULT_CONCURRENCY = 4
+
+
+def _concurrency_check(provider: str, limit: int, why: str) -> Any:
+    """A validator of ``concurrency``: a whole number from 1 to the provider's limit."""
+
+    def check(value: Any) -> Any:
+        expected = f"expected a whole number from 1 to {limit} simultaneous API calls ({provider}: {why})"
+        if isinstance(value, bool):  # YAML's yes/no: never a count
+            raise ValueError(expected)
+        try:
+            number = int(value) if isinstance(value, str) else value
+        except ValueError:
+            raise ValueError(expected) from None
+        if isinstance(number, int) and not 1 <= number <= limit:
+            raise ValueError(expected)
+        return number
+
+    return field_validator("concurrency", mode="before")(check)
+
+
 class BrevoProvider(Strict):
     api_key: str
     base_url: str | None = None  # default: the real service; a simulator's URL for trials and tests
@@ -95,6 +127,13 @@ class BrevoProvider(Strict):
     # "bearer": a delivery needs webhook_token; "url_secret": the URL's secret alone (weaker)
     webhook_auth: Literal["bearer", "url_secret"] = "bearer"
     api_key_name: str | None = None  # the name of syncd's key: its own writes echo back with it
+    concurrency: int = BREVO_DEFAULT_CONCURRENCY  # API calls in flight at once (pages read ahead, writes)
+
+    _concurrency = _concurrency_check(
+        "Brevo",
+        BREVO_MAX_CONCURRENCY,
+        f"its contacts API takes {BREVO_MAX_CONCURRENCY} requests/s on its highest plan",
+    )
 
 
 class MailchimpProvider(Strict):
@@ -102,6 +141,13 @@ class MailchimpProvider(Strict):
     base_url: str | None = None
     webhook_secret: str | None = None
     signing_secret: str | None = None
+    concurrency: int = MAILCHIMP_DEFAULT_CONCURRENCY  # simultaneous connections to the API
+
+    _concurrency = _concurrency_check(
+        "Mailchimp",
+        MAILCHIMP_MAX_CONCURRENCY,
+        f"it allows {MAILCHIMP_MAX_CONCURRENCY} simultaneous connections per account",
+    )
 
 
 class Providers(Strict):

@@ -5,10 +5,15 @@ batch (its contacts, and the provenance and conflicts this file already recorded
 (a new contact, or a merge into the one known), then write it all at once: insert the new
 contacts, update the merged ones, insert the provenance (one ``Source`` per row) and the
 conflicts (one ``import.conflict`` audit line per row).
+
+On PostgreSQL the look-ups bind the batch's keys as one array, and the merged and new contacts go
+by COPY into a staging table, then one UPDATE and one ``INSERT … ON CONFLICT … RETURNING`` (the
+new ids come back with it); on SQLite, an executemany each and a SELECT of the new ids.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from syncd.contacts.bulk import column_among, insert_many
+from syncd.contacts.bulk import among, column_among, copies, insert_many, stage
 from syncd.contacts.dedupe import Conflict, merge, new_contact, overwrite
 from syncd.contacts.qualify import INCOMPLETE, Qualified
 from syncd.contacts.rejects import Reject
@@ -31,8 +36,28 @@ ERASED = "erased at the contact's request"
 CONTACT = Contact.__table__
 SOURCE = Source.__table__
 AUDIT = AuditLog.__table__
-# Built once; the expanding IN takes the batch's keys as one parameter.
-_KNOWN_AMONG = sa.select(CONTACT).where(CONTACT.c.email.in_(sa.bindparam("keys", expanding=True)))
+# The columns a merge rewrites: all but the key, the address and the creation time.
+MERGED_COLUMNS = [c.name for c in CONTACT.columns if c.name not in ("id", "email", "created_at")]
+
+
+class CreatedMeanwhile(Exception):
+    """Another writer created some of the batch's new contacts while it was being written."""
+
+
+@functools.cache
+def _lookups(dialect: str) -> tuple[sa.Select[Any], sa.Select[Any], sa.Select[Any]]:
+    """The batch's look-ups, built once per dialect: its known contacts (by ``keys``), then the
+    provenance and the conflicts this file already recorded for them (by ``ids``)."""
+    known = sa.select(CONTACT).where(among(CONTACT.c.email, "keys", dialect))
+    sourced = sa.select(SOURCE.c.contact_id, SOURCE.c.row).where(
+        among(SOURCE.c.contact_id, "ids", dialect),
+        SOURCE.c.channel == sa.bindparam("channel"),
+        SOURCE.c.detail == sa.bindparam("file"),
+    )
+    noted = sa.select(AUDIT.c.contact_id, AUDIT.c.detail).where(
+        among(AUDIT.c.contact_id, "ids", dialect), AUDIT.c.action == "import.conflict"
+    )
+    return known, sourced, noted
 
 
 @dataclass(frozen=True)
@@ -74,6 +99,7 @@ class Written:
     contact_id: Callable[[str], int]
     count: int
     at: datetime
+    added: dict[str, int] = field(default_factory=dict)  # table → rows inserted
 
 
 def write_batch(
@@ -93,16 +119,21 @@ def write_batch(
     good = _set_erased_aside(session, good, rejected)
     known = _load_known(session, origin, {q.email for _, q in good})
     matched = _match(good, known, summary, update)
-    count = _insert_created(session, matched.created, at)
-    count += _update_merged(session, known.contacts, matched.dirty, at)
+    if copies(session.connection()):
+        count = _write_contacts_staged(session, known.contacts, matched, at)
+    else:
+        count = _insert_created(session, matched.created, at)
+        count += _update_merged(session, known.contacts, matched.dirty, at)
 
     def contact_id(email: str) -> int:
         return (known.contacts.get(email) or matched.created[email])["id"]
 
-    count += _insert_sources(session, origin, matched.sources, contact_id, at)
-    count += _insert_conflicts(session, origin, matched.conflicts, contact_id, at)
-    count += _insert_updates(session, origin, matched.updates, contact_id, at)
-    return Written(matched.touched, matched.unchanged, contact_id, count, at)
+    sources = _insert_sources(session, origin, matched.sources, contact_id, at)
+    conflicts = _insert_conflicts(session, origin, matched.conflicts, contact_id, at)
+    updates = _insert_updates(session, origin, matched.updates, contact_id, at)
+    added = {CONTACT.name: len(matched.created), SOURCE.name: sources, AUDIT.name: conflicts + updates}
+    written = count + sources + conflicts + updates
+    return Written(matched.touched, matched.unchanged, contact_id, written, at, added)
 
 
 def _set_erased_aside(
@@ -116,25 +147,15 @@ def _set_erased_aside(
 
 
 def _load_known(session: Session, origin: Origin, emails: set[str]) -> Known:
-    contacts = {r["email"]: dict(r) for r in session.execute(_KNOWN_AMONG, {"keys": list(emails)}).mappings()}
+    known_among, sourced, noted = _lookups(session.connection().dialect.name)
+    contacts = {r["email"]: dict(r) for r in session.execute(known_among, {"keys": list(emails)}).mappings()}
     known = Known(contacts, set(), set())
     ids = [r["id"] for r in contacts.values()]
     if not ids:
         return known
-    known.sourced = set(
-        session.execute(
-            sa.select(SOURCE.c.contact_id, SOURCE.c.row).where(
-                SOURCE.c.contact_id.in_(ids),
-                SOURCE.c.channel == origin.channel,
-                SOURCE.c.detail == origin.file_name,
-            )
-        ).tuples()
-    )
-    for cid, detail in session.execute(
-        sa.select(AUDIT.c.contact_id, AUDIT.c.detail).where(
-            AUDIT.c.contact_id.in_(ids), AUDIT.c.action == "import.conflict"
-        )
-    ).tuples():
+    mine = {"ids": ids, "channel": origin.channel, "file": origin.file_name}
+    known.sourced = set(session.execute(sourced, mine).tuples())
+    for cid, detail in session.execute(noted, {"ids": ids}).tuples():
         if detail.get("file") == origin.file_name and detail.get("channel") == origin.channel:
             known.noted.add((cid, detail.get("row")))
     return known
@@ -208,24 +229,69 @@ def _insert_created(session: Session, created: dict[str, dict[str, Any]], at: da
 def _update_merged(session: Session, known: dict[str, dict[str, Any]], dirty: set[str], at: datetime) -> int:
     if not dirty:
         return 0
-    fields = [c.name for c in CONTACT.columns if c.name not in ("id", "email", "created_at")]
     params = [
-        {
-            **{f"v_{f}": known[e][f] for f in fields},
-            "v_updated_at": at,
-            "v_touched_at": at,  # incremental sync planning picks the merged contact up
-            "v_version": known[e]["version"] + 1,
-            "k_id": known[e]["id"],
-        }
-        for e in dirty
+        {**{f"v_{f}": v for f, v in row.items() if f != "id"}, "k_id": row["id"]}
+        for row in _merged_rows(known, dirty, at)
     ]
     session.execute(
         sa.update(CONTACT)
         .where(CONTACT.c.id == sa.bindparam("k_id"))
-        .values({f: sa.bindparam(f"v_{f}", type_=CONTACT.c[f].type) for f in fields}),
+        .values({f: sa.bindparam(f"v_{f}", type_=CONTACT.c[f].type) for f in MERGED_COLUMNS}),
         params,
     )
     return len(params)
+
+
+def _merged_rows(known: dict[str, dict[str, Any]], dirty: set[str], at: datetime) -> list[dict[str, Any]]:
+    """Each merged contact's id and the columns a merge rewrites, as they are to be written."""
+    return [
+        {
+            "id": known[e]["id"],
+            **{f: known[e][f] for f in MERGED_COLUMNS},
+            "updated_at": at,
+            "touched_at": at,  # incremental sync planning picks the merged contact up
+            "version": known[e]["version"] + 1,
+        }
+        for e in dirty
+    ]
+
+
+def _write_contacts_staged(
+    session: Session, known: dict[str, dict[str, Any]], matched: Matched, at: datetime
+) -> int:
+    """PostgreSQL: the merged and the new contacts by COPY to the staging table, then one UPDATE of
+    the merged and one INSERT of the new, which returns their ids into ``matched.created``.
+
+    A new address that another writer (a webhook, a pull) created meanwhile is not overwritten:
+    the batch fails as a whole, and the import run again merges into that contact.
+    """
+    created, dirty = matched.created, matched.dirty
+    if not created and not dirty:
+        return 0
+    conn = session.connection()
+    if dirty:
+        name, _ = stage(session, CONTACT, _merged_rows(known, dirty, at))
+        assignments = ", ".join(f"{c} = s.{c}" for c in MERGED_COLUMNS)
+        conn.exec_driver_sql(
+            f"UPDATE {CONTACT.name} AS c SET {assignments} FROM {name} AS s "
+            "WHERE s.id IS NOT NULL AND c.id = s.id"
+        )
+    if created:
+        shared = {"created_at": at, "updated_at": at, "touched_at": at, "version": 1}
+        name, columns = stage(session, CONTACT, list(created.values()), shared)
+        listed = ", ".join(columns)
+        returned = conn.exec_driver_sql(
+            f"INSERT INTO {CONTACT.name} ({listed}) SELECT {listed} FROM {name} WHERE id IS NULL "
+            "ON CONFLICT (email) DO NOTHING RETURNING id, email"
+        ).fetchall()
+        for cid, email in returned:
+            created[email]["id"] = cid
+        if len(returned) < len(created):
+            raise CreatedMeanwhile(
+                f"{len(created) - len(returned)} new address(es) of this batch were created meanwhile "
+                "by another writer; run the import again to merge into them"
+            )
+    return len(created) + len(dirty)
 
 
 def _insert_sources(
@@ -235,6 +301,7 @@ def _insert_sources(
     contact_id: Callable[[str], int],
     at: datetime,
 ) -> int:
+    """One ``Source`` per row, written straight to its table (COPY on PostgreSQL): nothing to read back."""
     if not sources:
         return 0
     insert_many(

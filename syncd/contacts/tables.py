@@ -156,7 +156,11 @@ def _open_csv(path: Path) -> Table:
         finally:
             text.close()
 
-    return Table(header, rows(), delimiter, raw.tell, size)
+    def position() -> int:
+        # The rows close the file once read, before their last batch is written.
+        return size if raw.closed else raw.tell()
+
+    return Table(header, rows(), delimiter, position, size)
 
 
 def _open_xlsx(path: Path) -> Table:

@@ -224,7 +224,7 @@ def test_ctrl_c_during_an_import_says_what_was_committed_and_a_rerun_completes_i
         calls.append(1)
         if len(calls) == 3:  # the operator's Ctrl-C, arriving while the third batch is written
             raise KeyboardInterrupt
-        commit(*args, **kw)
+        return commit(*args, **kw)
 
     monkeypatch.setattr(importer, "_commit_batch", ctrl_c_at_the_third_batch)
     result = syncd("import", str(path), "--source", "fair", "--batch-size", "2")

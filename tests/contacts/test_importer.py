@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import csv
+import threading
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from syncd.contacts.batch import CreatedMeanwhile, Matched, _write_contacts_staged
+from syncd.contacts.bulk import Growth
+from syncd.contacts.dedupe import new_contact
 from syncd.contacts.importer import ImportInterrupted, Options, import_file, import_rows
+from syncd.contacts.qualify import Qualified
 from syncd.contacts.rejects import Rejects
-from syncd.contacts.tables import ImportFailed, RawRow, map_header, parse_map
-from syncd.models import AuditLog, Contact, Source
+from syncd.contacts.tables import ImportFailed, RawRow, Table, map_header, parse_map
+from syncd.models import AuditLog, Contact, Source, utcnow
 
 HEADER = "Civilité;Prénom;NOM;Courriel;Tél.;Société;N° SIRET;CP;Ville;Pays;Type;Tags"
 MESSY = [
@@ -307,3 +312,83 @@ def test_every_qualified_field_is_a_contact_column():
 
     row = new_contact(qualify({"email": "a@exemple.fr"}))
     assert set(row) <= set(Contact.__table__.columns.keys())
+
+
+def _planner_rows(engine, table: str) -> float | None:
+    """The row count PostgreSQL's planner believes of ``table``; None on SQLite (no statistics kept)."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        return conn.exec_driver_sql(
+            "SELECT reltuples FROM pg_class WHERE oid = 'contact'::regclass"
+        ).scalar_one()
+
+
+def test_statistics_are_refreshed_once_the_import_has_doubled_a_table(engine, tmp_path, monkeypatch):
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE contact")  # the planner starts from the emptied table
+    monkeypatch.setattr(Growth, "FLOOR", 3)
+    path = tmp_path / "a.csv"
+    path.write_text("email;nom\n" + "".join(f"p{i}@exemple.fr;Nom{i}\n" for i in range(6)), encoding="utf-8")
+    s = import_file(engine, path, Options(channel="site", batch_size=2))
+    assert s.imported == 6
+    if engine.dialect.name == "postgresql":
+        # Analysed after the second batch (4 rows >= the floor of 3), not after the third (2 more < 4).
+        assert _planner_rows(engine, "contact") == 4
+    else:
+        with engine.connect() as conn:  # SQLite: never analysed, its planner needs no statistics
+            assert (
+                conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE name = 'sqlite_stat1'").first()
+                is None
+            )
+
+
+def test_a_new_address_another_writer_created_meanwhile_fails_the_batch(engine, count):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: nothing is created between the look-up and the insert")
+    with Session(engine) as session:
+        session.add(Contact(email="both@exemple.fr", first_name="Webhook"))
+        session.commit()
+    at = utcnow()
+    emails = ("both@exemple.fr", "new@exemple.fr")
+    created = {e: new_contact(Qualified(email=e, last_name="Fichier")) for e in emails}
+    with Session(engine) as session, pytest.raises(CreatedMeanwhile, match="run the import again"):
+        _write_contacts_staged(session, {}, Matched(created=created), at)
+    assert count("contact") == 1
+    assert count("contact", email="both@exemple.fr", first_name="Webhook") == 1
+
+
+@pytest.mark.parametrize("batch_size", [2, 3])  # the last batch partial, then full
+def test_progress_is_reported_up_to_the_end_of_the_file(engine, tmp_path, batch_size):
+    path = tmp_path / "a.csv"
+    path.write_text("email;nom\n" + "".join(f"p{i}@exemple.fr;Nom{i}\n" for i in range(3)), encoding="utf-8")
+    seen: list[tuple[int, int]] = []
+    s = import_file(
+        engine, path, Options(channel="site", batch_size=batch_size), progress=lambda *a: seen.append(a)
+    )
+    assert s.imported == 3
+    size = path.stat().st_size
+    assert seen[-1] == (size, size)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+def test_an_import_stopped_early_stops_reading_ahead(engine, tmp_path, count):
+    def endless():
+        n = 0
+        while True:
+            yield RawRow(n + 2, [f"p{n}@exemple.fr", f"Nom{n}"])
+            n += 1
+
+    def interrupt(done: int, total: int) -> None:
+        raise RuntimeError("stopped by the caller")
+
+    rejects = Rejects(tmp_path / "r.csv", ["email", "nom"], ";")
+    table = Table(["email", "nom"], iter(()))
+    with pytest.raises(ImportInterrupted, match="stopped by the caller"):
+        options = Options(channel="site", batch_size=10)
+        import_rows(
+            engine, "endless.csv", ["email", "last_name"], endless(), options, rejects, table, interrupt
+        )
+    assert count("contact") == 10  # the first batch, written before the progress report failed
+    assert not [t for t in threading.enumerate() if t.name == "import-read-ahead"]
