@@ -127,6 +127,10 @@ def test_remove_takes_members_off_the_target_without_unsubscribing(fresh):
 def test_a_rate_limit_storm_is_waited_out_with_nothing_lost_or_sent_twice(fresh):
     target = fresh.create_target("storm")
     fresh.rate_limit_per_s = 4
+    if fresh.provider == "brevo":
+        # Brevo's push is a handful of calls (one import, its confirming reads): a window of 10 s
+        # that allows 3 makes the storm certain however slow the machine is.
+        fresh.rate_limit_per_s, fresh.rate_limit_window_s = 0.3, 10
     pushes = [MemberPush(e) for e in emails(1600, "s")]
     conn = connect(fresh, max_retries=20, max_retry_seconds=60)
     result = conn.upsert(target, pushes)
