@@ -1404,6 +1404,33 @@ FOUND_SEQUENCES = {
         "doi_job_sends_confirmations();"
         "sync(list_name='club');"
     ),
+    # A member who changed address at Mailchimp (no webhook) then hard-bounced under the new one: the
+    # simulator gave the cleaned member a new id, and the read recorded nothing (the member's id is
+    # kept by Mailchimp whatever its new state).
+    "hard-bounce-after-a-change-of-address": (
+        "import_contact(consent='single_opt_in', kind='partner', list_name='club', slot=3);"
+        "mailchimp_member_changes_address(who=4);"
+        "mailchimp_resubscribes_through_a_form(who=4);"
+        "mailchimp_resubscribes_through_a_form(who=6);"
+        "mailchimp_resubscribes_through_a_form(who=7);"
+        "import_contact(consent='none', kind='partner', list_name='partners', slot=2);"
+        "mailchimp_admin_archives(who=7);"
+        "mailchimp_cleans_hard_bounce(who=5);"
+        "sync_twice(list_name='partners');"
+        "mailchimp_resubscribes_through_a_form(who=4);"
+        "sync_twice(list_name='club');"
+        "mailchimp_member_changes_address(who=3);"
+        "mailchimp_member_changes_address(who=4);"
+        "brevo_admin_deletes_contact(who=0);"
+        "import_contact(consent='single_opt_in', kind='client', list_name=None, slot=3);"
+        "import_contact(consent='none', kind='partner', list_name='news', slot=0);"
+        "mailchimp_cleans_hard_bounce(who=1);"
+        "brevo_unsubscribe(on_b1=False, per_list_feature=True, who=4);"
+        "mailchimp_admin_adds_in_ui(list_name='news', who=8);"
+        "mailchimp_resubscribes_through_a_form(who=1);"
+        "sync(list_name='club');"
+        "sync_twice(list_name='partners');"
+    ),
 }
 
 INVARIANTS = (

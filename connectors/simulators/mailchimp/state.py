@@ -163,7 +163,8 @@ class Account:
         ip_opt: str = "",
         timestamp_opt: datetime | None = None,
     ) -> Member:
-        """The member as it stands in the audience (replacing any), its tags created."""
+        """The member as it stands in the audience (replacing any, whose ``contact_id`` it keeps),
+        its tags created."""
         with self.lock:
             changed = last_changed or now()
             member = Member(
@@ -177,6 +178,9 @@ class Account:
                 timestamp_opt=timestamp_opt or changed,
                 tags=set(tags),
             )
+            held = self.audiences[list_id].members.get(member.id)
+            if held is not None:
+                member.contact_id = held.contact_id  # the same member in a new state
             for tag in member.tags:
                 self.create_tag(list_id, tag)
             self.audiences[list_id].members[member.id] = member
