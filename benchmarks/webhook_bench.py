@@ -149,7 +149,10 @@ def outcome(url: str) -> tuple[dict[str, int], set[str]]:
 # --- the servers ----------------------------------------------------------------------------------
 
 
-def serve_app(database: str, port: int) -> None:
+def serve_app(database: str, port: int, secret: str, token: str) -> None:
+    """The bare app under uvicorn, in a spawned process: the secrets are passed in, since the
+    child re-imports this module and would otherwise draw secrets of its own (every delivery
+    refused 404, then throttled 429)."""
     import uvicorn
 
     from syncd import db
@@ -164,8 +167,8 @@ def serve_app(database: str, port: int) -> None:
                 "brevo": {
                     "api_key": "k",
                     "base_url": "http://127.0.0.1:9/v3",
-                    "webhook_secret": SECRET,
-                    "webhook_token": TOKEN,
+                    "webhook_secret": secret,
+                    "webhook_token": token,
                 }
             },
             "lists": {"news": {"targets": [{"brevo": {"list_id": 12}}]}},
@@ -178,7 +181,7 @@ def serve_app(database: str, port: int) -> None:
 
 @contextmanager
 def bare_app(url: str, port: int) -> Iterator[int]:
-    proc = mp.get_context("spawn").Process(target=serve_app, args=(url, port), daemon=True)
+    proc = mp.get_context("spawn").Process(target=serve_app, args=(url, port, SECRET, TOKEN), daemon=True)
     proc.start()
     try:
         wait_until_up(f"http://127.0.0.1:{port}", proc.is_alive)
@@ -320,7 +323,9 @@ def run_once(target: str, database: str | None, events: int, concurrency: int, a
         server = daemon(url, port, Path(tmp)) if target == "daemon" else bare_app(url, port)
         with server as pid:
             hook = f"http://127.0.0.1:{port}/hooks/brevo/{SECRET}"
-            asyncio.run(load(hook, warm, 8))
+            _, warm_acked, warm_refused, _ = asyncio.run(load(hook, warm, 8))
+            if len(warm_acked) != len(warm):
+                sys.exit(f"the server refused the warm-up deliveries: {dict(warm_refused)}")
             cpu_before = cpu_seconds(pid)
             latencies, acked, refused, elapsed = asyncio.run(load(hook, bodies, concurrency))
             server_cpu = cpu_seconds(pid) - cpu_before
