@@ -105,7 +105,10 @@ def _texts(payload: str) -> Iterator[str]:
         for pair in parse_qsl(payload, keep_blank_values=True):
             yield from pair
         return
-    yield from _strings(doc)
+    if "\\" in payload:
+        # Without an escape, every JSON string stands verbatim between quotes (separators) in
+        # the text already scanned: decoding it would find the same tokens again.
+        yield from _strings(doc)
 
 
 def _strings(doc: Any) -> Iterator[str]:

@@ -45,12 +45,18 @@ class TooLarge(Exception):
 
 class InboxWriter:
     """Stores deliveries. On SQLite, writes go one at a time through a lock, so that threads queue
-    here in order instead of sleeping in SQLite's busy handler (which wrecks tail latency)."""
+    here in order instead of sleeping in SQLite's busy handler (which wrecks tail latency).
+
+    One prepared ``INSERT … ON CONFLICT (dedupe_key) DO NOTHING`` (SQLite and PostgreSQL): the
+    statement is compiled once and cached, a redelivery is told by the row count (no exception, no
+    aborted transaction), and the row is committed before ``store`` returns.
+    """
 
     def __init__(self, engine: Engine):
         self.engine = engine
         self._lock = threading.Lock() if engine.dialect.name == "sqlite" else None
         self._table = InboxEvent.__table__  # type: ignore[attr-defined]
+        self._statement = _insert_unless_duplicate(self._table, engine.dialect.name)
 
     def store(
         self,
@@ -72,24 +78,59 @@ class InboxWriter:
             "received_at": utcnow(),
             "status": "ignored" if ignored else "new",
             "attempts": 0,
+            "processed_at": None,
+            "purged_at": None,
+            "names_erased": False,
         }
         if ignored:
             row["processed_at"] = row["received_at"]
         try:
             if self._lock is None:
-                self._insert(row, events)
+                inserted = self._insert(row, events)
             else:
                 with self._lock:
-                    self._insert(row, events)
+                    inserted = self._insert(row, events)
         except sa.exc.IntegrityError:
+            return "duplicate"  # a dialect without ON CONFLICT: the unique key refused the row
+        if not inserted:
             return "duplicate"
         return "ignored" if row["status"] == "ignored" else "stored"
 
-    def _insert(self, row: dict[str, Any], events: Sequence[ProviderEvent]) -> None:
+    def _insert(self, row: dict[str, Any], events: Sequence[ProviderEvent]) -> bool:
+        """True when the row was inserted and committed, False when its dedupe key was taken."""
         with self.engine.begin() as conn:
             # A body naming an erased address is not kept raw (see syncd.inbox_purge).
             row.update(intake_columns(conn, events, row["payload"], row["received_at"]))
-            conn.execute(self._table.insert().values(**row))
+            return conn.execute(self._statement, row).rowcount != 0
+
+
+# Every column ``store`` sets, in a fixed order: one statement serves every delivery.
+INTAKE_COLUMNS = (
+    "provider",
+    "dedupe_key",
+    "content_type",
+    "payload",
+    "received_at",
+    "status",
+    "attempts",
+    "processed_at",
+    "purged_at",
+    "names_erased",
+)
+
+
+def _insert_unless_duplicate(table: sa.Table, dialect: str) -> sa.Executable:
+    """The inbox insert; on SQLite and PostgreSQL a taken dedupe key inserts nothing (row count 0).
+
+    Written as text with typed parameters: SQLAlchemy caches its compiled form (it does not cache
+    the dialects' ``on_conflict_do_nothing`` constructs, which it would compile per delivery)."""
+    if dialect not in ("sqlite", "postgresql"):
+        return table.insert()
+    names = ", ".join(INTAKE_COLUMNS)
+    values = ", ".join(f":{c}" for c in INTAKE_COLUMNS)
+    return sa.text(
+        f"INSERT INTO {table.name} ({names}) VALUES ({values}) ON CONFLICT (dedupe_key) DO NOTHING"
+    ).bindparams(*(sa.bindparam(c, type_=table.c[c].type) for c in INTAKE_COLUMNS))
 
 
 def dedupe_key(provider: str, body: bytes, events: Sequence[ProviderEvent]) -> str:
