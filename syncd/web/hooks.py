@@ -10,8 +10,10 @@ unreachable).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
+import queue
 import threading
 import time
 from collections import OrderedDict
@@ -20,7 +22,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -36,6 +37,14 @@ from syncd.providers import PROVIDERS, settings_of, webhook_endpoint
 
 log = get_logger(__name__)
 
+# The master base cannot be reached, answers too slowly, or every pooled connection is busy
+# (the same list as syncd.web.app's 503 handler).
+DATABASE_UNAVAILABLE = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.TimeoutError,
+    sa.exc.DisconnectionError,
+)
 MAX_BODY_BYTES = 1_000_000  # real deliveries are a few kB; a provider's batches stay well under this
 
 
@@ -44,21 +53,34 @@ class TooLarge(Exception):
 
 
 class InboxWriter:
-    """Stores deliveries. On SQLite, writes go one at a time through a lock, so that threads queue
-    here in order instead of sleeping in SQLite's busy handler (which wrecks tail latency).
+    """Stores deliveries with group commit: the requests waiting at one moment are written in one
+    transaction by a writer thread, and each is answered once that transaction has committed.
+
+    A 2xx is still given only for a committed row: a request's future is resolved after the
+    commit, with its own outcome (``stored``, ``ignored``, ``duplicate``) or the error that
+    prevented it. A batch that fails for another reason than an unreachable base is retried one
+    delivery at a time, so that one bad row never costs the others their answer. SQLite has one
+    writer thread (its writes are serialised anyway, and queueing here beats sleeping in its busy
+    handler); PostgreSQL has a few. Threads stop when idle and start again with the next delivery.
 
     One prepared ``INSERT … ON CONFLICT (dedupe_key) DO NOTHING`` (SQLite and PostgreSQL): the
-    statement is compiled once and cached, a redelivery is told by the row count (no exception, no
-    aborted transaction), and the row is committed before ``store`` returns.
+    statement is compiled once and cached, and a redelivery is told by the row count (no
+    exception, no aborted transaction), in the same batch or not.
     """
 
-    def __init__(self, engine: Engine):
+    MAX_BATCH = 64  # deliveries a transaction: bounds its time, hence the wait of the ones behind
+    IDLE_S = 5.0  # a writer thread with nothing to do for this long stops
+
+    def __init__(self, engine: Engine, threads: int | None = None):
         self.engine = engine
-        self._lock = threading.Lock() if engine.dialect.name == "sqlite" else None
         self._table = InboxEvent.__table__  # type: ignore[attr-defined]
         self._statement = _insert_unless_duplicate(self._table, engine.dialect.name)
+        self._threads = threads or (1 if engine.dialect.name == "sqlite" else 4)
+        self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
+        self._running = 0
+        self._lock = threading.Lock()
 
-    def store(
+    async def store(
         self,
         provider: str,
         body: bytes,
@@ -66,42 +88,129 @@ class InboxWriter:
         events: Sequence[ProviderEvent],
         payload: str | None = None,
     ) -> str:
-        """``stored``, ``ignored`` (kept, nothing to apply) or ``duplicate``. Raises SQLAlchemyError.
+        """``stored``, ``ignored`` (kept, nothing to apply) or ``duplicate``, once committed.
+        Raises SQLAlchemyError.
 
         ``payload``: the body as storable text (the connector's ``storable_body``)."""
+        loop = asyncio.get_running_loop()
+        pending = _Pending(self._row(provider, body, content_type, events, payload), events, loop)
+        self._queue.put(pending)
+        self._ensure_writer()
+        return await pending.future
+
+    def _row(
+        self,
+        provider: str,
+        body: bytes,
+        content_type: str,
+        events: Sequence[ProviderEvent],
+        payload: str | None,
+    ) -> dict[str, Any]:
         ignored = not events or all(e.own_write for e in events)
-        row = {
+        at = utcnow()
+        return {
             "provider": provider,
             "dedupe_key": dedupe_key(provider, body, events),
             "content_type": clean_text(content_type)[:100],
             "payload": body.decode("utf-8") if payload is None else payload,
-            "received_at": utcnow(),
+            "received_at": at,
             "status": "ignored" if ignored else "new",
             "attempts": 0,
-            "processed_at": None,
+            "processed_at": at if ignored else None,
             "purged_at": None,
             "names_erased": False,
         }
-        if ignored:
-            row["processed_at"] = row["received_at"]
-        try:
-            if self._lock is None:
-                inserted = self._insert(row, events)
-            else:
+
+    # --- the writer threads ----------------------------------------------------------------------
+
+    def _ensure_writer(self) -> None:
+        with self._lock:
+            if self._running < self._threads:
+                self._running += 1
+                threading.Thread(target=self._write_loop, name="inbox-writer", daemon=True).start()
+
+    def _write_loop(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=self.IDLE_S)
+            except queue.Empty:
                 with self._lock:
-                    inserted = self._insert(row, events)
-        except sa.exc.IntegrityError:
-            return "duplicate"  # a dialect without ON CONFLICT: the unique key refused the row
-        if not inserted:
+                    # A delivery queued after this check finds ``_running`` lowered and starts a thread.
+                    if self._queue.empty():
+                        self._running -= 1
+                        return
+                continue
+            batch = [first]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            for pending, outcome in zip(batch, self._write(batch), strict=True):
+                pending.settle(outcome)
+
+    def _write(self, batch: list[_Pending]) -> list[str | BaseException]:
+        """Each delivery's outcome, or the exception that kept it from being stored."""
+        try:
+            return list(self._commit(batch))
+        except DATABASE_UNAVAILABLE as exc:
+            return [exc] * len(batch)  # nothing was stored; every request answers 503
+        except Exception as exc:
+            if len(batch) == 1:
+                return [exc]
+        outcomes: list[str | BaseException] = []
+        for pending in batch:
+            try:
+                outcomes.extend(self._commit([pending]))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _commit(self, batch: list[_Pending]) -> list[str]:
+        with self.engine.begin() as conn:
+            outcomes = [self._insert(conn, pending) for pending in batch]
+        return outcomes  # committed: only now may any of them be acknowledged
+
+    def _insert(self, conn: sa.Connection, pending: _Pending) -> str:
+        # A body naming an erased address is not kept raw (see syncd.inbox_purge).
+        row = {
+            **pending.row,
+            **intake_columns(conn, pending.events, pending.row["payload"], pending.row["received_at"]),
+        }
+        if self._statement.is_insert:  # a dialect without ON CONFLICT: the unique key refuses
+            with conn.begin_nested():
+                try:
+                    conn.execute(self._statement, row)
+                except sa.exc.IntegrityError:
+                    return "duplicate"
+        elif conn.execute(self._statement, row).rowcount == 0:
             return "duplicate"
         return "ignored" if row["status"] == "ignored" else "stored"
 
-    def _insert(self, row: dict[str, Any], events: Sequence[ProviderEvent]) -> bool:
-        """True when the row was inserted and committed, False when its dedupe key was taken."""
-        with self.engine.begin() as conn:
-            # A body naming an erased address is not kept raw (see syncd.inbox_purge).
-            row.update(intake_columns(conn, events, row["payload"], row["received_at"]))
-            return conn.execute(self._statement, row).rowcount != 0
+
+class _Pending:
+    """One delivery waiting for its transaction, and the request's future in its own event loop."""
+
+    __slots__ = ("events", "future", "loop", "row")
+
+    def __init__(self, row: dict[str, Any], events: Sequence[ProviderEvent], loop: asyncio.AbstractEventLoop):
+        self.row, self.events, self.loop = row, events, loop
+        self.future: asyncio.Future[str] = loop.create_future()
+
+    def settle(self, outcome: str | BaseException) -> None:
+        """From the writer thread: hands the outcome to the request's loop (which may be gone)."""
+        try:
+            self.loop.call_soon_threadsafe(self._resolve, outcome)
+        except RuntimeError:
+            pass  # the loop closed: nobody waits for this answer (the row, if stored, stays)
+
+    def _resolve(self, outcome: str | BaseException) -> None:
+        if self.future.done():  # the request was cancelled (client gone)
+            return
+        if isinstance(outcome, BaseException):
+            self.future.set_exception(outcome)
+        else:
+            self.future.set_result(outcome)
 
 
 # Every column ``store`` sets, in a fixed order: one statement serves every delivery.
@@ -119,7 +228,7 @@ INTAKE_COLUMNS = (
 )
 
 
-def _insert_unless_duplicate(table: sa.Table, dialect: str) -> sa.Executable:
+def _insert_unless_duplicate(table: sa.Table, dialect: str) -> sa.TextClause | sa.Insert:
     """The inbox insert; on SQLite and PostgreSQL a taken dedupe key inserts nothing (row count 0).
 
     Written as text with typed parameters: SQLAlchemy caches its compiled form (it does not cache
@@ -288,9 +397,7 @@ class WebhookReceiver:
         if delivery.skipped:
             log.warning("webhook.items_skipped", provider=provider, skipped=len(delivery.skipped))
         try:
-            outcome = await run_in_threadpool(
-                self.writer.store, provider, body, content_type, events, payload
-            )
+            outcome = await self.writer.store(provider, body, content_type, events, payload)
         except sa.exc.SQLAlchemyError as exc:
             WEBHOOK_REJECTED.labels(provider, "database").inc()
             log.error("webhook.store_failed", provider=provider, error=type(exc).__name__)
