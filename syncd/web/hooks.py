@@ -29,7 +29,8 @@ from starlette.routing import Route
 from connectors.contract import PayloadError, ProviderEvent, Refusal
 from connectors.secrets import secret_matches
 from connectors.text import clean_text
-from syncd.inbox_purge import intake_columns
+from syncd.db import erased_among
+from syncd.inbox_purge import intake_columns_of, named_in
 from syncd.log import get_logger
 from syncd.metrics import WEBHOOK_RECEIVED, WEBHOOK_REJECTED
 from syncd.models import InboxEvent, utcnow
@@ -146,7 +147,15 @@ class InboxWriter:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            for pending, outcome in zip(batch, self._write(batch), strict=True):
+            try:
+                outcomes = self._write(batch)
+            except BaseException as exc:  # the thread is going down: no request may wait forever
+                for pending in batch:
+                    pending.settle(exc)
+                with self._lock:
+                    self._running -= 1
+                raise
+            for pending, outcome in zip(batch, outcomes, strict=True):
                 pending.settle(outcome)
 
     def _write(self, batch: list[_Pending]) -> list[str | BaseException]:
@@ -167,16 +176,22 @@ class InboxWriter:
         return outcomes
 
     def _commit(self, batch: list[_Pending]) -> list[str]:
+        """One transaction; the outcomes in the batch's order. Rows go in in dedupe-key order, so
+        that two PostgreSQL writers holding the same deliveries wait for each other, never in a
+        cycle (a deadlock would cost both batches a 503)."""
+        order = sorted(range(len(batch)), key=lambda i: batch[i].row["dedupe_key"])
+        outcomes: list[str] = [""] * len(batch)
+        named = [named_in(p.events, p.row["payload"]) for p in batch]
         with self.engine.begin() as conn:
-            outcomes = [self._insert(conn, pending) for pending in batch]
+            # One tombstone query for the batch: a body naming an erased address is not kept raw
+            # (see syncd.inbox_purge).
+            erased = erased_among(conn, set().union(*named))
+            for i in order:
+                outcomes[i] = self._insert(conn, batch[i], erased & named[i])
         return outcomes  # committed: only now may any of them be acknowledged
 
-    def _insert(self, conn: sa.Connection, pending: _Pending) -> str:
-        # A body naming an erased address is not kept raw (see syncd.inbox_purge).
-        row = {
-            **pending.row,
-            **intake_columns(conn, pending.events, pending.row["payload"], pending.row["received_at"]),
-        }
+    def _insert(self, conn: sa.Connection, pending: _Pending, erased: set[str]) -> str:
+        row = {**pending.row, **intake_columns_of(erased, pending.events, pending.row["received_at"])}
         if self._statement.is_insert:  # a dialect without ON CONFLICT: the unique key refuses
             with conn.begin_nested():
                 try:
