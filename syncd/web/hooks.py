@@ -350,6 +350,7 @@ class WebhookReceiver:
         self.writer = writer
         self.connectors = connectors
         self.throttle = throttle or FailureThrottle()
+        self._auth: dict[str, tuple[Any, Any]] = {}
 
     def routes(self) -> list[Route]:
         """``/hooks/{provider}/{secret}`` for each provider, with the methods it answers."""
@@ -370,10 +371,9 @@ class WebhookReceiver:
         if wait is not None:
             WEBHOOK_REJECTED.labels(provider, "throttled").inc()
             return refused("Too Many Requests", 429, {"Retry-After": str(wait)})
-        settings = settings_of(self.config, provider)
-        if settings is None or not secret_matches(request.path_params["secret"], settings.webhook_secret):
+        settings, auth = self._auth_of(provider)
+        if auth is None or not secret_matches(request.path_params["secret"], settings.webhook_secret):
             return self._refuse(provider, address, Refusal("secret", 404, "Not Found"))
-        auth = webhook_endpoint(self.config, provider)
         refusal = auth.authenticate(request.headers)
         if refusal is not None:
             return self._refuse(provider, address, refusal)
@@ -389,6 +389,15 @@ class WebhookReceiver:
         if refusal is not None:
             return self._refuse(provider, address, refusal)
         return await self._receive(provider, request, body)
+
+    def _auth_of(self, provider: str) -> tuple[Any, Any]:
+        """``provider``'s config section and webhook endpoint (None, None: not configured), made
+        once: the config does not change while the app runs."""
+        if provider not in self._auth:
+            settings = settings_of(self.config, provider)
+            endpoint = webhook_endpoint(self.config, provider) if settings is not None else None
+            self._auth[provider] = (settings, endpoint)
+        return self._auth[provider]
 
     def _refuse(self, provider: str, address: str, refusal: Refusal) -> Response:
         WEBHOOK_REJECTED.labels(provider, refusal.reason).inc()
