@@ -46,6 +46,7 @@ from connectors.simulators.harness import free_port
 
 # Fresh secrets, as an operator makes them (`syncd secret`): the config refuses made-up ones.
 SECRET, TOKEN = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+WARM_UP = 200  # deliveries sent before the measured load
 HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
 CONFIG = """version: 1
 database: ${BENCH_DATABASE_URL}
@@ -66,12 +67,16 @@ def email(i: int) -> str:
     return f"user{i}@example.fr"
 
 
-def payloads(n: int) -> list[bytes]:
-    """Unsubscribes from now on (an event older than the membership it names would not apply)."""
+def payloads(n: int, first: int = 0) -> list[bytes]:
+    """Unsubscribes of ``email(first)`` … from now on (an event older than the membership it names
+    would not apply)."""
     start = datetime.now(UTC)
     at = [start + timedelta(milliseconds=i) for i in range(n)]
     # Contact id 1: the events name no contact the simulator holds.
-    return [payload("unsubscribe", email(i), 1, at[i], **campaign_fields(), list_id=[12]) for i in range(n)]
+    return [
+        payload("unsubscribe", email(first + i), 1, at[i], **campaign_fields(), list_id=[12])
+        for i in range(n)
+    ]
 
 
 # --- the master base ------------------------------------------------------------------------------
@@ -380,9 +385,11 @@ def run_once(
 ) -> None:
     with fresh_base(database) as url, tempfile.TemporaryDirectory() as tmp:
         if target == "daemon":
-            seed_members(url, events)
+            # The warm-up's contacts too: an unsubscribe naming no contact waits for one (inbox
+            # back-off) and would keep the inbox from ever being all applied.
+            seed_members(url, events + WARM_UP)
         bodies = payloads(events)
-        warm = [b.replace(b"user", b"warm") for b in payloads(200)]  # unknown addresses: applied as ignored
+        warm = payloads(WARM_UP, first=events)
         port = free_port()
         server = daemon(url, port, Path(tmp)) if target == "daemon" else bare_app(url, port)
         with server as pid:
