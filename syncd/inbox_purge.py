@@ -105,7 +105,10 @@ def _texts(payload: str) -> Iterator[str]:
         for pair in parse_qsl(payload, keep_blank_values=True):
             yield from pair
         return
-    yield from _strings(doc)
+    if "\\" in payload:
+        # Without an escape, every JSON string stands verbatim between quotes (separators) in
+        # the text already scanned: decoding it would find the same tokens again.
+        yield from _strings(doc)
 
 
 def _strings(doc: Any) -> Iterator[str]:
@@ -137,7 +140,17 @@ def intake_columns(
     carries someone else's event, a live contact's email change onto an erased address) the row is
     applied as usual and its body purged by the next ``purge``.
     """
-    erased = erased_among(conn, _named(events) | addresses_in(payload))
+    return intake_columns_of(erased_among(conn, named_in(events, payload)), events, at)
+
+
+def named_in(events: Sequence[ProviderEvent], payload: str) -> set[str]:
+    """Every address a delivery names: its events' and any address-shaped token of its body."""
+    return _named(events) | addresses_in(payload)
+
+
+def intake_columns_of(erased: set[str], events: Sequence[ProviderEvent], at: datetime) -> dict[str, Any]:
+    """``intake_columns`` once the erased addresses among ``named_in`` are known (a writer storing
+    several deliveries in one transaction asks the tombstones once for all of them)."""
     if not erased:
         return {}
     if all(e.email in erased for e in events):

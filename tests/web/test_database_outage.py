@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -59,6 +60,17 @@ def test_an_unanswering_database_is_a_503_with_retry_after_on_webhooks_and_ready
     assert hook.status_code == 503 and hook.headers["Retry-After"]
     assert ready.status_code == 503 and ready.headers["Retry-After"]
     assert health.status_code == 200
+
+
+def test_deliveries_waiting_together_for_an_unanswering_database_each_get_a_503(config, silent_database):
+    """They share a batch: none of them is acknowledged, and none waits for the others' time-outs."""
+    engine = db.make_engine(silent_database, timeouts=FAST)
+    try:
+        with ThreadedServer(create_app(config, engine)) as srv, ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: post_delivery(srv.url), range(4)))
+    finally:
+        engine.dispose()
+    assert [(r.status_code, bool(r.headers.get("Retry-After"))) for r in answers] == [(503, True)] * 4
 
 
 def test_an_exhausted_pool_is_a_503_with_retry_after_then_the_retry_is_stored(config, database_url, engine):
