@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from connectors.contract import Connector, EventKind, ProviderEvent, RemoteMember, Rename
+from connectors.contract import AuthFailed, Connector, EventKind, Fatal, ProviderEvent, RemoteMember, Rename
 from syncd.core.plan import PlanItem, SyncedState
 from syncd.db import session_scope
 from syncd.inbound.apply import apply_event
@@ -189,7 +189,18 @@ class Writer:
             if before is not None and before.remote_email and before.remote_email != item.email
         ]
         for _, old, new in moves:
-            outcome = self.connector.rename(self.lt.target, old, new)
+            try:
+                outcome = self.connector.rename(self.lt.target, old, new)
+            except Fatal as exc:
+                if isinstance(exc, AuthFailed):
+                    raise
+                # Refused for another reason (a Mailchimp address deleted for good cannot be
+                # given back): the former address leaves the target, and the push below answers
+                # for the new one like for any member.
+                log.warning(
+                    "sync.rename_refused", list=self.lt.list_name, target=self.lt.target.key, error=str(exc)
+                )
+                outcome = Rename.TAKEN
             self.report.write_calls += outcome is not Rename.MISSING
             if outcome is Rename.RENAMED:
                 self.report.count(self.report.applied, "renames")

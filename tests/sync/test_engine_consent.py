@@ -701,3 +701,29 @@ def test_erasing_a_contact_also_erases_the_former_address_a_provider_still_holds
     path.write_text("email;first_name\nana@example.fr;Ana\nana.new@example.fr;Ana\n", encoding="utf-8")
     run_cli(w, "import", str(path), "--source", "form")
     assert emails_in_base(w) == []
+
+
+def test_a_change_of_address_mailchimp_refuses_takes_the_former_address_off_and_the_run_goes_on(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news"])
+    run_cli(w, "sync", "--list", "news")
+    run_cli(w, "sync", "--list", "news")
+    # The new address was deleted for good in this Mailchimp audience: Mailchimp refuses it back.
+    w.mailchimp.seed(w.news_mc, [{"email": "ana.new@example.fr", "status": "subscribed"}])
+    mc = MailchimpConnector(w.mailchimp.api_key, w.mailchimp.api_url)
+    assert mc.erase(w.news_mc, "ana.new@example.fr")
+    r = httpx.put(
+        f"{w.brevo.api_url}/contacts/ana@example.fr",
+        json={"attributes": {"EMAIL": "ana.new@example.fr"}},
+        headers={"api-key": w.brevo.api_key},
+    )
+    assert r.status_code == 204, r.text
+
+    result = run_cli(w, "sync", "--list", "news")
+
+    assert emails_in_base(w) == ["ana.new@example.fr"]
+    assert subscribed(w.brevo, w.news_b) == ["ana.new@example.fr"]
+    # Neither address is on the Mailchimp target: the former one was taken off, the new one refused.
+    assert subscribed(w.mailchimp, w.news_mc) == []
+    assert "rejected by the provider: a***@example.fr" in result.output
+    assert "permanently deleted" in result.output
