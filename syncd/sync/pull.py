@@ -126,11 +126,13 @@ class Reader:
         of address learnt from another provider, not yet carried here): they are that contact."""
         state = TargetState.__table__
         contact = Contact.__table__
+        # Any target sharing the provider's record knows it (a Brevo contact is on every list).
+        keys = sharing_record(self.lt.config, self.target.provider, self.target.list_id) | {self.target.key}
         query = (
             sa.select(state.c.remote_email, contact.c.email)
             .join(contact, contact.c.id == state.c.contact_id)
             .where(
-                state.c.target_key == self.target.key,
+                state.c.target_key.in_(keys),
                 state.c.remote_email.in_([m.email for m in members]),
             )
         )

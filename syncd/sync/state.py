@@ -120,19 +120,23 @@ def store_accepted(lt: ListTarget, accepted: list[Accepted]) -> None:
     with lt.engine.begin() as conn:
         for start in range(0, len(accepted), CHUNK):
             part = accepted[start : start + CHUNK]
-            existing = dict(
-                conn.execute(
-                    sa.select(table.c.contact_id, table.c.id).where(
-                        *lt.state_filter(), table.c.contact_id.in_([i.contact_id for _, i, _ in part])
-                    )
-                ).all()
-            )
+            rows = conn.execute(
+                sa.select(table.c.contact_id, table.c.id, table.c.remote_email).where(
+                    *lt.state_filter(), table.c.contact_id.in_([i.contact_id for _, i, _ in part])
+                )
+            ).all()
+            existing = {r.contact_id: r.id for r in rows}
+            # A member taken off while the target still holds it under a former address keeps its
+            # row (emptied): the address stays known as this contact's, should it come back.
+            former = {r.contact_id for r in rows if r.remote_email}
             gone, changed, new = [], [], {}
             for kind, item, before in part:
                 after = state_after(item, kind, before)
                 row_id = existing.get(item.contact_id)
                 if after is None:
-                    if row_id is not None:
+                    if row_id is not None and item.contact_id in former:
+                        changed.append({"k_id": row_id, "v_hash": None, "v_status": None})
+                    elif row_id is not None:
                         gone.append(row_id)
                     continue
                 status = str(after.remote_status) if after.remote_status else None

@@ -386,7 +386,10 @@ class ConsentMachine(RuleBasedStateMachine):
         """The person's contact in the master base, under whichever of their addresses it holds."""
         found = {c.email: c for c in s.exec(select(Contact).where(Contact.email.in_(p.addresses)))}
         if not p.retired:
-            assert len(found) <= 1, f"slot {p.slot} is {len(found)} contacts after a change of address"
+            assert len(found) <= 1, (
+                f"slot {p.slot} is {len(found)} contacts after a change of address "
+                f"(addresses #{', #'.join(str(p.addresses.index(e) + 1) for e in found)} of {len(p.addresses)})"
+            )
         return next((found[a] for a in reversed(p.addresses) if a in found), None)
 
     def base_addr(self, p: Person) -> str:
@@ -971,6 +974,7 @@ class ConsentMachine(RuleBasedStateMachine):
                     raise AssertionError(
                         f"I1: slot {p.slot} is {status} on {target.key} ({list_name}) under "
                         f"{'a former' if email != p.email else 'their'} address after {why}"
+                        f"{self._whereabouts(p, email)}"
                     )
                 if doi_list and status == "subscribed" and self._pushed(p, list_name, target):
                     assert self._proofs(p.slot, list_name), (
@@ -991,6 +995,20 @@ class ConsentMachine(RuleBasedStateMachine):
             else:
                 out[e] = str(m.status)
         return out
+
+    def _whereabouts(self, p: Person, email: str) -> str:
+        """For a failure message: which of the person's addresses the base and its states hold."""
+        with Session(self.w.engine) as s:
+            c = self.contact_of(s, p)
+            if c is None:
+                return " (no contact in the base)"
+            states = s.exec(select(TargetState).where(TargetState.contact_id == c.id)).all()
+            held = [
+                (t.target_key, t.list_name, t.remote_status, t.remote_id is not None, t.remote_email == email)
+                for t in states
+            ]
+        shown = "the address shown" if c.email == email else f"address #{p.addresses.index(c.email) + 1}"
+        return f" (the base holds {shown} of {len(p.addresses)}; states: {held})"
 
     def _pushed(self, p: Person, list_name: str, target: Target) -> bool:
         with Session(self.w.engine) as s:
@@ -1429,6 +1447,47 @@ FOUND_SEQUENCES = {
         "mailchimp_admin_adds_in_ui(list_name='news', who=8);"
         "mailchimp_resubscribes_through_a_form(who=1);"
         "sync(list_name='club');"
+        "sync_twice(list_name='partners');"
+    ),
+    # A change of address at Mailchimp, then a complaint, then the former address re-added to a
+    # Brevo list in the UI: the former address stayed subscribed there.
+    "complaint-after-a-change-of-address-former-address-readded": (
+        "yaml_widens_partners_segment();"
+        "doi_job_sends_confirmations();"
+        "brevo_admin_blocks_account_wide(who=8);"
+        "drain_inbox();"
+        "import_contact(consent='single_opt_in', kind='client', list_name='club', slot=0);"
+        "gdpr_erasure(who=1);"
+        "mailchimp_resubscribes_through_a_form(who=0);"
+        "mailchimp_admin_adds_in_ui(list_name='partners', who=7);"
+        "lose_webhook(i=2);"
+        "drain_inbox();"
+        "mailchimp_admin_archives(who=5);"
+        "brevo_unsubscribe(on_b1=False, per_list_feature=False, who=7);"
+        "import_contact(consent='none', kind='client', list_name='partners', slot=1);"
+        "sync(list_name='news');"
+        "sync_twice(list_name='partners');"
+        "sync(list_name='news');"
+        "sync_twice(list_name='partners');"
+        "mailchimp_spam_complaint(who=7);"
+        "deliver_webhook(duplicate=False, i=3);"
+        "mailchimp_member_changes_address(who=2);"
+        "mailchimp_resubscribes_through_a_form(who=6);"
+        "mailchimp_unsubscribe(who=0);"
+        "sync(list_name='partners');"
+        "brevo_admin_adds_to_list_in_ui(on_b1=True, slot=1);"
+        "mailchimp_unsubscribe(who=2);"
+        "mailchimp_unsubscribe(who=7);"
+        "mailchimp_admin_adds_in_ui(list_name='partners', who=2);"
+        "import_contact(consent='none', kind='partner', list_name=None, slot=0);"
+        "sync(list_name='club');"
+        "mailchimp_unsubscribe(who=5);"
+        "brevo_admin_adds_to_list_in_ui(on_b1=True, slot=2);"
+        "mailchimp_unsubscribe(who=3);"
+        "mailchimp_admin_adds_in_ui(list_name='partners', who=5);"
+        "mailchimp_spam_complaint(who=2);"
+        "brevo_admin_adds_to_list_in_ui(on_b1=False, slot=1);"
+        "mailchimp_admin_archives(who=8);"
         "sync_twice(list_name='partners');"
     ),
 }
