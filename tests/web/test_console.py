@@ -398,7 +398,9 @@ def test_no_page_shows_a_secret(app, engine, config, users):
             assert secret not in text, (path, secret)
 
 
-def test_flags_page_filters_by_list_and_rule_and_offers_resolution_to_standard_only(app, engine, config, users):
+def test_flags_page_filters_by_list_and_rule_and_offers_resolution_to_standard_only(
+    app, engine, config, users
+):
     flag_for(engine, config)
     ro, _ = signed_in(app, "read-only")
     page = ro.get("/console/flags?list=news&rule=not_in_segment&lang=en").text
@@ -431,7 +433,9 @@ def test_resolving_a_flag_already_closed_says_so_and_changes_nothing(app, engine
 
 def test_contact_search_by_address_name_company_and_tag(app, engine, config, users):
     with Session(engine) as s:
-        s.add(Contact(email="ana@example.fr", first_name="Ana", last_name="Lopez", company="Acme", tags=["vip"]))
+        s.add(
+            Contact(email="ana@example.fr", first_name="Ana", last_name="Lopez", company="Acme", tags=["vip"])
+        )
         s.add(Contact(email="bob@example.fr", first_name="Bob", company="Other", tags=["salon"]))
         s.commit()
     client, _ = signed_in(app, "read-only")
@@ -465,7 +469,9 @@ def test_erasure_needs_the_address_typed_again(app, engine, config, users):
     form = client.get("/console/contacts/ana@example.fr/forget?lang=en")
     assert form.status_code == 200 and "cannot be undone" in form.text
     before = snapshot(engine)
-    r = client.post("/console/contacts/ana@example.fr/forget", data={"confirm": "bob@x.fr", "csrf_token": token})
+    r = client.post(
+        "/console/contacts/ana@example.fr/forget", data={"confirm": "bob@x.fr", "csrf_token": token}
+    )
     assert r.status_code == 400 and snapshot(engine) == before
 
 
