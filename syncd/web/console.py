@@ -39,7 +39,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from syncd import hygiene
+from syncd import hygiene, notes, timeline
 from syncd import status as state
 from syncd.config import Config
 from syncd.contacts import edit
@@ -55,12 +55,6 @@ from syncd.users import authorise
 from syncd.web.headers import content_security_policy, style_hashes
 from syncd.web.wording import CONSOLE_TEXT, pick_language
 
-try:  # the contact's timeline and notes (syncd.timeline, syncd.notes), when this build has them
-    from syncd import notes as _notes
-    from syncd import timeline as _timeline
-except ImportError:  # pragma: no cover - depends on the build
-    _notes = _timeline = None  # type: ignore[assignment]
-
 log = get_logger(__name__)
 
 PREFIX = "/console"
@@ -74,7 +68,6 @@ IP_FAILURES = 20  # failed sign-ins from one address ...
 IP_WINDOW_S = 15 * 60  # ... within this window, then that address waits
 SEARCH_LIMIT = 50
 SEARCH_FIELDS = ("email", "name", "company", "tag")
-NOTE_CHANNELS = ("phone", "email", "meeting", "other")
 NOTICES = ("saved", "noted", "subscribed", "unsubscribed", "resolved", "forgotten")
 
 
@@ -507,7 +500,7 @@ class Console:
                 .where(Flag.contact_id == contact.id, Flag.resolved_at.is_(None))
                 .order_by(Flag.id)
             ).all()
-            entries = _timeline.timeline(s, contact.email) if _timeline is not None else None
+            entries = timeline.timeline(s, contact.email)
         return {
             "contact": contact,
             "fields": {f: getattr(contact, f) or "" for f in edit.EDITABLE},
@@ -543,8 +536,7 @@ class Console:
             url=self._contact_url(record["contact"].email),
             kinds=list(self.config.kinds),
             stages=list(self.config.stages),
-            notes_available=_notes is not None,
-            note_channels=NOTE_CHANNELS,
+            note_channels=notes.CHANNELS,
             notice=self._notice(request, who.lang),
             error=error,
             **record,
@@ -581,17 +573,23 @@ class Console:
         )
 
     async def note(self, request: Request) -> Response:
-        if _notes is None:  # pragma: no cover - depends on the build
-            return Response(status_code=404)
-
-        def add(who: Who, form: Any, s: Session, contact: Contact) -> str:
-            summary = str(form.get("summary") or "").strip()
-            if not summary:
-                raise edit.InvalidChange(CONSOLE_TEXT[who.lang]["note.empty"])
-            _notes.add_note(s, contact.email, str(form.get("channel") or "other"), summary, who.actor)
-            return "noted"
-
-        return await self._change(request, "contact.note", add)
+        """A note about the contact (``notes.add_note``: its own transaction and audit line)."""
+        found = await self._post(request, "contact.note")
+        if isinstance(found, Response):
+            return found
+        who, form = found
+        email = request.path_params["email"]
+        channel, summary = str(form.get("channel") or ""), str(form.get("summary") or "")
+        try:
+            await run_in_threadpool(notes.add_note, self.engine, email, channel, summary, who.actor)
+        except notes.InvalidNote as exc:
+            return await self._contact_page(request, who, str(exc), 400)
+        except notes.UnknownContact:
+            return self._page(
+                "message", who.lang, 404, who, message=CONSOLE_TEXT[who.lang]["contact.unknown"]
+            )
+        log.info("console.contact_changed", user_id=who.id, action="contact.note")
+        return RedirectResponse(self._contact_url(lookup_email(email), done="noted"), status_code=303)
 
     async def edit(self, request: Request) -> Response:
         def apply(who: Who, form: Any, s: Session, contact: Contact) -> str:
