@@ -198,7 +198,7 @@ class Console:
             Route(f"{PREFIX}/logout", self.logout, methods=["POST"]),
             Route(f"{PREFIX}/lists", self.lists, methods=["GET"]),
             Route(f"{PREFIX}/flags", self.flags, methods=["GET"]),
-            Route(f"{PREFIX}/flags/{{flag_id:int}}/resolve", self.resolve_flag, methods=["POST"]),
+            Route(f"{PREFIX}/flags/{{flag_id}}/resolve", self.resolve_flag, methods=["POST"]),
             Route(f"{PREFIX}/contacts", self.search, methods=["GET"]),
             Route(c, self.contact, methods=["GET"]),
             Route(f"{c}/note", self.note, methods=["POST"]),
@@ -436,7 +436,10 @@ class Console:
         if isinstance(found, Response):
             return found
         who, form = found
-        flag_id = request.path_params["flag_id"]
+        raw = request.path_params["flag_id"]
+        if not raw.isdigit() or len(raw) > 18:
+            return self._page("message", who.lang, 404, who, message=CONSOLE_TEXT[who.lang]["flag.unknown"])
+        flag_id = int(raw)
         try:
             await run_in_threadpool(
                 hygiene.resolve, self.engine, flag_id, str(form.get("how") or ""), actor=who.actor

@@ -544,3 +544,10 @@ def test_read_only_sees_no_form_that_changes_anything(app, engine, config, users
     client, _ = signed_in(app, "read-only")
     page = client.get("/console/contacts/ana@example.fr").text
     assert re.findall(r'<form method="post" action="([^"]+)"', page) == ["/console/logout"]
+
+
+@pytest.mark.parametrize("flag_id", ["999999", "abc", "1" * 40])
+def test_resolving_a_flag_that_does_not_exist(app, engine, users, flag_id):
+    client, token = signed_in(app, "standard")
+    r = client.post(f"/console/flags/{flag_id}/resolve", data={"how": "accept", "csrf_token": token})
+    assert r.status_code == (409 if flag_id == "999999" else 404)
