@@ -21,13 +21,14 @@ import csv
 import hashlib
 import hmac
 import io
+import json
 import secrets
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -43,15 +44,16 @@ from syncd import hygiene, notes, timeline
 from syncd import status as state
 from syncd.config import Config
 from syncd.contacts import edit
+from syncd.contacts.export import CONSENT_FIELDS, consents, contacts
 from syncd.contacts.export import FIELDS as CONTACT_FIELDS
-from syncd.contacts.export import consents, contacts
 from syncd.contacts.gdpr import find_contact, forget_contact, lookup_email
 from syncd.contacts.qualify import normalise_tags
+from syncd.core.violations import RULES
 from syncd.db import session_scope
 from syncd.log import get_logger
-from syncd.membership import leave_list
+from syncd.membership import ConsentRequired, leave_list
 from syncd.models import ConsoleUser, Contact, Flag, Membership, utcnow
-from syncd.users import authorise
+from syncd.users import authorise, verify_password
 from syncd.web.headers import content_security_policy, style_hashes
 from syncd.web.wording import CONSOLE_TEXT, pick_language
 
@@ -328,8 +330,6 @@ class Console:
     def _check(self, email: str, password: str) -> tuple[str, int | None]:
         """``ok`` (and the user's id), ``wrong`` or ``locked``. A locked account is not even
         checked; the fifth wrong password in a row locks it for ``LOCK_FOR``."""
-        from syncd.users import verify_password
-
         key, now = lookup_email(email), utcnow()
         table = ConsoleUser.__table__  # type: ignore[attr-defined]
         with self.engine.connect() as conn:
@@ -424,7 +424,7 @@ class Console:
             who,
             flags=rows,
             lists=list(self.config.lists),
-            rules=list(hygiene_rules()),
+            rules=list(RULES),
             chosen_list=list_name,
             chosen_rule=rule,
             notice=self._notice(request, who.lang),
@@ -549,7 +549,7 @@ class Console:
         self, request: Request, action: str, change: Callable[[Who, Any, Session, Contact], str]
     ) -> Response:
         """A POST on one contact: ``change`` runs in one transaction and returns the notice's key;
-        ``edit.InvalidChange``/``edit.Refused`` become the page again with the reason (400)."""
+        a change the rules refuse becomes the page again with the reason (400), nothing written."""
         found = await self._post(request, action)
         if isinstance(found, Response):
             return found
@@ -564,7 +564,7 @@ class Console:
 
         try:
             done = await run_in_threadpool(run)
-        except (edit.InvalidChange, edit.Refused, ValueError) as exc:
+        except (edit.InvalidChange, edit.Refused, ConsentRequired) as exc:
             return await self._contact_page(request, who, str(exc), 400)
         if done is None:
             return self._page(
@@ -675,8 +675,6 @@ class Console:
         )
 
     async def export_consent(self, request: Request) -> Response:
-        from syncd.contacts.export import CONSENT_FIELDS
-
         return await self._export(request, "consent.csv", list(CONSENT_FIELDS), lambda: consents(self.engine))
 
     async def export_contacts(self, request: Request) -> Response:
@@ -688,12 +686,6 @@ class Console:
                 yield row
 
         return await self._export(request, "contacts.csv", [*CONTACT_FIELDS, "lists"], rows)
-
-
-def hygiene_rules() -> Iterator[str]:
-    from syncd.core.violations import RULES
-
-    return iter(RULES)
 
 
 def _csv(header: list[str], rows: Iterator[dict]) -> Iterator[str]:
@@ -712,8 +704,6 @@ def _csv(header: list[str], rows: Iterator[dict]) -> Iterator[str]:
 
 
 def _json(value: Any) -> str:
-    import json
-
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -722,6 +712,4 @@ def _name(c: Contact) -> str:
 
 
 def _aware(value: Any) -> Any:
-    from datetime import UTC
-
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
