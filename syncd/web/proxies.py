@@ -32,9 +32,12 @@ class ClientAddress:
         await self.app(scope, receive, send)
 
     def _forwarded_https(self, peer: str | None, headers: Any) -> bool:
-        """A trusted proxy says the client spoke HTTPS to it (the last ``X-Forwarded-Proto`` value)."""
-        ip = parse_ip(peer)
-        if ip is None or not self.trusted or not is_trusted(ip, self.trusted):
+        """A trusted proxy says the client spoke HTTPS to it (the last ``X-Forwarded-Proto`` value).
+        The peer is parsed only when the header is there: most requests pay nothing."""
+        if not self.trusted:
             return False
         proto = [v.decode("latin-1") for k, v in headers if k == b"x-forwarded-proto"]
-        return bool(proto) and proto[-1].split(",")[-1].strip().lower() == "https"
+        if not proto or proto[-1].split(",")[-1].strip().lower() != "https":
+            return False
+        ip = parse_ip(peer)
+        return ip is not None and is_trusted(ip, self.trusted)
