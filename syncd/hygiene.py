@@ -1,8 +1,11 @@
 """Wrong-list flags: who sits in a list, or on a provider's list, against the rules.
 
 ``scan`` walks every list (and what was last pulled from each of its targets), raises one
-``Flag`` per violation, and resolves the flags whose cause has gone. The rules are pure
-(``syncd.core.violations``); the scan is the thin shell that reads and writes the base.
+``Flag`` per violation, and resolves the flags whose cause has gone. A person resolves a flag from
+the team console (``resolve``): take the contact off the list, or accept the exception, which
+stays accepted (no new flag for the same contact, list, rule and target) while its cause lasts.
+The rules are pure (``syncd.core.violations``); the scan is the thin shell that reads and writes
+the base.
 """
 
 from __future__ import annotations
@@ -18,9 +21,16 @@ from syncd.config import Config, ListConfig
 from syncd.core.segments import ContactFacts
 from syncd.core.violations import Violation, violations
 from syncd.db import session_scope
-from syncd.models import Contact, Flag, Membership, TargetState, utcnow
+from syncd.membership import leave_list
+from syncd.models import AuditLog, Contact, Flag, Membership, MembershipStatus, TargetState, utcnow
 
 CHUNK = 1000
+ACCEPTED = "flag.accepted"
+RESOLUTIONS = ("remove", "accept")
+
+
+class CannotResolve(Exception):
+    """The flag is not open any more, or it cannot be resolved that way; the message says why."""
 
 
 def raise_flag(s: Session, contact_id: int | None, list_name: str, v: Violation, seen: set[int]) -> None:
@@ -33,6 +43,8 @@ def raise_flag(s: Session, contact_id: int | None, list_name: str, v: Violation,
             Flag.resolved_at.is_(None),
         )
     ).first()
+    if existing is None and _accepted(s, contact_id, list_name, v.rule, v.target_key):
+        return
     if existing is None:
         existing = Flag(
             contact_id=contact_id, list_name=list_name, target_key=v.target_key, rule=v.rule, detail=v.detail
@@ -43,6 +55,18 @@ def raise_flag(s: Session, contact_id: int | None, list_name: str, v: Violation,
     s.flush()
     assert existing.id is not None
     seen.add(existing.id)
+
+
+def _accepted(s: Session, contact_id: int | None, list_name: str, rule: str, target: str | None) -> bool:
+    """A person accepted this exception (``resolve(..., "accept")``): it is not raised again. Asked
+    only when no open flag holds the key, so a scan pays for it on new flags alone."""
+    if contact_id is None:
+        return False
+    key = {"list": list_name, "rule": rule, "target": target}
+    details = s.exec(
+        select(AuditLog.detail).where(AuditLog.contact_id == contact_id, AuditLog.action == ACCEPTED)
+    ).all()
+    return any({k: (d or {}).get(k) for k in key} == key for d in details)
 
 
 def _concerned(list_name: str, list_cfg: ListConfig, engine: Engine) -> Iterator[list[Contact]]:
@@ -126,3 +150,43 @@ def open_flags(engine: Engine, list_name: str | None = None) -> list[dict[str, A
         }
         for f, email in rows
     ]
+
+
+def removable(flag: Flag, status: str | None) -> bool:
+    """Whether "take off the list" applies: the contact holds the list's membership (subscribed or
+    pending). A member only on a provider's list goes at the next sync under ``on_violation: remove``."""
+    return flag.contact_id is not None and status in (MembershipStatus.SUBSCRIBED, MembershipStatus.PENDING)
+
+
+def resolve(engine: Engine, flag_id: int, how: str, *, actor: str) -> Flag:
+    """Close an open flag by hand. ``remove``: the contact leaves the list (``leave_list``, with the
+    flag's rule as the reason, so a new opt-in is needed to come back). ``accept``: the exception is
+    kept and not flagged again. Audited with ``actor``; one transaction."""
+    if how not in RESOLUTIONS:
+        raise CannotResolve(f"unknown resolution {how!r}; expected one of {', '.join(RESOLUTIONS)}")
+    with session_scope(engine) as s:
+        flag = s.exec(select(Flag).where(Flag.id == flag_id).with_for_update()).first()
+        if flag is None or flag.resolved_at is not None:
+            raise CannotResolve("this flag is no longer open")
+        key = {"list": flag.list_name, "rule": flag.rule, "target": flag.target_key, "flag_id": flag.id}
+        if how == "remove":
+            contact = s.get(Contact, flag.contact_id) if flag.contact_id is not None else None
+            held = s.exec(
+                select(Membership.status).where(
+                    Membership.contact_id == flag.contact_id, Membership.list_name == flag.list_name
+                )
+            ).first()
+            if contact is None or not removable(flag, held):
+                raise CannotResolve("the contact is not in this list: only accepting the flag applies")
+            leave_list(
+                s, contact, flag.list_name, reason=f"taken off by the team: {flag.rule}"[:200], source=actor
+            )
+        flag.resolved_at = utcnow()
+        s.add(flag)
+        action = ACCEPTED if how == "accept" else "flag.removed"
+        s.add(
+            AuditLog(at=flag.resolved_at, actor=actor, action=action, contact_id=flag.contact_id, detail=key)
+        )
+        s.flush()
+        s.expunge(flag)
+    return flag

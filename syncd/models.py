@@ -305,3 +305,31 @@ def _touch_changed_rows(session: sa.orm.Session, _context: Any, _instances: Any)
     for obj in (*session.new, *session.dirty):
         if isinstance(obj, Contact | Membership):
             obj.touched_at = now
+
+
+class NoteChannel(StrEnum):
+    """How the team was in touch with a contact, for a note (``syncd.notes``)."""
+
+    PHONE = "phone"
+    EMAIL = "email"
+    MEETING = "meeting"
+    FAIR = "fair"
+    OTHER = "other"
+
+
+NOTE_MAX_CHARS = 2000
+
+
+class Note(SQLModel, table=True):
+    """What the team wrote down about a contact (a call, a meeting at a fair): personal data, so
+    erased and exported with the contact (``syncd.contacts.gdpr``). The audit trail only says a
+    note was added, never what it says."""
+
+    __tablename__ = "contactnote"
+
+    id: int | None = Field(default=None, primary_key=True)
+    contact_id: int = Field(foreign_key="contact.id", index=True, ondelete="CASCADE")
+    at: datetime = _when(default=True, index=True)
+    channel: str = Field(max_length=16)
+    summary: str = Field(sa_type=sa.Text)
+    author: str = Field(max_length=100)  # "cli:<os user>", "console:<user email>"

@@ -1,5 +1,6 @@
-"""``syncd contacts show|export|forget|set|subscribe|unsubscribe``: one contact (its record, GDPR
-access and erasure, changes by hand), and ``export --all``: every contact."""
+"""``syncd contacts show|export|forget|set|note|subscribe|unsubscribe``: one contact (its record or
+its timeline, GDPR access and erasure, changes and notes by hand), and ``export --all``: every
+contact."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import click
 
 from connectors.contract import ConnectorError
 from syncd.app import App
-from syncd.cli.output import JSON, echo_json, format_option, plural
+from syncd.cli.output import JSON, Failure, echo_json, echo_rows, format_option, plural
 from syncd.contacts import gdpr
+from syncd.notes import CHANNELS as NOTE_CHANNELS
 from syncd.providers import PROVIDERS, make_connector
 from syncd.users import cli_actor
 
@@ -28,12 +30,23 @@ def contacts() -> None:
 
 @contacts.command()
 @click.argument("email")
+@click.option(
+    "--timeline",
+    "as_timeline",
+    is_flag=True,
+    help="What happened to the contact, oldest first: sources, consents, lists, provider events, "
+    "pushes, notes and changes, each with who did it.",
+)
 @format_option()
 @click.pass_obj
-def show(app: App, email: str, fmt: str) -> None:
-    """Show one contact: record, sources, consents, list memberships, provider states and flags."""
+def show(app: App, email: str, as_timeline: bool, fmt: str) -> None:
+    """Show one contact: record, sources, consents, list memberships, provider states and flags;
+    or with --timeline its history."""
     from sqlmodel import Session
 
+    if as_timeline:
+        _show_timeline(app, email, fmt)
+        return
     with Session(app.engine) as session:
         contact = gdpr.find_contact(session, email)
         if contact is None:
@@ -92,6 +105,31 @@ def show(app: App, email: str, fmt: str) -> None:
         lambda r: (
             f"{r['list_name']}: {r['rule']} {r['detail'] or ''}" + (" (resolved)" if r["resolved_at"] else "")
         ),
+    )
+
+
+def _show_timeline(app: App, email: str, fmt: str) -> None:
+    from sqlmodel import Session
+
+    from syncd.timeline import timeline
+
+    with Session(app.engine) as session:
+        entries = timeline(session, email)
+        if entries is None:
+            _the_contact(session, email)  # one line, exit status 1
+            return
+    rows = [e.as_dict() for e in entries]
+    if fmt == JSON:
+        echo_json(rows)
+        return
+    for row, entry in zip(rows, entries, strict=True):
+        row["time"] = entry.at.strftime("%Y-%m-%d %H:%M:%S")
+    echo_rows(
+        rows,
+        ["time", "kind", "summary", "actor"],
+        fmt,
+        empty="nothing recorded for this contact",
+        headers=["TIME (UTC)", "KIND", "SUMMARY", "BY"],
     )
 
 
@@ -157,7 +195,7 @@ def _export_all(app: App, fmt: str, output: Path | None) -> None:
 def forget(app: App, email: str, yes: bool, local_only: bool) -> None:
     """Erase one contact for good (GDPR right to erasure).
 
-    The contact and everything attached (sources, consents, list memberships, flags) are deleted,
+    The contact and everything attached (sources, consents, list memberships, flags, notes) are deleted,
     the audit trail and the stored webhook deliveries keep no personal data about them, and the
     address is blocked: a later import
     of it is rejected and a sync never brings it back. Unless --local-only, the contact is also
@@ -276,6 +314,34 @@ def set_fields(app: App, email: str, assignments: tuple[str, ...], tags: tuple[s
         click.echo("nothing to change: the contact already holds these values")
     for c in changes:
         click.echo(f"{c.field}: {c.old!r} → {c.new!r}")
+
+
+@contacts.command()
+@click.argument("email")
+@click.option(
+    "--channel",
+    required=True,
+    metavar="|".join(NOTE_CHANNELS),
+    help="How the team was in touch: " + ", ".join(NOTE_CHANNELS) + ".",
+)
+@click.option("--text", "text", required=True, help="What was said or agreed (at most 2000 characters).")
+@click.pass_obj
+def note(app: App, email: str, channel: str, text: str) -> None:
+    """Keep a note about one contact (a call, a meeting at a fair), under cli:<your user name>.
+
+    The note shows in `syncd contacts show EMAIL --timeline`, is exported and erased with the
+    contact; the audit trail records that a note was added and its channel, never its text.
+    Example: syncd contacts note ana@example.fr --channel phone --text "wants the spring catalogue"
+    """
+    from syncd.notes import InvalidNote, UnknownContact, add_note
+
+    try:
+        add_note(app.engine, email, channel, text, cli_actor())
+    except InvalidNote as exc:
+        raise Failure(str(exc), status=2) from None
+    except UnknownContact as exc:
+        raise Failure(str(exc)) from None
+    click.echo(f"note added to {gdpr.lookup_email(email)}")
 
 
 @contacts.command()

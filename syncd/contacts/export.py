@@ -17,7 +17,7 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from syncd.models import Contact, Membership
+from syncd.models import Consent, Contact, Membership
 
 CHUNK = 1000
 FIELDS = (
@@ -44,6 +44,10 @@ FIELDS = (
 )
 CONTACT = Contact.__table__  # type: ignore[attr-defined]
 MEMBERSHIP = Membership.__table__  # type: ignore[attr-defined]
+CONSENT = Consent.__table__  # type: ignore[attr-defined]
+CONSENT_FIELDS = (
+    "id", "email", "list_name", "action", "at", "ip", "user_agent", "source", "wording", "evidence",
+)  # fmt: skip
 
 
 def contacts(engine: Engine, chunk: int = CHUNK) -> Iterator[dict[str, Any]]:
@@ -102,3 +106,25 @@ def write_csv(rows: Iterator[dict[str, Any]], out: TextIO) -> int:
 
 def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
+
+
+def consents(engine: Engine, chunk: int = CHUNK) -> Iterator[dict[str, Any]]:
+    """The consent ledger, every proof in id order with its contact's address: keyset pages, as
+    ``contacts`` reads contacts. ``evidence`` as JSON text."""
+    last = 0
+    columns = [CONSENT.c[f] for f in CONSENT_FIELDS if f != "email"]
+    query = sa.select(*columns, CONTACT.c.email).join(CONTACT, CONTACT.c.id == CONSENT.c.contact_id)
+    while True:
+        with engine.connect() as conn:
+            rows = (
+                conn.execute(query.where(CONSENT.c.id > last).order_by(CONSENT.c.id).limit(chunk))
+                .mappings()
+                .all()
+            )
+        if not rows:
+            return
+        for r in rows:
+            row = {f: _plain(r[f]) for f in CONSENT_FIELDS}
+            row["evidence"] = json.dumps(row["evidence"] or {}, ensure_ascii=False, sort_keys=True)
+            yield row
+        last = rows[-1]["id"]

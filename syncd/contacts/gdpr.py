@@ -26,13 +26,14 @@ from syncd.models import (
     Contact,
     Flag,
     Membership,
+    Note,
     Source,
     TargetState,
     Tombstone,
     utcnow,
 )
 
-ATTACHED = (Source, Consent, Membership, TargetState, Flag)
+ATTACHED = (Source, Consent, Membership, TargetState, Flag, Note)
 SCRUBBED = {"scrubbed": "erased at the contact's request"}
 
 
@@ -61,6 +62,7 @@ def contact_record(session: Session, contact: Contact) -> dict[str, Any]:
         (Membership, "memberships"),
         (TargetState, "target_states"),
         (Flag, "flags"),
+        (Note, "notes"),
     ):
         rows = session.exec(select(model).where(model.contact_id == contact.id).order_by(model.id)).all()
         record[key] = [_plain(r, drop=("contact_id",)) for r in rows]

@@ -4,7 +4,8 @@ Routes: ``/hooks/{provider}/{secret}`` (each provider's webhooks into the inbox)
 ``/confirm/{token}``, ``/unsubscribe/{token}``, ``/prefs/{token}`` (the contact's pages),
 ``/healthz`` (the process answers), ``/readyz`` (the master base answers), ``/metrics``,
 ``/openapi.json`` (this list, described: syncd/web/openapi.py), ``/status`` and ``/`` (where the
-lists stand, as JSON and as a page: syncd/web/status_page.py).
+lists stand, as JSON and as a page: syncd/web/status_page.py), ``/console/...`` (the team console:
+syncd/web/console.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from syncd.config import Config
 from syncd.log import get_logger
 from syncd.providers import Connectors
 from syncd.web import openapi
+from syncd.web.console import Console
 from syncd.web.headers import SecurityHeaders
 from syncd.web.hooks import InboxWriter, WebhookReceiver
 from syncd.web.pages import Pages
@@ -120,6 +122,7 @@ def create_app(
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi_endpoint, methods=["GET"]),
         *StatusPages(config, engine, env).routes(),
+        *Console(config, engine, env).routes(),  # /console: the team's pages (syncd/web/console.py)
     ]
     app = Starlette(
         routes=routes,

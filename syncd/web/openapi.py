@@ -425,6 +425,136 @@ STATUS: dict[str, Any] = {
     },
 }
 
+# --- the team console (syncd/web/console.py) ------------------------------------------------------
+
+_SIGN_IN = {
+    "description": "Not signed in (or the session ended): to the sign-in page",
+    "headers": {"Location": {"description": "`/console/login`", "schema": {"type": "string"}}},
+}
+_REFUSED = _html("A POST without this session's `csrf_token`, or an action the user's role may not do")
+EMAIL = {
+    "name": "email",
+    "in": "path",
+    "required": True,
+    "description": "The contact's address",
+    "schema": {"type": "string", "pattern": "^[^/]+$"},
+}
+CSRF_FIELD = {"csrf_token": {"type": "string", "description": "The session's token, from any console page"}}
+
+
+def _console_get(operation: str, summary: str, ok: dict[str, Any], *extra: str, **params: Any) -> dict:
+    responses: dict[str, Any] = {"200": ok, "303": _SIGN_IN}
+    for code in extra:
+        responses[code] = _REFUSED if code == "403" else _html("Unknown contact")
+    return {
+        "get": {
+            "operationId": operation,
+            "tags": ["console"],
+            "summary": summary,
+            "parameters": [LANG, *params.get("parameters", [])],
+            "responses": responses,
+        }
+    }
+
+
+def _console_post(operation: str, summary: str, fields: dict[str, Any], path: list[Any]) -> dict:
+    return {
+        "post": {
+            "operationId": operation,
+            "tags": ["console"],
+            "summary": summary,
+            "parameters": [LANG, *path],
+            "requestBody": _form({"type": "object", "properties": {**CSRF_FIELD, **fields}}),
+            "responses": {
+                "200": _html("Done (erasure: the confirmation page)"),
+                "303": {"description": "Done: to the page that shows it, or not signed in: to sign in"},
+                "400": _html("Refused by the rules (the reason is shown); nothing changed"),
+                "403": _REFUSED,
+                "404": _html("Unknown contact or flag"),
+                "409": _html("The flag is no longer open, or cannot be resolved that way; nothing changed"),
+            },
+        }
+    }
+
+
+_TEXT = {"type": "string"}
+_FLAG_ID = {"name": "flag_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_QUERY = [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}} for n in ("q", "field")]
+_FILTERS = [
+    {"name": n, "in": "query", "required": False, "schema": {"type": "string"}} for n in ("list", "rule")
+]
+_CSV = {
+    "description": "CSV, streamed",
+    "headers": PAGE_HEADERS | {"Content-Disposition": {"schema": {"type": "string"}}},
+    "content": {"text/csv": {"schema": {"type": "string"}}},
+}
+_CONTACT = "/console/contacts/{email}"
+CONSOLE: dict[str, Any] = {
+    "/console/login": {
+        "get": {
+            "operationId": "consoleSignInPage",
+            "tags": ["console"],
+            "summary": "The sign-in form (sets the form's CSRF cookie)",
+            "parameters": [LANG],
+            "responses": {"200": _html("The form"), "303": {"description": "Already signed in"}},
+        },
+        "post": {
+            "operationId": "consoleSignIn",
+            "tags": ["console"],
+            "summary": "Sign in; limited per account (5 failures: 15 min) and per address",
+            "parameters": [LANG],
+            "requestBody": _form(
+                {"type": "object", "properties": {**CSRF_FIELD, "email": _TEXT, "password": _TEXT}}
+            ),
+            "responses": {
+                "303": {"description": "Signed in: to the lists"},
+                "401": _html("Wrong address or password"),
+                "403": _html("The form's CSRF token is missing or stale"),
+                "429": _html("Too many attempts for this account or from this address"),
+            },
+        },
+    },
+    "/console/logout": _console_post("consoleSignOut", "Sign out", {}, []),
+    "/console": _console_get("consoleHome", "The lists page", _html("The lists")),
+    "/console/lists": _console_get("consoleLists", "Runs, members, flags, confirmations", _html("The lists")),
+    "/console/flags": _console_get(
+        "consoleFlags", "Open flags, filtered by list and rule", _html("The flags"), parameters=_FILTERS
+    ),
+    "/console/flags/{flag_id}/resolve": _console_post(
+        "consoleResolveFlag",
+        "Take off the list or accept",
+        {"how": {"enum": ["remove", "accept"]}},
+        [_FLAG_ID],
+    ),
+    "/console/contacts": _console_get(
+        "consoleSearch", "Search contacts", _html("Results"), parameters=_QUERY
+    ),
+    _CONTACT: _console_get(
+        "consoleContact", "A contact's record and timeline", _html("The record"), "404", parameters=[EMAIL]
+    ),
+    f"{_CONTACT}/note": _console_post(
+        "consoleNote", "Add a note", {"channel": _TEXT, "summary": _TEXT}, [EMAIL]
+    ),
+    f"{_CONTACT}/edit": _console_post(
+        "consoleEdit", "Edit fields and tags", {"tags_add": _TEXT, "tags_remove": _TEXT}, [EMAIL]
+    ),
+    f"{_CONTACT}/subscribe": _console_post(
+        "consoleSubscribe", "Subscribe to a list", {"list": _TEXT, "evidence": _TEXT}, [EMAIL]
+    ),
+    f"{_CONTACT}/unsubscribe": _console_post(
+        "consoleUnsubscribe", "Unsubscribe from a list", {"list": _TEXT, "reason": _TEXT}, [EMAIL]
+    ),
+    f"{_CONTACT}/forget": {
+        **_console_get(
+            "consoleForgetPage", "Confirm an erasure", _html("The form"), "403", parameters=[EMAIL]
+        ),
+        **_console_post("consoleForget", "Erase the contact (GDPR)", {"confirm": _TEXT}, [EMAIL]),
+    },
+    "/console/export/consent.csv": _console_get("consoleExportConsent", "The consent ledger", _CSV, "403"),
+    "/console/export/contacts.csv": _console_get("consoleExportContacts", "Every contact", _CSV, "403"),
+}
+
+
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {
@@ -440,8 +570,9 @@ DOCUMENT: dict[str, Any] = {
         {"name": "webhooks", "description": "Deliveries from the email providers"},
         {"name": "pages", "description": "The pages the contact reaches from syncd's mails"},
         {"name": "status", "description": "For the operator and the orchestrator"},
+        {"name": "console", "description": "The team console: signed-in users, by role"},
     ],
-    "paths": {**WEBHOOKS, **PAGES, **STATUS},
+    "paths": {**WEBHOOKS, **PAGES, **STATUS, **CONSOLE},
     "components": {
         "schemas": {"Status": STATUS_SCHEMA},
         "securitySchemes": {

@@ -3,7 +3,9 @@
 Pure ASGI middleware: it replaces the connection's peer in the request scope with the client's
 address (``syncd.netaddr.client_address``), so that every route reads one parsed, bounded address
 from ``request.client``. The daemon turns uvicorn's own proxy-header handling off: this is the
-only place that reads ``X-Forwarded-For``.
+only place that reads ``X-Forwarded-For``. It also believes a trusted proxy's
+``X-Forwarded-Proto: https`` (the scope's scheme becomes ``https``), so that the console's session
+cookie is ``Secure`` behind a proxy that ends TLS.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from syncd.netaddr import IPNetwork, client_address
+from syncd.netaddr import IPNetwork, client_address, is_trusted, parse_ip
 
 
 class ClientAddress:
@@ -34,4 +36,17 @@ class ClientAddress:
                 host = self._peer_only(peer[0] if peer else None)
             port = peer[1] if peer and host == peer[0] else 0
             scope = {**scope, "client": (host, port) if host else None}
+            if self._forwarded_https(peer[0] if peer else None, scope.get("headers", ())):
+                scope["scheme"] = "wss" if scope["type"] == "websocket" else "https"
         await self.app(scope, receive, send)
+
+    def _forwarded_https(self, peer: str | None, headers: Any) -> bool:
+        """A trusted proxy says the client spoke HTTPS to it (the last ``X-Forwarded-Proto`` value).
+        The peer is parsed only when the header is there: most requests pay nothing."""
+        if not self.trusted:
+            return False
+        proto = [v.decode("latin-1") for k, v in headers if k == b"x-forwarded-proto"]
+        if not proto or proto[-1].split(",")[-1].strip().lower() != "https":
+            return False
+        ip = parse_ip(peer)
+        return ip is not None and is_trusted(ip, self.trusted)
