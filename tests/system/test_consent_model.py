@@ -386,9 +386,10 @@ class ConsentMachine(RuleBasedStateMachine):
         """The person's contact in the master base, under whichever of their addresses it holds."""
         found = {c.email: c for c in s.exec(select(Contact).where(Contact.email.in_(p.addresses)))}
         if not p.retired:
+            which = ", #".join(str(p.addresses.index(e) + 1) for e in found)
             assert len(found) <= 1, (
                 f"slot {p.slot} is {len(found)} contacts after a change of address "
-                f"(addresses #{', #'.join(str(p.addresses.index(e) + 1) for e in found)} of {len(p.addresses)})"
+                f"(addresses #{which} of {len(p.addresses)})"
             )
         return next((found[a] for a in reversed(p.addresses) if a in found), None)
 
