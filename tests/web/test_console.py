@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -551,3 +552,133 @@ def test_resolving_a_flag_that_does_not_exist(app, engine, users, flag_id):
     client, token = signed_in(app, "standard")
     r = client.post(f"/console/flags/{flag_id}/resolve", data={"how": "accept", "csrf_token": token})
     assert r.status_code == (409 if flag_id == "999999" else 404)
+
+
+# --- in a real browser, each role does what it may; what it may not answers 403 --------------------
+
+
+def _browser_sign_in(page, served, role: str) -> None:
+    page.goto(served.url + "/console/contacts/ana@example.fr?lang=en")
+    page.get_by_label("Email address").fill(USERS[role])
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_load_state()
+
+
+def _refused_in_browser(page, served, engine, path: str, form: dict) -> None:
+    """A POST the page offers no form for, sent with the browser's own session and CSRF token:
+    403, and the base unchanged."""
+    token = page.locator('input[name="csrf_token"]').first.get_attribute("value")
+    before = snapshot(engine)
+    answer = page.request.post(served.url + path, form={**form, "csrf_token": token}, max_redirects=0)
+    assert answer.status == 403, answer.status
+    assert snapshot(engine) == before
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("role", ROLES)
+def test_real_browser_each_role_does_what_it_may_and_is_refused_the_rest(
+    served, engine, config, users, browser_page, role
+):
+    add_person(engine, config, "ana@example.fr", "client", ("news",))
+    page, messages = browser_page
+    _browser_sign_in(page, served, role)
+    page.goto(served.url + "/console/contacts/ana@example.fr?lang=en")
+    assert page.get_by_role("heading", level=1).inner_text().startswith("ana@example.fr")
+    note = {"channel": "phone", "summary": "called"}
+    if role == "read-only":
+        assert page.get_by_role("button", name="Add the note").count() == 0
+        _refused_in_browser(page, served, engine, "/console/contacts/ana@example.fr/note", note)
+    else:
+        page.get_by_label("Note", exact=True).fill("Met at the fair: wants the catalogue.")
+        page.get_by_role("button", name="Add the note").click()
+        page.wait_for_load_state()
+        assert page.get_by_role("status").inner_text() == "Note added."
+        assert audit_actions(engine, f"console:{USERS[role]}") == ["contact.note_added"]
+    if role != "admin":
+        assert page.get_by_role("link", name="Erase this contact (GDPR)…").count() == 0
+        _refused_in_browser(
+            page, served, engine, "/console/contacts/ana@example.fr/forget", {"confirm": "ana@example.fr"}
+        )
+    else:
+        page.get_by_role("link", name="Erase this contact (GDPR)…").click()
+        page.get_by_label("Type the contact's address to confirm").fill("ana@example.fr")
+        page.get_by_role("button", name="Erase for good").click()
+        page.wait_for_load_state()
+        assert "The contact was erased." in page.content()
+        with Session(engine) as s:
+            assert s.exec(select(Contact).where(Contact.email == "ana@example.fr")).first() is None
+    assert [m for m in messages if "Content Security Policy" in m] == []
+
+
+# --- a contact's story, as the console shows it ------------------------------------------------------
+
+
+def test_the_contact_page_tells_import_confirmation_unsubscribe_note_and_console_edit_in_order(
+    app, engine, config, users, tmp_path
+):
+    from connectors.mailchimp import MailchimpConnector
+    from connectors.simulators.mailchimp import webhooks as mailchimp_webhooks
+    from syncd import doi
+    from syncd.contacts.importer import Options, import_file
+    from syncd.db import session_scope
+    from syncd.inbound.apply import apply_event
+
+    file = tmp_path / "fair.csv"
+    file.write_text("email;first_name;type\nana@example.fr;Ana;client\n", encoding="utf-8")
+    options = Options(
+        channel="fair",
+        list_name="club",
+        list_cfg=config.list("club"),
+        all_lists=config.lists,
+        consent="single_opt_in",
+    )
+    assert import_file(engine, file, options).imported == 1
+    mails: list = []
+    assert doi.send_pending(engine, config, lambda mail: mails.append(mail) or "<1@test>") == 1
+    token = re.search(r"/confirm/([A-Za-z0-9_.\-]+)", mails[0].text).group(1)
+    assert doi.confirm(engine, config, token, ip="198.51.100.7", user_agent="pytest").state == "confirmed"
+    # Mailchimp reports that she left the club's audience (fired_at is to the second: the next one).
+    fired = (utcnow() + timedelta(seconds=1)).replace(microsecond=0)
+    body = mailchimp_webhooks.payload("unsubscribe", "ana@example.fr", "a1b2c3d4e5", fired)
+    with session_scope(engine) as s:
+        for event in MailchimpConnector("sim-key-us1", "http://127.0.0.1:9/3.0").parse_webhook(
+            body, mailchimp_webhooks.CONTENT_TYPE
+        ):
+            assert apply_event(s, event, config) == "applied"
+    while utcnow() <= fired:  # what the team does next is later than the provider's report
+        time.sleep(0.01)
+    client, csrf = signed_in(app, "standard")
+    base = "/console/contacts/ana@example.fr"
+    assert (
+        client.post(
+            f"{base}/note", data={"channel": "phone", "summary": "called", "csrf_token": csrf}
+        ).status_code
+        == 303
+    )
+    assert client.post(f"{base}/edit", data={"company": "Globex", "csrf_token": csrf}).status_code == 303
+
+    entries = timeline.timeline(engine, "ana@example.fr")
+    kinds = [e.kind for e in entries]
+    story = [
+        kinds.index("source"),
+        kinds.index("membership"),
+        *(i for i, e in enumerate(entries) if e.kind == "consent" and "confirmed" in e.summary),
+        kinds.index("provider_event"),
+        kinds.index("note"),
+        kinds.index("change"),
+    ]
+    assert story == sorted(story), [(e.kind, e.summary) for e in entries]
+    change = entries[kinds.index("change")]
+    assert change.actor == f"console:{USERS['standard']}" and "Globex" in change.summary
+    # The page shows them in that order, the edit with its user.
+    page = client.get(f"{base}?lang=en").text
+    shown = [
+        page.index("imported from fair.csv"),
+        page.index("confirmed the double opt-in for list club"),
+        page.index("Mailchimp: unsubscribed"),
+        page.index("phone note: called"),
+        page.index("company: (empty) → Globex"),
+    ]
+    assert shown == sorted(shown)
+    assert f"console:{USERS['standard']}" in page[shown[-1] - 400 : shown[-1] + 400]
