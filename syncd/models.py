@@ -246,6 +246,15 @@ class AuditLog(SQLModel, table=True):
     detail: dict[str, Any] = _json({})
 
 
+class FormerAddress(SQLModel, table=True):
+    """An address a contact had before a change of address (its hash only): a provider's event
+    about it, delivered late, still reaches the contact."""
+
+    email_hash: str = Field(primary_key=True, max_length=64)
+    contact_id: int = Field(foreign_key="contact.id", index=True, ondelete="CASCADE")
+    until: datetime = _when(default=True)
+
+
 class Tombstone(SQLModel, table=True):
     """An erased contact: only an irreversible hash, so the address is never re-imported or re-synced."""
 

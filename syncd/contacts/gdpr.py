@@ -25,6 +25,7 @@ from syncd.models import (
     Consent,
     Contact,
     Flag,
+    FormerAddress,
     Membership,
     Note,
     Source,
@@ -33,7 +34,7 @@ from syncd.models import (
     utcnow,
 )
 
-ATTACHED = (Source, Consent, Membership, TargetState, Flag, Note)
+ATTACHED = (Source, Consent, Membership, TargetState, Flag, Note, FormerAddress)
 SCRUBBED = {"scrubbed": "erased at the contact's request"}
 
 
@@ -110,6 +111,12 @@ def forget_contact(engine: Engine, email: str, *, actor: str = "cli", parse: Par
                 TargetState.contact_id == contact.id, TargetState.remote_email.is_not(None)
             )
             result.former = sorted({e for e in session.exec(held) if e and e != address})
+        # Every address the contact had before a change of address (kept by hash): blocked too.
+        had = (
+            list(session.exec(select(FormerAddress.email_hash).where(FormerAddress.contact_id == contact.id)))
+            if contact is not None
+            else []
+        )
         audit = AuditLog.__table__
         addresses = [address, *result.former]
         needles = {n for a in addresses for n in (a, json.dumps(a)[1:-1])}
@@ -131,6 +138,7 @@ def forget_contact(engine: Engine, email: str, *, actor: str = "cli", parse: Par
             result.deleted["contact"] = 1
         flags = Flag.__table__
         digests = [email_hash(a) for a in addresses]
+        digests += [d for d in had if d not in digests]
         result.deleted["flag"] = (
             result.deleted.get("flag", 0)
             + session.execute(sa.delete(flags).where(flags.c.email_hash.in_(digests))).rowcount

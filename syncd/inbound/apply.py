@@ -37,7 +37,7 @@ from syncd.inbound.reconcile import (
     reconcile,
 )
 from syncd.membership import ConsentRequired, join_list, leave_list, mark_bounced, opt_out_everywhere
-from syncd.models import AuditLog, Contact, Membership, Source, TargetState
+from syncd.models import AuditLog, Contact, FormerAddress, Membership, Source, TargetState, utcnow
 from syncd.providers import sharing_record
 
 # Outcomes a later delivery can still change (LESSONS 12): a Mailchimp profile update for the new
@@ -65,6 +65,11 @@ def apply_event(session: Session, event: ProviderEvent, config: Config) -> str:
     if contact is None and erased_among(session, [email]):
         # Erased: nothing to apply now or later, so never kept waiting for a contact (LESSONS 8).
         return "ignored:forgotten"
+    if contact is None:
+        # The address a contact had before a change of address: the event, delivered after the
+        # change (a lost webhook read by a sync, a late delivery), is that person's.
+        former = session.get(FormerAddress, email_hash(email))
+        contact = session.get(Contact, former.contact_id) if former is not None else None
     lists = lists_for_target(config, event.provider, event.target)
     memberships: dict[str, MembershipFacts] = {}
     owner = None
@@ -147,6 +152,7 @@ def _apply(
     elif isinstance(change, ChangeEmail):
         old = contact.email
         contact.email = change.new_email
+        _remember_former_address(session, contact.id, old, change.new_email)
         _former_address_elsewhere(session, contact.id, old, change.new_email, event, config)
         _touch(session, contact, at)
         _audit(
@@ -164,6 +170,18 @@ def _apply(
     else:
         return False
     return True
+
+
+def _remember_former_address(session: Session, contact_id: int | None, old: str, new: str) -> None:
+    """The former address, by hash, stays the contact's (its return to it is no longer former)."""
+    row = session.get(FormerAddress, email_hash(old))
+    if row is None:
+        session.add(FormerAddress(email_hash=email_hash(old), contact_id=contact_id, until=utcnow()))
+    else:
+        row.contact_id, row.until = contact_id, utcnow()
+    back = session.get(FormerAddress, email_hash(new))
+    if back is not None:
+        session.delete(back)
 
 
 def _former_address_elsewhere(

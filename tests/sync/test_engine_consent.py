@@ -727,3 +727,27 @@ def test_a_change_of_address_mailchimp_refuses_takes_the_former_address_off_and_
     assert subscribed(w.mailchimp, w.news_mc) == []
     assert "rejected by the provider: a***@example.fr" in result.output
     assert "permanently deleted" in result.output
+
+
+def test_a_late_webhook_naming_a_former_address_reaches_the_contact(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news"])
+    run_cli(w, "sync", "--list", "news")
+    run_cli(w, "sync", "--list", "news")
+    # Ana complains about a campaign, then changes address; both webhooks are late.
+    w.mailchimp.member_action(w.audience.list_id, "ana@example.fr", "unsubscribe", reason="abuse")
+    complaint, ctype = w.mailchimp.webhook_payload(EventKind.COMPLAINED, "ana@example.fr", w.audience)
+    mailchimp_renames(w, "ana@example.fr", "ana.new@example.fr")
+    run_cli(w, "sync", "--list", "news")  # the read applies the change of address first
+    assert emails_in_base(w) == ["ana.new@example.fr"]
+
+    with session_scope(w.engine) as s:
+        for event in MailchimpConnector(w.mailchimp.api_key, w.mailchimp.api_url).parse_webhook(
+            complaint, ctype
+        ):
+            assert apply_event(s, event, w.config) == "applied"
+
+    ana = contact(w, "ana.new@example.fr")
+    assert ana.email_status == "complained" and ana.global_opt_out
+    run_cli(w, "sync")
+    assert subscribed(w.brevo, w.news_b) == [] and subscribed(w.mailchimp, w.news_mc) == []

@@ -1491,6 +1491,46 @@ FOUND_SEQUENCES = {
         "mailchimp_admin_archives(who=8);"
         "sync_twice(list_name='partners');"
     ),
+    # A complaint's webhook delivered after a read had applied the complainer's change of address:
+    # it named her former address, which no contact held any more, and was never applied.
+    "complaint-webhook-naming-a-former-address": (
+        "mailchimp_member_changes_address(who=0);"
+        "yaml_widens_partners_segment();"
+        "mailchimp_member_changes_address(who=3);"
+        "brevo_unsubscribe(on_b1=True, per_list_feature=True, who=8);"
+        "mailchimp_spam_complaint(who=6);"
+        "mailchimp_spam_complaint(who=0);"
+        "drain_inbox();"
+        "brevo_admin_deletes_contact(who=3);"
+        "mailchimp_unsubscribe(who=6);"
+        "sync_twice(list_name='partners');"
+        "brevo_unsubscribe(on_b1=True, per_list_feature=True, who=2);"
+        "import_contact(consent='single_opt_in', kind='partner', list_name='partners', slot=1);"
+        "mailchimp_member_changes_address(who=7);"
+        "import_contact(consent='none', kind='client', list_name='club', slot=1);"
+        "import_contact(consent='single_opt_in', kind='partner', list_name='news', slot=2);"
+        "mailchimp_member_changes_address(who=2);"
+        "sync_twice(list_name='club');"
+        "import_contact(consent='single_opt_in', kind='client', list_name='partners', slot=3);"
+        "sync_twice(list_name='news');"
+        "yaml_switches_news_to_double_opt_in();"
+        "drain_inbox();"
+        "mailchimp_spam_complaint(who=0);"
+        "import_contact(consent='single_opt_in', kind='partner', list_name='club', slot=1);"
+        "deliver_webhook(duplicate=False, i=29);"
+        "import_contact(consent='single_opt_in', kind='client', list_name='partners', slot=0);"
+        "mailchimp_member_changes_address(who=4);"
+        "import_contact(consent='none', kind='client', list_name='partners', slot=0);"
+        "brevo_admin_deletes_contact(who=6);"
+        "mailchimp_spam_complaint(who=4);"
+        "mailchimp_spam_complaint(who=3);"
+        "import_contact(consent='none', kind='partner', list_name=None, slot=0);"
+        "brevo_admin_deletes_contact(who=0);"
+        "brevo_unsubscribe(on_b1=True, per_list_feature=False, who=3);"
+        "brevo_unsubscribe(on_b1=True, per_list_feature=False, who=6);"
+        "sync_twice(list_name='news');"
+        "drain_inbox();"
+    ),
 }
 
 INVARIANTS = (
