@@ -682,3 +682,47 @@ def test_the_contact_page_tells_import_confirmation_unsubscribe_note_and_console
     ]
     assert shown == sorted(shown)
     assert f"console:{USERS['standard']}" in page[shown[-1] - 400 : shown[-1] + 400]
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("name", "allowed", "setup", "check"), POSTS, ids=[p[0] for p in POSTS])
+def test_in_a_real_browser_every_post_is_done_for_the_roles_allowed_and_refused_otherwise(
+    served, engine, config, users, browser_page, role, name, allowed, setup, check
+):
+    """The same matrix, from a real browser's session: signed in through the form, each POST sent
+    with the browser's cookies, first without the page's CSRF token (403, nothing changed), then
+    with it (done for the roles allowed; 403 and nothing changed for the others)."""
+    path, form = setup(engine, config)
+    page, _ = browser_page
+    page.goto(served.url + "/console/login?lang=en")
+    page.get_by_label("Email address").fill(USERS[role])
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_load_state()
+    assert page.get_by_role("heading", level=1).inner_text() == "Lists"
+    token = page.locator('input[name="csrf_token"]').first.get_attribute("value")
+    before = snapshot(engine)
+    unsigned = page.request.post(served.url + path, form=form, max_redirects=0)
+    assert unsigned.status == 403 and snapshot(engine) == before
+    answer = page.request.post(served.url + path, form={**form, "csrf_token": token}, max_redirects=0)
+    if role in allowed:
+        assert answer.status in (200, 303), answer.status
+        check(engine, role)
+    else:
+        assert answer.status == 403
+        assert snapshot(engine) == before
+
+
+@pytest.mark.browser
+def test_in_a_real_browser_signed_out_every_console_page_leads_to_sign_in(
+    served, engine, config, browser_page
+):
+    add_person(engine, config, "ana@example.fr", "client", ("news",))
+    page, _ = browser_page
+    for path in GETS:
+        answer = page.request.get(served.url + path, max_redirects=0)
+        assert answer.status == 303 and answer.headers["location"].startswith("/console/login"), path
+        page.goto(served.url + path)
+        assert page.url.split("?")[0] == served.url + "/console/login", path
+        assert page.get_by_role("button", name="Sign in").count() == 1
