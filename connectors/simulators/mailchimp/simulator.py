@@ -57,6 +57,8 @@ class MailchimpSimulator(Simulator, MailchimpApi):
         self.account = Account()
         self._in_flight = 0
         self._next_allowed = 0.0
+        self._hold_for = 0  # see hold_until_concurrent
+        self._release: asyncio.Event | None = None
         admin = Route(
             "/_sim/lists/{list_id}/members/{member}/{action}",
             self.handle(self.admin_action),
@@ -108,6 +110,28 @@ class MailchimpSimulator(Simulator, MailchimpApi):
     def check_webhook_url(self, url: str) -> httpx.Response:
         return webhooks.check_url(url)
 
+    def hold_until_concurrent(self, n: int, timeout_s: float = 10.0) -> None:
+        """Hold the next API calls until ``n`` of them are in flight at once, then answer them all.
+
+        A connection-limit storm depends on the machine's speed: on a slow or loaded machine a
+        client's calls may never overlap. Holding them (once, at most ``timeout_s``) makes the
+        overlap certain; each call is still judged against the limit when it arrives.
+        """
+        self._hold_for, self._hold_timeout_s = n, timeout_s
+
+    async def _wait_for_company(self) -> None:
+        if self._release is None:
+            self._release = asyncio.Event()
+        release = self._release
+        if self._in_flight >= self._hold_for:
+            self._hold_for, self._release = 0, None
+            release.set()
+            return
+        try:
+            await asyncio.wait_for(release.wait(), self._hold_timeout_s)
+        except TimeoutError:
+            self._hold_for, self._release = 0, None
+
     # --- ASGI entry: auth, faults, connection limit, latency ----------------------------------
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -142,6 +166,8 @@ class MailchimpSimulator(Simulator, MailchimpApi):
         self._in_flight += 1  # the event loop is single-threaded: no lock needed
         try:
             response = self._gate(scope, fail)
+            if self._hold_for:
+                await self._wait_for_company()
             if response is None:
                 await self.router(scope, receive, recording_send)
             else:
