@@ -157,6 +157,7 @@ class _Run:
         try:
             for chunk in plans(self.lt, self.traits, since, only):
                 self.report.planned_chunk(chunk.plan)
+                self.report.unchanged += chunk.unchanged
                 if not self.dry_run:
                     self.writer.take(chunk)
                 if self.stop.is_set():
@@ -179,6 +180,7 @@ class _Run:
             list=self.lt.list_name,
             target=self.lt.target.key,
             incremental=self.report.incremental,
+            unchanged=self.report.unchanged,
             planned=self.report.planned,
             applied=self.report.applied,
             write_calls=self.report.write_calls,

@@ -26,6 +26,8 @@ class TargetReport:
     write_calls: int = 0
     failed: str | None = None
     incremental: bool = False
+    # Contacts an incremental plan skipped: planned and stored since their rows last changed.
+    unchanged: int = 0
 
     @property
     def ok(self) -> bool:

@@ -8,6 +8,7 @@ value, the writer's input.
 
 from __future__ import annotations
 
+import hashlib
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,11 +33,30 @@ PLAN_MARGIN = timedelta(minutes=2)
 @dataclass
 class ChunkPlan:
     """One chunk's plan, with the TargetState each item was planned against (``states``) and the
-    account-wide blocks to lift for contacts with no list state to keep (``lifts``)."""
+    account-wide blocks to lift for contacts with no list state to keep (``lifts``).
+
+    ``stamps``: what the plan read of each contact it planned (``stamp``), stored with the outcome;
+    ``settled``: the held contacts whose plan asks nothing, with a stamp to store now;
+    ``unchanged``: contacts an incremental plan skipped, their stamp unchanged."""
 
     plan: Plan
     states: dict[int, SyncedState | None]
     lifts: list[tuple[int, str]] = field(default_factory=list)  # (contact id, email)
+    stamps: dict[int, str] = field(default_factory=dict)
+    settled: dict[int, str] = field(default_factory=dict)
+    unchanged: int = 0
+
+
+def stamp(contact: Any, memberships: Any, pulled_at: datetime | None) -> str:
+    """What a plan of the contact on a target depends on, from the rows incremental planning
+    watches: the contact's record, each of its memberships (any list: exclusivity) and the last
+    change pulled from the target. Every write of a contact or a membership moves its
+    ``touched_at``; a pull that changes the member moves ``pulled_at``. Equal stamps mean the plan
+    would read the same rows: compared for equality, never ordered, so a write whose transaction
+    was open while a plan read the base changes the stamp whatever the clocks said."""
+    parts = [repr(contact.touched_at), repr(pulled_at)]
+    parts += sorted(f"{m.list_name}|{m.status}|{m.since!r}|{m.touched_at!r}" for m in memberships)
+    return hashlib.blake2b("\n".join(parts).encode(), digest_size=16).hexdigest()
 
 
 def planning_window(lt: ListTarget, now: datetime) -> tuple[datetime | None, bool]:
@@ -133,35 +153,61 @@ def contact_ids(lt: ListTarget, since: datetime | None, only: list[str] | None) 
 def plans(
     lt: ListTarget, traits: ProviderTraits, since: datetime | None, only: list[str] | None = None
 ) -> Iterator[ChunkPlan]:
-    """Each chunk's plan for this target (``since`` and ``only`` as for ``chunks``)."""
-    m_cols = (Membership.contact_id, Membership.list_name, Membership.status, Membership.since)
+    """Each chunk's plan for this target (``since`` and ``only`` as for ``chunks``).
+
+    An incremental plan skips the contacts whose ``stamp`` is the one stored with their state on
+    this target: planned, and the outcome stored, since anything they depend on last changed (the
+    run right after a push plans none of the contacts it pushed). A full plan plans everyone."""
+    m_cols = (
+        Membership.contact_id,
+        Membership.list_name,
+        Membership.status,
+        Membership.since,
+        Membership.touched_at,
+    )
     t_cols = (
         TargetState.contact_id,
         TargetState.pushed_hash,
         TargetState.remote_status,
         TargetState.remote_changed_at,
         TargetState.remote_email,
+        TargetState.pulled_at,
+        TargetState.plan_stamp,
     )
     scope = lt.config.unsubscribe.scope
-    for contacts in chunks(lt, since, only):
-        ids = [c.id for c in contacts]
+    skip_unchanged = since is not None and only is None
+    for every in chunks(lt, since, only):
+        ids = [c.id for c in every]
         with lt.engine.connect() as conn:
             memberships: dict[int, dict[str, Any]] = {}
             for m in conn.execute(sa.select(*m_cols).where(Membership.contact_id.in_(ids))):
                 memberships.setdefault(m.contact_id, {})[m.list_name] = m
-            states = {
-                t.contact_id: SyncedState.of(t)
+            rows_of = {
+                t.contact_id: t
                 for t in conn.execute(
                     sa.select(*t_cols).where(*lt.state_filter(), TargetState.contact_id.in_(ids))
                 )
             }
-            confirmed = confirmations(lt, conn, ids)
+            pulled = {cid: t.pulled_at for cid, t in rows_of.items()}
+            stamps = {c.id: stamp(c, memberships.get(c.id, {}).values(), pulled.get(c.id)) for c in every}
+            contacts = [
+                c
+                for c in every
+                if not (skip_unchanged and c.id in rows_of and rows_of[c.id].plan_stamp == stamps[c.id])
+            ]
+            ids = [c.id for c in contacts]
+            states = {cid: SyncedState.of(rows_of[cid]) for cid in ids if cid in rows_of}
+            confirmed = confirmations(lt, conn, ids) if ids else {}
             held = [
                 cid
                 for cid, st in states.items()
                 if st and st.remote_status in (RemoteStatus.BLOCKED, RemoteStatus.UNSUBSCRIBED)
             ]
             explained = explained_blocks(lt, traits, conn, held)
+        unchanged = len(every) - len(contacts)
+        if not contacts:
+            yield ChunkPlan(Plan(lt.target), {}, unchanged=unchanged)
+            continue
         rows = []
         lifts = []
         for c in contacts:
@@ -187,7 +233,14 @@ def plans(
         plan = plan_target(
             lt.target, lt.list_cfg, rows, scope=scope, traits=traits, explained_blocks=explained
         )
-        yield ChunkPlan(plan, states, lifts)
+        asked = {item.contact_id for kind in Plan.KINDS for item in getattr(plan, kind)}
+        asked.update(cid for cid, _ in lifts)
+        settled = {
+            cid: stamps[cid]
+            for cid in ids
+            if cid in rows_of and cid not in asked and rows_of[cid].plan_stamp != stamps[cid]
+        }
+        yield ChunkPlan(plan, states, lifts, {cid: stamps[cid] for cid in ids}, settled, unchanged)
 
 
 def confirmations(lt: ListTarget, conn: Any, ids: list[int]) -> dict[int, datetime]:

@@ -103,19 +103,26 @@ def remember_plan(lt: ListTarget, started: datetime, full: bool) -> None:
 # --- TargetState and lifts -----------------------------------------------------------------------
 
 
-def store_accepted(lt: ListTarget, accepted: list[Accepted]) -> None:
-    """What the provider accepted becomes TargetState, in one transaction per batch.
+def store_accepted(lt: ListTarget, accepted: list[Accepted], stamps: dict[int, str] | None = None) -> None:
+    """What the provider accepted becomes TargetState, in one transaction per batch, with the
+    ``stamps`` of the plan that asked for it (``select.stamp``).
 
     Plain statements, CHUNK rows at a time: a batch can hold tens of thousands of members,
     too many to keep as ORM objects in one session."""
     if not accepted:
         return
+    stamps = stamps or {}
     now = utcnow()
     table = TargetState.__table__
     update = (
         sa.update(table)
         .where(table.c.id == sa.bindparam("k_id"))
-        .values(pushed_hash=sa.bindparam("v_hash"), remote_status=sa.bindparam("v_status"), pushed_at=now)
+        .values(
+            pushed_hash=sa.bindparam("v_hash"),
+            remote_status=sa.bindparam("v_status"),
+            plan_stamp=sa.bindparam("v_stamp"),
+            pushed_at=now,
+        )
     )
     with lt.engine.begin() as conn:
         for start in range(0, len(accepted), CHUNK):
@@ -135,7 +142,8 @@ def store_accepted(lt: ListTarget, accepted: list[Accepted]) -> None:
                 row_id = existing.get(item.contact_id)
                 if after is None:
                     if row_id is not None and item.contact_id in former:
-                        changed.append({"k_id": row_id, "v_hash": None, "v_status": None})
+                        emptied = {"k_id": row_id, "v_hash": None, "v_status": None}
+                        changed.append({**emptied, "v_stamp": stamps.get(item.contact_id)})
                     elif row_id is not None:
                         gone.append(row_id)
                     continue
@@ -147,16 +155,39 @@ def store_accepted(lt: ListTarget, accepted: list[Accepted]) -> None:
                         "target_key": lt.target.key,
                         "pushed_hash": after.pushed_hash,
                         "remote_status": status,
+                        "plan_stamp": stamps.get(item.contact_id),
                         "pushed_at": now,
                     }
                 else:
-                    changed.append({"k_id": row_id, "v_hash": after.pushed_hash, "v_status": status})
+                    changed.append(
+                        {
+                            "k_id": row_id,
+                            "v_hash": after.pushed_hash,
+                            "v_status": status,
+                            "v_stamp": stamps.get(item.contact_id),
+                        }
+                    )
             if gone:
                 conn.execute(sa.delete(table).where(table.c.id.in_(gone)))
             if changed:
                 conn.execute(update, changed)
             if new:
                 conn.execute(sa.insert(table), list(new.values()))
+
+
+def store_stamps(lt: ListTarget, stamps: dict[int, str]) -> None:
+    """Contacts whose plan asked nothing of the target: the stamp of what the plan read, so that
+    an incremental plan skips them until one of those rows changes."""
+    if not stamps:
+        return
+    table = TargetState.__table__
+    update = (
+        sa.update(table)
+        .where(*lt.state_filter(), table.c.contact_id == sa.bindparam("k_contact"))
+        .values(plan_stamp=sa.bindparam("v_stamp"))
+    )
+    with lt.engine.begin() as conn:
+        conn.execute(update, [{"k_contact": cid, "v_stamp": st} for cid, st in stamps.items()])
 
 
 def forget_former_addresses(lt: ListTarget, contact_ids: list[int]) -> None:
@@ -245,6 +276,7 @@ def finish_run(engine: Engine, run_id: int, r: TargetReport) -> None:
             "applied": r.applied,
             "rejected": len(r.rejected),
             "write_calls": r.write_calls,
+            "unchanged": r.unchanged,
         }
         s.add(run)
 

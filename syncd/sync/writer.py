@@ -9,7 +9,7 @@ sends at worst its unfinished batch again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from connectors.contract import AuthFailed, Connector, EventKind, Fatal, ProviderEvent, RemoteMember, Rename
 from syncd.core.plan import PlanItem, SyncedState
@@ -27,6 +27,7 @@ from syncd.sync.state import (
     last_lifts,
     record_lifts,
     store_accepted,
+    store_stamps,
 )
 
 log = get_logger(__name__)
@@ -61,6 +62,7 @@ class Writer:
         self.lifts: list[tuple[int, str]] = []  # account-wide blocks to lift, with no list state to keep
         self.erased: list[str] = []  # remote members whose address was erased from the master base
         self.revealed: set[str] = set()  # members whose refusal brought their state back
+        self.stamps: dict[int, str] = {}  # buffered members: what their plan read (select.stamp)
 
     # --- the sink ------------------------------------------------------------------------------
 
@@ -72,7 +74,11 @@ class Writer:
             self.upserts[kind].extend((item, states.get(item.contact_id)) for item in items)
         self.removals.extend((item, states.get(item.contact_id)) for item in plan.removals)
         self.unblocks.extend((item, states.get(item.contact_id)) for item in plan.unblocks)
+        for item in (*plan.adds, *plan.updates, *plan.removals, *plan.unblocks):
+            if item.contact_id in chunk.stamps:
+                self.stamps[item.contact_id] = chunk.stamps[item.contact_id]
         self.lifts.extend(chunk.lifts)
+        store_stamps(self.lt, chunk.settled)
         self._write(force=False)
 
     def erase(self, emails: list[str]) -> None:
@@ -156,7 +162,7 @@ class Writer:
         self.report.write_calls += result.calls
         done = set(result.done)
         accepted = [(kind, item, before) for kind, item, before in items if item.email in done]
-        store_accepted(self.lt, accepted)
+        store_accepted(self.lt, accepted, self._stamps_of(item for _, item, _ in items))
         for kind, _, _ in accepted:
             self.report.count(self.report.applied, kind)
         for r in result.rejected:
@@ -176,6 +182,10 @@ class Writer:
         self.erase(self.reconcile(shown))
         self.revealed.update(m.email for m in shown)
         self.progress(f"{self.lt.list_name} → {self.lt.target.key}: writing", len(items))
+
+    def _stamps_of(self, items: Iterable[PlanItem]) -> dict[int, str]:
+        """The stamps of a written batch's members, no longer kept once it is written."""
+        return {i.contact_id: st for i in items if (st := self.stamps.pop(i.contact_id, None)) is not None}
 
     def _carry_renames(self, items: list[Buffered]) -> None:
         """Members this target holds under a former address (the master base learnt the change of
@@ -219,6 +229,7 @@ class Writer:
         store_accepted(
             self.lt,
             [("removals", i, b) for (i, b), email in zip(items, held, strict=True) if email in done],
+            self._stamps_of(item for item, _ in items),
         )
         self.report.count(self.report.applied, "removals", len(done))
         for r in result.rejected:
@@ -231,7 +242,7 @@ class Writer:
             self.connector.set_blocked(held_as(item, before), False)
             self.report.write_calls += 1
             done.append(("unblocks", item, before))
-        store_accepted(self.lt, done)
+        store_accepted(self.lt, done, self._stamps_of(item for item, _ in items))
         record_lifts(self.lt, [item.contact_id for item, _ in items])
         self.report.count(self.report.applied, "unblocks", len(done))
 

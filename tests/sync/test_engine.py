@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from click.testing import CliRunner
 from simkit import BrevoSimulator, MailchimpSimulator
@@ -322,6 +324,48 @@ def test_later_runs_plan_only_what_changed_and_still_see_every_change(world):
     )
     third = sync_list(w.engine, edited, "newsletter-clients", _connectors(w))
     assert third.ok and not any(t.incremental for t in third.targets)
+
+
+def test_the_run_right_after_a_push_plans_none_of_what_it_pushed(world):
+    w = world
+    for i in range(30):
+        add_contact(w, f"p{i:02d}@example.fr", "client", ["newsletter-clients"])
+    first = sync_list(w.engine, w.config, "newsletter-clients", _connectors(w))
+    assert first.ok and all(t.applied.get("adds") == 30 for t in first.targets)
+
+    # The contacts were written just before the first run: they are in the next run's window,
+    # and each was planned and stored by it since.
+    second = sync_list(w.engine, w.config, "newsletter-clients", _connectors(w))
+
+    assert second.ok and all(t.incremental for t in second.targets)
+    assert [t.unchanged for t in second.targets] == [30, 30]
+    assert all(sum(t.planned.values()) == 0 and t.write_calls == 0 for t in second.targets)
+
+
+def test_a_write_committed_after_a_plan_with_an_older_time_is_still_planned(world):
+    """A transaction open while a plan read the base commits a change stamped before the plan
+    started: the next incremental plan still plans it (stamps are compared, never ordered)."""
+    w = world
+    for i in range(5):
+        add_contact(w, f"p{i}@example.fr", "client", ["newsletter-clients"])
+    first = sync_list(w.engine, w.config, "newsletter-clients", _connectors(w))
+    assert first.ok
+    with Session(w.engine) as s:
+        started = s.exec(select(SyncRun.started_at).order_by(SyncRun.id)).first()
+    contact = Contact.__table__
+    with w.engine.begin() as conn:
+        conn.execute(
+            contact.update()
+            .where(contact.c.email == "p3@example.fr")
+            .values(first_name="Late", touched_at=started - timedelta(seconds=30))
+        )
+
+    second = sync_list(w.engine, w.config, "newsletter-clients", _connectors(w))
+
+    assert second.ok and all(t.incremental for t in second.targets)
+    assert all(t.planned.get("updates") == 1 and t.unchanged == 4 for t in second.targets)
+    assert w.brevo.members(w.news_b)["p3@example.fr"].fields["first_name"] == "Late"
+    assert w.mailchimp.members(w.clients_mc)["p3@example.fr"].fields["first_name"] == "Late"
 
 
 def _connectors(w):
