@@ -101,17 +101,54 @@ def chunks(
 
 
 def _every_contact(lt: ListTarget, size: int) -> Iterator[list[Any]]:
-    """An auto-enrolled list's full plan: every contact, a page at a time by primary key."""
+    """An auto-enrolled list's full plan: every contact that may concern it (``concerns``), a page
+    at a time by primary key."""
     contact = Contact.__table__
+    concern = concerns(lt, contact.c.id)
     last = 0
     while True:
         with lt.engine.connect() as conn:
-            page = sa.select(contact).where(contact.c.id > last).order_by(contact.c.id).limit(size)
-            rows = conn.execute(page).all()
+            page = sa.select(contact).where(contact.c.id > last)
+            if concern is not None:
+                page = page.where(concern)
+            rows = conn.execute(page.order_by(contact.c.id).limit(size)).all()
         if not rows:
             return
         yield rows
         last = rows[-1].id
+
+
+def concerns(lt: ListTarget, contact_id: Any) -> Any:
+    """A condition on a contact id that holds for every contact the list's plan on this target may
+    ask anything of: a member of the list, a contact the target holds, or, for an auto-enrolled
+    list, a contact in the part of its segment SQL can tell (kind, stage, e-mail status: exact
+    values). The rules themselves (``syncd.core``) decide within it. None: no narrowing.
+
+    Anyone else is wanted off the list and is not on the target: its plan is empty, whatever
+    changed. An auto-enrolled list of vendors thus reads its vendors, not the whole base."""
+    member = sa.exists().where(Membership.contact_id == contact_id, Membership.list_name == lt.list_name)
+    held = sa.exists().where(*lt.state_filter(), TargetState.contact_id == contact_id)
+    if not lt.list_cfg.auto_enroll:
+        return sa.or_(member, held)
+    segment = lt.list_cfg.segment
+    contact = Contact.__table__.alias("in_segment")  # ``contact_id`` may be the contact table's own
+    exact = [
+        _one_of(getattr(contact.c, name), values, unset="valid" if name == "email_status" else None)
+        for name in ("kind", "stage", "email_status")
+        if segment is not None and (values := getattr(segment, name)) is not None
+    ]
+    if not exact:
+        return None
+    in_segment = sa.exists().where(contact.c.id == contact_id, *exact)
+    return sa.or_(member, held, in_segment)
+
+
+def _one_of(column: Any, values: list[str], unset: str | None) -> Any:
+    """``column`` holds one of ``values``; an unset column reads as ``unset`` (as ``ContactFacts``
+    reads an unset e-mail status as valid)."""
+    if unset is not None and unset in values:
+        return sa.or_(column.in_(values), column.is_(None))
+    return column.in_(values)
 
 
 def contact_ids(lt: ListTarget, since: datetime | None, only: list[str] | None) -> array[int]:
@@ -128,15 +165,11 @@ def contact_ids(lt: ListTarget, since: datetime | None, only: list[str] | None) 
             sa.select(TargetState.contact_id).where(*lt.state_filter(), TargetState.pulled_at > since),
         ).subquery()
         query = sa.select(touched.c.id)
-        if not lt.list_cfg.auto_enroll:
-            # A contact with no membership of the list and nothing on the target has nothing to
-            # plan there, however it changed: an import of a thousand prospects re-plans only the
-            # lists they joined.
-            member = sa.exists().where(
-                Membership.contact_id == touched.c.id, Membership.list_name == lt.list_name
-            )
-            held = sa.exists().where(*lt.state_filter(), TargetState.contact_id == touched.c.id)
-            query = query.where(sa.or_(member, held))
+        # A contact the list's plan asks nothing of, however it changed, is not planned: an import
+        # of a thousand prospects re-plans only the lists they joined or fall in.
+        concern = concerns(lt, touched.c.id)
+        if concern is not None:
+            query = query.where(concern)
     else:
         query = sa.union(
             sa.select(Membership.contact_id.label("id")).where(Membership.list_name == lt.list_name),

@@ -10,9 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import SQLModel
 
+from connectors.brevo.vocabulary import TRAITS
 from syncd.config import Config
+from syncd.core.plan import Plan
 from syncd.models import Contact, Membership, TargetState
-from syncd.sync.select import chunks
+from syncd.sync.select import chunks, plans
 from syncd.sync.state import ListTarget
 
 SINCE = datetime(2026, 6, 1, tzinfo=UTC)
@@ -25,6 +27,12 @@ CONFIG = Config.model_validate(
             "news": {"targets": [{"brevo": {"list_id": 1}}]},
             "other": {"targets": [{"brevo": {"list_id": 2}}]},
             "vendors": {"auto_enroll": True, "targets": [{"brevo": {"list_id": 3}}]},
+            "suppliers": {
+                "consent": "legitimate_interest",
+                "auto_enroll": True,
+                "segment": {"kind": ["vendor"], "email_status": ["valid"]},
+                "targets": [{"brevo": {"list_id": 4}}],
+            },
         },
     }
 )
@@ -39,15 +47,19 @@ class Person:
     membership_touched: bool  # its memberships changed after SINCE
     state: str | None  # a TargetState: news on brevo:1, news elsewhere, or another list there
     pulled: bool  # that TargetState was read from the provider after SINCE
+    kind: str | None = None
+    email_status: str | None = "valid"
 
 
 people = st.builds(
     Person,
     touched=st.booleans(),
-    lists=st.sampled_from([(), ("news",), ("other",), ("news", "other")]),
+    lists=st.sampled_from([(), ("news",), ("other",), ("news", "other"), ("suppliers",)]),
     membership_touched=st.booleans(),
-    state=st.sampled_from([None, "news:brevo:1", "news:brevo:9", "other:brevo:1"]),
+    state=st.sampled_from([None, "news:brevo:1", "news:brevo:9", "other:brevo:1", "suppliers:brevo:4"]),
     pulled=st.booleans(),
+    kind=st.sampled_from([None, "vendor", "client"]),
+    email_status=st.sampled_from([None, "valid", "bounced"]),
 )
 
 
@@ -58,6 +70,9 @@ def seed(engine, base: list[Person]) -> dict[int, Person]:
         ids = {}
         for i, p in enumerate(base):
             row = {"email": f"p{i}@example.fr", "tags": [], "attributes": {}, "created_at": BEFORE}
+            row |= {"kind": p.kind, "first_name": f"P{i}"}
+            if p.email_status is not None:
+                row["email_status"] = p.email_status
             row["updated_at"] = row["touched_at"] = AFTER if p.touched else BEFORE
             cid = conn.execute(sa.insert(Contact.__table__).returning(Contact.id), row).scalar_one()
             ids[cid] = p
@@ -124,6 +139,41 @@ def test_each_contact_of_the_list_is_planned_exactly_once_across_chunks(engine, 
     # An auto-enrolled list concerns everyone: every change counts.
     changed = {cid for cid, p in ids.items() if p.touched or (p.lists and p.membership_touched)}
     assert selected(vendors, SINCE, size) == sorted(changed)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(base=st.lists(people, max_size=30), size=st.integers(1, 7))
+def test_an_auto_enrolled_segment_reads_only_whom_its_plan_concerns(engine, base, size):
+    ids = seed(engine, base)
+    suppliers = list_target(engine, "suppliers")
+
+    # Its members, what its target holds, and the contacts SQL can tell are in its segment.
+    concerned = {
+        cid
+        for cid, p in ids.items()
+        if "suppliers" in p.lists
+        or p.state == "suppliers:brevo:4"
+        or (p.kind == "vendor" and p.email_status != "bounced")
+    }
+    assert selected(suppliers, None, size) == sorted(concerned)
+    # The narrowing changes no plan: planning everyone by name asks exactly the same.
+    everyone = [f"p{i}@example.fr" for i in range(len(base))]
+    assert asked(suppliers, None) == asked(suppliers, None, only=everyone)
+    changed = {
+        cid
+        for cid, p in ids.items()
+        if p.touched or (p.lists and p.membership_touched) or (p.pulled and p.state == "suppliers:brevo:4")
+    }
+    assert selected(suppliers, SINCE, size) == sorted(concerned & changed)
+
+
+def asked(lt: ListTarget, since, only=None) -> set[tuple[str, int]]:
+    """Every (kind, contact id) the plan asks for, and the lifts."""
+    out = set()
+    for chunk in plans(lt, TRAITS, since, only):
+        out |= {(kind, item.contact_id) for kind in Plan.KINDS for item in getattr(chunk.plan, kind)}
+        out |= {("lift", cid) for cid, _ in chunk.lifts}
+    return out
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
