@@ -119,12 +119,13 @@ def run_sync(
     return time.monotonic() - started, usage.ru_maxrss // 1024
 
 
-def write_calls(url: str, since_id: int) -> dict[str, int]:
+def run_counts(url: str, since_id: int) -> dict[str, dict]:
+    """Each target's run record since ``since_id``: write calls, members read, contacts planned."""
     engine = db.make_engine(url)
     with engine.connect() as conn:
         rows = conn.execute(sa.select(SyncRun.target_key, SyncRun.counts).where(SyncRun.id > since_id)).all()
     engine.dispose()
-    return {key: counts.get("write_calls", 0) for key, counts in rows}
+    return {key: counts for key, counts in rows}
 
 
 def last_run_id(url: str) -> int:
@@ -226,12 +227,16 @@ lists:
             before = last_run_id(url)
             seconds, rss = run_sync(env, config, args.profile if phase == "steady no-op re-sync" else None)
             previous_done = time.monotonic()
-            calls = write_calls(url, before)
-            total = sum(calls.values())
+            counts = run_counts(url, before)
+            total = sum(c.get("write_calls", 0) for c in counts.values())
             print(f"\n{phase}: {seconds:.1f}s, peak RSS {rss} MB, write calls {total}")
-            for key, c in sorted(calls.items()):
+            for key, run in sorted(counts.items()):
+                c = run.get("write_calls", 0)
                 extra = f" (floor {floor[key]}, {c / floor[key]:.2f}x)" if phase == "first sync" else ""
-                print(f"  {key}: {c}{extra}")
+                print(
+                    f"  {key}: {c}{extra}; members read {run.get('pulled', 0)}, contacts planned "
+                    f"{run.get('contacts_planned', 0)}, skipped unchanged {run.get('unchanged', 0)}"
+                )
     finally:
         for p in (b_proc, m_proc):
             p.terminate()

@@ -158,6 +158,7 @@ class _Run:
             for chunk in plans(self.lt, self.traits, since, only):
                 self.report.planned_chunk(chunk.plan)
                 self.report.unchanged += chunk.unchanged
+                self.report.contacts_planned += chunk.contacts
                 if not self.dry_run:
                     self.writer.take(chunk)
                 if self.stop.is_set():
@@ -180,6 +181,7 @@ class _Run:
             list=self.lt.list_name,
             target=self.lt.target.key,
             incremental=self.report.incremental,
+            contacts_planned=self.report.contacts_planned,
             unchanged=self.report.unchanged,
             planned=self.report.planned,
             applied=self.report.applied,

@@ -26,7 +26,9 @@ class TargetReport:
     write_calls: int = 0
     failed: str | None = None
     incremental: bool = False
-    # Contacts an incremental plan skipped: planned and stored since their rows last changed.
+    # Contacts planned, and those an incremental plan skipped (planned and stored since their
+    # rows last changed).
+    contacts_planned: int = 0
     unchanged: int = 0
 
     @property

@@ -37,7 +37,8 @@ class ChunkPlan:
 
     ``stamps``: what the plan read of each contact it planned (``stamp``), stored with the outcome;
     ``settled``: the held contacts whose plan asks nothing, with a stamp to store now;
-    ``unchanged``: contacts an incremental plan skipped, their stamp unchanged."""
+    ``unchanged``: contacts an incremental plan skipped, their stamp unchanged; ``contacts``: the
+    contacts it planned."""
 
     plan: Plan
     states: dict[int, SyncedState | None]
@@ -45,6 +46,7 @@ class ChunkPlan:
     stamps: dict[int, str] = field(default_factory=dict)
     settled: dict[int, str] = field(default_factory=dict)
     unchanged: int = 0
+    contacts: int = 0
 
 
 def stamp(contact: Any, memberships: Any, pulled_at: datetime | None) -> str:
@@ -273,7 +275,7 @@ def plans(
             for cid in ids
             if cid in rows_of and cid not in asked and rows_of[cid].plan_stamp != stamps[cid]
         }
-        yield ChunkPlan(plan, states, lifts, {cid: stamps[cid] for cid in ids}, settled, unchanged)
+        yield ChunkPlan(plan, states, lifts, {cid: stamps[cid] for cid in ids}, settled, unchanged, len(ids))
 
 
 def confirmations(lt: ListTarget, conn: Any, ids: list[int]) -> dict[int, datetime]:

@@ -276,6 +276,7 @@ def finish_run(engine: Engine, run_id: int, r: TargetReport) -> None:
             "applied": r.applied,
             "rejected": len(r.rejected),
             "write_calls": r.write_calls,
+            "contacts_planned": r.contacts_planned,
             "unchanged": r.unchanged,
         }
         s.add(run)
