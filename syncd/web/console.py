@@ -492,7 +492,7 @@ class Console:
             searched=found is not None,
         )
 
-    def _record(self, email: str) -> dict[str, Any] | None:
+    def _record(self, email: str, lang: str) -> dict[str, Any] | None:
         with Session(self.engine) as s:
             contact = find_contact(s, email)
             if contact is None:
@@ -503,7 +503,7 @@ class Console:
                 .where(Flag.contact_id == contact.id, Flag.resolved_at.is_(None))
                 .order_by(Flag.id)
             ).all()
-            entries = timeline.timeline(s, contact.email)
+            entries = timeline.timeline(s, contact.email, lang)
         return {
             "contact": contact,
             "fields": {f: getattr(contact, f) or "" for f in edit.EDITABLE},
@@ -525,7 +525,7 @@ class Console:
         self, request: Request, who: Who, error: str | None = None, status: int = 200
     ) -> Response:
         email = request.path_params["email"]
-        record = await run_in_threadpool(self._record, email)
+        record = await run_in_threadpool(self._record, email, who.lang)
         if record is None:
             return self._page(
                 "message", who.lang, 404, who, message=CONSOLE_TEXT[who.lang]["contact.unknown"]
