@@ -405,7 +405,7 @@ TIMELINE_TEXT: dict[str, dict[str, str]] = {
         "consent.opt_out": "consentement retiré pour {list}{reason}",
         "consent.complaint": "plainte (signalement de spam)\u00a0: consentement retiré pour toutes les listes{reason}",
         "consent.provider_evidence": "preuve du consentement détenue par le fournisseur pour {list}{ip}",
-        "consent.provider_evidence.ip": ", IP {ip}",
+        "consent.provider_evidence.ip": ", adresse IP {ip}",
         "consent.other": "consentement ({action}) pour {list}",
         "reason": "\u00a0: {reason}",
         "list": "la liste {name}",

@@ -531,6 +531,27 @@ def test_contact_page_shows_the_record_and_its_timeline(app, engine, config, use
     assert 'name="summary"' in page.text and "Erase this contact" not in page.text  # standard
 
 
+def test_contact_page_tells_the_timeline_in_the_viewers_language(app, engine, config, users):
+    path, _ = _on_contact("note", {})(engine, config)
+    client, token = signed_in(app, "standard")
+    client.post(path, data={"channel": "meeting", "summary": "vu au salon", "csrf_token": token})
+    client.post(
+        "/console/contacts/ana@example.fr/unsubscribe",
+        data={"list": "news", "reason": "à sa demande", "csrf_token": token},
+    )
+    base = "/console/contacts/ana@example.fr"
+    for french in (client.get(f"{base}?lang=fr"), client.get(base, headers={"accept-language": "fr-FR,fr"})):
+        assert french.status_code == 200 and "Historique" in french.text
+        assert "a rejoint la liste news" in french.text
+        assert "note (rendez-vous)\u00a0: vu au salon" in french.text
+        assert "a quitté la liste news\u00a0: à sa demande" in french.text
+        assert "joined news" not in french.text and "meeting note" not in french.text
+        assert "left news" not in french.text
+    english = client.get(base, headers={"accept-language": "en-GB,fr;q=0.5"}).text
+    assert "Timeline" in english and "joined news" in english and "left news: à sa demande" in english
+    assert "meeting note: vu au salon" in english and "a rejoint" not in english
+
+
 def test_an_empty_note_is_refused_with_the_reason(app, engine, config, users):
     path, _ = _on_contact("note", {})(engine, config)
     client, token = signed_in(app, "standard")
