@@ -180,6 +180,8 @@ class AddressLimit:
             last = self._reported.get(ip)
             if last is not None and now - last <= self.window_s:
                 return False
+            for gone in [a for a, at in self._reported.items() if now - at > self.window_s]:
+                del self._reported[gone]
             self._reported[ip] = now
             return True
 
