@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 import time
 from datetime import datetime, timedelta
 
@@ -23,9 +24,20 @@ from syncd.contacts import edit, gdpr
 from syncd.contacts.importer import Options, import_file
 from syncd.db import session_scope
 from syncd.inbound.apply import apply_event
-from syncd.models import AuditLog, Contact, Membership, Note, TargetState, utcnow
+from syncd.models import (
+    AuditLog,
+    Consent,
+    Contact,
+    Membership,
+    Note,
+    NoteChannel,
+    Source,
+    TargetState,
+    utcnow,
+)
 from syncd.notes import InvalidNote, UnknownContact, add_note
-from syncd.timeline import KINDS, TimelineEntry, describe, timeline
+from syncd.timeline import KINDS, Many, Message, TimelineEntry, describe, timeline
+from syncd.web.wording import LANGUAGES, TIMELINE_TEXT
 
 CONSOLE = "console:marie@example.fr"
 
@@ -146,6 +158,24 @@ def test_a_story_in_order_import_doi_unsubscribe_webhook_note_and_edit(engine, t
     assert note.detail == {"channel": "phone", "text": "Called back: wants the spring catalogue by post."}
     assert (change.summary, change.actor) == ("company: (empty) → Globex", "cli:marc")
     assert all(isinstance(e, TimelineEntry) and e.kind in KINDS for e in entries)
+    # The same story in French: the same entries, each summary from the French table.
+    french = timeline(engine, "ana@example.fr", "fr")
+    assert [(e.at, e.kind, e.actor, e.detail, e.message) for e in french] == [
+        (e.at, e.kind, e.actor, e.detail, e.message) for e in entries
+    ]
+    wording = confirmed.detail["wording"]
+    assert [e.summary for e in french] == [
+        "importé(e) depuis salon-2026.csv (canal fair, ligne 2)",
+        "consentement donné pour la liste club",
+        "en attente de la confirmation du double opt-in pour la liste club",
+        f"demande de confirmation (double opt-in) envoyée pour la liste club (texte {wording})",
+        f"double opt-in confirmé pour la liste club depuis 198.51.100.7 (texte {wording})",
+        "a rejoint la liste club",
+        "consentement retiré pour la liste club",
+        "désinscrit(e) de la liste club (signalé par Brevo)",
+        "note (téléphone)\u00a0: Called back: wants the spring catalogue by post.",
+        "company\u00a0: (vide) → Globex",
+    ]
     # The same answer from a caller's session; none for an address the base does not hold.
     with Session(engine) as s:
         assert timeline(s, "ANA@example.fr ") == entries
@@ -178,9 +208,7 @@ def test_pushes_show_per_target(engine):
 
 
 # Every audit action the code writes, with the kind and words it gets (``grep -rn action= syncd``).
-@pytest.mark.parametrize(
-    "action, actor, detail, kind, summary",
-    [
+AUDIT_LINES = [
         ("list.subscribed", "import:fair:a.csv", {"list_name": "news"}, "membership", "joined news"),
         ("list.pending", "sync:club", {"list_name": "club", "reason": "double opt-in now required"},
          "membership", "waiting for a double opt-in confirmation on club: double opt-in now required"),
@@ -222,10 +250,194 @@ def test_pushes_show_per_target(engine):
         ("contact.block_lifted", "sync:news", {"provider": "brevo", "target": "brevo:12"}, "push",
          "block lifted at Brevo (brevo:12): a new opt-in answers the earlier opt-outs"),
         ("contact.merged_somehow", "cli:marc", {}, "change", "contact merged somehow"),
-    ],
-)  # fmt: skip
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("action, actor, detail, kind, summary", AUDIT_LINES)
 def test_every_audit_action_reads_as_english(action, actor, detail, kind, summary):
     assert describe(action, actor, detail) == (kind, summary)
+
+
+# --- French and English ----------------------------------------------------------------------------
+
+
+def placeholders(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+
+
+def literal_words(template: str) -> set[str]:
+    """The words a template writes itself (its parameters left out)."""
+    return words(" ".join(literal for literal, *_ in string.Formatter().parse(template)))
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[^\W\d_]{3,}", text))
+
+
+# The words French and English share (the same word, or a term French mail people use as is).
+SHARED = {"base", "bounce", "confirmation", "contact", "double", "hard", "import", "note", "opt", "soft",
+          "spam", "webhook"}  # fmt: skip
+
+
+def test_the_french_and_english_tables_have_the_same_keys_and_parameters():
+    fr, en = TIMELINE_TEXT["fr"], TIMELINE_TEXT["en"]
+    assert set(TIMELINE_TEXT) == set(LANGUAGES)
+    assert sorted(fr) == sorted(en)
+    # The same parameters, but for an action nobody described yet: English makes words of its name
+    # ("contact merged somehow"), French names it as recorded (both are given).
+    assert {k for k in en if placeholders(fr[k]) != placeholders(en[k])} == {"change.other", "provider.other"}
+    assert [k for k in en if fr[k] == en[k]] == []  # nothing left as it was in English
+    french, english = (set().union(*map(literal_words, table.values())) for table in (fr, en))
+    assert french & english <= SHARED, sorted(french & english - SHARED)
+
+
+# Rows of every sort the timeline reads, written the way their modules write them, so that every
+# summary (and every fragment of one) is used: ``timeline`` in both languages is checked against them.
+def every_sort_of_row(s: Session, contact_id: int) -> None:
+    at = utcnow()
+    step = iter(range(1, 1000))
+
+    def when() -> datetime:
+        return at + timedelta(seconds=next(step))
+
+    for channel, detail, row in [
+        ("salon", "salon-2026.csv", 4),
+        ("formulaire", None, None),
+        ("provider:brevo:12", "webhook", None),
+        ("provider:mailchimp:a1b2", None, None),
+        ("provider:mailchimp:a1b2", "clients", None),
+    ]:
+        s.add(Source(contact_id=contact_id, channel=channel, detail=detail, row=row, at=when()))
+    for action, list_name, source, extra in [
+        ("opt_in", "club", "import:salon", {}),
+        ("doi_requested", "club", "doi:request", {"wording": "v3"}),
+        ("doi_requested", "club", "doi:reminder", {"wording": "v3"}),
+        ("doi_confirmed", "club", "doi:confirm", {"wording": "v3", "ip": "198.51.100.7"}),
+        ("opt_out", "club", "web:prefs", {"evidence": {"reason": "centre de préférences"}}),
+        ("opt_out", "club", "webhook:brevo", {"evidence": {"reason": "unsubscribed: désabonnement"}}),
+        ("complaint", None, "webhook:brevo", {"evidence": {"reason": "complained: plainte"}}),
+        ("provider_evidence", "club", "sync:club", {"ip": "203.0.113.9"}),
+        ("legacy_ledger", "club", "import", {}),
+    ]:
+        s.add(
+            Consent(
+                contact_id=contact_id, list_name=list_name, action=action, source=source, at=when(), **extra
+            )
+        )
+    french_data = [  # what the code writes, with data in French (a reason is shown as recorded)
+        ("list.subscribed", "import:salon", {"list_name": "club"}),
+        ("list.subscribed", "import:salon", {}),
+        ("list.pending", "sync:club", {"list_name": "club", "reason": "double opt-in exigé"}),
+        ("list.unsubscribed", "web:unsubscribe", {"list_name": "club", "reason": "lien de désinscription"}),
+        ("list.cleaned", "sync:club", {"list_name": "club", "reason": "adresse inconnue"}),
+        ("contact.opted_out", "web:prefs", {"reason": "tout", "complaint": False}),
+        ("contact.opted_out", "cli:marc", {"reason": "plainte", "complaint": True}),
+        ("contact.bounced", "cli:marc", {}),
+        ("contact.updated", "console:marie@example.fr", {"field": "tags", "old": ["vip"], "new": []}),
+        ("contact.updated", "cli:marc", {"fields": ["ville", "prénom"]}),
+        ("contact.updated", "cli:marc", {}),
+        ("import.updated", "import", {"file": "crm.csv", "row": 3, "changes": [
+            {"field": "kind", "old": "prospect", "new": "client"},
+            {"field": "ville", "old": None, "new": "Lyon"},
+        ]}),
+        ("import.conflict", "import", {"conflicts": [
+            {"field": "société", "kept": "ACME", "offered": "Globex"}]}),
+        ("contact.imported_from_provider", "sync:club", {"target": "brevo:12"}),
+        ("contact.imported_from_provider", "sync:club", {}),
+        ("contact.created", "console:marie@example.fr", {"channel": "salon"}),
+        ("contact.forgotten", "cli:marc", {}),
+        ("contact.block_lifted", "sync:club", {"provider": "brevo", "target": "brevo:12"}),
+        ("contact.block_lifted", "sync:club", {}),
+        ("contact.fusionne", "cli:marc", {}),
+        ("list.unsubscribed", "webhook:mailchimp", {"list_name": "club", "reason": "unsubscribed: abus"}),
+        ("list.subscribed", "webhook:brevo", {"list_name": "club"}),
+        ("list.pending", "webhook:mailchimp", {"list_name": "club"}),
+        ("contact.opted_out", "webhook:brevo", {"reason": "complained", "complaint": True}),
+        ("contact.opted_out", "webhook:mailchimp", {"reason": "désabonné de tout", "complaint": False}),
+        ("contact.bounced", "webhook:brevo", {}),
+        ("contact.soft_bounce", "webhook:brevo", {"target": "12", "reason": "boîte pleine"}),
+        ("contact.updated", "webhook:mailchimp", {"fields": ["ville", "prénom"]}),
+        ("contact.email_changed", "webhook:mailchimp", {"old": "ab12", "new": "cd34"}),
+        ("contact.email_change_refused", "webhook:mailchimp", {"reason": "adresse effacée"}),
+        ("contact.created", "webhook:brevo", {"channel": "provider:brevo:12"}),
+        ("contact.fusionne", "webhook:brevo", {"reason": "fusion"}),
+    ]  # fmt: skip
+    for action, actor, detail in french_data:
+        s.add(AuditLog(at=when(), actor=actor, action=action, contact_id=contact_id, detail=detail))
+    for channel in NoteChannel:
+        s.add(Note(contact_id=contact_id, channel=channel, summary="Rappelé.", author="cli:marc", at=when()))
+    s.add(
+        TargetState(
+            contact_id=contact_id,
+            list_name="club",
+            target_key="brevo:12",
+            remote_status="subscribed",
+            pushed_at=when(),
+        )
+    )
+    s.add(TargetState(contact_id=contact_id, list_name="club", target_key="mailchimp:a1b2",
+                      pushed_at=when()))  # fmt: skip
+
+
+def data_words(message: Message) -> set[str]:
+    """The words of the data a message shows as recorded (a list's name, a reason, a status)."""
+    found: set[str] = set()
+    for value in message.params.values():
+        for part in value.items if isinstance(value, Many) else (value,):
+            if isinstance(part, Message):
+                found |= data_words(part)
+            else:
+                found |= words(str(part))
+    return found
+
+
+def test_every_summary_reads_in_french_and_in_english_from_its_own_table(engine):
+    with session_scope(engine) as s:
+        contact = Contact(email="lea@example.fr")
+        s.add(contact)
+        s.flush()
+        every_sort_of_row(s, contact.id)
+
+    english = timeline(engine, "lea@example.fr", "en")
+    french = timeline(engine, "lea@example.fr", "fr")
+
+    used = {key for e in english for key in e.message.keys()}
+    assert sorted(set(TIMELINE_TEXT["en"]) - used) == []  # every summary and fragment is used
+    assert set(KINDS) == {e.kind for e in english}
+    only_english = set().union(*map(literal_words, TIMELINE_TEXT["en"].values())) - SHARED
+    assert {"joined", "from", "list", "every", "withdrew", "pushed", "there"} <= only_english
+    for en, fr in zip(english, french, strict=True):
+        assert (fr.at, fr.kind, fr.actor, fr.message) == (en.at, en.kind, en.actor, en.message)
+        assert fr.summary == fr.message.render("fr") and en.summary == en.message.render("en")
+        assert fr.summary != en.summary
+        assert not (words(fr.summary) - data_words(fr.message)) & only_english, fr.summary
+    # A few as the team reads them.
+    summaries = {e.summary for e in french}
+    assert "désinscrit(e) de la liste club (signalé par Mailchimp)\u00a0: abus" in summaries
+    assert (
+        "adresse en erreur définitive (hard bounce), retirée de toutes les listes (signalé par Brevo)"
+        in summaries
+    )
+    assert "plainte pour spam, retiré(e) de toutes les listes (signalé par Brevo)" in summaries
+    assert "adresse changée (signalé par Mailchimp)" in summaries
+    assert "envoyé(e) à brevo:12 (liste club), statut subscribed chez le fournisseur" in summaries
+    assert (
+        "l’import de crm.csv ligne 3 a modifié kind\u00a0: prospect → client; ville\u00a0: (vide) → Lyon"
+        in summaries
+    )
+    assert "action non décrite\u00a0: contact.fusionne" in summaries
+
+
+def test_an_unknown_language_is_refused(engine, ana):
+    with pytest.raises(ValueError, match="unknown language 'de'; expected one of fr, en"):
+        timeline(engine, ana, "de")
+
+
+def test_describe_in_french():
+    assert describe("list.unsubscribed", "webhook:brevo", {"list_name": "newsletter"}, "fr") == (
+        "provider_event",
+        "désinscrit(e) de la liste newsletter (signalé par Brevo)",
+    )
 
 
 # --- notes -----------------------------------------------------------------------------------------
@@ -347,6 +559,15 @@ def test_note_from_the_cli_then_the_timeline_as_a_table_and_as_json(syncd, engin
     assert "source" in source and "imported from crm.csv (channel crm, row 2)" in source
     assert source.rstrip().endswith("-")  # no actor recorded for a provenance
     assert "note" in noted and "phone note: Wants a call in May." in noted and noted.endswith("cli:marc")
+
+    french = syncd("contacts", "show", "ana@example.fr", "--timeline", "--lang", "fr")
+    assert french.exit_code == 0, french.output
+    header, source, noted = french.output.splitlines()
+    assert header.split() == ["TIME", "(UTC)", "KIND", "SUMMARY", "BY"]  # the columns stay as they are
+    assert "importé(e) depuis crm.csv (canal crm, ligne 2)" in source
+    assert "note (téléphone)\u00a0: Wants a call in May." in noted and noted.endswith("cli:marc")
+    german = no_traceback(syncd("contacts", "show", "ana@example.fr", "--timeline", "--lang", "de"))
+    assert german.exit_code == 2 and "'de' is not one of 'fr', 'en'" in german.output
 
     as_json = syncd("contacts", "show", "ana@example.fr", "--timeline", "--format", "json")
     assert as_json.exit_code == 0, as_json.output

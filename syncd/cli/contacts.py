@@ -20,6 +20,7 @@ from syncd.contacts import gdpr
 from syncd.notes import CHANNELS as NOTE_CHANNELS
 from syncd.providers import PROVIDERS, make_connector
 from syncd.users import cli_actor
+from syncd.web.wording import LANGUAGES
 
 
 @click.group("contacts")
@@ -37,15 +38,22 @@ def contacts() -> None:
     help="What happened to the contact, oldest first: sources, consents, lists, provider events, "
     "pushes, notes and changes, each with who did it.",
 )
+@click.option(
+    "--lang",
+    type=click.Choice(LANGUAGES),
+    default="en",
+    show_default=True,
+    help="The language of the timeline's summaries (with --timeline).",
+)
 @format_option()
 @click.pass_obj
-def show(app: App, email: str, as_timeline: bool, fmt: str) -> None:
+def show(app: App, email: str, as_timeline: bool, lang: str, fmt: str) -> None:
     """Show one contact: record, sources, consents, list memberships, provider states and flags;
     or with --timeline its history."""
     from sqlmodel import Session
 
     if as_timeline:
-        _show_timeline(app, email, fmt)
+        _show_timeline(app, email, fmt, lang)
         return
     with Session(app.engine) as session:
         contact = gdpr.find_contact(session, email)
@@ -108,13 +116,13 @@ def show(app: App, email: str, as_timeline: bool, fmt: str) -> None:
     )
 
 
-def _show_timeline(app: App, email: str, fmt: str) -> None:
+def _show_timeline(app: App, email: str, fmt: str, lang: str) -> None:
     from sqlmodel import Session
 
     from syncd.timeline import timeline
 
     with Session(app.engine) as session:
-        entries = timeline(session, email)
+        entries = timeline(session, email, lang)
         if entries is None:
             _the_contact(session, email)  # one line, exit status 1
             return

@@ -13,6 +13,14 @@ a CSRF token per session checked in constant time on every POST. Signing out for
 at once; a restart signs everyone out. Sign-in attempts are limited per account (in the base:
 ``ConsoleUser.failed_logins``/``locked_until``) and per client address (in this process's memory,
 enough for the one daemon process that serves the web app).
+
+Every sign-in is audited, about no contact (so on no timeline): ``console.sign_in`` by
+``console:<user>``, and each refusal ``console.sign_in_failed`` by ``console:anonymous`` with its
+reason (an unknown account, a wrong password, a disabled or locked account, a held-back client
+address) and the client address. The address typed is kept only when it is a user's; what was typed
+otherwise, and any password, never. A held-back address is audited once per window (its refusals
+cost nothing to send, so one row each would let anyone fill the audit trail); every refusal also
+counts against the client address, a locked account's included.
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ from syncd.core.violations import RULES
 from syncd.db import session_scope
 from syncd.log import get_logger
 from syncd.membership import ConsentRequired, leave_list
-from syncd.models import ConsoleUser, Contact, Flag, Membership, utcnow
+from syncd.models import AuditLog, ConsoleUser, Contact, Flag, Membership, utcnow
 from syncd.users import authorise, verify_password
 from syncd.web.headers import content_security_policy, style_hashes
 from syncd.web.wording import CONSOLE_TEXT, pick_language
@@ -71,6 +79,12 @@ IP_WINDOW_S = 15 * 60  # ... within this window, then that address waits
 SEARCH_LIMIT = 50
 SEARCH_FIELDS = ("email", "name", "company", "tag")
 NOTICES = ("saved", "noted", "subscribed", "unsubscribed", "resolved", "forgotten")
+SIGN_IN = "console.sign_in"  # AuditLog actions
+SIGN_IN_FAILED = "console.sign_in_failed"
+ANONYMOUS = "console:anonymous"  # the actor of a refused sign-in: nobody was signed in
+# Why a sign-in was refused (``console.sign_in_failed``'s ``reason``).
+UNKNOWN_ACCOUNT, WRONG_PASSWORD, DISABLED_ACCOUNT = "unknown_account", "wrong_password", "disabled_account"
+LOCKED_ACCOUNT, ADDRESS_HELD_BACK = "locked_account", "address_held_back"
 
 
 # --- sessions and sign-in limits --------------------------------------------------------------------
@@ -140,6 +154,7 @@ class AddressLimit:
     def __init__(self, limit: int = IP_FAILURES, window_s: float = IP_WINDOW_S, clock=time.monotonic):
         self.limit, self.window_s, self._clock = limit, window_s, clock
         self._failures: dict[str, deque[float]] = {}
+        self._reported: dict[str, float] = {}  # when a held-back address was last audited
         self._lock = threading.Lock()
 
     def _recent(self, ip: str, now: float) -> deque[float]:
@@ -156,6 +171,19 @@ class AddressLimit:
         with self._lock:
             now = self._clock()
             self._recent(ip, now).append(now)
+
+    def first_refusal(self, ip: str) -> bool:
+        """Whether this refusal of a held-back address is its first within the window (the one
+        the audit trail records)."""
+        with self._lock:
+            now = self._clock()
+            last = self._reported.get(ip)
+            if last is not None and now - last <= self.window_s:
+                return False
+            for gone in [a for a, at in self._reported.items() if now - at > self.window_s]:
+                del self._reported[gone]
+            self._reported[ip] = now
+            return True
 
 
 @dataclass(frozen=True)
@@ -308,15 +336,16 @@ class Console:
         t = CONSOLE_TEXT[self._lang(request)]
         if not _same(str(form.get("csrf_token") or ""), request.cookies.get(LOGIN_COOKIE, "")):
             return self._login_page(request, 403, t["login.stale"])
-        ip = request.client.host if request.client else "unknown"
+        ip = (request.client.host if request.client else "unknown")[:64]
+        email, password = str(form.get("email") or ""), str(form.get("password") or "")
         if self.addresses.blocked(ip):
             log.warning("console.login_throttled", by="address")
+            if self.addresses.first_refusal(ip):
+                await run_in_threadpool(self._held_back, email, ip)
             return self._login_page(request, 429, t["login.throttled"])
-        email, password = str(form.get("email") or ""), str(form.get("password") or "")
-        outcome, user_id = await run_in_threadpool(self._check, email, password)
+        outcome, user_id = await run_in_threadpool(self._check, email, password, ip)
         if outcome != "ok":
-            if outcome == "wrong":
-                self.addresses.failed(ip)
+            self.addresses.failed(ip)
             log.info("console.login_refused", outcome=outcome)
             key = "login.throttled" if outcome == "locked" else "login.wrong"
             return self._login_page(request, 429 if outcome == "locked" else 401, t[key])
@@ -327,16 +356,22 @@ class Console:
         log.info("console.login", user_id=user_id)
         return response
 
-    def _check(self, email: str, password: str) -> tuple[str, int | None]:
-        """``ok`` (and the user's id), ``wrong`` or ``locked``. A locked account is not even
-        checked; the fifth wrong password in a row locks it for ``LOCK_FOR``."""
-        key, now = lookup_email(email), utcnow()
+    def _held_back(self, email: str, ip: str) -> None:
+        with self.engine.begin() as conn:
+            row = conn.execute(_account(email)).first()
+            _audit_sign_in(conn, ADDRESS_HELD_BACK, row.email if row else None, ip)
+
+    def _check(self, email: str, password: str, ip: str) -> tuple[str, int | None]:
+        """``ok`` (and the user's id), ``wrong`` or ``locked``, audited. A locked account is not
+        even checked; the fifth wrong password in a row locks it for ``LOCK_FOR``."""
+        now = utcnow()
         table = ConsoleUser.__table__  # type: ignore[attr-defined]
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(table.c.id, table.c.locked_until).where(table.c.email == key)
-            ).first()
+            row = conn.execute(_account(email)).first()
+        known = row.email if row is not None else None
         if row is not None and row.locked_until is not None and _aware(row.locked_until) > now:
+            with self.engine.begin() as conn:
+                _audit_sign_in(conn, LOCKED_ACCOUNT, known, ip, now)
             return "locked", None
         user = verify_password(self.engine, email, password) if password else None
         with self.engine.begin() as conn:
@@ -346,8 +381,12 @@ class Console:
                     .where(table.c.id == user.id)
                     .values(failed_logins=0, locked_until=None, last_login_at=now)
                 )
+                _audit_sign_in(conn, None, user.email, ip, now)
                 return "ok", user.id
-            if row is not None:
+            if row is None:
+                _audit_sign_in(conn, UNKNOWN_ACCOUNT, None, ip, now)
+            else:
+                _audit_sign_in(conn, DISABLED_ACCOUNT if row.disabled else WRONG_PASSWORD, known, ip, now)
                 failures = table.c.failed_logins + 1
                 conn.execute(
                     sa.update(table)
@@ -492,7 +531,7 @@ class Console:
             searched=found is not None,
         )
 
-    def _record(self, email: str) -> dict[str, Any] | None:
+    def _record(self, email: str, lang: str) -> dict[str, Any] | None:
         with Session(self.engine) as s:
             contact = find_contact(s, email)
             if contact is None:
@@ -503,7 +542,7 @@ class Console:
                 .where(Flag.contact_id == contact.id, Flag.resolved_at.is_(None))
                 .order_by(Flag.id)
             ).all()
-            entries = timeline.timeline(s, contact.email)
+            entries = timeline.timeline(s, contact.email, lang)
         return {
             "contact": contact,
             "fields": {f: getattr(contact, f) or "" for f in edit.EDITABLE},
@@ -525,7 +564,7 @@ class Console:
         self, request: Request, who: Who, error: str | None = None, status: int = 200
     ) -> Response:
         email = request.path_params["email"]
-        record = await run_in_threadpool(self._record, email)
+        record = await run_in_threadpool(self._record, email, who.lang)
         if record is None:
             return self._page(
                 "message", who.lang, 404, who, message=CONSOLE_TEXT[who.lang]["contact.unknown"]
@@ -686,6 +725,29 @@ class Console:
                 yield row
 
         return await self._export(request, "contacts.csv", [*CONTACT_FIELDS, "lists"], rows)
+
+
+def _account(email: str) -> Any:
+    """The console user an address typed at sign-in names (the query)."""
+    table = ConsoleUser.__table__  # type: ignore[attr-defined]
+    return sa.select(table.c.id, table.c.email, table.c.locked_until, table.c.disabled).where(
+        table.c.email == lookup_email(email)
+    )
+
+
+def _audit_sign_in(conn: Any, reason: str | None, user: str | None, ip: str, at: Any = None) -> None:
+    """One sign-in in the audit trail, about no contact: ``reason`` None for a success. ``user``
+    is a console user's own address, never what was typed for an unknown one."""
+    detail: dict[str, str] = {} if reason is None else {"reason": reason}
+    if user is not None:
+        detail["user"] = user
+    detail["ip"] = ip
+    action, actor = (SIGN_IN, f"console:{user}"[:100]) if reason is None else (SIGN_IN_FAILED, ANONYMOUS)
+    conn.execute(
+        sa.insert(AuditLog.__table__).values(  # type: ignore[attr-defined]
+            at=at or utcnow(), actor=actor, action=action, contact_id=None, detail=detail
+        )
+    )
 
 
 def _csv(header: list[str], rows: Iterator[dict]) -> Iterator[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import time
 from datetime import timedelta
@@ -103,8 +104,10 @@ def flag_for(engine, config, email="vera@example.fr") -> tuple[int, int]:
 
 
 def audit_actions(engine, actor: str) -> list[str]:
+    """What ``actor`` changed, their sign-ins aside."""
     with Session(engine) as s:
-        return list(s.exec(select(AuditLog.action).where(AuditLog.actor == actor).order_by(AuditLog.id)))
+        query = select(AuditLog.action).where(AuditLog.actor == actor, AuditLog.action != console.SIGN_IN)
+        return list(s.exec(query.order_by(AuditLog.id)))
 
 
 # --- every POST route of the console: (name, allowed roles, set-up, path, form, check when done) ----
@@ -359,6 +362,131 @@ def test_one_address_is_held_back_after_too_many_failures_whatever_the_accounts(
     assert sign_in(client_for(app, client=("198.51.100.1", 4000)), USERS["admin"]).status_code == 303
 
 
+# --- sign-ins in the audit trail ---------------------------------------------------------------------
+
+
+def sign_ins(engine) -> list[tuple[str, str, int | None, dict]]:
+    with Session(engine) as s:
+        rows = s.exec(
+            select(AuditLog)
+            .where(AuditLog.action.in_([console.SIGN_IN, console.SIGN_IN_FAILED]))
+            .order_by(AuditLog.id)
+        )
+        return [(a.actor, a.action, a.contact_id, a.detail) for a in rows]
+
+
+def everything_audited(engine) -> str:
+    with Session(engine) as s:
+        return json.dumps(
+            [(a.actor, a.action, a.detail) for a in s.exec(select(AuditLog))], ensure_ascii=False
+        )
+
+
+def refused(reason: str, ip: str = "unknown", user: str | None = None):
+    """A refusal as audited (the test client has no IP address: "unknown")."""
+    detail = {"reason": reason, **({"user": user} if user else {}), "ip": ip}
+    return ("console:anonymous", "console.sign_in_failed", None, detail)
+
+
+def test_a_sign_in_is_audited_by_its_user_about_no_contact(app, engine, users):
+    signed_in(app, "standard")
+    assert sign_ins(engine) == [
+        (
+            f"console:{USERS['standard']}",
+            "console.sign_in",
+            None,
+            {"user": USERS["standard"], "ip": "unknown"},
+        )
+    ]
+    assert PASSWORD not in everything_audited(engine)
+
+
+def test_a_sign_in_as_nobody_is_audited_without_what_was_typed(app, engine, users):
+    typed = "Zoe.Secret-Name@Team.Example"
+    assert sign_in(client_for(app), typed, "zoe's very own password").status_code == 401
+    assert sign_in(client_for(app), "not even an address", "").status_code == 401
+    assert sign_ins(engine) == [refused("unknown_account"), refused("unknown_account")]
+    audited = everything_audited(engine).lower()
+    assert "zoe" not in audited and "secret" not in audited and "not even" not in audited
+
+
+def test_a_wrong_password_is_audited_with_the_users_address_never_the_password(app, engine, users):
+    typed = f"  {USERS['standard'].upper()} "
+    assert sign_in(client_for(app), typed, "my old password 1234").status_code == 401
+    assert sign_ins(engine) == [refused("wrong_password", user=USERS["standard"])]
+    assert "1234" not in everything_audited(engine)
+
+
+def test_a_disabled_account_is_audited_as_such(app, engine, users):
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(ConsoleUser.__table__).where(ConsoleUser.email == USERS["admin"]).values(disabled=True)
+        )
+    assert sign_in(client_for(app), USERS["admin"]).status_code == 401
+    assert sign_ins(engine) == [refused("disabled_account", user=USERS["admin"])]
+    assert PASSWORD not in everything_audited(engine)
+
+
+def test_a_locked_account_is_audited_at_each_attempt(app, engine, users):
+    client = client_for(app)
+    for _ in range(console.MAX_FAILURES):
+        sign_in(client, USERS["standard"], "not the password")
+    assert sign_in(client, USERS["standard"]).status_code == 429  # the right password, too late
+    assert sign_in(client, USERS["standard"], "another guess").status_code == 429
+    assert (
+        sign_ins(engine)
+        == [refused("wrong_password", user=USERS["standard"])] * console.MAX_FAILURES
+        + [refused("locked_account", user=USERS["standard"])] * 2
+    )
+    assert PASSWORD not in everything_audited(engine) and "another guess" not in everything_audited(engine)
+
+
+def test_a_held_back_address_is_audited_once_per_window(app, engine, users):
+    attacker = client_for(app, client=("203.0.113.7", 4000))
+    for n in range(console.IP_FAILURES - 1):
+        assert sign_in(attacker, f"guess{n}@team.example", "guess").status_code == 401
+    assert sign_in(attacker, USERS["admin"], "guess").status_code == 401  # the last one let through
+    for who in (USERS["admin"], "guess99@team.example", USERS["standard"]):
+        assert sign_in(attacker, who, PASSWORD).status_code == 429
+    ip = "203.0.113.7"
+    assert sign_ins(engine) == [refused("unknown_account", ip)] * (console.IP_FAILURES - 1) + [
+        refused("wrong_password", ip, USERS["admin"]),
+        refused("address_held_back", ip, USERS["admin"]),  # the first refusal only: the others cost nothing
+    ]
+    assert PASSWORD not in everything_audited(engine) and "guess99" not in everything_audited(engine)
+
+
+def test_a_held_back_address_is_audited_again_in_its_next_window():
+    now = [0.0]
+    limit = console.AddressLimit(limit=2, window_s=60, clock=lambda: now[0])
+    assert [limit.first_refusal("203.0.113.7") for _ in range(3)] == [True, False, False]
+    assert limit.first_refusal("198.51.100.1") is True  # another address, its own window
+    now[0] = 61.0
+    assert [limit.first_refusal("203.0.113.7") for _ in range(2)] == [True, False]
+
+
+def test_a_lock_counts_against_the_address_too(app, users):
+    client = client_for(app, client=("203.0.113.8", 4000))
+    for _ in range(console.MAX_FAILURES):
+        sign_in(client, USERS["standard"], "not the password")
+    for _ in range(console.IP_FAILURES - console.MAX_FAILURES):
+        assert sign_in(client, USERS["standard"]).status_code == 429  # locked
+    assert sign_in(client, USERS["admin"]).status_code == 429  # held back: another account, same address
+    assert sign_in(client_for(app, client=("198.51.100.2", 4000)), USERS["admin"]).status_code == 303
+
+
+def test_sign_ins_are_on_no_contacts_timeline(app, engine, config, users):
+    """A console user who is also a contact: their sign-ins are not things that happened to the contact."""
+    add_person(engine, config, USERS["standard"], "client", ("news",))
+    before = timeline.timeline(engine, USERS["standard"])
+    sign_in(client_for(app), USERS["standard"], "not the password")
+    client, _ = signed_in(app, "standard")
+    assert [a for _, a, _, _ in sign_ins(engine)] == ["console.sign_in_failed", "console.sign_in"]
+    assert timeline.timeline(engine, USERS["standard"]) == before
+    page = client.get(f"/console/contacts/{USERS['standard']}?lang=en").text
+    assert "sign in" not in page and "sign_in" not in page and "anonymous" not in page
+
+
 def test_the_session_cookie_is_httponly_samesite_lax_and_secure_over_https(app, users):
     r = sign_in(client_for(app), USERS["admin"])
     cookie = r.headers["set-cookie"].lower()
@@ -529,6 +657,27 @@ def test_contact_page_shows_the_record_and_its_timeline(app, engine, config, use
     assert page.status_code == 200 and "Note added." in page.text
     assert "joined news" in page.text and "meeting note: met at the fair" in page.text
     assert 'name="summary"' in page.text and "Erase this contact" not in page.text  # standard
+
+
+def test_contact_page_tells_the_timeline_in_the_viewers_language(app, engine, config, users):
+    path, _ = _on_contact("note", {})(engine, config)
+    client, token = signed_in(app, "standard")
+    client.post(path, data={"channel": "meeting", "summary": "vu au salon", "csrf_token": token})
+    client.post(
+        "/console/contacts/ana@example.fr/unsubscribe",
+        data={"list": "news", "reason": "à sa demande", "csrf_token": token},
+    )
+    base = "/console/contacts/ana@example.fr"
+    for french in (client.get(f"{base}?lang=fr"), client.get(base, headers={"accept-language": "fr-FR,fr"})):
+        assert french.status_code == 200 and "Historique" in french.text
+        assert "a rejoint la liste news" in french.text
+        assert "note (rendez-vous)\u00a0: vu au salon" in french.text
+        assert "a quitté la liste news\u00a0: à sa demande" in french.text
+        assert "joined news" not in french.text and "meeting note" not in french.text
+        assert "left news" not in french.text
+    english = client.get(base, headers={"accept-language": "en-GB,fr;q=0.5"}).text
+    assert "Timeline" in english and "joined news" in english and "left news: à sa demande" in english
+    assert "meeting note: vu au salon" in english and "a rejoint" not in english
 
 
 def test_an_empty_note_is_refused_with_the_reason(app, engine, config, users):
