@@ -6,9 +6,10 @@ batch (its contacts, and the provenance and conflicts this file already recorded
 contacts, update the merged ones, insert the provenance (one ``Source`` per row) and the
 conflicts (one ``import.conflict`` audit line per row).
 
-On PostgreSQL the look-ups bind the batch's keys as one array, and the merged and new contacts go
-by COPY into a staging table, then one UPDATE and one ``INSERT … ON CONFLICT … RETURNING`` (the
-new ids come back with it); on SQLite, an executemany each and a SELECT of the new ids.
+On PostgreSQL the look-ups bind the batch's keys as one array; the merged contacts go by COPY into
+a staging table, then one UPDATE; the new ones take their ids from the sequence first and go by
+COPY straight into their table (nothing to read back, no second copy of the rows on the server).
+On SQLite, an executemany each and a SELECT of the new ids.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from syncd.contacts.bulk import among, column_among, copies, insert_many, stage
+from syncd.contacts.bulk import among, column_among, copies, insert_many, new_ids, stage
 from syncd.contacts.dedupe import Conflict, merge, new_contact, overwrite
 from syncd.contacts.qualify import INCOMPLETE, Qualified
 from syncd.contacts.rejects import Reject
@@ -36,6 +37,8 @@ ERASED = "erased at the contact's request"
 CONTACT = Contact.__table__
 SOURCE = Source.__table__
 AUDIT = AuditLog.__table__
+# The unique index on the address: another writer's contact for an address of the batch.
+EMAIL_KEY = "ix_contact_email"
 # The columns a merge rewrites: all but the key, the address and the creation time.
 MERGED_COLUMNS = [c.name for c in CONTACT.columns if c.name not in ("id", "email", "created_at")]
 
@@ -259,11 +262,13 @@ def _merged_rows(known: dict[str, dict[str, Any]], dirty: set[str], at: datetime
 def _write_contacts_staged(
     session: Session, known: dict[str, dict[str, Any]], matched: Matched, at: datetime
 ) -> int:
-    """PostgreSQL: the merged and the new contacts by COPY to the staging table, then one UPDATE of
-    the merged and one INSERT of the new, which returns their ids into ``matched.created``.
+    """PostgreSQL: the merged contacts by COPY to the staging table, then one UPDATE of them all;
+    the new ones given their ids from the sequence (one round trip) and written by COPY straight
+    into the contact table, their ids set in ``matched.created``.
 
     A new address that another writer (a webhook, a pull) created meanwhile is not overwritten:
-    the batch fails as a whole, and the import run again merges into that contact.
+    its unique index refuses the batch as a whole, and the import run again merges into that
+    contact.
     """
     created, dirty = matched.created, matched.dirty
     if not created and not dirty:
@@ -277,20 +282,21 @@ def _write_contacts_staged(
             "WHERE s.id IS NOT NULL AND c.id = s.id"
         )
     if created:
+        rows = list(created.values())
+        for row, cid in zip(rows, new_ids(session, CONTACT, len(rows)), strict=True):
+            row["id"] = cid
         shared = {"created_at": at, "updated_at": at, "touched_at": at, "version": 1}
-        name, columns = stage(session, CONTACT, list(created.values()), shared)
-        listed = ", ".join(columns)
-        returned = conn.exec_driver_sql(
-            f"INSERT INTO {CONTACT.name} ({listed}) SELECT {listed} FROM {name} WHERE id IS NULL "
-            "ON CONFLICT (email) DO NOTHING RETURNING id, email"
-        ).fetchall()
-        for cid, email in returned:
-            created[email]["id"] = cid
-        if len(returned) < len(created):
+        from psycopg.errors import UniqueViolation  # PostgreSQL's driver: not installed with SQLite alone
+
+        try:
+            insert_many(session, CONTACT, rows, shared)
+        except UniqueViolation as exc:
+            if exc.diag.constraint_name != EMAIL_KEY:
+                raise
             raise CreatedMeanwhile(
-                f"{len(created) - len(returned)} new address(es) of this batch were created meanwhile "
-                "by another writer; run the import again to merge into them"
-            )
+                "new address(es) of this batch were created meanwhile by another writer; "
+                "run the import again to merge into them"
+            ) from exc
     return len(created) + len(dirty)
 
 

@@ -48,8 +48,13 @@ T = TypeVar("T")
 BATCH_SIZES = {"postgresql": 5000}
 DEFAULT_BATCH_SIZE = 1000
 
-# The tables an import fills and then reads back in its later batches.
-GROWN_TABLES = ("contact", "source", "auditlog", "membership")
+# The tables an import fills and then reads back in its later batches, and the columns it reads them by.
+GROWN_TABLES = {
+    "contact": ("id", "email"),
+    "source": ("contact_id", "channel", "detail"),
+    "auditlog": ("contact_id", "action"),
+    "membership": ("contact_id", "list_name"),
+}
 
 
 @dataclass
