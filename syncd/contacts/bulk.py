@@ -176,7 +176,7 @@ def _copy_rows(
     _, constants, processor = _shape(conn, table, given, shared)
     columns = [*given, *constants]
     pick = operator.itemgetter(*given)
-    fixed = tuple(constants.values())
+    fixed = tuple(_as_text(conn, v) for v in constants.values())
     procs = [(i, _memo(p)) for i, n in enumerate(given) if (p := processor(n)) is not None]
     if len(given) == 1:
         return columns, ((pick(row), *fixed) for row in rows)
@@ -190,6 +190,17 @@ def _copy_rows(
         return (*out, *fixed)
 
     return columns, map(values, rows)
+
+
+def _as_text(conn: sa.Connection, value: Any) -> Any:
+    """``value`` as COPY's text format has it, by the driver's own adapter: a value repeated in every
+    row (the batch's timestamps above all) is dumped once, not once per row."""
+    if value is None or value.__class__ is str:
+        return value
+    from psycopg.adapt import PyFormat, Transformer  # PostgreSQL's driver: not installed with SQLite alone
+
+    dumper = Transformer(conn.connection.driver_connection).get_dumper(value, PyFormat.TEXT)
+    return bytes(dumper.dump(value)).decode()
 
 
 def _copy(conn: sa.Connection, table: str, columns: list[str], rows: Iterable[Sequence[Any]]) -> None:
