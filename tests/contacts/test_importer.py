@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import threading
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from sqlmodel import Session, select
 from syncd.contacts.batch import CreatedMeanwhile, Matched, _write_contacts_staged
 from syncd.contacts.bulk import Growth
 from syncd.contacts.dedupe import new_contact
-from syncd.contacts.importer import ImportInterrupted, Options, import_file, import_rows
+from syncd.contacts.importer import IMPORT_GC_THRESHOLD, ImportInterrupted, Options, import_file, import_rows
 from syncd.contacts.qualify import Qualified
 from syncd.contacts.rejects import Rejects
 from syncd.contacts.tables import ImportFailed, RawRow, Table, map_header, parse_map
@@ -357,6 +358,31 @@ def test_a_new_address_another_writer_created_meanwhile_fails_the_batch(engine, 
         _write_contacts_staged(session, {}, Matched(created=created), at)
     assert count("contact") == 1
     assert count("contact", email="both@exemple.fr", first_name="Webhook") == 1
+
+
+def test_the_cycle_collector_is_paced_during_an_import_and_restored_after_it_even_on_failure(
+    engine, tmp_path, monkeypatch
+):
+    before = gc.get_threshold()
+    path = tmp_path / "a.csv"
+    path.write_text("email;nom\n" + "".join(f"p{i}@exemple.fr;Nom{i}\n" for i in range(4)), encoding="utf-8")
+    during: list[tuple[int, ...]] = []
+    record = lambda *_: during.append(gc.get_threshold())  # noqa: E731
+    s = import_file(engine, path, Options(channel="site", batch_size=2), progress=record)
+    assert s.imported == 4
+    paced = (max(IMPORT_GC_THRESHOLD, before[0]), *before[1:])
+    assert during[:2] == [paced, paced]  # after each batch written
+    assert gc.get_threshold() == before
+
+    from syncd.contacts import importer
+
+    def broken(*args, **kw):
+        raise RuntimeError("the base went away")
+
+    monkeypatch.setattr(importer, "_commit_batch", broken)
+    with pytest.raises(ImportInterrupted):
+        import_file(engine, path, Options(channel="site", batch_size=2))
+    assert gc.get_threshold() == before
 
 
 @pytest.mark.parametrize("batch_size", [2, 3])  # the last batch partial, then full
