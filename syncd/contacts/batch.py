@@ -128,8 +128,9 @@ def write_batch(
         count = _insert_created(session, matched.created, at)
         count += _update_merged(session, known.contacts, matched.dirty, at)
 
-    def contact_id(email: str) -> int:
-        return (known.contacts.get(email) or matched.created[email])["id"]
+    ids = {email: row["id"] for email, row in matched.created.items()}
+    ids.update((email, row["id"]) for email, row in known.contacts.items())
+    contact_id = ids.__getitem__
 
     sources = _insert_sources(session, origin, matched.sources, contact_id, at)
     conflicts = _insert_conflicts(session, origin, matched.conflicts, contact_id, at)

@@ -132,9 +132,9 @@ def import_rows(
         size = options.batch_size or BATCH_SIZES.get(engine.dialect.name, DEFAULT_BATCH_SIZE)
         batches = _qualified_batches(rows, columns, options, size, table)
         with _paced_collector():
-            for batch, results, position in _read_ahead(batches):
+            for batch, prepared, position in _read_ahead(batches):
                 last_line = batch[-1].line
-                growth.add(_commit_batch(engine, file_name, batch, results, options, rejects, total))
+                growth.add(_commit_batch(engine, file_name, batch, prepared, options, rejects, total))
                 committed_line = last_line
                 growth.refresh()
                 if progress and table:
@@ -179,14 +179,37 @@ def _batches(rows: Iterable[RawRow], size: int) -> Iterator[list[RawRow]]:
         yield batch
 
 
+@dataclass
+class Prepared:
+    """A batch qualified and sorted, all that can be done before the database is asked."""
+
+    summary: Summary  # its rows read and the warnings of the rows kept
+    rejected: list[Reject]
+    good: list[tuple[RawRow, Qualified]]
+
+
+def _prepare(batch: list[RawRow], results: list[Qualified | Rejected]) -> Prepared:
+    prepared = Prepared(Summary(read=len(batch)), [], [])
+    for raw, result in zip(batch, results, strict=True):
+        if isinstance(result, Rejected):
+            prepared.rejected.append((raw.line, result.reason, raw.cells))
+        else:
+            prepared.good.append((raw, result))
+            _count_issues(prepared.summary, raw.line, result)
+    return prepared
+
+
 def _qualified_batches(
     rows: Iterable[RawRow], columns: list[str], options: Options, size: int, table: Table | None = None
-) -> Iterator[tuple[list[RawRow], list[Qualified | Rejected], int]]:
-    """Each batch, its rows qualified, and how far into the file it ends (for the progress bar)."""
+) -> Iterator[tuple[list[RawRow], Prepared, int]]:
+    """Each batch, its rows qualified and sorted, and how far into the file it ends (for the
+    progress bar)."""
     # Qualifying in a worker process was tried: pickling the rows both ways cost more CPU than it
-    # saved, and lost outright on a busy machine. A thread, one batch ahead (``_read_ahead``).
+    # saved, and lost outright on a busy machine. A thread, one batch ahead (``_read_ahead``): the
+    # more of a batch's work done there, the less the writer, who waits on the database, has to do.
     for batch in _batches(rows, size):
-        yield batch, qualify_batch(columns, batch, options.rules), table.position() if table else 0
+        results = qualify_batch(columns, batch, options.rules)
+        yield batch, _prepare(batch, results), table.position() if table else 0
 
 
 # Python's cycle collector, at its default pace (every 700 new objects, a full pass every 100
@@ -270,21 +293,13 @@ def _commit_batch(
     engine: Engine,
     file_name: str,
     batch: list[RawRow],
-    results: list[Qualified | Rejected],
+    prepared: Prepared,
     options: Options,
     rejects: Rejects,
     total: Summary,
 ) -> dict[str, int]:
     """Write one batch in its own transaction; returns the rows it added per table."""
-    summary = Summary(read=len(batch))
-    rejected: list[Reject] = []
-    good: list[tuple[RawRow, Qualified]] = []
-    for raw, result in zip(batch, results, strict=True):
-        if isinstance(result, Rejected):
-            rejected.append((raw.line, result.reason, raw.cells))
-        else:
-            good.append((raw, result))
-            _count_issues(summary, raw.line, result)
+    summary, rejected, good = prepared.summary, prepared.rejected, prepared.good
     added: dict[str, int] = {}
     with Session(engine) as session:
         written = write_batch(
