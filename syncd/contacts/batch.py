@@ -103,6 +103,7 @@ class Written:
     count: int
     at: datetime
     added: dict[str, int] = field(default_factory=dict)  # table → rows inserted
+    changed: set[str] = field(default_factory=set)  # the addresses whose contact it created or changed
 
 
 def write_batch(
@@ -113,14 +114,18 @@ def write_batch(
     rejected: list[Reject],
     *,
     update: bool = False,
+    early: Known | None = None,
+    stale: frozenset[str] | set[str] = frozenset(),
 ) -> Written | None:
     """Write one batch's qualified rows; erased addresses join ``rejected``. None: nothing to write.
-    ``update``: the file's values replace those held (``dedupe.overwrite``), each audited."""
+    ``update``: the file's values replace those held (``dedupe.overwrite``), each audited.
+    ``early``: what the base held of the batch, read ahead (``load_known``) while earlier batches
+    were written; ``stale``: the addresses those batches wrote, read again here."""
     if not good:
         return None
     at = utcnow()
     good = _set_erased_aside(session, good, rejected)
-    known = _load_known(session, origin, {q.email for _, q in good})
+    known = _known_now(session, origin, {q.email for _, q in good}, early, set(stale))
     matched = _match(good, known, summary, update)
     if copies(session.connection()):
         count = _write_contacts_staged(session, known.contacts, matched, at)
@@ -137,7 +142,8 @@ def write_batch(
     updates = _insert_updates(session, origin, matched.updates, contact_id, at)
     added = {CONTACT.name: len(matched.created), SOURCE.name: sources, AUDIT.name: conflicts + updates}
     written = count + sources + conflicts + updates
-    return Written(matched.touched, matched.unchanged, contact_id, written, at, added)
+    changed = set(matched.created) | matched.dirty
+    return Written(matched.touched, matched.unchanged, contact_id, written, at, added, changed)
 
 
 def _set_erased_aside(
@@ -150,19 +156,42 @@ def _set_erased_aside(
     return [(raw, q) for raw, q in good if q.email not in erased]
 
 
-def _load_known(session: Session, origin: Origin, emails: set[str]) -> Known:
-    known_among, sourced, noted = _lookups(session.connection().dialect.name)
-    contacts = {r["email"]: dict(r) for r in session.execute(known_among, {"keys": list(emails)}).mappings()}
+def load_known(db: Session | sa.Connection, origin: Origin, emails: set[str]) -> Known:
+    """What the base holds of ``emails``: their contacts, and the provenance and conflicts this file
+    already recorded for them."""
+    conn = db.connection() if isinstance(db, Session) else db
+    known_among, sourced, noted = _lookups(conn.dialect.name)
+    contacts = {r["email"]: dict(r) for r in conn.execute(known_among, {"keys": list(emails)}).mappings()}
     known = Known(contacts, set(), set())
     ids = [r["id"] for r in contacts.values()]
     if not ids:
         return known
     mine = {"ids": ids, "channel": origin.channel, "file": origin.file_name}
-    known.sourced = set(session.execute(sourced, mine).tuples())
-    for cid, detail in session.execute(noted, {"ids": ids}).tuples():
+    known.sourced = set(conn.execute(sourced, mine).tuples())
+    for cid, detail in conn.execute(noted, {"ids": ids}).tuples():
         if detail.get("file") == origin.file_name and detail.get("channel") == origin.channel:
             known.noted.add((cid, detail.get("row")))
     return known
+
+
+def _known_now(
+    session: Session, origin: Origin, emails: set[str], early: Known | None, stale: set[str]
+) -> Known:
+    """``early``, what was read of the batch before the batches still being written then were
+    committed, brought up to date: the addresses those batches wrote (``stale``) are read again.
+    Without ``early``, everything is read now."""
+    if early is None:
+        return load_known(session, origin, emails)
+    again = emails & stale
+    if not again:
+        return early
+    for email in again:
+        early.contacts.pop(email, None)
+    fresh = load_known(session, origin, again)
+    early.contacts.update(fresh.contacts)
+    early.sourced |= fresh.sourced
+    early.noted |= fresh.noted
+    return early
 
 
 def _match(good: list[tuple[RawRow, Qualified]], known: Known, summary: Summary, update: bool) -> Matched:

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from syncd.config import ListConfig
-from syncd.contacts.batch import Origin, Written, write_batch
+from syncd.contacts.batch import Known, Origin, Written, load_known, write_batch
 from syncd.contacts.bulk import Growth, among
 from syncd.contacts.qualify import INCOMPLETE, Qualified, Rejected, Rules, qualify
 from syncd.contacts.rejects import Reject, Rejects, default_rejects_path
@@ -128,13 +128,19 @@ def import_rows(
     total = Summary()
     last_line = committed_line = 1
     growth = Growth(engine, GROWN_TABLES)
+    written = _Written()
     try:
         size = options.batch_size or BATCH_SIZES.get(engine.dialect.name, DEFAULT_BATCH_SIZE)
-        batches = _qualified_batches(rows, columns, options, size, table)
+        reader = _known_reader(engine, Origin(options.channel, file_name), written)
+        batches = _qualified_batches(rows, columns, options, size, table, reader)
         with _paced_collector():
             for batch, prepared, position in _read_ahead(batches):
                 last_line = batch[-1].line
-                growth.add(_commit_batch(engine, file_name, batch, prepared, options, rejects, total))
+                if prepared.early is not None:
+                    prepared.stale = written.since(prepared.seen)
+                added, changed = _commit_batch(engine, file_name, batch, prepared, options, rejects, total)
+                written.add(changed)
+                growth.add(added)
                 committed_line = last_line
                 growth.refresh()
                 if progress and table:
@@ -181,11 +187,59 @@ def _batches(rows: Iterable[RawRow], size: int) -> Iterator[list[RawRow]]:
 
 @dataclass
 class Prepared:
-    """A batch qualified and sorted, all that can be done before the database is asked."""
+    """A batch qualified and sorted, and what the base held of it, read while the batches before it
+    were written."""
 
     summary: Summary  # its rows read and the warnings of the rows kept
     rejected: list[Reject]
     good: list[tuple[RawRow, Qualified]]
+    early: Known | None = None  # what the base held of its addresses, read ahead (None: not read)
+    seen: int = 0  # how many batches were committed before that read
+    stale: set[str] = field(default_factory=set)  # addresses written since by the batches before it
+
+
+class _Written:
+    """The addresses each committed batch created or changed, for the batches read ahead of them.
+
+    A batch's contacts are read (``Prepared.early``) while the batches before it are still being
+    written: what those batches write to an address of it is read again when it is written itself.
+    """
+
+    def __init__(self) -> None:
+        self.committed = 0  # batches committed: read by the read-ahead thread, an int (atomic)
+        self._changed: dict[int, set[str]] = {}
+
+    def add(self, changed: set[str]) -> None:
+        self._changed[self.committed] = changed
+        self.committed += 1
+
+    def since(self, seen: int) -> set[str]:
+        """The addresses written by the batches committed after the first ``seen``; forgets older ones
+        (the batches read ahead come in order, each read no earlier than the one before)."""
+        for old in [n for n in self._changed if n < seen]:
+            del self._changed[old]
+        out: set[str] = set()
+        for n in range(seen, self.committed):
+            out |= self._changed[n]
+        return out
+
+
+KnownReader = Callable[[set[str]], tuple[int, Known]]
+
+
+def _known_reader(engine: Engine, origin: Origin, written: _Written) -> KnownReader | None:
+    """Reads a batch's contacts ahead, on a connection of its own (in a transaction of its own, each
+    statement seeing what is committed); None where a second connection would see another base
+    (in-memory SQLite)."""
+    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        return None
+
+    def read(emails: set[str]) -> tuple[int, Known]:
+        seen = written.committed  # before the read: what it sees of the batches after is read again
+        with engine.connect() as conn:
+            return seen, load_known(conn, origin, emails)
+
+    return read
 
 
 def _prepare(batch: list[RawRow], results: list[Qualified | Rejected]) -> Prepared:
@@ -200,16 +254,23 @@ def _prepare(batch: list[RawRow], results: list[Qualified | Rejected]) -> Prepar
 
 
 def _qualified_batches(
-    rows: Iterable[RawRow], columns: list[str], options: Options, size: int, table: Table | None = None
+    rows: Iterable[RawRow],
+    columns: list[str],
+    options: Options,
+    size: int,
+    table: Table | None = None,
+    reader: KnownReader | None = None,
 ) -> Iterator[tuple[list[RawRow], Prepared, int]]:
-    """Each batch, its rows qualified and sorted, and how far into the file it ends (for the
-    progress bar)."""
+    """Each batch, its rows qualified and sorted and, with a ``reader``, what the base holds of them;
+    and how far into the file it ends (for the progress bar)."""
     # Qualifying in a worker process was tried: pickling the rows both ways cost more CPU than it
     # saved, and lost outright on a busy machine. A thread, one batch ahead (``_read_ahead``): the
     # more of a batch's work done there, the less the writer, who waits on the database, has to do.
     for batch in _batches(rows, size):
-        results = qualify_batch(columns, batch, options.rules)
-        yield batch, _prepare(batch, results), table.position() if table else 0
+        prepared = _prepare(batch, qualify_batch(columns, batch, options.rules))
+        if reader and prepared.good:
+            prepared.seen, prepared.early = reader({q.email for _, q in prepared.good})
+        yield batch, prepared, table.position() if table else 0
 
 
 # Python's cycle collector, at its default pace (every 700 new objects, a full pass every 100
@@ -297,19 +358,31 @@ def _commit_batch(
     options: Options,
     rejects: Rejects,
     total: Summary,
-) -> dict[str, int]:
-    """Write one batch in its own transaction; returns the rows it added per table."""
+) -> tuple[dict[str, int], set[str]]:
+    """Write one batch in its own transaction; returns the rows it added per table and the addresses
+    whose contact it created or changed."""
     summary, rejected, good = prepared.summary, prepared.rejected, prepared.good
     added: dict[str, int] = {}
+    changed: set[str] = set()
     with Session(engine) as session:
         written = write_batch(
-            session, Origin(options.channel, file_name), good, summary, rejected, update=options.update
+            session,
+            Origin(options.channel, file_name),
+            good,
+            summary,
+            rejected,
+            update=options.update,
+            early=prepared.early,
+            stale=prepared.stale,
         )
         count = 0
         if written is not None:
             joined = _join_list(session, file_name, written, options, summary)
             count = written.count + joined
             added = {**written.added, "membership": joined}
+            changed = written.changed
+            if joined:  # joining a list may change the contact too (its opt-out, its version)
+                changed = changed | {email for _, email in written.touched}
         session.commit()
     summary.rejected = len(rejected)
     rejects.write(sorted(rejected, key=lambda r: r[0]))
@@ -321,7 +394,7 @@ def _commit_batch(
         written=count,
         **summary.counts(),
     )
-    return added
+    return added, changed
 
 
 def _count_issues(summary: Summary, line: int, q: Qualified) -> None:

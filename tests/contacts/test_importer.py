@@ -360,6 +360,40 @@ def test_a_new_address_another_writer_created_meanwhile_fails_the_batch(engine, 
     assert count("contact", email="both@exemple.fr", first_name="Webhook") == 1
 
 
+def test_a_batch_read_ahead_sees_what_the_batches_before_it_wrote(engine, tmp_path, monkeypatch, count):
+    from syncd.contacts import importer
+
+    # Every batch qualified and its contacts read before the first is written: the address each
+    # batch shares with the ones before it was created, then changed, after it was read.
+    monkeypatch.setattr(importer, "_read_ahead", lambda items: iter(list(items)))
+    path = tmp_path / "a.csv"
+    path.write_text(
+        "email;prénom;nom;téléphone;société\n"
+        "anne@exemple.fr;Anne;;;\n"
+        "bob@exemple.fr;Bob;;;\n"
+        "ANNE@exemple.fr;;Martin;;\n"
+        "cy@exemple.fr;Cy;;;\n"
+        "anne@exemple.fr;;;06 12 34 56 78;ACME\n",
+        encoding="utf-8",
+    )
+    s = import_file(engine, path, Options(channel="site", batch_size=2))
+    assert (s.imported, s.merged, s.rejected) == (3, 2, 0)
+    with Session(engine) as session:
+        anne = session.exec(select(Contact).where(Contact.email == "anne@exemple.fr")).one()
+        assert (anne.first_name, anne.last_name, anne.phone, anne.company) == (
+            "Anne",
+            "Martin",
+            "+33612345678",
+            "ACME",
+        )
+        assert anne.version == 3  # created, then changed by each of the two later batches
+        assert [r.row for r in session.exec(select(Source).where(Source.contact_id == anne.id))] == [2, 4, 6]
+    assert count("contact") == 3
+
+    again = import_file(engine, path, Options(channel="site", batch_size=2))  # nothing new: nothing written
+    assert (again.imported, again.merged, again.unchanged) == (0, 0, 5)
+
+
 def test_the_cycle_collector_is_paced_during_an_import_and_restored_after_it_even_on_failure(
     engine, tmp_path, monkeypatch
 ):
