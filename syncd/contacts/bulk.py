@@ -39,14 +39,17 @@ def among(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnEl
 def insert_many(
     session: Session, table: sa.Table, rows: list[dict[str, Any]], shared: dict[str, Any] | None = None
 ) -> None:
-    """One driver-level executemany of ``rows`` (same keys each), plus ``shared`` values for every
-    row; on PostgreSQL one COPY."""
+    """One driver-level executemany of ``rows`` (same keys each, as tuples), plus ``shared`` values
+    for every row; on PostgreSQL one COPY."""
     conn = session.connection()
     if copies(conn):
         _copy(conn, table.name, *_copy_rows(conn, table, rows, shared or {}))
         return
-    sql, params = _driver_rows(conn, table, rows, shared or {})
-    conn.exec_driver_sql(sql, params)
+    columns, values = _rows(conn, table, rows, shared or {}, text=False)
+    quote, mark = conn.dialect.identifier_preparer.quote, "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    marks = ", ".join([mark] * len(columns))
+    sql = f"INSERT INTO {table.name} ({', '.join(map(quote, columns))}) VALUES ({marks})"
+    conn.exec_driver_sql(sql, list(values))
 
 
 def new_ids(session: Session, table: sa.Table, n: int) -> list[int]:
@@ -148,35 +151,20 @@ def _memo(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return process
 
 
-def _driver_rows(
-    conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], shared: dict[str, Any]
-) -> tuple[str, list[dict[str, Any]]]:
-    """The INSERT of ``rows`` with named parameters, and each row's values as the driver takes them.
+def _rows(
+    conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], shared: dict[str, Any], *, text: bool
+) -> tuple[list[str], Iterable[tuple[Any, ...]]]:
+    """The columns and, lazily, each row's values in their order as the driver takes them: the
+    columns of ``rows[0]`` (every row has them), then those ``shared`` or defaulted, the same in
+    every row and processed once (``text``: dumped to COPY's text once, too).
 
     SQLAlchemy's per-row parameter processing was half of the import's database time: here only the
-    columns that need it (JSON) are processed per row, the shared ones (timestamps) and defaults once.
-    """
-    sql, constants, processor = _shape(conn, table, list(rows[0]), shared)
-    procs = [(n, _memo(p)) for n in rows[0] if (p := processor(n)) is not None]
-    params = []
-    for row in rows:
-        values = {**row, **constants}
-        for name, proc in procs:
-            values[name] = proc(values[name])
-        params.append(values)
-    return sql, params
-
-
-def _copy_rows(
-    conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], shared: dict[str, Any]
-) -> tuple[list[str], Iterable[tuple[Any, ...]]]:
-    """The columns and, lazily, each row's values in their order, for COPY: the columns of
-    ``rows[0]`` (every row has them), then those ``shared`` or defaulted, the same in every row."""
+    columns that need it (JSON) are processed per row, and rows are tuples, not dicts."""
     given = list(rows[0])
     _, constants, processor = _shape(conn, table, given, shared)
     columns = [*given, *constants]
     pick = operator.itemgetter(*given)
-    fixed = tuple(_as_text(conn, v) for v in constants.values())
+    fixed = tuple(_as_text(conn, v) for v in constants.values()) if text else tuple(constants.values())
     procs = [(i, _memo(p)) for i, n in enumerate(given) if (p := processor(n)) is not None]
     if len(given) == 1:
         return columns, ((pick(row), *fixed) for row in rows)
@@ -190,6 +178,13 @@ def _copy_rows(
         return (*out, *fixed)
 
     return columns, map(values, rows)
+
+
+def _copy_rows(
+    conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], shared: dict[str, Any]
+) -> tuple[list[str], Iterable[tuple[Any, ...]]]:
+    """``_rows`` for COPY."""
+    return _rows(conn, table, rows, shared, text=True)
 
 
 def _as_text(conn: sa.Connection, value: Any) -> Any:
