@@ -9,6 +9,7 @@ runs in the process and keeps its ``IN`` lists and executemany.
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -108,15 +109,11 @@ def column_among(session: Session, table: str, columns: str, key: str, values: I
 
 def _shape(
     conn: sa.Connection, table: sa.Table, given: list[str], shared: dict[str, Any]
-) -> tuple[str, dict[str, Any], Callable[[str], Any]]:
-    """The INSERT of rows holding the columns ``given`` with named parameters; the values of the
-    other columns it sets (``shared``, else the column's default), as the driver takes them; and
-    each column's value processor (None: the value as it is)."""
+) -> tuple[dict[str, Any], Callable[[str], Any]]:
+    """For an INSERT of rows holding the columns ``given``: the values of the other columns it sets
+    (``shared``, else the column's default), as the driver takes them; and each column's value
+    processor (None: the value as it is)."""
     dialect = conn.dialect
-    # Named parameters on every driver, so that a row is a dict: sqlite3 takes :name as well as ?.
-    compiler = type(dialect)(paramstyle="named") if dialect.positional else dialect
-    names = [*given, *shared]
-    compiled = sa.insert(table).inline().values({n: sa.bindparam(n) for n in names}).compile(dialect=compiler)
 
     def processor(name: str) -> Any:
         if copies(conn) and isinstance(table.c[name].type, sa.JSON):
@@ -125,13 +122,22 @@ def _shape(
         return table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
 
     constants = {}
-    for name in compiled.params:
+    for name in _inserted(dialect, table, (*given, *shared)):
         if name in given:
             continue
         value = shared[name] if name in shared else _default(table.c[name])
         proc = processor(name)
         constants[name] = proc(value) if proc and value is not None else value
-    return str(compiled), constants, processor
+    return constants, processor
+
+
+@functools.lru_cache(maxsize=64)
+def _inserted(dialect: sa.Dialect, table: sa.Table, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns an INSERT of ``names`` sets: those, and those with a default (compiled once)."""
+    # Named parameters on every driver: the compiled statement's parameters are the column names.
+    compiler = type(dialect)(paramstyle="named") if dialect.positional else dialect
+    compiled = sa.insert(table).inline().values({n: sa.bindparam(n) for n in names}).compile(dialect=compiler)
+    return tuple(compiled.params)
 
 
 def _memo(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -161,7 +167,7 @@ def _rows(
     SQLAlchemy's per-row parameter processing was half of the import's database time: here only the
     columns that need it (JSON) are processed per row, and rows are tuples, not dicts."""
     given = list(rows[0])
-    _, constants, processor = _shape(conn, table, given, shared)
+    constants, processor = _shape(conn, table, given, shared)
     columns = [*given, *constants]
     pick = operator.itemgetter(*given)
     fixed = tuple(_as_text(conn, v) for v in constants.values()) if text else tuple(constants.values())
