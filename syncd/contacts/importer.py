@@ -277,8 +277,9 @@ def _qualified_batches(
 # young ones), ran 2,000 times per 100,000 rows: a batch's rows, records and contacts are tens of
 # thousands of objects that live until the batch is written, and each full pass went over them all
 # and everything already loaded (caches, modules). A fifth of an import's CPU time on either database.
-# During an import, a young pass every 20,000 new objects: a dozen passes per 100,000 rows.
-IMPORT_GC_THRESHOLD = 20_000
+# During an import, a young pass every 50,000 new objects: a few passes per 100,000 rows (at 20,000,
+# a hundred with PostgreSQL's 5,000-row batches, still a twentieth of the import's CPU time).
+IMPORT_GC_THRESHOLD = 50_000
 _gc_lock = threading.Lock()
 _gc_users = 0
 _gc_saved: tuple[int, ...] = ()
