@@ -175,13 +175,18 @@ def qualify_batch(columns: list[str], batch: list[RawRow], rules: Rules) -> list
     ]
 
 
-def _batches(rows: Iterable[RawRow], size: int) -> Iterator[list[RawRow]]:
+def _batches(rows: Iterable[RawRow], size: int, first: int | None = None) -> Iterator[list[RawRow]]:
+    """``rows`` in batches of ``size``; with ``first``, the first batches grow from that size,
+    doubling, up to ``size``: the database waits for the first batch to be qualified, not for a
+    large one (a tenth of a 100,000-row import on PostgreSQL, with 10,000-row batches)."""
     batch: list[RawRow] = []
+    now = min(first or size, size)
     for raw in rows:
         batch.append(raw)
-        if len(batch) >= size:
+        if len(batch) >= now:
             yield batch
             batch = []
+            now = min(now * 2, size)
     if batch:
         yield batch
 
@@ -267,7 +272,8 @@ def _qualified_batches(
     # Qualifying in a worker process was tried: pickling the rows both ways cost more CPU than it
     # saved, and lost outright on a busy machine. A thread, one batch ahead (``_read_ahead``): the
     # more of a batch's work done there, the less the writer, who waits on the database, has to do.
-    for batch in _batches(rows, size):
+    # The caller's batch size, if chosen, from the first batch; else from a small one up.
+    for batch in _batches(rows, size, None if options.batch_size else DEFAULT_BATCH_SIZE):
         prepared = _prepare(batch, qualify_batch(columns, batch, options.rules))
         if reader and prepared.good:
             prepared.seen, prepared.early = reader({q.email for _, q in prepared.good})

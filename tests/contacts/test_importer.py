@@ -394,6 +394,16 @@ def test_a_batch_read_ahead_sees_what_the_batches_before_it_wrote(engine, tmp_pa
     assert (again.imported, again.merged, again.unchanged) == (0, 0, 5)
 
 
+def test_batches_of_the_default_size_grow_to_it_from_a_small_first_one_a_chosen_size_is_kept():
+    from syncd.contacts.importer import _batches
+
+    rows = [RawRow(line, [f"p{line}@exemple.fr"]) for line in range(2, 14)]
+    grown = list(_batches(rows, 5, first=1))
+    assert [len(b) for b in grown] == [1, 2, 4, 5]
+    assert [r.line for b in grown for r in b] == [r.line for r in rows]  # every row once, in order
+    assert [len(b) for b in _batches(rows, 5)] == [5, 5, 2]
+
+
 def test_the_cycle_collector_is_paced_during_an_import_and_restored_after_it_even_on_failure(
     engine, tmp_path, monkeypatch
 ):
