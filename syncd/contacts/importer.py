@@ -4,6 +4,9 @@
   batches committed and nothing of the failing one).
 - Per batch (``syncd.contacts.batch``): one SELECT for tombstones, one for the known contacts,
   one for the provenance already recorded, then bulk inserts/updates; then the joins to ``--list``.
+- A pipeline of two threads: the next batches are read, qualified and their known contacts and
+  provenance looked up (on a connection of their own) while the batch before is written; what the
+  batches written meanwhile changed of their addresses is looked up again when they are written.
 - On PostgreSQL the tables' statistics are refreshed as the import grows them (``bulk.Growth``):
   the planner must not keep planning for the empty table it saw before the import.
 - Idempotent: provenance is one ``Source`` per (contact, channel, file name, row); a row whose
