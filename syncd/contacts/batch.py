@@ -178,11 +178,16 @@ def _known_now(
     session: Session, origin: Origin, emails: set[str], early: Known | None, stale: set[str]
 ) -> Known:
     """``early``, what was read of the batch before the batches still being written then were
-    committed, brought up to date: the addresses those batches wrote (``stale``) are read again.
+    committed, brought up to date: the addresses those batches wrote (``stale``) are read again,
+    and so are the contacts another writer changed since (their version moved) or removed.
     Without ``early``, everything is read now."""
     if early is None:
         return load_known(session, origin, emails)
     again = emails & stale
+    if early.contacts:  # changed by another writer since (or gone): read again, as the batch is written
+        held = {r["id"]: (e, r["version"]) for e, r in early.contacts.items()}
+        versions = dict(column_among(session, CONTACT.name, "id, version", "id", held))
+        again |= {e for cid, (e, version) in held.items() if versions.get(cid) != version}
     if not again:
         return early
     for email in again:

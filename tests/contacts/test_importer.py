@@ -394,6 +394,35 @@ def test_a_batch_read_ahead_sees_what_the_batches_before_it_wrote(engine, tmp_pa
     assert (again.imported, again.merged, again.unchanged) == (0, 0, 5)
 
 
+def test_a_contact_another_writer_changes_after_the_batch_was_read_ahead_is_merged_as_it_is_then(
+    engine, tmp_path, monkeypatch
+):
+    from syncd.contacts import importer
+
+    with Session(engine) as session:
+        session.add(Contact(email="anne@exemple.fr", first_name="Anne"))
+        session.commit()
+
+    def read_then_another_writer(items):
+        batches = list(items)  # every batch qualified and its contacts read
+        with Session(engine) as session:  # then a webhook, say, writes before the import does
+            anne = session.exec(select(Contact).where(Contact.email == "anne@exemple.fr")).one()
+            anne.company, anne.version = "Globex", anne.version + 1
+            session.commit()
+        return iter(batches)
+
+    monkeypatch.setattr(importer, "_read_ahead", read_then_another_writer)
+    path = tmp_path / "a.csv"
+    path.write_text("email;nom;société\nanne@exemple.fr;Martin;ACME\n", encoding="utf-8")
+    s = import_file(engine, path, Options(channel="site"))
+    assert (s.merged, s.conflicts) == (1, 1)
+    assert "row 2: company kept 'Globex', file had 'ACME'" in s.notes
+    with Session(engine) as session:
+        anne = session.exec(select(Contact).where(Contact.email == "anne@exemple.fr")).one()
+        assert (anne.first_name, anne.last_name, anne.company) == ("Anne", "Martin", "Globex")
+        assert anne.version == 3
+
+
 def test_batches_of_the_default_size_grow_to_it_from_a_small_first_one_a_chosen_size_is_kept():
     from syncd.contacts.importer import _batches
 
