@@ -6,9 +6,10 @@ batch (its contacts, and the provenance and conflicts this file already recorded
 contacts, update the merged ones, insert the provenance (one ``Source`` per row) and the
 conflicts (one ``import.conflict`` audit line per row).
 
-On PostgreSQL the look-ups bind the batch's keys as one array, and the merged and new contacts go
-by COPY into a staging table, then one UPDATE and one ``INSERT … ON CONFLICT … RETURNING`` (the
-new ids come back with it); on SQLite, an executemany each and a SELECT of the new ids.
+On PostgreSQL the look-ups bind the batch's keys as one array; the merged contacts go by COPY into
+a staging table, then one UPDATE; the new ones take their ids from the sequence first and go by
+COPY straight into their table (nothing to read back, no second copy of the rows on the server).
+On SQLite, an executemany each and a SELECT of the new ids.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from syncd.contacts.bulk import among, column_among, copies, insert_many, stage
+from syncd.contacts.bulk import among, column_among, copies, insert_many, new_ids, stage
 from syncd.contacts.dedupe import Conflict, merge, new_contact, overwrite
 from syncd.contacts.qualify import INCOMPLETE, Qualified
 from syncd.contacts.rejects import Reject
@@ -36,6 +37,8 @@ ERASED = "erased at the contact's request"
 CONTACT = Contact.__table__
 SOURCE = Source.__table__
 AUDIT = AuditLog.__table__
+# The unique index on the address: another writer's contact for an address of the batch.
+EMAIL_KEY = "ix_contact_email"
 # The columns a merge rewrites: all but the key, the address and the creation time.
 MERGED_COLUMNS = [c.name for c in CONTACT.columns if c.name not in ("id", "email", "created_at")]
 
@@ -100,6 +103,7 @@ class Written:
     count: int
     at: datetime
     added: dict[str, int] = field(default_factory=dict)  # table → rows inserted
+    changed: set[str] = field(default_factory=set)  # the addresses whose contact it created or changed
 
 
 def write_batch(
@@ -110,14 +114,18 @@ def write_batch(
     rejected: list[Reject],
     *,
     update: bool = False,
+    early: Known | None = None,
+    stale: frozenset[str] | set[str] = frozenset(),
 ) -> Written | None:
     """Write one batch's qualified rows; erased addresses join ``rejected``. None: nothing to write.
-    ``update``: the file's values replace those held (``dedupe.overwrite``), each audited."""
+    ``update``: the file's values replace those held (``dedupe.overwrite``), each audited.
+    ``early``: what the base held of the batch, read ahead (``load_known``) while earlier batches
+    were written; ``stale``: the addresses those batches wrote, read again here."""
     if not good:
         return None
     at = utcnow()
     good = _set_erased_aside(session, good, rejected)
-    known = _load_known(session, origin, {q.email for _, q in good})
+    known = _known_now(session, origin, {q.email for _, q in good}, early, set(stale))
     matched = _match(good, known, summary, update)
     if copies(session.connection()):
         count = _write_contacts_staged(session, known.contacts, matched, at)
@@ -125,15 +133,17 @@ def write_batch(
         count = _insert_created(session, matched.created, at)
         count += _update_merged(session, known.contacts, matched.dirty, at)
 
-    def contact_id(email: str) -> int:
-        return (known.contacts.get(email) or matched.created[email])["id"]
+    ids = {email: row["id"] for email, row in matched.created.items()}
+    ids.update((email, row["id"]) for email, row in known.contacts.items())
+    contact_id = ids.__getitem__
 
     sources = _insert_sources(session, origin, matched.sources, contact_id, at)
     conflicts = _insert_conflicts(session, origin, matched.conflicts, contact_id, at)
     updates = _insert_updates(session, origin, matched.updates, contact_id, at)
     added = {CONTACT.name: len(matched.created), SOURCE.name: sources, AUDIT.name: conflicts + updates}
     written = count + sources + conflicts + updates
-    return Written(matched.touched, matched.unchanged, contact_id, written, at, added)
+    changed = set(matched.created) | matched.dirty
+    return Written(matched.touched, matched.unchanged, contact_id, written, at, added, changed)
 
 
 def _set_erased_aside(
@@ -146,19 +156,47 @@ def _set_erased_aside(
     return [(raw, q) for raw, q in good if q.email not in erased]
 
 
-def _load_known(session: Session, origin: Origin, emails: set[str]) -> Known:
-    known_among, sourced, noted = _lookups(session.connection().dialect.name)
-    contacts = {r["email"]: dict(r) for r in session.execute(known_among, {"keys": list(emails)}).mappings()}
+def load_known(db: Session | sa.Connection, origin: Origin, emails: set[str]) -> Known:
+    """What the base holds of ``emails``: their contacts, and the provenance and conflicts this file
+    already recorded for them."""
+    conn = db.connection() if isinstance(db, Session) else db
+    known_among, sourced, noted = _lookups(conn.dialect.name)
+    contacts = {r["email"]: dict(r) for r in conn.execute(known_among, {"keys": list(emails)}).mappings()}
     known = Known(contacts, set(), set())
     ids = [r["id"] for r in contacts.values()]
     if not ids:
         return known
     mine = {"ids": ids, "channel": origin.channel, "file": origin.file_name}
-    known.sourced = set(session.execute(sourced, mine).tuples())
-    for cid, detail in session.execute(noted, {"ids": ids}).tuples():
+    known.sourced = set(conn.execute(sourced, mine).tuples())
+    for cid, detail in conn.execute(noted, {"ids": ids}).tuples():
         if detail.get("file") == origin.file_name and detail.get("channel") == origin.channel:
             known.noted.add((cid, detail.get("row")))
     return known
+
+
+def _known_now(
+    session: Session, origin: Origin, emails: set[str], early: Known | None, stale: set[str]
+) -> Known:
+    """``early``, what was read of the batch before the batches still being written then were
+    committed, brought up to date: the addresses those batches wrote (``stale``) are read again,
+    and so are the contacts another writer changed since (their version moved) or removed.
+    Without ``early``, everything is read now."""
+    if early is None:
+        return load_known(session, origin, emails)
+    again = emails & stale
+    if early.contacts:  # changed by another writer since (or gone): read again, as the batch is written
+        held = {r["id"]: (e, r["version"]) for e, r in early.contacts.items()}
+        versions = dict(column_among(session, CONTACT.name, "id, version", "id", held))
+        again |= {e for cid, (e, version) in held.items() if versions.get(cid) != version}
+    if not again:
+        return early
+    for email in again:
+        early.contacts.pop(email, None)
+    fresh = load_known(session, origin, again)
+    early.contacts.update(fresh.contacts)
+    early.sourced |= fresh.sourced
+    early.noted |= fresh.noted
+    return early
 
 
 def _match(good: list[tuple[RawRow, Qualified]], known: Known, summary: Summary, update: bool) -> Matched:
@@ -259,11 +297,13 @@ def _merged_rows(known: dict[str, dict[str, Any]], dirty: set[str], at: datetime
 def _write_contacts_staged(
     session: Session, known: dict[str, dict[str, Any]], matched: Matched, at: datetime
 ) -> int:
-    """PostgreSQL: the merged and the new contacts by COPY to the staging table, then one UPDATE of
-    the merged and one INSERT of the new, which returns their ids into ``matched.created``.
+    """PostgreSQL: the merged contacts by COPY to the staging table, then one UPDATE of them all;
+    the new ones given their ids from the sequence (one round trip) and written by COPY straight
+    into the contact table, their ids set in ``matched.created``.
 
     A new address that another writer (a webhook, a pull) created meanwhile is not overwritten:
-    the batch fails as a whole, and the import run again merges into that contact.
+    its unique index refuses the batch as a whole, and the import run again merges into that
+    contact.
     """
     created, dirty = matched.created, matched.dirty
     if not created and not dirty:
@@ -277,20 +317,21 @@ def _write_contacts_staged(
             "WHERE s.id IS NOT NULL AND c.id = s.id"
         )
     if created:
+        rows = list(created.values())
+        for row, cid in zip(rows, new_ids(session, CONTACT, len(rows)), strict=True):
+            row["id"] = cid
         shared = {"created_at": at, "updated_at": at, "touched_at": at, "version": 1}
-        name, columns = stage(session, CONTACT, list(created.values()), shared)
-        listed = ", ".join(columns)
-        returned = conn.exec_driver_sql(
-            f"INSERT INTO {CONTACT.name} ({listed}) SELECT {listed} FROM {name} WHERE id IS NULL "
-            "ON CONFLICT (email) DO NOTHING RETURNING id, email"
-        ).fetchall()
-        for cid, email in returned:
-            created[email]["id"] = cid
-        if len(returned) < len(created):
+        from psycopg.errors import UniqueViolation  # PostgreSQL's driver: not installed with SQLite alone
+
+        try:
+            insert_many(session, CONTACT, rows, shared)
+        except UniqueViolation as exc:
+            if exc.diag.constraint_name != EMAIL_KEY:
+                raise
             raise CreatedMeanwhile(
-                f"{len(created) - len(returned)} new address(es) of this batch were created meanwhile "
-                "by another writer; run the import again to merge into them"
-            )
+                "new address(es) of this batch were created meanwhile by another writer; "
+                "run the import again to merge into them"
+            ) from exc
     return len(created) + len(dirty)
 
 

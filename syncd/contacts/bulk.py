@@ -9,8 +9,10 @@ runs in the process and keeps its ``IN`` lists and executemany.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Sequence
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,14 +40,28 @@ def among(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnEl
 def insert_many(
     session: Session, table: sa.Table, rows: list[dict[str, Any]], shared: dict[str, Any] | None = None
 ) -> None:
-    """One driver-level executemany of ``rows`` (same keys each), plus ``shared`` values for every
-    row; on PostgreSQL one COPY."""
+    """One driver-level executemany of ``rows`` (same keys each, as tuples), plus ``shared`` values
+    for every row; on PostgreSQL one COPY."""
     conn = session.connection()
-    sql, params = _driver_rows(conn, table, rows, shared or {})
     if copies(conn):
-        _copy(conn, table.name, params)
+        _copy(conn, table.name, *_copy_rows(conn, table, rows, shared or {}))
         return
-    conn.exec_driver_sql(sql, params)
+    columns, values = _rows(conn, table, rows, shared or {}, text=False)
+    quote, mark = conn.dialect.identifier_preparer.quote, "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    marks = ", ".join([mark] * len(columns))
+    sql = f"INSERT INTO {table.name} ({', '.join(map(quote, columns))}) VALUES ({marks})"
+    conn.exec_driver_sql(sql, list(values))
+
+
+def new_ids(session: Session, table: sa.Table, n: int) -> list[int]:
+    """``n`` fresh ids from the sequence of ``table``'s ``id`` (PostgreSQL), in one round trip: rows
+    given their ids before they are written go by COPY, with nothing to read back."""
+    # The sequence is looked up once (MATERIALIZED): per row, pg_get_serial_sequence cost 10x nextval.
+    sql = (
+        f"WITH s AS MATERIALIZED (SELECT pg_get_serial_sequence('{table.name}', 'id')::regclass AS seq) "
+        "SELECT nextval(s.seq) FROM s, generate_series(1, %s)"
+    )
+    return [r[0] for r in session.connection().exec_driver_sql(sql, (n,)).fetchall()]
 
 
 def stage(
@@ -63,9 +79,9 @@ def stage(
         f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ON COMMIT DELETE ROWS "
         f"AS SELECT * FROM {table.name} WITH NO DATA"
     )
-    _, params = _driver_rows(conn, table, rows, shared or {})
-    _copy(conn, name, params)
-    return name, list(params[0])
+    columns, values = _copy_rows(conn, table, rows, shared or {})
+    _copy(conn, name, columns, values)
+    return name, columns
 
 
 def column_among(session: Session, table: str, columns: str, key: str, values: Iterable[str]) -> list[Any]:
@@ -91,19 +107,13 @@ def column_among(session: Session, table: str, columns: str, key: str, values: I
     return [r[0] for r in rows] if "," not in columns else [tuple(r) for r in rows]
 
 
-def _driver_rows(
-    conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], shared: dict[str, Any]
-) -> tuple[str, list[dict[str, Any]]]:
-    """The INSERT of ``rows`` with named parameters, and each row's values as the driver takes them.
-
-    SQLAlchemy's per-row parameter processing was half of the import's database time: here only the
-    columns that need it (JSON) are processed per row, the shared ones (timestamps) and defaults once.
-    """
+def _shape(
+    conn: sa.Connection, table: sa.Table, given: list[str], shared: dict[str, Any]
+) -> tuple[dict[str, Any], Callable[[str], Any]]:
+    """For an INSERT of rows holding the columns ``given``: the values of the other columns it sets
+    (``shared``, else the column's default), as the driver takes them; and each column's value
+    processor (None: the value as it is)."""
     dialect = conn.dialect
-    # Named parameters on every driver, so that a row is a dict: sqlite3 takes :name as well as ?.
-    compiler = type(dialect)(paramstyle="named") if dialect.positional else dialect
-    names = [*rows[0], *shared]
-    compiled = sa.insert(table).inline().values({n: sa.bindparam(n) for n in names}).compile(dialect=compiler)
 
     def processor(name: str) -> Any:
         if copies(conn) and isinstance(table.c[name].type, sa.JSON):
@@ -112,39 +122,95 @@ def _driver_rows(
         return table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
 
     constants = {}
-    for name in compiled.params:
-        if name in rows[0]:
+    for name in _inserted(dialect, table, (*given, *shared)):
+        if name in given:
             continue
         value = shared[name] if name in shared else _default(table.c[name])
         proc = processor(name)
         constants[name] = proc(value) if proc and value is not None else value
-    procs = [(n, p, {}) for n in rows[0] if (p := processor(n)) is not None]
-    params = []
-    for row in rows:
-        values = {**row, **constants}
-        for name, proc, memo in procs:
-            value = values[name]
-            if value is None:
-                continue
-            # Tag lists and attribute dicts repeat from row to row: serialise each shape once.
-            key = repr(value) if value.__class__ in (list, dict) else None
-            if key is None:
-                values[name] = proc(value)
-            elif key in memo:
-                values[name] = memo[key]
-            else:
-                values[name] = memo[key] = proc(value)
-        params.append(values)
-    return str(compiled), params
+    return constants, processor
 
 
-def _copy(conn: sa.Connection, table: str, params: list[dict[str, Any]]) -> None:
+@functools.lru_cache(maxsize=64)
+def _inserted(dialect: sa.Dialect, table: sa.Table, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns an INSERT of ``names`` sets: those, and those with a default (compiled once)."""
+    # Named parameters on every driver: the compiled statement's parameters are the column names.
+    compiler = type(dialect)(paramstyle="named") if dialect.positional else dialect
+    compiled = sa.insert(table).inline().values({n: sa.bindparam(n) for n in names}).compile(dialect=compiler)
+    return tuple(compiled.params)
+
+
+def _memo(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``proc`` of a value, once per shape: tag lists and attribute dicts repeat from row to row."""
+    memo: dict[str, Any] = {}
+
+    def process(value: Any) -> Any:
+        if value is None:
+            return None
+        if value.__class__ not in (list, dict):
+            return proc(value)
+        key = repr(value)
+        if key not in memo:
+            memo[key] = proc(value)
+        return memo[key]
+
+    return process
+
+
+def _rows(
+    conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], shared: dict[str, Any], *, text: bool
+) -> tuple[list[str], Iterable[tuple[Any, ...]]]:
+    """The columns and, lazily, each row's values in their order as the driver takes them: the
+    columns of ``rows[0]`` (every row has them), then those ``shared`` or defaulted, the same in
+    every row and processed once (``text``: dumped to COPY's text once, too).
+
+    SQLAlchemy's per-row parameter processing was half of the import's database time: here only the
+    columns that need it (JSON) are processed per row, and rows are tuples, not dicts."""
+    given = list(rows[0])
+    constants, processor = _shape(conn, table, given, shared)
+    columns = [*given, *constants]
+    pick = operator.itemgetter(*given)
+    fixed = tuple(_as_text(conn, v) for v in constants.values()) if text else tuple(constants.values())
+    procs = [(i, _memo(p)) for i, n in enumerate(given) if (p := processor(n)) is not None]
+    if len(given) == 1:
+        return columns, ((pick(row), *fixed) for row in rows)
+    if not procs:
+        return columns, (pick(row) + fixed for row in rows)
+
+    def values(row: dict[str, Any]) -> tuple[Any, ...]:
+        out = list(pick(row))
+        for i, proc in procs:
+            out[i] = proc(out[i])
+        return (*out, *fixed)
+
+    return columns, map(values, rows)
+
+
+def _copy_rows(
+    conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], shared: dict[str, Any]
+) -> tuple[list[str], Iterable[tuple[Any, ...]]]:
+    """``_rows`` for COPY."""
+    return _rows(conn, table, rows, shared, text=True)
+
+
+def _as_text(conn: sa.Connection, value: Any) -> Any:
+    """``value`` as COPY's text format has it, by the driver's own adapter: a value repeated in every
+    row (the batch's timestamps above all) is dumped once, not once per row."""
+    if value is None or value.__class__ is str:
+        return value
+    from psycopg.adapt import PyFormat, Transformer  # PostgreSQL's driver: not installed with SQLite alone
+
+    dumper = Transformer(conn.connection.driver_connection).get_dumper(value, PyFormat.TEXT)
+    return bytes(dumper.dump(value)).decode()
+
+
+def _copy(conn: sa.Connection, table: str, columns: list[str], rows: Iterable[Sequence[Any]]) -> None:
     """COPY: one stream per batch instead of one INSERT per row on the server."""
-    columns = list(params[0])
     cursor = conn.connection.driver_connection.cursor()
     with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        for values in params:
-            copy.write_row([values[c] for c in columns])
+        write = copy.write_row
+        for values in rows:
+            write(values)
 
 
 def _default(column: sa.Column[Any]) -> Any:
@@ -167,14 +233,20 @@ class Growth:
     planner believed (the table doubled), so an import from empty analyses each table about
     log2(rows / floor) times.
 
+    Only the columns the import looks its rows up by are analysed (``tables``: table → columns):
+    the row count, what the planner was missing, is refreshed whatever the columns, at a fraction
+    of the cost of every column's statistics (a quarter of an import's server time at 100,000
+    rows). The other columns keep theirs until autovacuum analyses the whole table, which such an
+    ANALYZE does not postpone.
+
     SQLite is left alone: its planner takes the email index for a batch's look-ups without any
     statistics, and nothing else the importer reads depends on them.
     """
 
     FLOOR = 10_000
 
-    def __init__(self, engine: sa.Engine, tables: Sequence[str]):
-        self.engine, self.floor = engine, self.FLOOR
+    def __init__(self, engine: sa.Engine, tables: Mapping[str, Sequence[str]]):
+        self.engine, self.floor, self.columns = engine, self.FLOOR, dict(tables)
         self.active = engine.dialect.name == "postgresql"
         self.believed = dict.fromkeys(tables, 0.0)
         self.added = dict.fromkeys(tables, 0)
@@ -194,7 +266,8 @@ class Growth:
         if not grown:
             return []
         with self.engine.begin() as conn:
-            conn.exec_driver_sql(f"ANALYZE {', '.join(grown)}")
+            targets = [f"{t} ({', '.join(self.columns[t])})" for t in grown]
+            conn.exec_driver_sql(f"ANALYZE {', '.join(targets)}")
         self.believed.update(self._reltuples())
         for table in grown:
             self.added[table] = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import threading
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from sqlmodel import Session, select
 from syncd.contacts.batch import CreatedMeanwhile, Matched, _write_contacts_staged
 from syncd.contacts.bulk import Growth
 from syncd.contacts.dedupe import new_contact
-from syncd.contacts.importer import ImportInterrupted, Options, import_file, import_rows
+from syncd.contacts.importer import IMPORT_GC_THRESHOLD, ImportInterrupted, Options, import_file, import_rows
 from syncd.contacts.qualify import Qualified
 from syncd.contacts.rejects import Rejects
 from syncd.contacts.tables import ImportFailed, RawRow, Table, map_header, parse_map
@@ -357,6 +358,104 @@ def test_a_new_address_another_writer_created_meanwhile_fails_the_batch(engine, 
         _write_contacts_staged(session, {}, Matched(created=created), at)
     assert count("contact") == 1
     assert count("contact", email="both@exemple.fr", first_name="Webhook") == 1
+
+
+def test_a_batch_read_ahead_sees_what_the_batches_before_it_wrote(engine, tmp_path, monkeypatch, count):
+    from syncd.contacts import importer
+
+    # Every batch qualified and its contacts read before the first is written: the address each
+    # batch shares with the ones before it was created, then changed, after it was read.
+    monkeypatch.setattr(importer, "_read_ahead", lambda items: iter(list(items)))
+    path = tmp_path / "a.csv"
+    path.write_text(
+        "email;prénom;nom;téléphone;société\n"
+        "anne@exemple.fr;Anne;;;\n"
+        "bob@exemple.fr;Bob;;;\n"
+        "ANNE@exemple.fr;;Martin;;\n"
+        "cy@exemple.fr;Cy;;;\n"
+        "anne@exemple.fr;;;06 12 34 56 78;ACME\n",
+        encoding="utf-8",
+    )
+    s = import_file(engine, path, Options(channel="site", batch_size=2))
+    assert (s.imported, s.merged, s.rejected) == (3, 2, 0)
+    with Session(engine) as session:
+        anne = session.exec(select(Contact).where(Contact.email == "anne@exemple.fr")).one()
+        assert (anne.first_name, anne.last_name, anne.phone, anne.company) == (
+            "Anne",
+            "Martin",
+            "+33612345678",
+            "ACME",
+        )
+        assert anne.version == 3  # created, then changed by each of the two later batches
+        assert [r.row for r in session.exec(select(Source).where(Source.contact_id == anne.id))] == [2, 4, 6]
+    assert count("contact") == 3
+
+    again = import_file(engine, path, Options(channel="site", batch_size=2))  # nothing new: nothing written
+    assert (again.imported, again.merged, again.unchanged) == (0, 0, 5)
+
+
+def test_a_contact_another_writer_changes_after_the_batch_was_read_ahead_is_merged_as_it_is_then(
+    engine, tmp_path, monkeypatch
+):
+    from syncd.contacts import importer
+
+    with Session(engine) as session:
+        session.add(Contact(email="anne@exemple.fr", first_name="Anne"))
+        session.commit()
+
+    def read_then_another_writer(items):
+        batches = list(items)  # every batch qualified and its contacts read
+        with Session(engine) as session:  # then a webhook, say, writes before the import does
+            anne = session.exec(select(Contact).where(Contact.email == "anne@exemple.fr")).one()
+            anne.company, anne.version = "Globex", anne.version + 1
+            session.commit()
+        return iter(batches)
+
+    monkeypatch.setattr(importer, "_read_ahead", read_then_another_writer)
+    path = tmp_path / "a.csv"
+    path.write_text("email;nom;société\nanne@exemple.fr;Martin;ACME\n", encoding="utf-8")
+    s = import_file(engine, path, Options(channel="site"))
+    assert (s.merged, s.conflicts) == (1, 1)
+    assert "row 2: company kept 'Globex', file had 'ACME'" in s.notes
+    with Session(engine) as session:
+        anne = session.exec(select(Contact).where(Contact.email == "anne@exemple.fr")).one()
+        assert (anne.first_name, anne.last_name, anne.company) == ("Anne", "Martin", "Globex")
+        assert anne.version == 3
+
+
+def test_batches_of_the_default_size_grow_to_it_from_a_small_first_one_a_chosen_size_is_kept():
+    from syncd.contacts.importer import _batches
+
+    rows = [RawRow(line, [f"p{line}@exemple.fr"]) for line in range(2, 14)]
+    grown = list(_batches(rows, 5, first=1))
+    assert [len(b) for b in grown] == [1, 2, 4, 5]
+    assert [r.line for b in grown for r in b] == [r.line for r in rows]  # every row once, in order
+    assert [len(b) for b in _batches(rows, 5)] == [5, 5, 2]
+
+
+def test_the_cycle_collector_is_paced_during_an_import_and_restored_after_it_even_on_failure(
+    engine, tmp_path, monkeypatch
+):
+    before = gc.get_threshold()
+    path = tmp_path / "a.csv"
+    path.write_text("email;nom\n" + "".join(f"p{i}@exemple.fr;Nom{i}\n" for i in range(4)), encoding="utf-8")
+    during: list[tuple[int, ...]] = []
+    record = lambda *_: during.append(gc.get_threshold())  # noqa: E731
+    s = import_file(engine, path, Options(channel="site", batch_size=2), progress=record)
+    assert s.imported == 4
+    paced = (max(IMPORT_GC_THRESHOLD, before[0]), *before[1:])
+    assert during[:2] == [paced, paced]  # after each batch written
+    assert gc.get_threshold() == before
+
+    from syncd.contacts import importer
+
+    def broken(*args, **kw):
+        raise RuntimeError("the base went away")
+
+    monkeypatch.setattr(importer, "_commit_batch", broken)
+    with pytest.raises(ImportInterrupted):
+        import_file(engine, path, Options(channel="site", batch_size=2))
+    assert gc.get_threshold() == before
 
 
 @pytest.mark.parametrize("batch_size", [2, 3])  # the last batch partial, then full
