@@ -88,7 +88,8 @@ class CallRecord:
 
 class Simulator:
     """What every provider simulator shares: its server's lifecycle, the faults a test injects
-    (``fail_next``, ``drop_next``), ``latency_s``, and the log of the API calls it received.
+    (``fail_next``, ``drop_next``), ``latency_s``, someone else's change at the moment a given
+    call arrives (``on_call``), and the log of the API calls it received.
 
     A subclass is the ASGI application: it names its API's path prefix and which calls write.
     """
