@@ -54,14 +54,10 @@ class Reader:
         self.covered: str | None = None
 
     def stored_cursor(self) -> str | None:
+        """The cursor the target's last run stored: where this run's read starts."""
         row = read_cursor(self.lt)
         self.covered = row.cursor if row else None
         return self.covered
-
-    def pull(self) -> list[str]:
-        """Read the target (only what changed since the stored cursor) and reconcile it page by
-        page. Returns the addresses on the target that were erased from the master base."""
-        return read_together([self], self.connector, self.stored_cursor())[0]
 
     def take(self, page: Page, after_writes: bool = False) -> list[str]:
         """One page of a read of the target, reconciled (``after_writes``: the read that follows
