@@ -103,7 +103,10 @@ class MemberPush:
 @dataclass
 class Page:
     members: list[RemoteMember]
-    # Set on the last page only: the cursor to store for the next incremental read.
+    # Set on the last page only: the cursor to store for the next incremental read, once every
+    # member the read returned is reconciled. It is the provider's time (never the local clock)
+    # when the read began, minus a margin: every change stamped before it was there to be read.
+    # Cursors of one provider are ISO-8601 UTC texts of one width: they sort as they are in time.
     cursor: str | None = None
 
 
@@ -116,6 +119,10 @@ class WriteResult:
     # contact blocked account-wide is put on the list, and receives nothing. The engine reconciles
     # them as a read of the list would, in the same run.
     seen: list[RemoteMember] = field(default_factory=list)
+    # With ``upsert(confirm_since=...)``, where the write ends with a read of the list (Brevo's
+    # read-back): every member that read returned, to reconcile like a pull, and its cursor.
+    read: list[RemoteMember] = field(default_factory=list)
+    cursor: str | None = None
 
 
 @dataclass
@@ -306,11 +313,22 @@ class Connector(Protocol):
     traits: ProviderTraits
 
     def pull(self, target: Target, since: str | None = None) -> Iterator[Page]:
-        """Members of ``target`` page by page; only those changed since ``since`` when given."""
+        """Members of ``target`` page by page; only those changed since ``since`` when given.
+        A read that begins soon after the connector's own writes waits for them to settle."""
         ...
 
-    def upsert(self, target: Target, members: Sequence[MemberPush]) -> WriteResult:
-        """Create or update members on the target, in batches at the provider's maximum."""
+    def pull_shared(self, targets: Sequence[Target], since: str | None = None) -> Iterator[list[Page]]:
+        """One read for several targets on the same remote list (same provider and list id: a
+        Mailchimp audience and its tags): per page read, the page as each target sees it, in the
+        order of ``targets``."""
+        ...
+
+    def upsert(
+        self, target: Target, members: Sequence[MemberPush], *, confirm_since: str | None = None
+    ) -> WriteResult:
+        """Create or update members on the target, in batches at the provider's maximum.
+        ``confirm_since``: the cursor of the target's last reconciled read; a connector whose
+        write ends with a read of the list reads from there (``WriteResult.read``)."""
         ...
 
     def remove(self, target: Target, emails: Sequence[str]) -> WriteResult:

@@ -39,14 +39,25 @@ class Provider:
 PROVIDERS: dict[str, Provider] = {
     "brevo": Provider(
         connector=lambda s: BrevoConnector(
-            s.api_key, s.base_url, api_key_name=s.api_key_name, concurrency=s.concurrency
+            s.api_key,
+            s.base_url,
+            api_key_name=s.api_key_name,
+            concurrency=s.concurrency,
+            cursor_margin_s=s.cursor_margin_s,
+            settle_s=s.settle_s,
         ),
         traits=BREVO_TRAITS,
         webhooks=BrevoWebhookEndpoint,
         openapi=brevo_openapi,
     ),
     "mailchimp": Provider(
-        connector=lambda s: MailchimpConnector(s.api_key, s.base_url, concurrency=s.concurrency),
+        connector=lambda s: MailchimpConnector(
+            s.api_key,
+            s.base_url,
+            concurrency=s.concurrency,
+            cursor_margin_s=s.cursor_margin_s,
+            settle_s=s.settle_s,
+        ),
         traits=MAILCHIMP_TRAITS,
         webhooks=MailchimpWebhookEndpoint,
         openapi=mailchimp_openapi,

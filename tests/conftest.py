@@ -76,10 +76,12 @@ providers:
     base_url: "{brevo_url}"
     webhook_secret: "${{LIVE_BREVO_HOOK}}"
     webhook_token: "${{LIVE_BREVO_TOKEN}}"
+    settle_s: 0
   mailchimp:
     api_key: "${{LIVE_MC_KEY}}"
     base_url: "{mailchimp_url}"
     webhook_secret: "${{LIVE_MC_HOOK}}"
+    settle_s: 0
 inbox: {{retention: 30d}}
 lists:
   clients:

@@ -44,7 +44,7 @@ def test_the_daemon_serves_health_syncs_on_schedule_and_stops_on_sigterm(tmp_pat
     path.write_text(f"""
 version: 1
 providers:
-  brevo: {{api_key: "${{T_KEY}}", base_url: "{brevo.api_url}", webhook_secret: "${{T_HOOK}}"}}
+  brevo: {{api_key: "${{T_KEY}}", base_url: "{brevo.api_url}", webhook_secret: "${{T_HOOK}}", settle_s: 0}}
 server: {{host: 127.0.0.1, port: {port}}}
 lists:
   news:
@@ -244,7 +244,7 @@ def test_two_daemons_only_the_leader_runs_its_jobs_and_the_other_takes_over(tmp_
     path.write_text(f"""
 version: 1
 providers:
-  brevo: {{api_key: "${{T_KEY}}", base_url: "{brevo.api_url}"}}
+  brevo: {{api_key: "${{T_KEY}}", base_url: "{brevo.api_url}", settle_s: 0}}
 lists:
   news:
     consent: single_opt_in

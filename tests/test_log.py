@@ -97,8 +97,8 @@ def test_a_sync_with_rejected_non_ascii_members_logs_and_prints_them_masked(
         f"""
 version: 1
 providers:
-  brevo: {{api_key: "${{T_BREVO_KEY}}", base_url: "{brevo.api_url}"}}
-  mailchimp: {{api_key: "${{T_MC_KEY}}", base_url: "{mailchimp.api_url}"}}
+  brevo: {{api_key: "${{T_BREVO_KEY}}", base_url: "{brevo.api_url}", settle_s: 0}}
+  mailchimp: {{api_key: "${{T_MC_KEY}}", base_url: "{mailchimp.api_url}", settle_s: 0}}
 lists:
   news:
     consent: single_opt_in

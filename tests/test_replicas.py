@@ -94,7 +94,7 @@ def _config_with_four_lists(tmp_path, engine, brevo):
     path.write_text(f"""
 version: 1
 providers:
-  brevo: {{api_key: "${{T_KEY}}", base_url: "{brevo.api_url}"}}
+  brevo: {{api_key: "${{T_KEY}}", base_url: "{brevo.api_url}", settle_s: 0}}
 lists:{lists}""")
     config = load_config_with(path, T_KEY=brevo.api_key)
     with session_scope(engine) as s:

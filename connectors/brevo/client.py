@@ -30,6 +30,7 @@ from connectors.brevo.vocabulary import (
     member_from_contact,
 )
 from connectors.brevo.webhooks import parse_delivery, storable_body
+from connectors.clock import ProviderClock
 from connectors.contract import (
     ApiStats,
     BlockRecord,
@@ -70,8 +71,25 @@ WEBHOOK_EVENTS = (
     "contactUpdated",
     "contactDeleted",
 )
-# A pull's cursor is its start time minus this, so that writes racing the read are seen again.
+# A read's cursor is the provider's time when it began (``connectors.clock``) minus this margin:
+# Brevo's own lag between a change and the reads that show it, and the skew between its servers.
+CURSOR_MARGIN = timedelta(seconds=3)
+# Only without the provider's time (an answer with no Date header): the read's local start time
+# minus this, as wide as the local clock may be off Brevo's.
 CURSOR_SKEW = timedelta(minutes=2)
+
+
+class _ClockedPool(urllib3.PoolManager):
+    """The SDK's pool, telling the provider's clock the Date of every answer."""
+
+    def __init__(self, clock: ProviderClock, **kw: Any):
+        super().__init__(**kw)
+        self.clock = clock
+
+    def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any) -> Any:
+        response = super().urlopen(method, url, redirect=redirect, **kw)
+        self.clock.saw(response.headers.get("Date"))
+        return response
 
 
 class BrevoConnector:
@@ -91,16 +109,24 @@ class BrevoConnector:
         max_retry_seconds: float = 120.0,
         api_key_name: str | None = None,
         concurrency: int = 1,
+        cursor_margin_s: float = CURSOR_MARGIN.total_seconds(),
+        settle_s: float = 0.0,
     ):
+        """``settle_s``: how long a read waits after syncd's last write, so that its cursor
+        passes that write (at least ``cursor_margin_s`` + ``clock.DATE_LAG``; 0: no wait, the
+        next read returns syncd's last writes again)."""
         cfg = sib.Configuration()
         cfg.host = (base_url or DEFAULT_HOST).rstrip("/")
         cfg.api_key["api-key"] = api_key
         cfg.connection_pool_maxsize = max(4, concurrency)
         client = sib.ApiClient(cfg)
         # Retries are ours (counted, bounded, 429-aware): urllib3 must not retry behind our back.
-        client.rest_client.pool_manager = urllib3.PoolManager(
-            num_pools=4, maxsize=max(4, concurrency), retries=False
+        self.clock = ProviderClock()
+        client.rest_client.pool_manager = _ClockedPool(
+            self.clock, num_pools=4, maxsize=max(4, concurrency), retries=False
         )
+        self.margin = timedelta(seconds=cursor_margin_s)
+        self.settle_s = settle_s
         self._contacts = sib.ContactsApi(client)
         self._processes = sib.ProcessApi(client)
         self._emails = sib.TransactionalEmailsApi(client)
@@ -118,10 +144,12 @@ class BrevoConnector:
 
     def pull(self, target: Target, since: str | None = None) -> Iterator[Page]:
         """Pages in creation order. With ``concurrency`` > 1, up to that many pages are fetched
-        ahead (the first page gives the total), so memory stays bounded by the look-ahead."""
-        started = datetime.now(UTC)
+        ahead (the first page gives the total), so memory stays bounded by the look-ahead.
+
+        The last page's cursor is Brevo's time when the read began, minus the margin: every
+        change stamped before it was there to be read."""
         list_id = int(target.list_id)
-        cursor = format_cursor(started - CURSOR_SKEW)
+        cursor = self._read_cursor(list_id)
         first = self._page(list_id, since, 0)
         total = first.count or 0
         offsets = list(range(PAGE_SIZE, total, PAGE_SIZE)) if len(first.contacts or []) == PAGE_SIZE else []
@@ -143,6 +171,28 @@ class BrevoConnector:
                         f.cancel()
                     return
 
+    def pull_shared(self, targets: Sequence[Target], since: str | None = None) -> Iterator[list[Page]]:
+        """A Brevo list is one target (no tags): every target of ``targets`` sees the same pages."""
+        for page in self.pull(targets[0], since):
+            yield [page] * len(targets)
+
+    def _read_cursor(self, list_id: int) -> str:
+        """The cursor of a read about to begin: Brevo's time now (a lower bound, from the Date
+        of an earlier answer), minus the margin; after syncd's writes, once they settled."""
+        self.clock.settle(self.settle_s)
+        now = self.clock.now()
+        if now is None:
+            # No answer yet to tell Brevo's time: the cheapest call does.
+            self._call(
+                "GET /contacts/lists/{id}",
+                lambda: self._contacts.get_list(list_id, _request_timeout=self._timeout),
+                id=list_id,
+            )
+            now = self.clock.now()
+        if now is None:
+            return format_cursor(datetime.now(UTC) - CURSOR_SKEW)
+        return format_cursor(now - self.margin)
+
     def _page(self, list_id: int, since: str | None, offset: int) -> Any:
         kwargs: dict[str, Any] = {"limit": PAGE_SIZE, "offset": offset, "sort": "asc"}
         if since:
@@ -155,7 +205,9 @@ class BrevoConnector:
 
     # --- writing -------------------------------------------------------------------------------
 
-    def upsert(self, target: Target, members: Sequence[MemberPush]) -> WriteResult:
+    def upsert(
+        self, target: Target, members: Sequence[MemberPush], *, confirm_since: str | None = None
+    ) -> WriteResult:
         """Create or update contacts with their attributes and put them in the list.
 
         Strategy (cheapest correct): up to DIRECT_MAX members, one ``POST /contacts`` each with
@@ -168,6 +220,11 @@ class BrevoConnector:
 
         Neither path sends ``emailBlacklisted``: a contact blacklisted in Brevo stays blacklisted
         (syncd lifts a block only through ``set_blocked``).
+
+        With ``confirm_since`` (the cursor of the list's last read that syncd reconciled), the
+        read-back is a read of the list like any other: from that cursor, once the writes settled,
+        every member it shows is in ``result.read`` and its cursor in ``result.cursor``, so that
+        the next read does not return these writes again.
         """
         result = WriteResult()
         list_id = int(target.list_id)
@@ -196,7 +253,7 @@ class BrevoConnector:
             self._upsert_direct(list_id, wanted, result)
         else:
             self._upsert_by_import(list_id, wanted, result)
-        confirmed = self._read_back(list_id, wanted, started)
+        confirmed = self._read_back(list_id, wanted, started, confirm_since, result)
         if len(wanted) > DIRECT_MAX:
             # An import reports refused rows only by e-mail: a member not read back was refused.
             for email in wanted:
@@ -213,12 +270,22 @@ class BrevoConnector:
         return result
 
     def _read_back(
-        self, list_id: int, wanted: Mapping[str, MemberPush], started: datetime
+        self,
+        list_id: int,
+        wanted: Mapping[str, MemberPush],
+        started: datetime,
+        since: str | None,
+        result: WriteResult,
     ) -> dict[str, RemoteMember]:
-        """The pushed members as the list shows them now (one incremental read of the list)."""
+        """The pushed members as the list shows them now (one incremental read of the list); with
+        ``since``, every member the read shows goes into ``result.read``, and its cursor."""
         confirmed: dict[str, RemoteMember] = {}
-        for page in self.pull(Target(PROVIDER, str(list_id)), format_cursor(started - CURSOR_SKEW)):
+        target = Target(PROVIDER, str(list_id))
+        for page in self.pull(target, since or format_cursor(started - CURSOR_SKEW)):
             confirmed.update((m.email, m) for m in page.members if m.email in wanted)
+            if since is not None:
+                result.read.extend(page.members)
+                result.cursor = page.cursor or result.cursor
         return confirmed
 
     def _upsert_direct(self, list_id: int, wanted: dict[str, MemberPush], result: WriteResult) -> None:
@@ -248,6 +315,7 @@ class BrevoConnector:
                 result,
             )
             self._wait_for_process(created.process_id)
+            self.clock.wrote()  # the import's contacts are stamped when its process ran
 
     def _wait_for_process(self, process_id: int) -> None:
         wait_for_process(
@@ -456,7 +524,10 @@ class BrevoConnector:
                 self.stats.write_calls += 1
                 if result is not None:
                     result.calls += 1
-            return send()
+            try:
+                return send()
+            finally:
+                self.clock.wrote()
 
         return self._call(endpoint, counted, **ids)
 

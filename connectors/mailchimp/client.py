@@ -18,6 +18,7 @@ import structlog
 from mailchimp_marketing import Client
 from mailchimp_marketing.api_client import ApiClientError
 
+from connectors.clock import ProviderClock
 from connectors.contract import (
     ApiStats,
     BlockRecord,
@@ -61,7 +62,12 @@ from connectors.retry import RetryPolicy, call_with_retries
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-CURSOR_SKEW = timedelta(minutes=2)  # re-read a little: a duplicate is harmless, a gap is not
+# A read's cursor is Mailchimp's time when it began (``connectors.clock``) minus this margin:
+# Mailchimp's own lag between a change and the reads that show it, and the skew between its servers.
+CURSOR_MARGIN = timedelta(seconds=3)
+# Only without the provider's time (an answer with no Date header): the read's local start time
+# minus this, as wide as the local clock may be off Mailchimp's.
+CURSOR_SKEW = timedelta(minutes=2)
 # The audience webhook events syncd's parser acts on (webhooks.py), and the sources it wants them
 # from: a member's or an account user's change, never syncd's own API writes echoed back.
 # https://mailchimp.com/developer/marketing/api/list-webhooks/add-webhook/
@@ -86,13 +92,23 @@ class MailchimpConnector:
         max_retry_seconds: float = 120.0,
         concurrency: int = 10,
         backoff_base_s: float = 0.5,
+        cursor_margin_s: float = CURSOR_MARGIN.total_seconds(),
+        settle_s: float = 0.0,
     ):
+        """``settle_s``: how long a read waits after syncd's last write, so that its cursor
+        passes that write (at least ``cursor_margin_s`` + ``clock.DATE_LAG``; 0: no wait, the
+        next read returns syncd's last writes again)."""
         self.concurrency = max(1, min(concurrency, MAX_CONNECTIONS))
         self.retry = RetryPolicy(
             max_retries=max_retries, max_seconds=max_retry_seconds, base_s=backoff_base_s
         )
         self.client = Client()
-        self.client.api_client = PooledApiClient({"api_key": api_key, "timeout": timeout}, self.concurrency)
+        self.clock = ProviderClock()
+        self.margin = timedelta(seconds=cursor_margin_s)
+        self.settle_s = settle_s
+        self.client.api_client = PooledApiClient(
+            {"api_key": api_key, "timeout": timeout}, self.concurrency, self.clock
+        )
         for name in ("lists", "ping"):
             getattr(self.client, name).api_client = self.client.api_client
         # The SDK swaps the substring "server" anywhere in the URL for the data centre; with the
@@ -118,15 +134,39 @@ class MailchimpConnector:
         Mailchimp does not move ``last_changed`` for tag edits made in its app: a tag target needs
         a full pull now and then to see them.
         """
-        started = datetime.now(UTC)
+        for pages in self.pull_shared([target], since):
+            yield pages[0]
+
+    def pull_shared(self, targets: Sequence[Target], since: str | None = None) -> Iterator[list[Page]]:
+        """One read of the audience for all its ``targets`` (tags of it, or the whole audience):
+        each page of members, as each target sees it (``pull``). The last pages carry the cursor:
+        Mailchimp's time when the read began, minus the margin."""
+        audiences = {t.list_id for t in targets}
+        if len(audiences) != 1:
+            raise ValueError(f"one read serves one audience, not {sorted(audiences)}")
+        list_id = targets[0].list_id
+        cursor = self._read_cursor()
         statuses: list[str | None] = [None, "archived"] if since else [None]
         for n, status in enumerate(statuses):
             last_status = n == len(statuses) - 1
-            for members, last in self._member_pages(target.list_id, since, status):
-                page = Page([m for m in (seen_by(target, m) for m in members) if m is not None])
+            for members, last in self._member_pages(list_id, since, status):
+                pages = [Page(_seen(t, members)) for t in targets]
                 if last and last_status:
-                    page.cursor = iso_time(started - CURSOR_SKEW)
-                yield page
+                    for page in pages:
+                        page.cursor = cursor
+                yield pages
+
+    def _read_cursor(self) -> str:
+        """The cursor of a read about to begin: Mailchimp's time now (a lower bound, from the
+        Date of an earlier answer), minus the margin; after syncd's writes, once they settled."""
+        self.clock.settle(self.settle_s)
+        now = self.clock.now()
+        if now is None:
+            self.ping()  # no answer yet to tell Mailchimp's time: the cheapest call does
+            now = self.clock.now()
+        if now is None:
+            return iso_time(datetime.now(UTC) - CURSOR_SKEW)
+        return iso_time(now - self.margin)
 
     def _member_pages(
         self, list_id: str, since: str | None, status: str | None
@@ -161,7 +201,9 @@ class MailchimpConnector:
 
     # --- writing -----------------------------------------------------------------------------
 
-    def upsert(self, target: Target, members: Sequence[MemberPush]) -> WriteResult:
+    def upsert(
+        self, target: Target, members: Sequence[MemberPush], *, confirm_since: str | None = None
+    ) -> WriteResult:
         """Batch subscribe (update_existing) 500 at a time, then tag the accepted ones.
 
         Tags cannot ride on batch subscribe, and one call per member (``/members/{hash}/tags``)
@@ -400,7 +442,10 @@ class MailchimpConnector:
     ) -> Any:
         def counted() -> Any:
             result.calls += 1
-            return fn(*args, **kw)
+            try:
+                return fn(*args, **kw)
+            finally:
+                self.clock.wrote()
 
         return self._call(endpoint, counted, write=True)
 
@@ -471,6 +516,10 @@ def _registration(w: Mapping[str, Any], list_id: str) -> WebhookRegistration:
     return WebhookRegistration(
         id=str(w.get("id", "")), url=str(w.get("url", "")), events=events, list_id=list_id
     )
+
+
+def _seen(target: Target, members: list[RemoteMember]) -> list[RemoteMember]:
+    return [m for m in (seen_by(target, m) for m in members) if m is not None]
 
 
 def _chunks(items: list[T], size: int) -> list[list[T]]:

@@ -9,6 +9,8 @@ import requests
 from mailchimp_marketing.api_client import ApiClient
 from requests.adapters import HTTPAdapter
 
+from connectors.clock import ProviderClock
+
 # https://mailchimp.com/developer/marketing/docs/fundamentals/#api-limits : 10 simultaneous connections
 MAX_CONNECTIONS = 10
 
@@ -20,8 +22,9 @@ class PooledApiClient(ApiClient):
     connections than Mailchimp allows at once.
     """
 
-    def __init__(self, config: dict, pool_size: int):
+    def __init__(self, config: dict, pool_size: int, clock: ProviderClock | None = None):
         super().__init__(config)
+        self.clock = clock or ProviderClock()  # told the Date of every answer
         self._session = requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, pool_block=True, max_retries=0)
         self._session.mount("http://", adapter)
@@ -30,7 +33,7 @@ class PooledApiClient(ApiClient):
     def request(self, method, url, query_params=None, headers=None, body=None):  # noqa: ANN001
         # No body when the SDK has none (an action such as delete-permanent), not a JSON null.
         data = json.dumps(body) if method in ("POST", "PUT", "PATCH") and body is not None else None
-        return self._session.request(
+        response = self._session.request(
             method,
             url,
             params=query_params,
@@ -39,6 +42,8 @@ class PooledApiClient(ApiClient):
             auth=("syncd", self.api_key),
             timeout=self.timeout,
         )
+        self.clock.saw(response.headers.get("Date"))
+        return response
 
     def close(self) -> None:
         self._session.close()

@@ -88,7 +88,8 @@ class CallRecord:
 
 class Simulator:
     """What every provider simulator shares: its server's lifecycle, the faults a test injects
-    (``fail_next``, ``drop_next``), ``latency_s``, and the log of the API calls it received.
+    (``fail_next``, ``drop_next``), ``latency_s``, someone else's change at the moment a given
+    call arrives (``on_call``), and the log of the API calls it received.
 
     A subclass is the ASGI application: it names its API's path prefix and which calls write.
     """
@@ -104,6 +105,7 @@ class Simulator:
         self._lock = threading.RLock()
         self._fail: list[tuple[int, bytes | None]] = []
         self._drop = 0
+        self._on_call: list[tuple[str, str, Callable[[], Any]]] = []
         self._server: ThreadedServer | None = None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -155,6 +157,22 @@ class Simulator:
         """Close the next ``n`` API requests' connections without answering; ``drop_next(0)`` clears."""
         with self._lock:
             self._drop = n
+
+    def on_call(self, method: str, path: str, act: Callable[[], Any]) -> None:
+        """Once: when the API call ``method path`` (its full path) next arrives, ``act()`` runs
+        before the call is answered: someone else's change at the provider at that very moment
+        (a member who unsubscribes while a sync writes)."""
+        with self._lock:
+            self._on_call.append((method.upper(), path, act))
+
+    def _acts_on(self, method: str, path: str) -> None:
+        """Runs the ``on_call`` acts waiting for this call."""
+        with self._lock:
+            due = [a for a in self._on_call if a[0] == method and a[1] == path]
+            for a in due:
+                self._on_call.remove(a)
+        for _, _, act in due:
+            act()
 
     def _take_fault(self) -> tuple[bool, tuple[int, bytes | None] | None]:
         """(drop this request?, the failure to answer it with, if any), consumed from the queues."""

@@ -119,6 +119,12 @@ def _concurrency_check(provider: str, limit: int, why: str) -> Any:
     return field_validator("concurrency", mode="before")(check)
 
 
+# The margin a read's cursor keeps below the provider's time, and the wait after syncd's writes
+# before the read that follows them (margin + the Date header's 2 s; connectors.clock).
+DEFAULT_CURSOR_MARGIN_S = 3.0
+DEFAULT_SETTLE_S = 5.0
+
+
 class BrevoProvider(Strict):
     api_key: str
     base_url: str | None = None  # default: the real service; a simulator's URL for trials and tests
@@ -128,6 +134,11 @@ class BrevoProvider(Strict):
     webhook_auth: Literal["bearer", "url_secret"] = "bearer"
     api_key_name: str | None = None  # the name of syncd's key: its own writes echo back with it
     concurrency: int = BREVO_DEFAULT_CONCURRENCY  # API calls in flight at once (pages read ahead, writes)
+    # A read's cursor is Brevo's time when it began minus this margin (Brevo's own lag).
+    cursor_margin_s: float = Field(default=DEFAULT_CURSOR_MARGIN_S, ge=0)
+    # A read after syncd's writes waits this long after the last one, so that the next run does
+    # not read them back: at least the margin plus the Date header's 2 s.
+    settle_s: float = Field(default=DEFAULT_SETTLE_S, ge=0, le=60)
 
     _concurrency = _concurrency_check(
         "Brevo",
@@ -142,6 +153,8 @@ class MailchimpProvider(Strict):
     webhook_secret: str | None = None
     signing_secret: str | None = None
     concurrency: int = MAILCHIMP_DEFAULT_CONCURRENCY  # simultaneous connections to the API
+    cursor_margin_s: float = Field(default=DEFAULT_CURSOR_MARGIN_S, ge=0)  # as for Brevo
+    settle_s: float = Field(default=DEFAULT_SETTLE_S, ge=0, le=60)  # as for Brevo
 
     _concurrency = _concurrency_check(
         "Mailchimp",

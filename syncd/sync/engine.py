@@ -24,7 +24,7 @@ from syncd import doi, locks
 from syncd.config import Config
 from syncd.log import get_logger
 from syncd.models import utcnow
-from syncd.sync.pull import Reader
+from syncd.sync.pull import Reader, earliest, read_together
 from syncd.sync.report import ListReport, Progress, TargetReport
 from syncd.sync.select import planning_window, plans
 from syncd.sync.state import ListTarget, finish_run, remember_plan, start_run
@@ -65,8 +65,9 @@ def sync_list(
             ]
             # Every target is read before any is planned: an unsubscribe seen on one target
             # (a Mailchimp audience) changes what the list's other targets must hold in this run.
-            for run in runs:
-                run.read()
+            groups = _by_remote_list(runs)
+            for group in groups:
+                _read(group, connectors[group[0].lt.target.provider])
             for run in runs:
                 run.write()
             # A write that showed an opt-out the reads had not (a Mailchimp member archived after it
@@ -78,6 +79,10 @@ def sync_list(
             if revealed:
                 for run in runs:
                     run.replan(revealed)
+            wrote = {run.lt.target.provider for run in runs if run.report.write_calls}
+            for group in groups:
+                if group[0].lt.target.provider in wrote:
+                    _read_after_writes(group, connectors[group[0].lt.target.provider])
             report.targets.extend(run.finish() for run in runs)
             if send is not None and report.reconfirms and not dry_run:
                 _send_confirmations(engine, config, list_name, send, report)
@@ -85,6 +90,60 @@ def sync_list(
         report.skipped = "another sync of this list is running"
         log.warning("sync.skipped_busy", list=list_name)
     return report
+
+
+def _by_remote_list(runs: list[_Run]) -> list[list[_Run]]:
+    """The runs whose targets are on one remote list (a Mailchimp audience and its tags), in the
+    list's order: one read serves them all."""
+    groups: dict[tuple[str, str], list[_Run]] = {}
+    for run in runs:
+        groups.setdefault((run.lt.target.provider, run.lt.target.list_id), []).append(run)
+    return list(groups.values())
+
+
+def _read(group: list[_Run], connector: Connector) -> None:
+    """First phase, for the targets of one remote list: what changed at the provider goes into
+    the master base (one read, from the earliest of their cursors)."""
+    for run in group:
+        run.begin()
+    if group[0].dry_run:
+        return
+    readers = [run.reader for run in group]
+    try:
+        erased = read_together(readers, connector, earliest([r.stored_cursor() for r in readers]))
+    except ConnectorError as exc:
+        for run in group:
+            run._failed(exc)
+        return
+    for run, emails in zip(group, erased, strict=True):
+        run.writer.erase(emails)
+
+
+def _read_after_writes(group: list[_Run], connector: Connector) -> None:
+    """The remote list read again once the run's writes settled, from the cursor of its last
+    reconciled read: what someone else changed meanwhile is reconciled now, and the cursor passes
+    syncd's own writes. A failure here leaves the cursor where it was (the next run reads more)."""
+    live = [run for run in group if run.report.ok and not run.dry_run and not run.stop.is_set()]
+    since = earliest([run.reader.covered for run in live])
+    if not live or since is None:
+        return
+    try:
+        erased = read_together([run.reader for run in live], connector, since, after_writes=True)
+    except ConnectorError as exc:
+        log.warning(
+            "sync.read_after_writes_failed",
+            list=group[0].lt.list_name,
+            targets=[run.lt.target.key for run in live],
+            error=str(exc),
+        )
+        return
+    for run, emails in zip(live, erased, strict=True):
+        if emails:  # erased at the contact's request while syncd wrote: taken off now
+            run.writer.erase(emails)
+            try:
+                run.writer.drain()
+            except ConnectorError as exc:
+                run._failed(exc)
 
 
 def _send_confirmations(
@@ -120,7 +179,7 @@ class _Run:
         self.stop = stop or threading.Event()
         self.report = TargetReport(lt.list_name, lt.target.key)
         self.reader = Reader(lt, connector, self.report, self.progress)
-        self.writer = Writer(lt, connector, self.report, self.progress, self.reader.reconcile)
+        self.writer = Writer(lt, connector, self.report, self.progress, self.reader.reconcile, self.reader)
         self.full = True
 
     @property
@@ -128,17 +187,11 @@ class _Run:
         """Members whose refusal at this target brought their state back (``sync_list``)."""
         return self.writer.revealed
 
-    def read(self) -> None:
-        """First phase: what changed at the provider goes into the master base."""
+    def begin(self) -> None:
+        """The run's record; the read itself is shared by the targets of one remote list (``_read``)."""
         self.run_id = None if self.dry_run else start_run(self.lt)
         self.started = utcnow()
         log.info("sync.started", list=self.lt.list_name, target=self.lt.target.key, dry_run=self.dry_run)
-        if self.dry_run:
-            return
-        try:
-            self.writer.erase(self.reader.pull())
-        except ConnectorError as exc:
-            self._failed(exc)
 
     def write(self) -> None:
         """Second phase, once every target of the list was read: plan and apply."""

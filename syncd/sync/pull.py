@@ -4,6 +4,11 @@ A pulled status the master base does not know yet becomes the event a webhook wo
 brought, applied through ``inbound.apply.apply_event``; a member the base has never seen is kept with
 its provenance and no consent. ``Reader.reconcile`` also takes the members a write showed in a
 state the push did not ask for (a refusal, a confirming read).
+
+The targets of one remote list (a Mailchimp audience and its tags) are read together, once
+(``read_together``). A target's cursor only moves to the cursor of a read whose every member was
+reconciled and which began at or before the cursor it had (``Reader.covered``): the reads of a run
+form a chain, so a change stamped before the stored cursor was always seen by one of them.
 """
 
 from __future__ import annotations
@@ -14,7 +19,15 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from connectors.contract import MEMBER_FIELDS, Connector, EventKind, ProviderEvent, RemoteMember, RemoteStatus
+from connectors.contract import (
+    MEMBER_FIELDS,
+    Connector,
+    EventKind,
+    Page,
+    ProviderEvent,
+    RemoteMember,
+    RemoteStatus,
+)
 from syncd.db import erased_among, session_scope
 from syncd.inbound.apply import apply_event
 from syncd.inbound.evidence import record_provider_evidence
@@ -37,22 +50,29 @@ class Reader:
         self.lt, self.connector, self.report, self.progress = lt, connector, report, progress
         self.target = lt.target
         self.traits = connector.traits
+        # The cursor of the last read of this target that syncd reconciled (stored or this run's).
+        self.covered: str | None = None
 
-    def pull(self) -> list[str]:
-        """Read the target (only what changed since the stored cursor) and reconcile it page by
-        page. Returns the addresses on the target that were erased from the master base."""
+    def stored_cursor(self) -> str | None:
+        """The cursor the target's last run stored: where this run's read starts."""
         row = read_cursor(self.lt)
-        since = row.cursor if row else None
-        cursor = None
-        erased: list[str] = []
-        for page in self.connector.pull(self.target, since):
-            erased += self.reconcile(page.members)
+        self.covered = row.cursor if row else None
+        return self.covered
+
+    def take(self, page: Page, after_writes: bool = False) -> list[str]:
+        """One page of a read of the target, reconciled (``after_writes``: the read that follows
+        the run's writes, counted apart)."""
+        if after_writes:
+            self.report.read_after_writes += len(page.members)
+        else:
             self.report.pulled += len(page.members)
             self.progress(f"{self.lt.list_name} ← {self.target.key}: reading", len(page.members))
-            cursor = page.cursor or cursor
-        if cursor:
-            save_cursor(self.lt, cursor)
-        return erased
+        return self.reconcile(page.members)
+
+    def advance(self, cursor: str) -> None:
+        """A read that began at or before ``covered`` was reconciled whole: its cursor is stored."""
+        save_cursor(self.lt, cursor)
+        self.covered = cursor
 
     def reconcile(self, members: list[RemoteMember]) -> list[str]:
         """Provider-side changes first: they change the master base before anything is planned.
@@ -292,3 +312,30 @@ class Reader:
                 "seen when reading the provider's list"
             )
             self._apply(s, self._pulled_event(m, EventKind.UNSUBSCRIBED_ALL, None, reason))
+
+
+def earliest(cursors: list[str | None]) -> str | None:
+    """The cursor a read shared by several targets starts from: the earliest (None: from the
+    start). A provider's cursors sort as they are in time (``connectors.contract.Page``)."""
+    if not cursors or any(c is None for c in cursors):
+        return None
+    return min(c for c in cursors if c is not None)
+
+
+def read_together(
+    readers: list[Reader], connector: Connector, since: str | None, after_writes: bool = False
+) -> list[list[str]]:
+    """One read of the remote list the readers' targets share, from ``since`` (at or before each
+    one's ``covered``), each page reconciled for each target; the read's cursor is stored for each
+    once the read is complete. Memory holds one page of the read. Returns, per reader, the
+    addresses on its target erased from the master base."""
+    erased: list[list[str]] = [[] for _ in readers]
+    cursor = None
+    for pages in connector.pull_shared([r.target for r in readers], since):
+        for found, reader, page in zip(erased, readers, pages, strict=True):
+            found += reader.take(page, after_writes)
+        cursor = pages[0].cursor or cursor
+    if cursor:
+        for reader in readers:
+            reader.advance(cursor)
+    return erased

@@ -17,6 +17,9 @@ class TargetReport:
     list_name: str
     target: str
     pulled: int = 0
+    # Members the read after the run's writes returned (syncd's own writes among them): that read
+    # moves the cursor past those writes, so the next run does not read them again.
+    read_after_writes: int = 0
     reconciled: dict[str, int] = field(default_factory=dict)
     created: int = 0
     planned: dict[str, int] = field(default_factory=dict)

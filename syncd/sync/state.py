@@ -270,6 +270,7 @@ def finish_run(engine: Engine, run_id: int, r: TargetReport) -> None:
         run.error = r.failed
         run.counts = {
             "pulled": r.pulled,
+            "read_after_writes": r.read_after_writes,
             "created": r.created,
             "reconciled": r.reconciled,
             "planned": r.planned,

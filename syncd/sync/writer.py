@@ -10,8 +10,18 @@ sends at worst its unfinished batch again.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
-from connectors.contract import AuthFailed, Connector, EventKind, Fatal, ProviderEvent, RemoteMember, Rename
+from connectors.contract import (
+    AuthFailed,
+    Connector,
+    EventKind,
+    Fatal,
+    ProviderEvent,
+    RemoteMember,
+    Rename,
+    WriteResult,
+)
 from syncd.core.plan import PlanItem, SyncedState
 from syncd.db import session_scope
 from syncd.inbound.apply import apply_event
@@ -36,6 +46,16 @@ log = get_logger(__name__)
 # answers with the addresses erased from the master base among them.
 Reconcile = Callable[[list[RemoteMember]], list[str]]
 
+
+class Chain(Protocol):
+    """The target's reads in this run (``pull.Reader``): where the last reconciled one began
+    (``covered``), and how a write that ends with a read of the list moves it on (``advance``)."""
+
+    covered: str | None
+
+    def advance(self, cursor: str) -> None: ...
+
+
 Buffered = tuple[PlanItem, SyncedState | None]
 
 
@@ -52,9 +72,11 @@ class Writer:
         report: TargetReport,
         progress: Progress,
         reconcile: Reconcile,
+        chain: Chain | None = None,
     ):
         self.lt, self.connector, self.report, self.progress = lt, connector, report, progress
         self.reconcile = reconcile
+        self.chain = chain
         self.max_size = int(getattr(connector, "preferred_batch", 5000))
         self.upserts: dict[str, list[Buffered]] = {"adds": [], "updates": []}
         self.removals: list[Buffered] = []
@@ -158,7 +180,10 @@ class Writer:
         items = [(kind, item, before) for kind in ("adds", "updates") for item, before in self.upserts[kind]]
         self.upserts = {"adds": [], "updates": []}
         self._carry_renames([(item, before) for _, item, before in items])
-        result = self.connector.upsert(self.lt.target, [item.push for _, item, _ in items])
+        since = self.chain.covered if self.chain is not None else None
+        result = self.connector.upsert(
+            self.lt.target, [item.push for _, item, _ in items], confirm_since=since
+        )
         self.report.write_calls += result.calls
         done = set(result.done)
         accepted = [(kind, item, before) for kind, item, before in items if item.email in done]
@@ -181,11 +206,23 @@ class Writer:
         shown = [r.member for r in result.rejected if r.member is not None] + result.seen
         self.erase(self.reconcile(shown))
         self.revealed.update(m.email for m in shown)
+        self._confirmed(result, {m.email for m in shown})
         self.progress(f"{self.lt.list_name} → {self.lt.target.key}: writing", len(items))
 
     def _stamps_of(self, items: Iterable[PlanItem]) -> dict[int, str]:
         """The stamps of a written batch's members, no longer kept once it is written."""
         return {i.contact_id: st for i in items if (st := self.stamps.pop(i.contact_id, None)) is not None}
+
+    def _confirmed(self, result: WriteResult, shown: set[str]) -> None:
+        """A write that ended with a read of the list from the chain's cursor (Brevo's read-back):
+        that read is reconciled like a pull, its cursor stored, after what was accepted (so
+        syncd's own writes are known echoes)."""
+        if self.chain is None or result.cursor is None:
+            return
+        read = [m for m in result.read if m.email not in shown]
+        self.report.read_after_writes += len(result.read)
+        self.erase(self.reconcile(read))
+        self.chain.advance(result.cursor)
 
     def _carry_renames(self, items: list[Buffered]) -> None:
         """Members this target holds under a former address (the master base learnt the change of

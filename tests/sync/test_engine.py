@@ -47,8 +47,8 @@ def world(tmp_path, engine, brevo, mailchimp, monkeypatch):
         f"""
 version: 1
 providers:
-  brevo: {{api_key: "${{T_BREVO_KEY}}", base_url: "{brevo.api_url}", api_key_name: syncd}}
-  mailchimp: {{api_key: "${{T_MC_KEY}}", base_url: "{mailchimp.api_url}"}}
+  brevo: {{api_key: "${{T_BREVO_KEY}}", base_url: "{brevo.api_url}", api_key_name: syncd, settle_s: 0}}
+  mailchimp: {{api_key: "${{T_MC_KEY}}", base_url: "{mailchimp.api_url}", settle_s: 0}}
 lists:
   newsletter-clients:
     consent: single_opt_in

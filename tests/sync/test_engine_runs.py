@@ -47,7 +47,7 @@ def test_a_killed_run_is_marked_interrupted_by_the_next_run_of_its_list(tmp_path
         f"""
 version: 1
 providers:
-  brevo: {{api_key: "${{T_BREVO_KEY}}", base_url: "{brevo.api_url}"}}
+  brevo: {{api_key: "${{T_BREVO_KEY}}", base_url: "{brevo.api_url}", settle_s: 0}}
 lists:
   news:
     consent: single_opt_in
@@ -101,7 +101,7 @@ def test_a_run_of_another_list_or_target_is_left_alone(engine, brevo, tmp_path, 
         f"""
 version: 1
 providers:
-  brevo: {{api_key: "${{T_BREVO_KEY}}", base_url: "{brevo.api_url}"}}
+  brevo: {{api_key: "${{T_BREVO_KEY}}", base_url: "{brevo.api_url}", settle_s: 0}}
 lists:
   news: {{targets: [{{brevo: {{list_id: {news.list_id}}}}}]}}
   offers: {{targets: [{{brevo: {{list_id: {offers.list_id}}}}}]}}

@@ -151,6 +151,7 @@ class BrevoSimulator(Simulator, BrevoApi):
         if self._key(scope) != self.api_key:
             self._log(method, path, 401, scope)
             return await error(401, "unauthorized", "Key not found")(scope, receive, send)
+        self._acts_on(method, path)
         extra_headers: dict[str, str] = {}
         if path.startswith(self.write_paths) and self.rate_limit_per_s:
             limited, extra_headers = self._take_token()

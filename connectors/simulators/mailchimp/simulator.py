@@ -169,6 +169,7 @@ class MailchimpSimulator(Simulator, MailchimpApi):
             if self._hold_for:
                 await self._wait_for_company()
             if response is None:
+                self._acts_on(scope["method"], scope["path"])
                 await self.router(scope, receive, recording_send)
             else:
                 await response(scope, receive, recording_send)

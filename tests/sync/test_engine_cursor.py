@@ -1,0 +1,180 @@
+"""The cursor of a target after a run: the provider's time, past syncd's own writes, never past a
+change someone else made. Both simulators over HTTP, the official SDKs, the real connectors."""
+
+from __future__ import annotations
+
+import pytest
+from simkit import BrevoSimulator, MailchimpSimulator
+from sqlmodel import Session, select
+
+from connectors.brevo import BrevoConnector
+from connectors.contract import Target
+from connectors.mailchimp import MailchimpConnector
+from syncd.config import load_config
+from syncd.db import session_scope
+from syncd.membership import join_list
+from syncd.models import Contact, Membership
+from syncd.sync.engine import sync_list
+
+# The Date header is up to 2 s behind the provider's time: a read that waits this long after
+# syncd's last write (with no margin) takes a cursor past it.
+SETTLE_S = 2.5
+
+
+@pytest.fixture(scope="module")
+def brevo():
+    with BrevoSimulator() as sim:
+        yield sim
+
+
+@pytest.fixture(scope="module")
+def mailchimp():
+    with MailchimpSimulator() as sim:
+        yield sim
+
+
+@pytest.fixture
+def world(tmp_path, engine, brevo, mailchimp, monkeypatch):
+    """One list on a Brevo list and on two tags of one Mailchimp audience."""
+    news_b = brevo.create_target("news")
+    audience = mailchimp.create_target("audience")
+    monkeypatch.setenv("T_BREVO_KEY", brevo.api_key)
+    monkeypatch.setenv("T_MC_KEY", mailchimp.api_key)
+    path = tmp_path / "syncd.yaml"
+    path.write_text(
+        f"""
+version: 1
+providers:
+  brevo: {{api_key: "${{T_BREVO_KEY}}", base_url: "{brevo.api_url}"}}
+  mailchimp: {{api_key: "${{T_MC_KEY}}", base_url: "{mailchimp.api_url}"}}
+lists:
+  news:
+    consent: single_opt_in
+    targets:
+      - brevo: {{list_id: {news_b.list_id}}}
+      - mailchimp: {{audience: "{audience.list_id}", tag: fr}}
+      - mailchimp: {{audience: "{audience.list_id}", tag: be}}
+""",
+        encoding="utf-8",
+    )
+    w = type("World", (), {})()
+    w.config = load_config(path)
+    w.engine, w.brevo, w.mailchimp = engine, brevo, mailchimp
+    w.news_b, w.audience = news_b, audience
+    w.fr = Target("mailchimp", audience.list_id, "fr")
+    w.be = Target("mailchimp", audience.list_id, "be")
+    w.connectors = {
+        "brevo": BrevoConnector(brevo.api_key, brevo.api_url, cursor_margin_s=0, settle_s=SETTLE_S),
+        "mailchimp": MailchimpConnector(
+            mailchimp.api_key, mailchimp.api_url, cursor_margin_s=0, settle_s=SETTLE_S
+        ),
+    }
+    return w
+
+
+def join(w, emails: list[str]) -> None:
+    with session_scope(w.engine) as s:
+        for email in emails:
+            c = Contact(email=email, kind="client")
+            s.add(c)
+            s.flush()
+            join_list(s, c, "news", w.config.lists["news"], consent="single_opt_in", source="form")
+
+
+def run(w):
+    report = sync_list(w.engine, w.config, "news", w.connectors)
+    assert report.ok, [t.failed for t in report.targets]
+    return {t.target: t for t in report.targets}
+
+
+def member_reads(w) -> list[str]:
+    """The reads of the list's members each simulator answered (one request per page)."""
+    brevo = [c.path for c in w.brevo.calls if c.path == f"/v3/contacts/lists/{w.news_b.list_id}/contacts"]
+    mailchimp = [c.path for c in w.mailchimp.calls if c.path == f"/3.0/lists/{w.audience.list_id}/members"]
+    return brevo + mailchimp
+
+
+def statuses(w, email: str) -> dict[str, str]:
+    with Session(w.engine) as s:
+        c = s.exec(select(Contact).where(Contact.email == email)).one()
+        return {
+            m.list_name: m.status for m in s.exec(select(Membership).where(Membership.contact_id == c.id))
+        }
+
+
+def test_the_run_after_a_first_push_reads_none_of_syncds_writes(world):
+    w = world
+    emails = [f"p{i}@example.fr" for i in range(40)]
+    join(w, emails)
+
+    first = run(w)
+    assert all(sorted(w.mailchimp.members(t)) == sorted(emails) for t in (w.fr, w.be))
+    assert sorted(w.brevo.members(w.news_b)) == sorted(emails)
+    # The read after the writes saw them (and nothing else changed meanwhile).
+    assert {k: r.read_after_writes for k, r in first.items()} == {
+        w.news_b.key: 40,
+        w.fr.key: 40,
+        w.be.key: 40,
+    }
+
+    w.brevo.reset_calls()
+    w.mailchimp.reset_calls()
+    second = run(w)
+
+    assert {k: r.pulled for k, r in second.items()} == {w.news_b.key: 0, w.fr.key: 0, w.be.key: 0}
+    assert all(r.write_calls == 0 and r.read_after_writes == 0 for r in second.values())
+    # One read of the Brevo list, one of the audience for both tags (its members, then its archived).
+    assert len(member_reads(w)) == 3
+
+
+def test_two_tags_of_one_audience_cost_one_read(world):
+    w = world
+    w.mailchimp.seed(w.fr, [{"email": f"fr{i}@example.fr"} for i in range(1500)])
+    w.mailchimp.seed(w.be, [{"email": f"be{i}@example.fr"} for i in range(700)])
+    w.mailchimp.reset_calls()
+
+    reports = run(w)
+
+    # 2,200 members: three pages of 1,000, read once for both tags (a full read: no archived pass).
+    reads = [c for c in w.mailchimp.calls if c.path == f"/3.0/lists/{w.audience.list_id}/members"]
+    assert len(reads) == 3
+    assert reports[w.fr.key].pulled == 1500
+    assert reports[w.be.key].pulled == 700
+
+
+def test_an_unsubscribe_while_syncd_writes_is_seen(world):
+    """Someone unsubscribes between the run's read and its writes: their change is stamped before
+    syncd's writes, so a cursor taken from those writes would skip it."""
+    w = world
+    join(w, ["ana@example.fr", "bob@example.fr"])
+    run(w)
+    join(w, [f"new{i}@example.fr" for i in range(10)])
+    audience = w.audience.list_id
+    # At the first write of the next run, Ana clicks the unsubscribe link of a Brevo campaign
+    # (a default account: blocked account-wide) and Bob the one of a Mailchimp campaign.
+    w.brevo.on_call(
+        "POST",
+        "/v3/contacts/import",
+        lambda: w.brevo.contact_unsubscribes("ana@example.fr", int(w.news_b.list_id)),
+    )
+    w.mailchimp.on_call(
+        "POST",
+        f"/3.0/lists/{audience}",
+        lambda: w.mailchimp.member_action(audience, "bob@example.fr", "unsubscribe"),
+    )
+
+    run(w)
+    bob = w.mailchimp.member(audience, "bob@example.fr")
+    new = [w.mailchimp.member(audience, f"new{i}@example.fr") for i in range(10)]
+    assert bob.status == "unsubscribed"
+    assert all(bob.last_changed < m.last_changed for m in new), "the unsubscribe came before syncd's writes"
+    assert w.brevo.is_blocked("ana@example.fr")
+    run(w)
+
+    assert statuses(w, "ana@example.fr")["news"] == "unsubscribed"
+    assert statuses(w, "bob@example.fr")["news"] == "unsubscribed"
+    # Both are off every target of the list: Ana untagged in the audience, Bob unsubscribed from it
+    # (Mailchimp keeps him, unsubscribed), both taken off the Brevo list.
+    assert all("ana@example.fr" not in w.mailchimp.members(t) for t in (w.fr, w.be))
+    assert all(w.mailchimp.members(t)["bob@example.fr"].status == "unsubscribed" for t in (w.fr, w.be))
+    assert not {"ana@example.fr", "bob@example.fr"} & set(w.brevo.members(w.news_b))
