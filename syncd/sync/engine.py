@@ -109,8 +109,13 @@ def _read(group: list[_Run], connector: Connector) -> None:
     if group[0].dry_run:
         return
     readers = [run.reader for run in group]
+    since = earliest([r.stored_cursor() for r in readers])
+    if any(planning_window(run.lt, run.started)[1] for run in group):
+        # The day's full plan reads the whole list too: a change a provider showed in its filtered
+        # reads later than the cursor's margin allows for is never missed for more than a day.
+        since = None
     try:
-        erased = read_together(readers, connector, earliest([r.stored_cursor() for r in readers]))
+        erased = read_together(readers, connector, since)
     except ConnectorError as exc:
         for run in group:
             run._failed(exc)

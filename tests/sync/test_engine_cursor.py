@@ -3,6 +3,8 @@ change someone else made. Both simulators over HTTP, the official SDKs, the real
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from simkit import BrevoSimulator, MailchimpSimulator
 from sqlmodel import Session, select
@@ -13,7 +15,7 @@ from connectors.mailchimp import MailchimpConnector
 from syncd.config import load_config
 from syncd.db import session_scope
 from syncd.membership import join_list
-from syncd.models import Contact, Membership
+from syncd.models import Contact, Membership, SyncCursor
 from syncd.sync.engine import sync_list
 
 # The Date header is up to 2 s behind the provider's time: a read that waits this long after
@@ -178,3 +180,37 @@ def test_an_unsubscribe_while_syncd_writes_is_seen(world):
     assert all("ana@example.fr" not in w.mailchimp.members(t) for t in (w.fr, w.be))
     assert all(w.mailchimp.members(t)["bob@example.fr"].status == "unsubscribed" for t in (w.fr, w.be))
     assert not {"ana@example.fr", "bob@example.fr"} & set(w.brevo.members(w.news_b))
+
+
+def test_a_change_shown_later_than_the_margin_is_read_by_the_days_full_plan(world):
+    """A provider that shows a change in its filtered reads only after the cursor passed its time
+    stamp: the incremental reads never return it, the day's full plan reads the list whole."""
+    w = world
+    join(w, ["cleo@example.fr", "dan@example.fr"])
+    joined = datetime.now(UTC)
+    run(w)
+    # Cleo unsubscribed from the Brevo list while the run wrote (after she joined, before the
+    # cursor it stored), but the change shows in the list's reads only now.
+    w.brevo.seed(
+        w.news_b,
+        [
+            {
+                "email": "cleo@example.fr",
+                "status": "unsubscribed",
+                "changed_at": joined + timedelta(milliseconds=1),
+            }
+        ],
+    )
+
+    assert run(w)[w.news_b.key].pulled == 0
+    assert statuses(w, "cleo@example.fr")["news"] == "subscribed"
+
+    with session_scope(w.engine) as s:  # a day later
+        for row in s.exec(select(SyncCursor)):
+            row.full_plan_at -= timedelta(hours=25)
+            s.add(row)
+    reports = run(w)
+
+    assert reports[w.news_b.key].pulled == 2 and not reports[w.news_b.key].incremental
+    assert statuses(w, "cleo@example.fr")["news"] == "unsubscribed"
+    assert all("cleo@example.fr" not in w.mailchimp.members(t) for t in (w.fr, w.be))
