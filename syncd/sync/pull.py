@@ -202,7 +202,7 @@ class Reader:
         tells a later change of address at the provider from a new member."""
         contact, state = Contact.__table__, TargetState.__table__
         query = (
-            sa.select(contact.c.email, state.c.remote_status, state.c.remote_id)
+            sa.select(contact.c.email, state.c.id, state.c.remote_status, state.c.remote_id)
             .select_from(
                 contact.outerjoin(
                     state,
@@ -216,14 +216,28 @@ class Reader:
             .where(contact.c.email.in_([m.email for m in members]))
         )
         with self.lt.engine.connect() as conn:
-            known = {r.email: (r.remote_status, r.remote_id) for r in conn.execute(query)}
-        return [
-            m
-            for m in members
-            if m.email not in known
-            or known[m.email][0] != str(m.status)
-            or (m.remote_id is not None and known[m.email][1] != m.remote_id)
-        ]
+            known = {r.email: r for r in conn.execute(query)}
+        news, ids = [], []
+        for m in members:
+            row = known.get(m.email)
+            if row is None or row.remote_status != str(m.status):
+                news.append(m)
+            elif m.remote_id is not None and row.remote_id != m.remote_id:
+                if m.status == RemoteStatus.SUBSCRIBED:
+                    # The echo of syncd's own push, with the id the provider gave the member: only
+                    # the id is new, stored in one statement for the page.
+                    ids.append({"k_id": row.id, "v_remote_id": m.remote_id})
+                else:
+                    news.append(m)
+        if ids:
+            with self.lt.engine.begin() as conn:
+                conn.execute(
+                    sa.update(state)
+                    .where(state.c.id == sa.bindparam("k_id"))
+                    .values(remote_id=sa.bindparam("v_remote_id")),
+                    ids,
+                )
+        return news
 
     def _import_unknown(self, s: Session, m: RemoteMember, now: datetime) -> Contact:
         """A member the provider has and the master base does not: kept, with provenance and no

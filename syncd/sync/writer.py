@@ -31,6 +31,7 @@ from syncd.models import Contact, utcnow
 from syncd.sync.report import Progress, TargetReport
 from syncd.sync.select import ChunkPlan
 from syncd.sync.state import (
+    CHUNK,
     Accepted,
     ListTarget,
     forget_former_addresses,
@@ -221,7 +222,10 @@ class Writer:
             return
         read = [m for m in result.read if m.email not in shown]
         self.report.read_after_writes += len(result.read)
-        self.erase(self.reconcile(read))
+        # A page at a time, as a pull: one session over tens of thousands of members would hold
+        # each one's contact and state at once.
+        for start in range(0, len(read), CHUNK):
+            self.erase(self.reconcile(read[start : start + CHUNK]))
         self.chain.advance(result.cursor)
 
     def _carry_renames(self, items: list[Buffered]) -> None:
