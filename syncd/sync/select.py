@@ -79,7 +79,11 @@ def planning_window(lt: ListTarget, now: datetime) -> tuple[datetime | None, boo
 
 
 def chunks(
-    lt: ListTarget, since: datetime | None, only: list[str] | None = None, size: int = CHUNK
+    lt: ListTarget,
+    since: datetime | None,
+    only: list[str] | None = None,
+    size: int = CHUNK,
+    columns: tuple[Any, ...] | None = None,
 ) -> Iterator[list[Any]]:
     """Contacts that concern this list on this target, by id, ``size`` at a time (plain rows:
     building ORM objects for every contact of a large base costs more than the plan).
@@ -95,7 +99,9 @@ def chunks(
         part = ids[start : start + size].tolist()
         # The range lets PostgreSQL use the primary key even before it has statistics of the
         # table (a fresh import): an IN list alone is then costed as a scan of the whole table.
-        query = sa.select(contact).where(contact.c.id.between(part[0], part[-1]), contact.c.id.in_(part))
+        query = sa.select(*(columns or (contact,))).where(
+            contact.c.id.between(part[0], part[-1]), contact.c.id.in_(part)
+        )
         with lt.engine.connect() as conn:
             rows = conn.execute(query.order_by(contact.c.id)).all()
         if rows:  # empty only if its contacts were erased since the ids were read
@@ -211,7 +217,11 @@ def plans(
     )
     scope = lt.config.unsubscribe.scope
     skip_unchanged = since is not None and only is None
-    for every in chunks(lt, since, only):
+    contact = Contact.__table__
+    # An incremental plan first reads what the stamps need of each contact; the whole record only
+    # of those it plans (after a push, none).
+    light = (contact.c.id, contact.c.touched_at) if skip_unchanged else None
+    for every in chunks(lt, since, only, columns=light):
         ids = [c.id for c in every]
         with lt.engine.connect() as conn:
             memberships: dict[int, dict[str, Any]] = {}
@@ -230,6 +240,12 @@ def plans(
                 for c in every
                 if not (skip_unchanged and c.id in rows_of and rows_of[c.id].plan_stamp == stamps[c.id])
             ]
+            if light and contacts:
+                # Read after the stamps: a change since makes the stored stamp older, never newer.
+                wanted = [c.id for c in contacts]
+                contacts = conn.execute(
+                    sa.select(contact).where(contact.c.id.in_(wanted)).order_by(contact.c.id)
+                ).all()
             ids = [c.id for c in contacts]
             states = {cid: SyncedState.of(rows_of[cid]) for cid in ids if cid in rows_of}
             confirmed = confirmations(lt, conn, ids) if ids else {}
