@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -152,6 +153,16 @@ def main() -> None:
     n = args.contacts
     tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-"))
     url = args.database or f"sqlite:///{tmp / 'bench.db'}"
+    schema = None
+    if args.database:
+        # A throwaway schema, dropped at the end: every `syncd sync` of the run works in it (the
+        # URL's connection options set its search path).
+        schema = f"sync_bench_{uuid.uuid4().hex[:10]}"
+        admin = db.make_engine(args.database)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        admin.dispose()
+        url = f"{args.database}{'&' if '?' in args.database else '?'}options=-csearch_path%3D{schema}"
 
     b_proc, b_port = start(brevo_sim.serve, BREVO_KEY)
     m_proc, m_port = start(mailchimp_sim.serve, MC_KEY)
@@ -246,6 +257,11 @@ lists:
             p.terminate()
             p.join(5)
         shutil.rmtree(tmp, ignore_errors=True)
+        if schema:
+            admin = db.make_engine(args.database)
+            with admin.begin() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
 
 
 if __name__ == "__main__":
