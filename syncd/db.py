@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +13,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+
+from syncd.log import get_logger
+
+log = get_logger(__name__)
 
 DEFAULT_URL = "sqlite:///syncd.db"
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -195,3 +199,66 @@ def head_revision() -> str | None:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(alembic_config(None)).get_current_head()  # type: ignore[arg-type]
+
+
+class Growth:
+    """Refreshes the planner's statistics of the tables a bulk write fills (an import, a sync's
+    target states), once each has grown by a large factor (PostgreSQL).
+
+    The planner sizes a table by its last ANALYZE. On a new base (autovacuum not run yet) it
+    believes the contact table empty while an import fills it, and plans the batch's look-ups
+    for an empty table: 666 rows/s at 100,000 rows against 9,400 rows/s at 40,000. Bulk loaders
+    refresh the statistics themselves instead of waiting on autovacuum: here a table is analysed
+    once the rows an import added since its last refresh reach both ``floor`` and the size the
+    planner believed (the table doubled), so an import from empty analyses each table about
+    log2(rows / floor) times.
+
+    Only the columns the import looks its rows up by are analysed (``tables``: table → columns):
+    the row count, what the planner was missing, is refreshed whatever the columns, at a fraction
+    of the cost of every column's statistics (a quarter of an import's server time at 100,000
+    rows). The other columns keep theirs until autovacuum analyses the whole table, which such an
+    ANALYZE does not postpone.
+
+    SQLite is left alone: its planner takes the email index for a batch's look-ups without any
+    statistics, and nothing else the importer reads depends on them.
+    """
+
+    FLOOR = 10_000
+
+    def __init__(self, engine: sa.Engine, tables: Mapping[str, Sequence[str]]):
+        self.engine, self.floor, self.columns = engine, self.FLOOR, dict(tables)
+        self.active = engine.dialect.name == "postgresql"
+        self.believed = dict.fromkeys(tables, 0.0)
+        self.added = dict.fromkeys(tables, 0)
+        if self.active:
+            self.believed.update(self._reltuples())
+
+    def add(self, counts: dict[str, int]) -> None:
+        for table, n in counts.items():
+            if table in self.added:
+                self.added[table] += n
+
+    def refresh(self) -> list[str]:
+        """ANALYZE the tables that grew enough since the planner last sized them; returns them."""
+        if not self.active:
+            return []
+        grown = [t for t, n in self.added.items() if n >= max(self.floor, self.believed[t])]
+        if not grown:
+            return []
+        with self.engine.begin() as conn:
+            targets = [f"{t} ({', '.join(self.columns[t])})" for t in grown]
+            conn.exec_driver_sql(f"ANALYZE {', '.join(targets)}")
+        self.believed.update(self._reltuples())
+        for table in grown:
+            self.added[table] = 0
+        log.info("db.statistics_refreshed", tables=grown)
+        return grown
+
+    def _reltuples(self) -> dict[str, float]:
+        """The row count the planner believes of each table (never analysed: 0)."""
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT relname, reltuples FROM pg_class WHERE oid = ANY(%s::regclass[])",
+                (list(self.believed),),
+            ).fetchall()
+        return {name: max(0.0, float(n)) for name, n in rows}

@@ -7,7 +7,7 @@
 - A pipeline of two threads: the next batches are read, qualified and their known contacts and
   provenance looked up (on a connection of their own) while the batch before is written; what the
   batches written meanwhile changed of their addresses is looked up again when they are written.
-- On PostgreSQL the tables' statistics are refreshed as the import grows them (``bulk.Growth``):
+- On PostgreSQL the tables' statistics are refreshed as the import grows them (``db.Growth``):
   the planner must not keep planning for the empty table it saw before the import.
 - Idempotent: provenance is one ``Source`` per (contact, channel, file name, row); a row whose
   contact already holds everything it brings, and whose Source exists, changes nothing.
@@ -34,12 +34,13 @@ from sqlmodel import Session, select
 
 from syncd.config import ListConfig
 from syncd.contacts.batch import Known, Origin, Written, load_known, write_batch
-from syncd.contacts.bulk import Growth, among
+from syncd.contacts.bulk import among
 from syncd.contacts.qualify import INCOMPLETE, Qualified, Rejected, Rules, qualify
 from syncd.contacts.rejects import Reject, Rejects, default_rejects_path
 from syncd.contacts.summary import Summary
 from syncd.contacts.tables import ImportFailed, RawRow, Table, map_header, open_table, to_record
 from syncd.core.segments import eligibility
+from syncd.db import Growth
 from syncd.log import get_logger
 from syncd.membership import ConsentRequired, join_list
 from syncd.models import AuditLog, Contact, Membership

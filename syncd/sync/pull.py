@@ -86,6 +86,7 @@ class Reader:
         now = utcnow()
         lt = self.lt
         erased_on_target: list[str] = []
+        added = 0
         with session_scope(lt.engine) as s:
             members = self._former_addresses(s, members)
             emails = [m.email for m in members]
@@ -118,6 +119,7 @@ class Reader:
                     state = TargetState(
                         contact_id=contact.id, list_name=lt.list_name, target_key=self.target.key
                     )
+                    added += 1
                 if state.remote_status != str(m.status):
                     # A new remote status is what the incremental plan must look at; a remote id
                     # learnt for a member syncd pushed is not.
@@ -139,6 +141,7 @@ class Reader:
                     blocked.append((contact, m))
             if blocked:
                 self._unexplained_blocks(s, blocked)
+        lt.added_states(added)
         return erased_on_target
 
     def _former_addresses(self, s: Session, members: list[RemoteMember]) -> list[RemoteMember]:

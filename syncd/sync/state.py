@@ -6,6 +6,7 @@ as plain SQL where a batch can hold tens of thousands of rows.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from sqlmodel import Session, select
 from connectors.contract import Target
 from syncd.config import Config, ListConfig
 from syncd.core.plan import PlanItem, SyncedState, state_after
-from syncd.db import session_scope
+from syncd.db import Growth, session_scope
 from syncd.log import get_logger
 from syncd.models import AuditLog, SyncCursor, SyncRun, TargetState, utcnow
 from syncd.providers import sharing_record
@@ -59,6 +60,19 @@ class ListTarget:
     @property
     def actor(self) -> str:
         return f"sync:{self.list_name}"
+
+    def added_states(self, rows: int) -> None:
+        """``rows`` new TargetState rows are committed: the planner's statistics of the table are
+        refreshed once it has doubled (PostgreSQL). A first sync of a large list fills it from
+        empty, and a planner that believes it empty looks each chunk's states up by scanning the
+        whole target (every chunk slower than the last) instead of by contact."""
+        if rows:
+            self._growth.add({"targetstate": rows})
+            self._growth.refresh()
+
+    @functools.cached_property
+    def _growth(self) -> Growth:
+        return Growth(self.engine, {"targetstate": ("target_key", "list_name", "contact_id")})
 
 
 # --- cursors ------------------------------------------------------------------------------------
@@ -124,6 +138,7 @@ def store_accepted(lt: ListTarget, accepted: list[Accepted], stamps: dict[int, s
             pushed_at=now,
         )
     )
+    added = 0
     with lt.engine.begin() as conn:
         for start in range(0, len(accepted), CHUNK):
             part = accepted[start : start + CHUNK]
@@ -173,6 +188,8 @@ def store_accepted(lt: ListTarget, accepted: list[Accepted], stamps: dict[int, s
                 conn.execute(update, changed)
             if new:
                 conn.execute(sa.insert(table), list(new.values()))
+                added += len(new)
+    lt.added_states(added)
 
 
 def store_stamps(lt: ListTarget, stamps: dict[int, str]) -> None:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from syncd.contacts.batch import CreatedMeanwhile, Matched, _write_contacts_staged
-from syncd.contacts.bulk import Growth
+from syncd.db import Growth
 from syncd.contacts.dedupe import new_contact
 from syncd.contacts.importer import IMPORT_GC_THRESHOLD, ImportInterrupted, Options, import_file, import_rows
 from syncd.contacts.qualify import Qualified

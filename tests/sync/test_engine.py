@@ -14,7 +14,7 @@ from connectors.contract import EventKind, RemoteStatus
 from connectors.mailchimp import MailchimpConnector
 from syncd.cli import main
 from syncd.config import load_config
-from syncd.db import session_scope
+from syncd.db import Growth, session_scope
 from syncd.inbound.apply import apply_event
 from syncd.membership import join_list
 from syncd.models import Contact, Membership, SyncRun
@@ -409,3 +409,29 @@ def test_forget_erases_the_contact_at_every_provider_too(world):
     assert "gone@example.fr" not in w.brevo.members(w.news_b)
     assert "gone@example.fr" not in w.brevo.members(w.offers_b)
     assert "gone@example.fr" not in w.mailchimp.members(w.clients_mc)
+
+
+def _planner_rows(engine, table: str) -> float:
+    with engine.connect() as conn:
+        return conn.exec_driver_sql(
+            f"SELECT reltuples FROM pg_class WHERE oid = '{table}'::regclass"
+        ).scalar_one()
+
+
+def test_a_first_sync_refreshes_the_statistics_of_the_target_states_it_fills(world, monkeypatch):
+    """PostgreSQL sizes a table by its last ANALYZE: a first sync fills the target states from
+    empty, and must not wait on autovacuum (off, or not run yet) for the planner to know it."""
+    w = world
+    if w.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's planner takes the unique key for these look-ups without statistics")
+    with w.engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE targetstate")  # the planner starts from the emptied table
+    monkeypatch.setattr(Growth, "FLOOR", 3)
+    for i in range(4):
+        add_contact(w, f"member{i}@example.fr", "client", ["events"])
+    assert _planner_rows(w.engine, "targetstate") <= 0
+    report = sync_list(
+        w.engine, w.config, "events", {"brevo": BrevoConnector(w.brevo.api_key, w.brevo.api_url)}
+    )
+    assert report.ok and report.targets[0].applied.get("adds") == 4
+    assert _planner_rows(w.engine, "targetstate") == 4
