@@ -404,8 +404,8 @@ def subscribe(app: App, email: str, list_name: str, consent: str, evidence: str 
             _send_confirmation(app, session, contact, list_name)
         elif status == "pending":
             click.echo(f"{list_name}: pending; the daemon's double opt-in job mails the confirmation link")
-            return
-    click.echo(f"{list_name}: {status}")
+        else:
+            click.echo(f"{list_name}: {status}")
 
 
 def _send_confirmation(app: App, session: Any, contact: Any, list_name: str) -> None:
