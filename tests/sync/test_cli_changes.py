@@ -163,7 +163,7 @@ def test_status_and_history_after_a_sync(world):
 
     table = ok(w.cli("status")).output
     assert "news (single opt in, every 15 minutes)" in table
-    assert f"→ {w.news_b.key}: last run #" in table and "1 adds, 0 updates, 0 removals, 0 flags" in table
+    assert f"→ {w.news_b.key}: last run #" in table and "1 addition, 0 updates, 0 removals, 0 flags" in table
     assert "offers (single opt in, no schedule)" in table and "never synced" in table
     assert news["auto_enrolled"] is False
 
@@ -171,6 +171,16 @@ def test_status_and_history_after_a_sync(world):
     assert [(h["list"], h["target"], h["adds"]) for h in history] == [
         ("news", w.news_mc.key, 1),
         ("news", w.news_b.key, 1),
+    ]
+    header, *lines = ok(w.cli("history")).output.splitlines()
+    assert header.split() == [
+        "ID", "LIST", "TARGET", "STARTED_AT", "DURATION", "OUTCOME", "ADDS", "UPDATES", "REMOVALS", "FLAGS",
+        "ERROR",
+    ]  # fmt: skip
+    rows = [line.split() for line in lines]  # the duration is two words: "0.3 s"
+    assert [(r[1], r[2], r[6:]) for r in rows] == [
+        ("news", w.news_mc.key, ["ok", "1", "0", "0", "0", "-"]),
+        ("news", w.news_b.key, ["ok", "1", "0", "0", "0", "-"]),
     ]
     csv_lines = ok(w.cli("history", "--list", "news", "--limit", "1", "--format", "csv")).output.splitlines()
     assert csv_lines[0].startswith("id,list,target,started_at,finished_at,duration_s,outcome")
