@@ -192,7 +192,7 @@ def _export_all(app: App, fmt: str, output: Path | None) -> None:
         return
     with output.open("w", encoding="utf-8", newline="") as handle:
         n = write(rows, handle)
-    click.echo(f"{n} contact(s) written to {output}", err=True)
+    click.echo(f"{plural(n, 'contact')} written to {output}", err=True)
 
 
 @contacts.command()

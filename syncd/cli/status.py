@@ -41,11 +41,12 @@ def status(app: App, fmt: str) -> None:
     links = ", ".join(f"{n} {k}" for k, n in sorted(d["links"].items())) or "none"
     click.echo(
         f"double opt-in: {d['pending']} pending; links {links}; "
-        f"{d['dead_requests']} request(s) given up (syncd doi status)"
+        f"{plural(d['dead_requests'], 'request')} given up (syncd doi status)"
     )
     waiting = f" (oldest {box['oldest_waiting_at']})" if box["oldest_waiting_at"] else ""
     dead = f" (oldest {box['oldest_dead_at']}: syncd inbox status)" if box["oldest_dead_at"] else ""
-    click.echo(f"inbox: {box['backlog']} waiting{waiting}, {box['dead_letters']} dead letter(s){dead}")
+    dead_letters = plural(box["dead_letters"], "dead letter")
+    click.echo(f"inbox: {box['backlog']} waiting{waiting}, {dead_letters}{dead}")
 
 
 def _print_list(lst: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ import click
 
 from connectors.contract import Connector, ConnectorError, NotFound, Target, WebhookRegistration
 from syncd.app import App
+from syncd.cli.output import plural
 from syncd.config import Config
 from syncd.providers import make_connector, settings_of
 
@@ -166,11 +167,11 @@ def webhooks_register(app: App, config_path: str | None, public_url: str | None)
         if close:
             close()
     if created:
-        click.echo(f"registered {created} webhook(s); {kept + incomplete} already registered")
+        click.echo(f"registered {plural(created, 'webhook')}; {kept + incomplete} already registered")
     elif not failed:
-        click.echo(f"nothing new to register: {kept + incomplete} webhook(s) already registered")
+        click.echo(f"nothing new to register: {plural(kept + incomplete, 'webhook')} already registered")
     if failed:
-        click.echo(f"{failed} webhook(s) could not be registered")
+        click.echo(f"{plural(failed, 'webhook')} could not be registered")
     if failed or incomplete:
         sys.exit(1)
 

@@ -267,13 +267,13 @@ def test_register_twice_registers_once(config, sims):
     second = run("webhooks", "register", "--config", str(config))
 
     assert first.exit_code == 0, first.output
-    assert "registered 3 webhook(s); 0 already registered" in first.output
+    assert "registered 3 webhooks; 0 already registered" in first.output
     assert (
         "brevo account (newsletter, vendors): registered https://lists.example.fr/hooks/brevo/<webhook_secret>"
         in (first.output)
     )
     assert second.exit_code == 0, second.output
-    assert "nothing new to register: 3 webhook(s) already registered" in second.output
+    assert "nothing new to register: 3 webhooks already registered" in second.output
     assert len(brevo.account.webhooks) == 1
     assert [len(a.webhooks) for a in mailchimp.account.audiences.values()] == [1, 1]
     (hook,) = brevo.account.webhooks.values()
@@ -299,7 +299,7 @@ def test_register_names_a_missing_audience_and_exits_1(config, sims):
 
     assert result.exit_code == 1
     assert "mailchimp audience f6e5d4c3b2: does not exist" in result.output
-    assert "1 webhook(s) could not be registered" in result.output
+    assert "1 webhook could not be registered" in result.output
     assert len(brevo.account.webhooks) == 1  # the others were registered all the same
 
 

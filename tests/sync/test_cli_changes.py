@@ -165,6 +165,7 @@ def test_status_and_history_after_a_sync(world):
     assert "news (single opt in, every 15 minutes)" in table
     assert f"→ {w.news_b.key}: last run #" in table and "1 addition, 0 updates, 0 removals, 0 flags" in table
     assert "offers (single opt in, no schedule)" in table and "never synced" in table
+    assert table.endswith("0 requests given up (syncd doi status)\ninbox: 0 waiting, 0 dead letters\n")
     assert news["auto_enrolled"] is False
 
     history = json.loads(ok(w.cli("history", "--format", "json")).output)
