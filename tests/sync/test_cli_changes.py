@@ -142,6 +142,11 @@ def test_status_and_history_after_a_sync(world):
     ok(w.cli("sync", "--list", "news"))
 
     data = json.loads(ok(w.cli("status", "--format", "json")).output)
+    assert [(lst["name"], len(lst["targets"])) for lst in data["lists"]] == [
+        ("news", 2),
+        ("offers", 2),
+        ("club", 1),
+    ]  # every list of the config, each target with its last run (None: never synced)
     news = data["lists"][0]
     runs = {t["target"]: t["last_run"] for t in news["targets"]}
     assert set(runs) == {w.news_b.key, w.news_mc.key}
@@ -250,3 +255,25 @@ def test_a_kind_set_from_the_cli_is_audited_and_reaches_the_segment(world):
     assert all(a.actor.startswith("cli:") and len(a.actor) > 4 for a in audit)
     ok(w.cli("contacts", "subscribe", "ana@example.fr", "--list", "club", "--consent", "double_opt_in"))
     assert memberships(w, "ana@example.fr") == {"club": "pending"}
+
+
+def test_a_name_corrected_by_import_update_reaches_both_providers_at_the_next_sync(world, tmp_path):
+    w = world
+    first = tmp_path / "fair.csv"
+    first.write_text("email;prénom;type\nana@example.fr;Anna;client\n", encoding="utf-8")
+    ok(w.cli("import", str(first), "--source", "fair", "--list", "news", "--consent", "single_opt_in"))
+    ok(w.cli("sync", "--list", "news"))
+    assert w.brevo.members(w.news_b)["ana@example.fr"].fields["first_name"] == "Anna"
+
+    fixed = tmp_path / "crm.csv"
+    fixed.write_text("email;prénom;type\nana@example.fr;Ana;client\n", encoding="utf-8")
+    kept = ok(w.cli("import", str(fixed), "--source", "crm"))
+    assert "first_name kept 'Anna', file had 'Ana'" in kept.output
+    updated = ok(w.cli("import", str(fixed), "--source", "crm", "--update"))
+    assert "first_name 'Anna' → 'Ana' (the file's value)" in updated.output
+    ok(w.cli("sync", "--list", "news"))
+
+    for sim, target in ((w.brevo, w.news_b), (w.mailchimp, w.news_mc)):
+        member = sim.members(target)["ana@example.fr"]
+        assert (member.status, member.fields["first_name"]) == (RemoteStatus.SUBSCRIBED, "Ana")
+    assert subscribed(w.brevo, w.offers_b) == []  # the other list is left alone
