@@ -153,11 +153,13 @@ def webhooks_register(app: App, config_path: str | None, public_url: str | None)
             outcome = register_one(cfg, connector, point, url)
         except NotFound:
             failed += 1
-            click.echo(f"{point.label}: does not exist (create it, then run this again)")
+            click.secho(
+                f"error: {point.label}: does not exist (create it, then run this again)", fg="red", err=True
+            )
             continue
         except ConnectorError as exc:
             failed += 1
-            click.echo(f"{point.label}: {exc}")
+            click.secho(f"error: {point.label}: {exc}", fg="red", err=True)
             continue
         created += outcome == "registered"
         kept += outcome == "kept"
@@ -171,7 +173,7 @@ def webhooks_register(app: App, config_path: str | None, public_url: str | None)
     elif not failed:
         click.echo(f"nothing new to register: {plural(kept + incomplete, 'webhook')} already registered")
     if failed:
-        click.echo(f"{plural(failed, 'webhook')} could not be registered")
+        click.secho(f"{plural(failed, 'webhook')} could not be registered", fg="red", err=True)
     if failed or incomplete:
         sys.exit(1)
 
