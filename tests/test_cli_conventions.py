@@ -241,3 +241,21 @@ def test_an_error_no_command_expected_is_one_line_too(folder, monkeypatch, raise
     assert created(folder) == []
     if status == 1:
         assert syncd("--debug", "flags").exception is raised
+
+
+def test_output_cut_short_by_its_reader_is_no_error(folder):
+    """`syncd history | head -1`: the reader leaves before syncd has written everything."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncd", "history"],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()  # the reader is gone before the first line
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141  # as a program killed by SIGPIPE, to a shell
+    assert stderr == ""
