@@ -57,8 +57,11 @@ def test_an_unknown_list_names_it_and_the_known_ones(folder, command):
     assert created(folder) == []
 
 
-def test_sync_without_a_config_says_where_it_looked_and_creates_no_database(folder):
-    result = syncd("sync")
+@pytest.mark.parametrize("command", [["sync"], ["status"], ["webhooks", "register"]])
+def test_a_command_about_the_lists_without_a_config_says_where_it_looked_and_creates_no_database(
+    folder, command
+):
+    result = syncd(*command)
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.startswith("error: no config file: neither --config nor SYNCD_CONFIG is set")
     assert str(folder / "syncd.yaml") in result.stderr

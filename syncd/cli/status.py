@@ -25,7 +25,7 @@ def status(app: App, fmt: str) -> None:
     """Where each list stands: per target its last run (start, duration, outcome, adds, updates,
     removals, flags, error), the next scheduled run, open flags and pending double opt-ins; then
     the webhook inbox's backlog and dead letters. Counts only: no address is shown."""
-    data = state.status(app.engine, app.config)
+    data = state.status(app.engine, app.require_config_file())
     if fmt == "json":
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return

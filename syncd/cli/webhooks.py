@@ -128,7 +128,7 @@ def webhooks_register(app: App, config_path: str | None, public_url: str | None)
     it is: running it again registers nothing new."""
     if config_path:
         app.config_path = config_path
-    cfg = app.config
+    cfg = app.require_config_file()
     points = hook_points(cfg)
     if not points:
         click.echo("no list of the config has a target: nothing to register")
