@@ -57,8 +57,11 @@ def test_an_unknown_list_names_it_and_the_known_ones(folder, command):
     assert created(folder) == []
 
 
-def test_sync_without_a_config_says_where_it_looked_and_creates_no_database(folder):
-    result = syncd("sync")
+@pytest.mark.parametrize("command", [["sync"], ["status"], ["webhooks", "register"]])
+def test_a_command_about_the_lists_without_a_config_says_where_it_looked_and_creates_no_database(
+    folder, command
+):
+    result = syncd(*command)
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.startswith("error: no config file: neither --config nor SYNCD_CONFIG is set")
     assert str(folder / "syncd.yaml") in result.stderr
@@ -241,3 +244,21 @@ def test_an_error_no_command_expected_is_one_line_too(folder, monkeypatch, raise
     assert created(folder) == []
     if status == 1:
         assert syncd("--debug", "flags").exception is raised
+
+
+def test_output_cut_short_by_its_reader_is_no_error(folder):
+    """`syncd history | head -1`: the reader leaves before syncd has written everything."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncd", "history"],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()  # the reader is gone before the first line
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141  # as a program killed by SIGPIPE, to a shell
+    assert stderr == ""

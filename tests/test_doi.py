@@ -507,6 +507,18 @@ def test_one_click_unsubscribe_leaves_that_list_only(engine, config, client):
     assert client.post(url.replace("/unsubscribe/", "/unsubscribe/x")).status_code == 400
 
 
+def test_the_subject_is_the_list_title_as_written_not_html_escaped(engine):
+    config = make_config()
+    data = config.model_dump(by_alias=True)
+    data["lists"]["club"]["title"] = "Tom & Jerry's <club>"
+    config = Config.model_validate(data)
+    pending(engine, config)
+    outbox = Outbox()
+    doi.send_pending(engine, config, outbox)
+    assert outbox[0].subject == "Confirmez votre inscription à Tom & Jerry's <club>"
+    assert "Tom &amp; Jerry&#39;s &lt;club&gt;" in outbox[0].html  # the page itself stays escaped
+
+
 def test_custom_template_and_its_wording_version(engine, tmp_path):
     (tmp_path / "mine.html").write_text(
         "{% set subject %}Join {{ list_description }}{% endset %}"

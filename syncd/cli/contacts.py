@@ -192,7 +192,7 @@ def _export_all(app: App, fmt: str, output: Path | None) -> None:
         return
     with output.open("w", encoding="utf-8", newline="") as handle:
         n = write(rows, handle)
-    click.echo(f"{n} contact(s) written to {output}", err=True)
+    click.echo(f"{plural(n, 'contact')} written to {output}", err=True)
 
 
 @contacts.command()
@@ -404,8 +404,8 @@ def subscribe(app: App, email: str, list_name: str, consent: str, evidence: str 
             _send_confirmation(app, session, contact, list_name)
         elif status == "pending":
             click.echo(f"{list_name}: pending; the daemon's double opt-in job mails the confirmation link")
-            return
-    click.echo(f"{list_name}: {status}")
+        else:
+            click.echo(f"{list_name}: {status}")
 
 
 def _send_confirmation(app: App, session: Any, contact: Any, list_name: str) -> None:

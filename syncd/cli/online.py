@@ -123,7 +123,7 @@ def check_online(cfg: Config, public_url: str | None) -> int:
     table([HEADERS, *[(r.list_name, r.label, *r.cells) for r in rows]])
     missing = list(dict.fromkeys(m for r in rows for m in r.missing))
     for name, error in failed.items():
-        click.secho(f"error: {name}: {error}", fg="red")
+        click.secho(f"error: {name}: {error}", fg="red", err=True)
     if missing:
         click.secho(f"missing ({len(missing)}):", fg="red")
         for piece in missing:

@@ -3,6 +3,7 @@ the list of its commands."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -50,6 +51,9 @@ class _Group(click.Group):
         except (click.ClickException, click.Abort):
             _forget_empty_database(ctx)
             raise
+        except BrokenPipeError:
+            _stop_writing_to_the_closed_pipe()
+            sys.exit(141)  # what a shell reads from a program SIGPIPE stopped (128 + 13)
         except KeyboardInterrupt:
             _forget_empty_database(ctx)
             if sys.stderr.isatty():
@@ -85,6 +89,13 @@ def _explain(exc: Exception, app: App | None) -> tuple[str, int]:
 def _fail(message: str, status: int = 2) -> None:
     click.secho(f"error: {message}", fg="red", err=True)
     sys.exit(status)
+
+
+def _stop_writing_to_the_closed_pipe() -> None:
+    """The reader of the output left (``syncd history | head -1``): nothing is wrong, and the
+    output still buffered goes nowhere rather than failing again at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _forget_empty_database(ctx: click.Context) -> None:

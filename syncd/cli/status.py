@@ -11,6 +11,11 @@ import click
 
 from syncd import status as state
 from syncd.app import App
+from syncd.cli.output import CHANGE_NOUNS, TABLE, echo_rows, plural
+
+RUN_LINE_COUNTS = ("adds", "updates", "removals", "flags")
+# syncd history's table: one run a row, under a header row.
+HISTORY_TABLE = ("id", "list", "target", "started_at", "duration", "outcome", *RUN_LINE_COUNTS, "error")
 
 
 @click.command()
@@ -20,7 +25,7 @@ def status(app: App, fmt: str) -> None:
     """Where each list stands: per target its last run (start, duration, outcome, adds, updates,
     removals, flags, error), the next scheduled run, open flags and pending double opt-ins; then
     the webhook inbox's backlog and dead letters. Counts only: no address is shown."""
-    data = state.status(app.engine, app.config)
+    data = state.status(app.engine, app.require_config_file())
     if fmt == "json":
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
@@ -36,11 +41,12 @@ def status(app: App, fmt: str) -> None:
     links = ", ".join(f"{n} {k}" for k, n in sorted(d["links"].items())) or "none"
     click.echo(
         f"double opt-in: {d['pending']} pending; links {links}; "
-        f"{d['dead_requests']} request(s) given up (syncd doi status)"
+        f"{plural(d['dead_requests'], 'request')} given up (syncd doi status)"
     )
     waiting = f" (oldest {box['oldest_waiting_at']})" if box["oldest_waiting_at"] else ""
     dead = f" (oldest {box['oldest_dead_at']}: syncd inbox status)" if box["oldest_dead_at"] else ""
-    click.echo(f"inbox: {box['backlog']} waiting{waiting}, {box['dead_letters']} dead letter(s){dead}")
+    dead_letters = plural(box["dead_letters"], "dead letter")
+    click.echo(f"inbox: {box['backlog']} waiting{waiting}, {dead_letters}{dead}")
 
 
 def _print_list(lst: dict[str, Any]) -> None:
@@ -65,12 +71,14 @@ def _print_list(lst: dict[str, Any]) -> None:
 def _run_line(run: dict[str, Any] | None) -> str:
     if run is None:
         return "never synced"
-    took = f"{run['duration_s']:.1f} s" if run["duration_s"] is not None else "still running"
-    line = (
-        f"last run #{run['id']} {run['started_at']}, {took}, {run['outcome']}: "
-        f"{run['adds']} adds, {run['updates']} updates, {run['removals']} removals, {run['flags']} flags"
-    )
+    took = _duration(run)
+    counts = ", ".join(plural(run[kind], CHANGE_NOUNS[kind]) for kind in RUN_LINE_COUNTS)
+    line = f"last run #{run['id']} {run['started_at']}, {took}, {run['outcome']}: {counts}"
     return line + (f"; error: {run['error']}" if run["error"] else "")
+
+
+def _duration(run: dict[str, Any]) -> str:
+    return f"{run['duration_s']:.1f} s" if run["duration_s"] is not None else "still running"
 
 
 @click.command()
@@ -94,7 +102,5 @@ def history(app: App, list_name: str | None, limit: int, fmt: str) -> None:
         writer.writeheader()
         writer.writerows(rows)
     else:
-        if not rows:
-            click.echo("no sync run yet")
-        for r in rows:
-            click.echo(f"{r['list']} → {r['target']}  {_run_line(r)}")
+        shown = [{**r, "duration": _duration(r)} for r in rows]
+        echo_rows(shown, HISTORY_TABLE, TABLE, empty="no sync run yet")

@@ -11,6 +11,7 @@ import click
 
 from connectors.contract import Connector, ConnectorError, NotFound, Target, WebhookRegistration
 from syncd.app import App
+from syncd.cli.output import plural
 from syncd.config import Config
 from syncd.providers import make_connector, settings_of
 
@@ -127,7 +128,7 @@ def webhooks_register(app: App, config_path: str | None, public_url: str | None)
     it is: running it again registers nothing new."""
     if config_path:
         app.config_path = config_path
-    cfg = app.config
+    cfg = app.require_config_file()
     points = hook_points(cfg)
     if not points:
         click.echo("no list of the config has a target: nothing to register")
@@ -152,11 +153,13 @@ def webhooks_register(app: App, config_path: str | None, public_url: str | None)
             outcome = register_one(cfg, connector, point, url)
         except NotFound:
             failed += 1
-            click.echo(f"{point.label}: does not exist (create it, then run this again)")
+            click.secho(
+                f"error: {point.label}: does not exist (create it, then run this again)", fg="red", err=True
+            )
             continue
         except ConnectorError as exc:
             failed += 1
-            click.echo(f"{point.label}: {exc}")
+            click.secho(f"error: {point.label}: {exc}", fg="red", err=True)
             continue
         created += outcome == "registered"
         kept += outcome == "kept"
@@ -166,11 +169,11 @@ def webhooks_register(app: App, config_path: str | None, public_url: str | None)
         if close:
             close()
     if created:
-        click.echo(f"registered {created} webhook(s); {kept + incomplete} already registered")
+        click.echo(f"registered {plural(created, 'webhook')}; {kept + incomplete} already registered")
     elif not failed:
-        click.echo(f"nothing new to register: {kept + incomplete} webhook(s) already registered")
+        click.echo(f"nothing new to register: {plural(kept + incomplete, 'webhook')} already registered")
     if failed:
-        click.echo(f"{failed} webhook(s) could not be registered")
+        click.secho(f"{plural(failed, 'webhook')} could not be registered", fg="red", err=True)
     if failed or incomplete:
         sys.exit(1)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from syncd.config import Config
 from syncd.contacts.text import clean_line
@@ -104,7 +105,7 @@ def render_request(
         "sender_name": config.double_opt_in.sender.name or "",
     }
     html, text = html_t.make_module(variables), text_t.make_module(variables)
-    subject = str(getattr(html, "subject", "") or getattr(text, "subject", "")).strip()
+    subject = _subject(html, text)
     headers = {
         # RFC 8058 one-click unsubscribe: the mail client POSTs "List-Unsubscribe=One-Click" to the URL.
         "List-Unsubscribe": f"<{unsubscribe_url}>",
@@ -113,6 +114,12 @@ def render_request(
     return Mail(
         contact.email, _full_name(contact), subject or list_name, str(html), str(text), headers, wording
     )
+
+
+def _subject(html: Any, text: Any) -> str:
+    """The subject a template sets, as plain text: an autoescaped template's is HTML-escaped."""
+    subject = getattr(html, "subject", "") or getattr(text, "subject", "")
+    return (subject.unescape() if isinstance(subject, Markup) else str(subject)).strip()
 
 
 def _full_name(contact: Contact) -> str | None:

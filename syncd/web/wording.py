@@ -68,7 +68,7 @@ TEXT: dict[str, dict[str, str]] = {
         "status.next.waiting_for_daemon": "{at}, quand le démon sera en marche",
         "status.next.first": "dès que le démon sera en marche (jamais synchronisée)",
         "status.no_lists": "Aucune liste dans la configuration.",
-        "status.doi": "Double opt-in : {pending} en attente, {dead} demande(s) abandonnée(s).",
+        "status.doi": "Double opt-in : {pending} en attente ; demandes abandonnées : {dead}.",
         "status.inbox": "Webhooks : {backlog} en attente, {dead} en échec définitif (dead letters).",
     },
     "en": {
@@ -133,8 +133,8 @@ TEXT: dict[str, dict[str, str]] = {
         "status.next.waiting_for_daemon": "{at}, when the daemon is up",
         "status.next.first": "as soon as the daemon is up (never synced)",
         "status.no_lists": "No list in the config.",
-        "status.doi": "Double opt-in: {pending} pending, {dead} request(s) given up.",
-        "status.inbox": "Webhooks: {backlog} waiting, {dead} dead letter(s).",
+        "status.doi": "Double opt-in: {pending} pending; requests given up: {dead}.",
+        "status.inbox": "Webhooks: {backlog} waiting; dead letters: {dead}.",
     },
 }
 

@@ -240,7 +240,7 @@ def test_check_online_reports_a_refused_key(tmp_path, sims, env, monkeypatch):
     result = run("check", "--config", str(config), "--online")
 
     assert result.exit_code == 1
-    assert "error: brevo: GET /contacts/lists/12: 401" in result.output
+    assert "error: brevo: GET /contacts/lists/12: 401" in result.stderr  # errors go to stderr
     assert "Traceback" not in result.output
 
 
@@ -267,13 +267,13 @@ def test_register_twice_registers_once(config, sims):
     second = run("webhooks", "register", "--config", str(config))
 
     assert first.exit_code == 0, first.output
-    assert "registered 3 webhook(s); 0 already registered" in first.output
+    assert "registered 3 webhooks; 0 already registered" in first.output
     assert (
         "brevo account (newsletter, vendors): registered https://lists.example.fr/hooks/brevo/<webhook_secret>"
         in (first.output)
     )
     assert second.exit_code == 0, second.output
-    assert "nothing new to register: 3 webhook(s) already registered" in second.output
+    assert "nothing new to register: 3 webhooks already registered" in second.output
     assert len(brevo.account.webhooks) == 1
     assert [len(a.webhooks) for a in mailchimp.account.audiences.values()] == [1, 1]
     (hook,) = brevo.account.webhooks.values()
@@ -298,8 +298,9 @@ def test_register_names_a_missing_audience_and_exits_1(config, sims):
     result = run("webhooks", "register", "--config", str(config))
 
     assert result.exit_code == 1
-    assert "mailchimp audience f6e5d4c3b2: does not exist" in result.output
-    assert "1 webhook(s) could not be registered" in result.output
+    assert "error: mailchimp audience f6e5d4c3b2: does not exist" in result.stderr  # errors on stderr
+    assert "1 webhook could not be registered" in result.stderr
+    assert "error" not in result.stdout
     assert len(brevo.account.webhooks) == 1  # the others were registered all the same
 
 

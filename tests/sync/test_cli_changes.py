@@ -142,6 +142,11 @@ def test_status_and_history_after_a_sync(world):
     ok(w.cli("sync", "--list", "news"))
 
     data = json.loads(ok(w.cli("status", "--format", "json")).output)
+    assert [(lst["name"], len(lst["targets"])) for lst in data["lists"]] == [
+        ("news", 2),
+        ("offers", 2),
+        ("club", 1),
+    ]  # every list of the config, each target with its last run (None: never synced)
     news = data["lists"][0]
     runs = {t["target"]: t["last_run"] for t in news["targets"]}
     assert set(runs) == {w.news_b.key, w.news_mc.key}
@@ -163,14 +168,25 @@ def test_status_and_history_after_a_sync(world):
 
     table = ok(w.cli("status")).output
     assert "news (single opt in, every 15 minutes)" in table
-    assert f"→ {w.news_b.key}: last run #" in table and "1 adds, 0 updates, 0 removals, 0 flags" in table
+    assert f"→ {w.news_b.key}: last run #" in table and "1 addition, 0 updates, 0 removals, 0 flags" in table
     assert "offers (single opt in, no schedule)" in table and "never synced" in table
+    assert table.endswith("0 requests given up (syncd doi status)\ninbox: 0 waiting, 0 dead letters\n")
     assert news["auto_enrolled"] is False
 
     history = json.loads(ok(w.cli("history", "--format", "json")).output)
     assert [(h["list"], h["target"], h["adds"]) for h in history] == [
         ("news", w.news_mc.key, 1),
         ("news", w.news_b.key, 1),
+    ]
+    header, *lines = ok(w.cli("history")).output.splitlines()
+    assert header.split() == [
+        "ID", "LIST", "TARGET", "STARTED_AT", "DURATION", "OUTCOME", "ADDS", "UPDATES", "REMOVALS", "FLAGS",
+        "ERROR",
+    ]  # fmt: skip
+    rows = [line.split() for line in lines]  # the duration is two words: "0.3 s"
+    assert [(r[1], r[2], r[6:]) for r in rows] == [
+        ("news", w.news_mc.key, ["ok", "1", "0", "0", "0", "-"]),
+        ("news", w.news_b.key, ["ok", "1", "0", "0", "0", "-"]),
     ]
     csv_lines = ok(w.cli("history", "--list", "news", "--limit", "1", "--format", "csv")).output.splitlines()
     assert csv_lines[0].startswith("id,list,target,started_at,finished_at,duration_s,outcome")
@@ -198,12 +214,12 @@ def test_double_opt_in_from_the_cli_mails_the_link_and_the_contact_joins_once_co
             "--no-send",
         )
     )
-    assert "club: pending; the daemon's double opt-in job mails the confirmation link" in later.output
+    assert later.output == "club: pending; the daemon's double opt-in job mails the confirmation link\n"
     assert w.brevo.outbox == []
     result = ok(
         w.cli("contacts", "subscribe", "ana@example.fr", "--list", "club", "--consent", "double_opt_in")
     )
-    assert "club: pending; confirmation link mailed" in result.output
+    assert result.output == "club: pending; confirmation link mailed\n"
     assert [m["to"][0]["email"] for m in w.brevo.outbox] == ["ana@example.fr"]
     ok(w.cli("sync", "--list", "club"))
     assert subscribed(w.brevo, w.club_b) == []
@@ -239,3 +255,25 @@ def test_a_kind_set_from_the_cli_is_audited_and_reaches_the_segment(world):
     assert all(a.actor.startswith("cli:") and len(a.actor) > 4 for a in audit)
     ok(w.cli("contacts", "subscribe", "ana@example.fr", "--list", "club", "--consent", "double_opt_in"))
     assert memberships(w, "ana@example.fr") == {"club": "pending"}
+
+
+def test_a_name_corrected_by_import_update_reaches_both_providers_at_the_next_sync(world, tmp_path):
+    w = world
+    first = tmp_path / "fair.csv"
+    first.write_text("email;prénom;type\nana@example.fr;Anna;client\n", encoding="utf-8")
+    ok(w.cli("import", str(first), "--source", "fair", "--list", "news", "--consent", "single_opt_in"))
+    ok(w.cli("sync", "--list", "news"))
+    assert w.brevo.members(w.news_b)["ana@example.fr"].fields["first_name"] == "Anna"
+
+    fixed = tmp_path / "crm.csv"
+    fixed.write_text("email;prénom;type\nana@example.fr;Ana;client\n", encoding="utf-8")
+    kept = ok(w.cli("import", str(fixed), "--source", "crm"))
+    assert "first_name kept 'Anna', file had 'Ana'" in kept.output
+    updated = ok(w.cli("import", str(fixed), "--source", "crm", "--update"))
+    assert "first_name 'Anna' → 'Ana' (the file's value)" in updated.output
+    ok(w.cli("sync", "--list", "news"))
+
+    for sim, target in ((w.brevo, w.news_b), (w.mailchimp, w.news_mc)):
+        member = sim.members(target)["ana@example.fr"]
+        assert (member.status, member.fields["first_name"]) == (RemoteStatus.SUBSCRIBED, "Ana")
+    assert subscribed(w.brevo, w.offers_b) == []  # the other list is left alone

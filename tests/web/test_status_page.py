@@ -74,4 +74,7 @@ def test_the_page_shows_the_status_in_english_or_french_and_no_address(client, e
 
 def test_the_page_on_an_empty_base(client):
     page = client.get("/?lang=en").text
-    assert "Open flags: 0" in page and "Webhooks: 0 waiting, 0 dead letter(s)." in page
+    assert "Open flags: 0" in page and "Webhooks: 0 waiting; dead letters: 0." in page
+    assert "Double opt-in: 0 pending; requests given up: 0." in page  # no "(s)" to read past
+    french = client.get("/?lang=fr").text
+    assert "Double opt-in : 0 en attente ; demandes abandonnées : 0." in french
