@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,13 +225,22 @@ class Growth:
 
     FLOOR = 10_000
 
-    def __init__(self, engine: sa.Engine, tables: Mapping[str, Sequence[str]]):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        tables: Mapping[str, Sequence[str]],
+        sizes: Callable[[], Mapping[str, float]] | None = None,
+    ):
+        """``sizes``: the part of each table the writer fills, when it is not the whole table (a
+        sync's target states: the planner's estimate for a new target is near zero however large
+        the table). Default: the rows the planner believes the table holds."""
         self.engine, self.floor, self.columns = engine, self.FLOOR, dict(tables)
         self.active = engine.dialect.name == "postgresql"
+        self.sizes = sizes or self._reltuples
         self.believed = dict.fromkeys(tables, 0.0)
         self.added = dict.fromkeys(tables, 0)
         if self.active:
-            self.believed.update(self._reltuples())
+            self.believed.update(self.sizes())
 
     def add(self, counts: dict[str, int]) -> None:
         for table, n in counts.items():
@@ -248,7 +257,7 @@ class Growth:
         with self.engine.begin() as conn:
             targets = [f"{t} ({', '.join(self.columns[t])})" for t in grown]
             conn.exec_driver_sql(f"ANALYZE {', '.join(targets)}")
-        self.believed.update(self._reltuples())
+        self.believed.update(self.sizes())
         for table in grown:
             self.added[table] = 0
         log.info("db.statistics_refreshed", tables=grown)

@@ -63,16 +63,27 @@ class ListTarget:
 
     def added_states(self, rows: int) -> None:
         """``rows`` new TargetState rows are committed: the planner's statistics of the table are
-        refreshed once it has doubled (PostgreSQL). A first sync of a large list fills it from
-        empty, and a planner that believes it empty looks each chunk's states up by scanning the
-        whole target (every chunk slower than the last) instead of by contact."""
+        refreshed once this target's states have doubled (PostgreSQL). A first sync of a large
+        list fills them from none, and a planner that believes the target empty looks each chunk's
+        states up by scanning the whole target (every chunk slower than the last) instead of by
+        contact: the table's size does not help, its statistics know no row of a new target."""
         if rows:
             self._growth.add({"targetstate": rows})
             self._growth.refresh()
 
     @functools.cached_property
     def _growth(self) -> Growth:
-        return Growth(self.engine, {"targetstate": ("target_key", "list_name", "contact_id")})
+        return Growth(
+            self.engine,
+            {"targetstate": ("target_key", "list_name", "contact_id")},
+            sizes=lambda: {"targetstate": self._states()},
+        )
+
+    def _states(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.count()).select_from(TargetState).where(*self.state_filter())
+            ).scalar_one()
 
 
 # --- cursors ------------------------------------------------------------------------------------

@@ -435,3 +435,13 @@ def test_a_first_sync_refreshes_the_statistics_of_the_target_states_it_fills(wor
     )
     assert report.ok and report.targets[0].applied.get("adds") == 4
     assert _planner_rows(w.engine, "targetstate") == 4
+    # A new target in a table already sized: its states count, not the table's (the statistics
+    # know no row of it), so three more states on a new target refresh them.
+    for i in range(3):
+        add_contact(w, f"offer{i}@example.fr", "client", ["offers"])
+    connectors = {
+        "brevo": BrevoConnector(w.brevo.api_key, w.brevo.api_url),
+        "mailchimp": MailchimpConnector(w.mailchimp.api_key, w.mailchimp.api_url),
+    }
+    assert sync_list(w.engine, w.config, "offers", connectors).ok
+    assert _planner_rows(w.engine, "targetstate") == 4 + 3 + 3
