@@ -19,21 +19,26 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def email_hash(email: str) -> str:
-    """Irreversible key of a normalised address (tombstones, flags on unknown remote members)."""
-    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+    """Irreversible key of a normalised address (tombstones, flags on unknown remote members).
+
+    A lone surrogate (an address-shaped token of a webhook body can hold one) is hashed as it
+    stands instead of failing; a valid address hashes as its UTF-8."""
+    return hashlib.sha256(email.strip().lower().encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def erased_among(db: Session | sa.Connection, emails: Iterable[str]) -> set[str]:
+def erased_among(db: Session | sa.Connection, emails: Iterable[str], *, probe: bool = True) -> set[str]:
     """The addresses among ``emails`` (normalised) that were erased at the contact's request.
 
     The one tombstone check of every path that creates a contact or gives one a new address
     (import, webhook events, provider pulls): an erased person never comes back (LESSONS 8).
+    ``probe``: ask first whether anyone was ever erased (a round trip that spares hashing a large
+    batch); a caller with a few addresses saves the round trip instead.
     """
     emails = set(emails)
     if not emails:
         return set()
     conn = db if isinstance(db, sa.Connection) else db.connection()
-    if len(emails) > 1 and conn.exec_driver_sql("SELECT 1 FROM tombstone LIMIT 1").first() is None:
+    if probe and len(emails) > 1 and conn.exec_driver_sql("SELECT 1 FROM tombstone LIMIT 1").first() is None:
         return set()  # hashing a whole batch costs more than asking whether anyone was ever erased
     by_hash = {email_hash(e): e for e in emails}
     # At the driver: SQLAlchemy's expanding IN renders one bound name per value, visible at import

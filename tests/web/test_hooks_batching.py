@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 from webfixtures import BREVO_AUTH, BREVO_SECRET
 
 from syncd.models import InboxEvent, utcnow
-from syncd.web.hooks import InboxWriter, _Pending
+from syncd.web.intake import InboxWriter, _Pending
 
 JSON = {"Content-Type": "application/json", **BREVO_AUTH}
 
@@ -56,7 +56,7 @@ def test_one_delivery_sent_many_times_at_once_is_stored_once(served, engine):
 
 def pending(writer: InboxWriter, loop: asyncio.AbstractEventLoop, email: str, provider: str | None):
     body = unsubscribe(email)
-    return _Pending(writer._row(provider, body, "application/json", [], None), [], loop)  # type: ignore[arg-type]
+    return _Pending(writer.row(provider, body, "application/json", [], None), [], loop)  # type: ignore[arg-type]
 
 
 def test_a_row_the_base_refuses_costs_the_rest_of_its_batch_nothing(engine):
@@ -70,7 +70,8 @@ def test_a_row_the_base_refuses_costs_the_rest_of_its_batch_nothing(engine):
             pending(writer, loop, "bob@example.fr", None),
             pending(writer, loop, "eve@example.fr", "brevo"),
         ]
-        outcomes = writer._write(batch)
+        with writer.connect() as conn:
+            outcomes = writer.write(conn, batch)
     finally:
         loop.close()
     assert outcomes[0] == outcomes[2] == "ignored"  # no event syncd acts on: kept, nothing to apply
@@ -87,7 +88,8 @@ def test_a_batch_holding_the_same_delivery_twice_stores_it_once(engine):
     try:
         batch = [pending(writer, loop, "ana@example.fr", "brevo") for _ in range(2)]
         batch[1].row["dedupe_key"] = batch[0].row["dedupe_key"]  # the same delivery, received twice
-        outcomes = writer._write(batch)
+        with writer.connect() as conn:
+            outcomes = writer.write(conn, batch)
     finally:
         loop.close()
     assert outcomes == ["ignored", "duplicate"]
