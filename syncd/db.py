@@ -26,30 +26,35 @@ def email_hash(email: str) -> str:
     return hashlib.sha256(email.strip().lower().encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def erased_among(db: Session | sa.Connection, emails: Iterable[str], *, probe: bool = True) -> set[str]:
+def erased_among(db: Session | sa.Connection, emails: Iterable[str]) -> set[str]:
     """The addresses among ``emails`` (normalised) that were erased at the contact's request.
 
     The one tombstone check of every path that creates a contact or gives one a new address
     (import, webhook events, provider pulls): an erased person never comes back (LESSONS 8).
-    ``probe``: ask first whether anyone was ever erased (a round trip that spares hashing a large
-    batch); a caller with a few addresses saves the round trip instead.
     """
     emails = set(emails)
     if not emails:
         return set()
     conn = db if isinstance(db, sa.Connection) else db.connection()
-    if probe and len(emails) > 1 and conn.exec_driver_sql("SELECT 1 FROM tombstone LIMIT 1").first() is None:
+    if len(emails) > 1 and conn.exec_driver_sql("SELECT 1 FROM tombstone LIMIT 1").first() is None:
         return set()  # hashing a whole batch costs more than asking whether anyone was ever erased
     by_hash = {email_hash(e): e for e in emails}
-    # At the driver: SQLAlchemy's expanding IN renders one bound name per value, visible at import
-    # scale. PostgreSQL takes the hashes as one array: it plans an IN list afresh for each length.
-    if conn.dialect.name == "postgresql":
-        sql, params = "SELECT email_hash FROM tombstone WHERE email_hash = ANY(%s)", (list(by_hash),)
-    else:
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        sql = f"SELECT email_hash FROM tombstone WHERE email_hash IN ({', '.join([mark] * len(by_hash))})"
-        params = tuple(by_hash)
-    return {by_hash[h] for (h,) in conn.exec_driver_sql(sql, params).fetchall()}
+    return {
+        by_hash[h] for (h,) in conn.exec_driver_sql(*tombstone_query(conn.dialect, list(by_hash))).fetchall()
+    }
+
+
+def tombstone_query(dialect: sa.Dialect, hashes: list[str]) -> tuple[str, tuple[Any, ...]]:
+    """The statement, at the driver, that returns which of ``hashes`` are tombstones.
+
+    At the driver: SQLAlchemy's expanding IN renders one bound name per value, visible at import
+    scale. PostgreSQL takes the hashes as one array: it plans an IN list afresh for each length."""
+    if dialect.name == "postgresql":
+        return "SELECT email_hash FROM tombstone WHERE email_hash = ANY(%s)", (hashes,)
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    return f"SELECT email_hash FROM tombstone WHERE email_hash IN ({', '.join([mark] * len(hashes))})", tuple(
+        hashes
+    )
 
 
 @dataclass(frozen=True)
