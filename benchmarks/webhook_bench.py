@@ -184,7 +184,16 @@ def serve_app(database: str, port: int, secret: str, token: str) -> None:
     )
     engine = db.make_engine(database, pool_size=20, max_overflow=20)
     app = create_app(config, engine)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
+    # As `syncd run` serves it: syncd reads X-Forwarded-For itself (syncd.web.proxies).
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        proxy_headers=False,
+    )
 
 
 @contextmanager

@@ -47,7 +47,10 @@ def email_problem(value: Any) -> str | None:
         return "is empty"
     if len(text) > MAX_EMAIL_LENGTH:
         return f"is longer than {MAX_EMAIL_LENGTH} characters"
-    if any(unicodedata.category(ch) in ("Cc", "Cs") or ch.isspace() for ch in text):
+    # A printable text holds no control character nor surrogate, and of the white space only
+    # U+0020: most addresses are cleared by that test alone, without a look at each character.
+    printable = text.isprintable() and " " not in text
+    if not printable and any(unicodedata.category(ch) in ("Cc", "Cs") or ch.isspace() for ch in text):
         return "holds a control character, a space or an unpaired surrogate"
     local, at, domain = text.rpartition("@")
     if not at or not local or not domain:

@@ -23,8 +23,11 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def email_hash(email: str) -> str:
-    """Irreversible key of a normalised address (tombstones, flags on unknown remote members)."""
-    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+    """Irreversible key of a normalised address (tombstones, flags on unknown remote members).
+
+    A lone surrogate (an address-shaped token of a webhook body can hold one) is hashed as it
+    stands instead of failing; a valid address hashes as its UTF-8."""
+    return hashlib.sha256(email.strip().lower().encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def erased_among(db: Session | sa.Connection, emails: Iterable[str]) -> set[str]:
@@ -40,15 +43,22 @@ def erased_among(db: Session | sa.Connection, emails: Iterable[str]) -> set[str]
     if len(emails) > 1 and conn.exec_driver_sql("SELECT 1 FROM tombstone LIMIT 1").first() is None:
         return set()  # hashing a whole batch costs more than asking whether anyone was ever erased
     by_hash = {email_hash(e): e for e in emails}
-    # At the driver: SQLAlchemy's expanding IN renders one bound name per value, visible at import
-    # scale. PostgreSQL takes the hashes as one array: it plans an IN list afresh for each length.
-    if conn.dialect.name == "postgresql":
-        sql, params = "SELECT email_hash FROM tombstone WHERE email_hash = ANY(%s)", (list(by_hash),)
-    else:
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        sql = f"SELECT email_hash FROM tombstone WHERE email_hash IN ({', '.join([mark] * len(by_hash))})"
-        params = tuple(by_hash)
-    return {by_hash[h] for (h,) in conn.exec_driver_sql(sql, params).fetchall()}
+    return {
+        by_hash[h] for (h,) in conn.exec_driver_sql(*tombstone_query(conn.dialect, list(by_hash))).fetchall()
+    }
+
+
+def tombstone_query(dialect: sa.Dialect, hashes: list[str]) -> tuple[str, tuple[Any, ...]]:
+    """The statement, at the driver, that returns which of ``hashes`` are tombstones.
+
+    At the driver: SQLAlchemy's expanding IN renders one bound name per value, visible at import
+    scale. PostgreSQL takes the hashes as one array: it plans an IN list afresh for each length."""
+    if dialect.name == "postgresql":
+        return "SELECT email_hash FROM tombstone WHERE email_hash = ANY(%s)", (hashes,)
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    return f"SELECT email_hash FROM tombstone WHERE email_hash IN ({', '.join([mark] * len(hashes))})", tuple(
+        hashes
+    )
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ from syncd.providers import Connectors
 from syncd.web import openapi
 from syncd.web.console import Console
 from syncd.web.headers import SecurityHeaders
-from syncd.web.hooks import InboxWriter, WebhookReceiver
+from syncd.web.hooks import WebhookReceiver
+from syncd.web.intake import InboxWriter
 from syncd.web.pages import Pages
 from syncd.web.proxies import ClientAddress
 from syncd.web.status_page import StatusPages

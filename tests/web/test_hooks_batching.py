@@ -11,8 +11,13 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 from webfixtures import BREVO_AUTH, BREVO_SECRET
 
-from syncd.models import InboxEvent, utcnow
-from syncd.web.hooks import InboxWriter, _Pending
+from connectors.brevo.webhooks import parse_delivery
+from connectors.simulators.harness import ThreadedServer
+from syncd import db
+from syncd.inbox_purge import ERASED_BODY
+from syncd.models import InboxEvent, Tombstone, utcnow
+from syncd.web.app import create_app
+from syncd.web.intake import InboxWriter, _Pending
 
 JSON = {"Content-Type": "application/json", **BREVO_AUTH}
 
@@ -56,7 +61,7 @@ def test_one_delivery_sent_many_times_at_once_is_stored_once(served, engine):
 
 def pending(writer: InboxWriter, loop: asyncio.AbstractEventLoop, email: str, provider: str | None):
     body = unsubscribe(email)
-    return _Pending(writer._row(provider, body, "application/json", [], None), [], loop)  # type: ignore[arg-type]
+    return _Pending(writer.row(provider, body, "application/json", [], None), [], loop)  # type: ignore[arg-type]
 
 
 def test_a_row_the_base_refuses_costs_the_rest_of_its_batch_nothing(engine):
@@ -70,7 +75,8 @@ def test_a_row_the_base_refuses_costs_the_rest_of_its_batch_nothing(engine):
             pending(writer, loop, "bob@example.fr", None),
             pending(writer, loop, "eve@example.fr", "brevo"),
         ]
-        outcomes = writer._write(batch)
+        with writer.connect() as conn:
+            outcomes = writer.write(conn, batch)
     finally:
         loop.close()
     assert outcomes[0] == outcomes[2] == "ignored"  # no event syncd acts on: kept, nothing to apply
@@ -87,8 +93,64 @@ def test_a_batch_holding_the_same_delivery_twice_stores_it_once(engine):
     try:
         batch = [pending(writer, loop, "ana@example.fr", "brevo") for _ in range(2)]
         batch[1].row["dedupe_key"] = batch[0].row["dedupe_key"]  # the same delivery, received twice
-        outcomes = writer._write(batch)
+        with writer.connect() as conn:
+            outcomes = writer.write(conn, batch)
     finally:
         loop.close()
     assert outcomes == ["ignored", "duplicate"]
     assert len(stored_rows(engine)) == 1
+
+
+def lock_the_inbox(conn: sa.Connection) -> None:
+    """Another writer's transaction keeps every insert into the inbox waiting until it ends."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("LOCK TABLE inboxevent IN ACCESS EXCLUSIVE MODE")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # SQLite: one writer at a time
+
+
+def test_a_batch_whose_insert_fails_answers_each_of_its_deliveries_503_and_acknowledges_none(
+    config, database_url, engine
+):
+    """The inbox stays locked for longer than a statement may wait (1 s): the batch's insert
+    fails, and every delivery waiting for it is told to come again; once the lock is gone, the
+    same deliveries are stored, each once."""
+    bodies = [unsubscribe(f"user{i}@example.fr") for i in range(6)]
+    impatient = db.make_engine(database_url, timeouts=db.Timeouts(statement=1))
+    try:
+        with ThreadedServer(create_app(config, impatient)) as srv:
+            with engine.connect() as holder:
+                lock_the_inbox(holder)
+                refused = post_together(srv.url, bodies)
+                holder.rollback()
+            retried = post_together(srv.url, bodies)
+            again = post_together(srv.url, bodies[:2])
+    finally:
+        impatient.dispose()
+    assert [(r.status_code, bool(r.headers.get("Retry-After"))) for r in refused] == [(503, True)] * 6
+    assert [(r.status_code, r.json()["status"]) for r in retried] == [(200, "stored")] * 6
+    assert [r.json()["status"] for r in again] == ["duplicate"] * 2
+    assert sorted(row.payload for row in stored_rows(engine)) == sorted(b.decode() for b in bodies)
+
+
+def test_a_batch_keeps_no_body_of_an_erased_address_and_every_other_body_raw(engine):
+    writer = InboxWriter(engine)
+    with Session(engine) as s:
+        s.add(Tombstone(email_hash=db.email_hash("gone@example.fr")))
+        s.commit()
+    loop = asyncio.new_event_loop()
+    try:
+        batch = []
+        for email in ("ana@example.fr", "gone@example.fr"):
+            body = unsubscribe(email)
+            events = parse_delivery(body, None).events
+            batch.append(_Pending(writer.row("brevo", body, "application/json", events, None), events, loop))
+        with writer.connect() as conn:
+            outcomes = writer.write(conn, batch)
+    finally:
+        loop.close()
+    rows = {row.dedupe_key: row for row in stored_rows(engine)}
+    ana, gone = (rows[p.row["dedupe_key"]] for p in batch)
+    assert outcomes == ["stored", "ignored"]  # nothing of an erased person is applied
+    assert json.loads(ana.payload)["email"] == "ana@example.fr" and not ana.names_erased
+    assert (gone.payload, gone.status, gone.names_erased) == (ERASED_BODY, "ignored", True)
