@@ -12,6 +12,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session
 
 DEFAULT_URL = "sqlite:///syncd.db"
@@ -154,6 +156,47 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any, *, busy_ms: int) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute(f"PRAGMA busy_timeout={busy_ms}")
     cur.close()
+    # What PostgreSQL has built in and SQLite lacks, for the queries that need it (``sorted_concat``).
+    dbapi_conn.create_function("md5", 1, _md5, deterministic=True)
+    dbapi_conn.create_aggregate("syncd_sorted_concat", 1, _SortedConcat)
+
+
+def _md5(text: str | None) -> str | None:
+    return None if text is None else hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
+class _SortedConcat:
+    """SQLite's ``sorted_concat``: its ``group_concat`` takes no ORDER BY before SQLite 3.44."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def step(self, value: str | None) -> None:
+        if value is not None:
+            self.parts.append(value)
+
+    def finalize(self) -> str | None:
+        return ";".join(sorted(self.parts)) if self.parts else None
+
+
+class sorted_concat(FunctionElement[str]):
+    """An aggregate: the group's non-null texts, sorted, joined by ``;`` (NULL for none).
+
+    Sorted, so that the same rows give the same text however the database reads them."""
+
+    type = sa.String()
+    inherit_cache = True
+
+
+@compiles(sorted_concat, "postgresql")
+def _sorted_concat_postgresql(element: sorted_concat, compiler: Any, **kw: Any) -> str:
+    text = compiler.process(element.clauses, **kw)
+    return f"string_agg({text}, ';' ORDER BY {text} COLLATE \"C\")"
+
+
+@compiles(sorted_concat, "sqlite")
+def _sorted_concat_sqlite(element: sorted_concat, compiler: Any, **kw: Any) -> str:
+    return f"syncd_sorted_concat({compiler.process(element.clauses, **kw)})"
 
 
 @contextmanager
