@@ -199,6 +199,25 @@ def _sorted_concat_sqlite(element: sorted_concat, compiler: Any, **kw: Any) -> s
     return f"syncd_sorted_concat({compiler.process(element.clauses, **kw)})"
 
 
+class utc_text(FunctionElement[str]):
+    """A time as text, in UTC to the microsecond whatever the session's time zone or date style
+    (NULL for NULL): one value, one text, for comparing times for equality in SQL."""
+
+    type = sa.String()
+    inherit_cache = True
+
+
+@compiles(utc_text, "postgresql")
+def _utc_text_postgresql(element: utc_text, compiler: Any, **kw: Any) -> str:
+    when = compiler.process(element.clauses, **kw)
+    return f"to_char(({when}) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+
+
+@compiles(utc_text, "sqlite")
+def _utc_text_sqlite(element: utc_text, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)  # stored as UTC text (``models.UTCDateTime``)
+
+
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """One transaction: committed when the block ends, rolled back if it raises."""

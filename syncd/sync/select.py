@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from connectors.contract import ProviderTraits, RemoteStatus
 from syncd.core.plan import Plan, SyncedState, block_explained, desired_member, lifts_block, plan_target
 from syncd.core.segments import ContactFacts, eligibility, lacks_proof
-from syncd.db import sorted_concat
+from syncd.db import sorted_concat, utc_text
 from syncd.inbound.apply import reported_by
 from syncd.models import Consent, ConsentAction, Contact, Membership, TargetState
 from syncd.sync.state import CHUNK, ListTarget, last_lifts, read_cursor, rules_hash
@@ -72,7 +72,7 @@ def stamp(contact_id: Any, touched_at: Any, pulled_at: Any) -> Any:
 
 
 def _text(when: Any) -> Any:
-    return sa.func.coalesce(sa.cast(when, sa.String), sa.literal_column("''", sa.String))
+    return sa.func.coalesce(utc_text(when), sa.literal_column("''", sa.String))
 
 
 def _stamp_column(lt: ListTarget, contact: Any) -> Any:
