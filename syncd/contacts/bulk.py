@@ -245,8 +245,14 @@ class Growth:
 
     FLOOR = 10_000
 
-    def __init__(self, engine: sa.Engine, tables: Mapping[str, Sequence[str]]):
-        self.engine, self.floor, self.columns = engine, self.FLOOR, dict(tables)
+    def __init__(
+        self,
+        engine: sa.Engine,
+        tables: Mapping[str, Sequence[str]],
+        event: str = "import.statistics_refreshed",
+        floor: int = FLOOR,
+    ):
+        self.engine, self.columns, self.event, self.floor = engine, dict(tables), event, floor
         self.active = engine.dialect.name == "postgresql"
         self.believed = dict.fromkeys(tables, 0.0)
         self.added = dict.fromkeys(tables, 0)
@@ -271,7 +277,7 @@ class Growth:
         self.believed.update(self._reltuples())
         for table in grown:
             self.added[table] = 0
-        log.info("import.statistics_refreshed", tables=grown)
+        log.info(self.event, tables=grown)
         return grown
 
     def _reltuples(self) -> dict[str, float]:

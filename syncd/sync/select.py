@@ -49,45 +49,71 @@ class ChunkPlan:
     contacts: int = 0
 
 
-def stamp(contact_id: Any, touched_at: Any, pulled_at: Any) -> Any:
+def stamp(touched_at: Any, pulled_at: Any, memberships: Any) -> Any:
     """What a plan of the contact on a target depends on, as an SQL expression over the rows
     incremental planning watches: the contact's record (its ``touched_at``), each of its
-    memberships (any list: exclusivity) and the last change pulled from the target (its
-    ``pulled_at``). Every write of a contact or a membership moves its ``touched_at``; a pull that
-    changes the member moves ``pulled_at``. Equal stamps mean the plan would read the same rows:
-    compared for equality, never ordered, so a write whose transaction was open while a plan read
-    the base changes the stamp whatever the clocks said. The database computes it, so that an
-    incremental plan skips the unchanged without reading them."""
-    m = Membership.__table__.alias("stamped")
-    bar = sa.literal_column("'|'", sa.String)
-    each = m.c.list_name + bar + m.c.status + bar + _text(m.c.since) + bar + _text(m.c.touched_at)
-    members = (
-        sa.select(sorted_concat(each))
-        .where(m.c.contact_id == contact_id)
-        .correlate_except(m)  # the contact may be two queries out (``_changed_since``)
-        .scalar_subquery()
-    )
-    everything = _text(touched_at) + bar + _text(pulled_at) + bar + sa.func.coalesce(members, "")
+    memberships (any list: exclusivity, ``memberships``' text) and the last change pulled from the
+    target (its ``pulled_at``). Every write of a contact or a membership moves its ``touched_at``;
+    a pull that changes the member moves ``pulled_at``. Equal stamps mean the plan would read the
+    same rows: compared for equality, never ordered, so a write whose transaction was open while a
+    plan read the base changes the stamp whatever the clocks said. The database computes it, so
+    that an incremental plan skips the unchanged without reading them."""
+    everything = _text(touched_at) + _BAR + _text(pulled_at) + _BAR + sa.func.coalesce(memberships, "")
     return sa.func.md5(everything, type_=sa.String)
+
+
+_BAR = sa.literal_column("'|'", sa.String)
 
 
 def _text(when: Any) -> Any:
     return sa.func.coalesce(utc_text(when), sa.literal_column("''", sa.String))
 
 
-def _stamp_column(lt: ListTarget, contact: Any) -> Any:
-    """``stamp`` of each contact read, for the plan to store with its outcome."""
-    state = TargetState.__table__.alias("stamped_state")
-    pulled = (
-        sa.select(state.c.pulled_at)
-        .where(
-            state.c.list_name == lt.list_name,
-            state.c.target_key == lt.target.key,
-            state.c.contact_id == contact.c.id,
-        )
+def _each(m: Any) -> Any:
+    """One membership's part of a ``stamp``."""
+    return m.c.list_name + _BAR + m.c.status + _BAR + _text(m.c.since) + _BAR + _text(m.c.touched_at)
+
+
+def _memberships_of(contact_id: Any) -> Any:
+    """The text of all the memberships of one contact, for ``stamp``: found by the contact's id
+    whatever statistics the database has."""
+    m = Membership.__table__.alias("stamped")
+    return (
+        sa.select(sorted_concat(_each(m)))
+        .where(m.c.contact_id == contact_id)
+        .correlate_except(m)
         .scalar_subquery()
     )
-    return stamp(contact.c.id, contact.c.touched_at, pulled).label("stamp")
+
+
+def _memberships_among(ids: Any) -> Any:
+    """``contact_id`` and the ``text`` of all its memberships, of each contact whose id ``ids``
+    (a query) returns, for ``stamp``: grouped once for them all, since a lookup per contact would
+    cost as much as the plan when a hundred thousand are selected."""
+    m = Membership.__table__.alias("stamped")
+    return (
+        sa.select(m.c.contact_id, sorted_concat(_each(m)).label("text"))
+        .where(m.c.contact_id.in_(ids))
+        .group_by(m.c.contact_id)
+        .subquery("memberships_text")
+    )
+
+
+def _with_stamp(lt: ListTarget) -> Any:
+    """Contacts, whole, each with its ``stamp`` on this target (a query to narrow). The state is
+    joined, not looked up per contact: before PostgreSQL has statistics of the table, it may look
+    each contact's state up by scanning all of the target's."""
+    contact = Contact.__table__
+    state = TargetState.__table__.alias("stamped_state")
+    mine = sa.and_(
+        state.c.contact_id == contact.c.id,
+        state.c.list_name == lt.list_name,
+        state.c.target_key == lt.target.key,
+    )
+    pulled, memberships = state.c.pulled_at, _memberships_of(contact.c.id)
+    return sa.select(contact, stamp(contact.c.touched_at, pulled, memberships).label("stamp")).select_from(
+        contact.outerjoin(state, mine)
+    )
 
 
 def planning_window(lt: ListTarget, now: datetime) -> tuple[datetime | None, bool]:
@@ -138,9 +164,7 @@ def chunks(
         part = ids[start : start + size].tolist()
         # The range lets PostgreSQL use the primary key even before it has statistics of the
         # table (a fresh import): an IN list alone is then costed as a scan of the whole table.
-        query = sa.select(contact, _stamp_column(lt, contact)).where(
-            contact.c.id.between(part[0], part[-1]), contact.c.id.in_(part)
-        )
+        query = _with_stamp(lt).where(contact.c.id.between(part[0], part[-1]), contact.c.id.in_(part))
         with lt.engine.connect() as conn:
             rows = conn.execute(query.order_by(contact.c.id)).all()
         if rows:  # empty only if its contacts were erased since the ids were read
@@ -155,7 +179,7 @@ def _every_contact(lt: ListTarget, size: int) -> Iterator[list[Any]]:
     last = 0
     while True:
         with lt.engine.connect() as conn:
-            page = sa.select(contact, _stamp_column(lt, contact)).where(contact.c.id > last)
+            page = _with_stamp(lt).where(contact.c.id > last)
             if concern is not None:
                 page = page.where(concern)
             rows = conn.execute(page.order_by(contact.c.id).limit(size)).all()
@@ -231,16 +255,20 @@ def _changed_since(lt: ListTarget, since: datetime) -> Selection:
         sa.select(contact.c.id).where(contact.c.touched_at > since),
         sa.select(Membership.contact_id.label("id")).where(Membership.touched_at > since),
         sa.select(TargetState.contact_id).where(*lt.state_filter(), TargetState.pulled_at > since),
-    ).subquery()
-    state = TargetState.__table__.alias("planned")
-    unchanged = sa.exists().where(
-        state.c.list_name == lt.list_name,
-        state.c.target_key == lt.target.key,
-        state.c.contact_id == touched.c.id,
-        state.c.plan_stamp == stamp(touched.c.id, contact.c.touched_at, state.c.pulled_at),
+    ).cte("touched")
+    planned = TargetState.__table__.alias("planned")
+    mine = sa.and_(
+        planned.c.contact_id == touched.c.id,
+        planned.c.list_name == lt.list_name,
+        planned.c.target_key == lt.target.key,
     )
-    candidates = sa.select(touched.c.id, sa.not_(unchanged).label("changed")).join(
-        contact, contact.c.id == touched.c.id
+    members = _memberships_among(sa.select(touched.c.id))
+    now = stamp(contact.c.touched_at, planned.c.pulled_at, members.c.text)
+    changed = sa.or_(planned.c.plan_stamp.is_(None), planned.c.plan_stamp != now)
+    candidates = sa.select(touched.c.id, changed.label("changed")).select_from(
+        touched.join(contact, contact.c.id == touched.c.id)
+        .outerjoin(planned, mine)
+        .outerjoin(members, members.c.contact_id == touched.c.id)
     )
     # A contact the list's plan asks nothing of, however it changed, is not planned: an import
     # of a thousand prospects re-plans only the lists they joined or fall in.

@@ -103,16 +103,17 @@ def remember_plan(lt: ListTarget, started: datetime, full: bool) -> None:
 # --- TargetState and lifts -----------------------------------------------------------------------
 
 
-def store_accepted(lt: ListTarget, accepted: list[Accepted], stamps: dict[int, str] | None = None) -> None:
+def store_accepted(lt: ListTarget, accepted: list[Accepted], stamps: dict[int, str] | None = None) -> int:
     """What the provider accepted becomes TargetState, in one transaction per batch, with the
-    ``stamps`` of the plan that asked for it (``select.stamp``).
+    ``stamps`` of the plan that asked for it (``select.stamp``). Returns how many rows it added.
 
     Plain statements, CHUNK rows at a time: a batch can hold tens of thousands of members,
     too many to keep as ORM objects in one session."""
     if not accepted:
-        return
+        return 0
     stamps = stamps or {}
     now = utcnow()
+    added = 0
     table = TargetState.__table__
     update = (
         sa.update(table)
@@ -173,6 +174,8 @@ def store_accepted(lt: ListTarget, accepted: list[Accepted], stamps: dict[int, s
                 conn.execute(update, changed)
             if new:
                 conn.execute(sa.insert(table), list(new.values()))
+                added += len(new)
+    return added
 
 
 def store_stamps(lt: ListTarget, stamps: dict[int, str]) -> None:

@@ -22,6 +22,7 @@ from connectors.contract import (
     Rename,
     WriteResult,
 )
+from syncd.contacts.bulk import Growth
 from syncd.core.plan import PlanItem, SyncedState
 from syncd.db import session_scope
 from syncd.inbound.apply import apply_event
@@ -42,6 +43,9 @@ from syncd.sync.state import (
 )
 
 log = get_logger(__name__)
+
+# The columns a plan finds a target's states by (``select``): analysed as the states grow.
+STATE_LOOKUPS = ("target_key", "list_name", "contact_id", "pulled_at")
 
 # Members a write showed in a state the push did not ask for go back through the reader, which
 # answers with the addresses erased from the master base among them.
@@ -86,6 +90,11 @@ class Writer:
         self.erased: list[str] = []  # remote members whose address was erased from the master base
         self.revealed: set[str] = set()  # members whose refusal brought their state back
         self.stamps: dict[int, str] = {}  # buffered members: what their plan read (select.stamp)
+        # A first push fills the target's states: the planner must know it before the next plan
+        # compares their stamps (``select``), whatever autovacuum's timing.
+        self.growth = Growth(
+            lt.engine, {"targetstate": STATE_LOOKUPS}, event="sync.statistics_refreshed", floor=1000
+        )
 
     # --- the sink ------------------------------------------------------------------------------
 
@@ -188,7 +197,9 @@ class Writer:
         self.report.write_calls += result.calls
         done = set(result.done)
         accepted = [(kind, item, before) for kind, item, before in items if item.email in done]
-        store_accepted(self.lt, accepted, self._stamps_of(item for _, item, _ in items))
+        added = store_accepted(self.lt, accepted, self._stamps_of(item for _, item, _ in items))
+        self.growth.add({"targetstate": added})
+        self.growth.refresh()
         for kind, _, _ in accepted:
             self.report.count(self.report.applied, kind)
         for r in result.rejected:
