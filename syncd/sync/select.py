@@ -100,9 +100,9 @@ def _memberships_among(ids: Any) -> Any:
 
 
 def _with_stamp(lt: ListTarget) -> Any:
-    """Contacts, whole, each with its ``stamp`` on this target (a query to narrow). The state is
-    joined, not looked up per contact: before PostgreSQL has statistics of the table, it may look
-    each contact's state up by scanning all of the target's."""
+    """Contacts, whole, each with its ``stamp`` on this target (a query to narrow). PostgreSQL
+    finds each state by its contact only once it has statistics of the states: the writer
+    refreshes them as a push fills a target (``writer.STATE_LOOKUPS``)."""
     contact = Contact.__table__
     state = TargetState.__table__.alias("stamped_state")
     mine = sa.and_(
