@@ -218,6 +218,14 @@ def _utc_text_sqlite(element: utc_text, compiler: Any, **kw: Any) -> str:
     return compiler.process(element.clauses, **kw)  # stored as UTC text (``models.UTCDateTime``)
 
 
+def without_jit(conn: sa.Connection) -> None:
+    """Until its transaction ends, PostgreSQL runs this connection's queries uncompiled: a query
+    whose estimated cost crosses ``jit_above_cost`` over a large base can spend longer compiling
+    than running (an incremental plan's selection at 100,000 contacts: 1.6 s of 3.7 s)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL jit = off")
+
+
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """One transaction: committed when the block ends, rolled back if it raises."""

@@ -222,8 +222,8 @@ def _default(column: sa.Column[Any]) -> Any:
 
 
 class Growth:
-    """Refreshes the planner's statistics of the tables an import fills, once each has grown by a
-    large factor (PostgreSQL).
+    """Refreshes the planner's statistics of the tables an import fills (or a first push: the
+    target's states, ``sync.writer``), once each has grown by a large factor (PostgreSQL).
 
     The planner sizes a table by its last ANALYZE. On a new base (autovacuum not run yet) it
     believes the contact table empty while an import fills it, and plans the batch's look-ups

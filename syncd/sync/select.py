@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from connectors.contract import ProviderTraits, RemoteStatus
 from syncd.core.plan import Plan, SyncedState, block_explained, desired_member, lifts_block, plan_target
 from syncd.core.segments import ContactFacts, eligibility, lacks_proof
-from syncd.db import sorted_concat, utc_text
+from syncd.db import sorted_concat, utc_text, without_jit
 from syncd.inbound.apply import reported_by
 from syncd.models import Consent, ConsentAction, Contact, Membership, TargetState
 from syncd.sync.state import CHUNK, ListTarget, last_lifts, read_cursor, rules_hash
@@ -255,27 +255,32 @@ def _changed_since(lt: ListTarget, since: datetime) -> Selection:
         sa.select(contact.c.id).where(contact.c.touched_at > since),
         sa.select(Membership.contact_id.label("id")).where(Membership.touched_at > since),
         sa.select(TargetState.contact_id).where(*lt.state_filter(), TargetState.pulled_at > since),
-    ).cte("touched")
-    planned = TargetState.__table__.alias("planned")
-    mine = sa.and_(
-        planned.c.contact_id == touched.c.id,
-        planned.c.list_name == lt.list_name,
-        planned.c.target_key == lt.target.key,
-    )
-    members = _memberships_among(sa.select(touched.c.id))
-    now = stamp(contact.c.touched_at, planned.c.pulled_at, members.c.text)
-    changed = sa.or_(planned.c.plan_stamp.is_(None), planned.c.plan_stamp != now)
-    candidates = sa.select(touched.c.id, changed.label("changed")).select_from(
-        touched.join(contact, contact.c.id == touched.c.id)
-        .outerjoin(planned, mine)
-        .outerjoin(members, members.c.contact_id == touched.c.id)
-    )
+    ).subquery()
+    concerned = sa.select(touched.c.id)
     # A contact the list's plan asks nothing of, however it changed, is not planned: an import
     # of a thousand prospects re-plans only the lists they joined or fall in.
     concern = concerns(lt, touched.c.id)
     if concern is not None:
-        candidates = candidates.where(concern)
-    flagged = candidates.subquery()
+        concerned = concerned.where(concern)
+    candidate = concerned.cte("candidate")
+    planned = TargetState.__table__.alias("planned")
+    mine = sa.and_(
+        planned.c.contact_id == candidate.c.id,
+        planned.c.list_name == lt.list_name,
+        planned.c.target_key == lt.target.key,
+    )
+    members = _memberships_among(sa.select(candidate.c.id))
+    now = stamp(contact.c.touched_at, planned.c.pulled_at, members.c.text)
+    changed = sa.or_(planned.c.plan_stamp.is_(None), planned.c.plan_stamp != now)
+    flagged = (
+        sa.select(candidate.c.id, changed.label("changed"))
+        .select_from(
+            candidate.join(contact, contact.c.id == candidate.c.id)
+            .outerjoin(planned, mine)
+            .outerjoin(members, members.c.contact_id == candidate.c.id)
+        )
+        .subquery()
+    )
     counted = sa.select(
         flagged.c.id,
         flagged.c.changed,
@@ -287,6 +292,7 @@ def _changed_since(lt: ListTarget, since: datetime) -> Selection:
     )
     ids, selected = array("q"), 0
     with lt.engine.connect() as conn:
+        without_jit(conn)
         result = conn.execution_options(yield_per=10 * CHUNK).execute(query.order_by(counted.c.id))
         for part in result.partitions():
             ids.extend(row.id for row in part if row.changed)
