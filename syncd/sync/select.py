@@ -19,9 +19,10 @@ import sqlalchemy as sa
 from connectors.contract import ProviderTraits, RemoteStatus
 from syncd.core.plan import Plan, SyncedState, block_explained, desired_member, lifts_block, plan_target
 from syncd.core.segments import ContactFacts, eligibility, lacks_proof
-from syncd.db import sorted_concat, utc_text, without_jit
+from syncd.db import without_jit
 from syncd.inbound.apply import reported_by
 from syncd.models import Consent, ConsentAction, Contact, Membership, TargetState
+from syncd.sync.stamps import memberships_among, memberships_of, stamp
 from syncd.sync.state import CHUNK, ListTarget, last_lifts, read_cursor, rules_hash
 
 FULL_PLAN_EVERY = timedelta(hours=24)
@@ -49,56 +50,6 @@ class ChunkPlan:
     contacts: int = 0
 
 
-def stamp(touched_at: Any, pulled_at: Any, memberships: Any) -> Any:
-    """What a plan of the contact on a target depends on, as an SQL expression over the rows
-    incremental planning watches: the contact's record (its ``touched_at``), each of its
-    memberships (any list: exclusivity, ``memberships``' text) and the last change pulled from the
-    target (its ``pulled_at``). Every write of a contact or a membership moves its ``touched_at``;
-    a pull that changes the member moves ``pulled_at``. Equal stamps mean the plan would read the
-    same rows: compared for equality, never ordered, so a write whose transaction was open while a
-    plan read the base changes the stamp whatever the clocks said. The database computes it, so
-    that an incremental plan skips the unchanged without reading them."""
-    everything = _text(touched_at) + _BAR + _text(pulled_at) + _BAR + sa.func.coalesce(memberships, "")
-    return sa.func.md5(everything, type_=sa.String)
-
-
-_BAR = sa.literal_column("'|'", sa.String)
-
-
-def _text(when: Any) -> Any:
-    return sa.func.coalesce(utc_text(when), sa.literal_column("''", sa.String))
-
-
-def _each(m: Any) -> Any:
-    """One membership's part of a ``stamp``."""
-    return m.c.list_name + _BAR + m.c.status + _BAR + _text(m.c.since) + _BAR + _text(m.c.touched_at)
-
-
-def _memberships_of(contact_id: Any) -> Any:
-    """The text of all the memberships of one contact, for ``stamp``: found by the contact's id
-    whatever statistics the database has."""
-    m = Membership.__table__.alias("stamped")
-    return (
-        sa.select(sorted_concat(_each(m)))
-        .where(m.c.contact_id == contact_id)
-        .correlate_except(m)
-        .scalar_subquery()
-    )
-
-
-def _memberships_among(ids: Any) -> Any:
-    """``contact_id`` and the ``text`` of all its memberships, of each contact whose id ``ids``
-    (a query) returns, for ``stamp``: grouped once for them all, since a lookup per contact would
-    cost as much as the plan when a hundred thousand are selected."""
-    m = Membership.__table__.alias("stamped")
-    return (
-        sa.select(m.c.contact_id, sorted_concat(_each(m)).label("text"))
-        .where(m.c.contact_id.in_(ids))
-        .group_by(m.c.contact_id)
-        .subquery("memberships_text")
-    )
-
-
 def _with_stamp(lt: ListTarget) -> Any:
     """Contacts, whole, each with its ``stamp`` on this target (a query to narrow). PostgreSQL
     finds each state by its contact only once it has statistics of the states: the writer
@@ -110,7 +61,7 @@ def _with_stamp(lt: ListTarget) -> Any:
         state.c.list_name == lt.list_name,
         state.c.target_key == lt.target.key,
     )
-    pulled, memberships = state.c.pulled_at, _memberships_of(contact.c.id)
+    pulled, memberships = state.c.pulled_at, memberships_of(contact.c.id)
     return sa.select(contact, stamp(contact.c.touched_at, pulled, memberships).label("stamp")).select_from(
         contact.outerjoin(state, mine)
     )
@@ -250,6 +201,29 @@ def _changed_since(lt: ListTarget, since: datetime) -> Selection:
     run right after a push reads none of the contacts it pushed). Each row read says whether its
     contact changed and how many were selected in all; the first row is read even unchanged, for
     that count."""
+    flagged = _flagged(lt, since)
+    counted = sa.select(
+        flagged.c.id,
+        flagged.c.changed,
+        sa.func.count().over().label("selected"),
+        sa.func.row_number().over(order_by=flagged.c.id).label("nth"),
+    ).subquery()
+    query = sa.select(counted.c.id, counted.c.changed, counted.c.selected).where(
+        sa.or_(counted.c.changed, counted.c.nth == 1)
+    )
+    ids, selected = array("q"), 0
+    with lt.engine.connect() as conn:
+        without_jit(conn)
+        result = conn.execution_options(yield_per=10 * CHUNK).execute(query.order_by(counted.c.id))
+        for part in result.partitions():
+            ids.extend(row.id for row in part if row.changed)
+            selected = part[0].selected
+    return Selection(ids, selected - len(ids))
+
+
+def _flagged(lt: ListTarget, since: datetime) -> Any:
+    """``(id, changed)`` of each contact touched since ``since`` that concerns the list on this
+    target: ``changed`` unless its state here holds the stamp it has now."""
     contact = Contact.__table__
     touched = sa.union(
         sa.select(contact.c.id).where(contact.c.touched_at > since),
@@ -269,10 +243,10 @@ def _changed_since(lt: ListTarget, since: datetime) -> Selection:
         planned.c.list_name == lt.list_name,
         planned.c.target_key == lt.target.key,
     )
-    members = _memberships_among(sa.select(candidate.c.id))
+    members = memberships_among(sa.select(candidate.c.id))
     now = stamp(contact.c.touched_at, planned.c.pulled_at, members.c.text)
     changed = sa.or_(planned.c.plan_stamp.is_(None), planned.c.plan_stamp != now)
-    flagged = (
+    return (
         sa.select(candidate.c.id, changed.label("changed"))
         .select_from(
             candidate.join(contact, contact.c.id == candidate.c.id)
@@ -281,23 +255,6 @@ def _changed_since(lt: ListTarget, since: datetime) -> Selection:
         )
         .subquery()
     )
-    counted = sa.select(
-        flagged.c.id,
-        flagged.c.changed,
-        sa.func.count().over().label("selected"),
-        sa.func.row_number().over(order_by=flagged.c.id).label("nth"),
-    ).subquery()
-    query = sa.select(counted.c.id, counted.c.changed, counted.c.selected).where(
-        sa.or_(counted.c.changed, counted.c.nth == 1)
-    )
-    ids, selected = array("q"), 0
-    with lt.engine.connect() as conn:
-        without_jit(conn)
-        result = conn.execution_options(yield_per=10 * CHUNK).execute(query.order_by(counted.c.id))
-        for part in result.partitions():
-            ids.extend(row.id for row in part if row.changed)
-            selected = part[0].selected
-    return Selection(ids, selected - len(ids))
 
 
 def plans(

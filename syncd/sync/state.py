@@ -105,7 +105,7 @@ def remember_plan(lt: ListTarget, started: datetime, full: bool) -> None:
 
 def store_accepted(lt: ListTarget, accepted: list[Accepted], stamps: dict[int, str] | None = None) -> int:
     """What the provider accepted becomes TargetState, in one transaction per batch, with the
-    ``stamps`` of the plan that asked for it (``select.stamp``). Returns how many rows it added.
+    ``stamps`` of the plan that asked for it (``stamps.stamp``). Returns how many rows it added.
 
     Plain statements, CHUNK rows at a time: a batch can hold tens of thousands of members,
     too many to keep as ORM objects in one session."""
