@@ -250,9 +250,10 @@ class Growth:
         engine: sa.Engine,
         tables: Mapping[str, Sequence[str]],
         event: str = "import.statistics_refreshed",
-        floor: int = FLOOR,
+        floor: int | None = None,
     ):
-        self.engine, self.columns, self.event, self.floor = engine, dict(tables), event, floor
+        self.engine, self.columns, self.event = engine, dict(tables), event
+        self.floor = self.FLOOR if floor is None else floor
         self.active = engine.dialect.name == "postgresql"
         self.believed = dict.fromkeys(tables, 0.0)
         self.added = dict.fromkeys(tables, 0)
