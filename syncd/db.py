@@ -12,6 +12,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session
 
 from syncd.log import get_logger
@@ -168,6 +170,74 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any, *, busy_ms: int) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute(f"PRAGMA busy_timeout={busy_ms}")
     cur.close()
+    # What PostgreSQL has built in and SQLite lacks, for the queries that need it (``sorted_concat``).
+    dbapi_conn.create_function("md5", 1, _md5, deterministic=True)
+    dbapi_conn.create_aggregate("syncd_sorted_concat", 1, _SortedConcat)
+
+
+def _md5(text: str | None) -> str | None:
+    return None if text is None else hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
+class _SortedConcat:
+    """SQLite's ``sorted_concat``: its ``group_concat`` takes no ORDER BY before SQLite 3.44."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def step(self, value: str | None) -> None:
+        if value is not None:
+            self.parts.append(value)
+
+    def finalize(self) -> str | None:
+        return ";".join(sorted(self.parts)) if self.parts else None
+
+
+class sorted_concat(FunctionElement[str]):
+    """An aggregate: the group's non-null texts, sorted, joined by ``;`` (NULL for none).
+
+    Sorted, so that the same rows give the same text however the database reads them."""
+
+    type = sa.String()
+    inherit_cache = True
+
+
+@compiles(sorted_concat, "postgresql")
+def _sorted_concat_postgresql(element: sorted_concat, compiler: Any, **kw: Any) -> str:
+    text = compiler.process(element.clauses, **kw)
+    return f"string_agg({text}, ';' ORDER BY {text} COLLATE \"C\")"
+
+
+@compiles(sorted_concat, "sqlite")
+def _sorted_concat_sqlite(element: sorted_concat, compiler: Any, **kw: Any) -> str:
+    return f"syncd_sorted_concat({compiler.process(element.clauses, **kw)})"
+
+
+class utc_text(FunctionElement[str]):
+    """A time as text, in UTC to the microsecond whatever the session's time zone or date style
+    (NULL for NULL): one value, one text, for comparing times for equality in SQL."""
+
+    type = sa.String()
+    inherit_cache = True
+
+
+@compiles(utc_text, "postgresql")
+def _utc_text_postgresql(element: utc_text, compiler: Any, **kw: Any) -> str:
+    when = compiler.process(element.clauses, **kw)
+    return f"to_char(({when}) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+
+
+@compiles(utc_text, "sqlite")
+def _utc_text_sqlite(element: utc_text, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)  # stored as UTC text (``models.UTCDateTime``)
+
+
+def without_jit(conn: sa.Connection) -> None:
+    """Until its transaction ends, PostgreSQL runs this connection's queries uncompiled: a query
+    whose estimated cost crosses ``jit_above_cost`` over a large base can spend longer compiling
+    than running (an incremental plan's selection at 100,000 contacts: 1.6 s of 3.7 s)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL jit = off")
 
 
 @contextmanager
@@ -240,11 +310,13 @@ class Growth:
         engine: sa.Engine,
         tables: Mapping[str, Sequence[str]],
         sizes: Callable[[], Mapping[str, float]] | None = None,
+        floor: int | None = None,
     ):
         """``sizes``: the part of each table the writer fills, when it is not the whole table (a
         sync's target states: the planner's estimate for a new target is near zero however large
         the table). Default: the rows the planner believes the table holds."""
-        self.engine, self.floor, self.columns = engine, self.FLOOR, dict(tables)
+        self.engine, self.columns = engine, dict(tables)
+        self.floor = self.FLOOR if floor is None else floor
         self.active = engine.dialect.name == "postgresql"
         self.sizes = sizes or self._reltuples
         self.believed = dict.fromkeys(tables, 0.0)

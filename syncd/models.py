@@ -170,7 +170,7 @@ class TargetState(SQLModel, table=True):
     remote_changed_at: datetime | None = _when(nullable=True)
     pushed_at: datetime | None = _when(nullable=True)
     pulled_at: datetime | None = _when(nullable=True)
-    # What the last plan that covered this contact on this target read of it (``sync.select.stamp``),
+    # What the last plan that covered this contact on this target read of it (``sync.stamps.stamp``),
     # once its outcome was stored: an incremental plan skips the contact while the stamp holds.
     plan_stamp: str | None = Field(default=None, max_length=32)
 

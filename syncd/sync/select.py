@@ -8,7 +8,6 @@ value, the writer's input.
 
 from __future__ import annotations
 
-import hashlib
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,8 +19,10 @@ import sqlalchemy as sa
 from connectors.contract import ProviderTraits, RemoteStatus
 from syncd.core.plan import Plan, SyncedState, block_explained, desired_member, lifts_block, plan_target
 from syncd.core.segments import ContactFacts, eligibility, lacks_proof
+from syncd.db import without_jit
 from syncd.inbound.apply import reported_by
 from syncd.models import Consent, ConsentAction, Contact, Membership, TargetState
+from syncd.sync.stamps import memberships_among, memberships_of, stamp
 from syncd.sync.state import CHUNK, ListTarget, last_lifts, read_cursor, rules_hash
 
 FULL_PLAN_EVERY = timedelta(hours=24)
@@ -37,8 +38,8 @@ class ChunkPlan:
 
     ``stamps``: what the plan read of each contact it planned (``stamp``), stored with the outcome;
     ``settled``: the held contacts whose plan asks nothing, with a stamp to store now;
-    ``unchanged``: contacts an incremental plan skipped, their stamp unchanged; ``contacts``: the
-    contacts it planned."""
+    ``unchanged``: contacts an incremental plan skipped, their stamp unchanged (counted once, on an
+    empty chunk of its own); ``contacts``: the contacts it planned."""
 
     plan: Plan
     states: dict[int, SyncedState | None]
@@ -49,16 +50,21 @@ class ChunkPlan:
     contacts: int = 0
 
 
-def stamp(contact: Any, memberships: Any, pulled_at: datetime | None) -> str:
-    """What a plan of the contact on a target depends on, from the rows incremental planning
-    watches: the contact's record, each of its memberships (any list: exclusivity) and the last
-    change pulled from the target. Every write of a contact or a membership moves its
-    ``touched_at``; a pull that changes the member moves ``pulled_at``. Equal stamps mean the plan
-    would read the same rows: compared for equality, never ordered, so a write whose transaction
-    was open while a plan read the base changes the stamp whatever the clocks said."""
-    parts = [repr(contact.touched_at), repr(pulled_at)]
-    parts += sorted(f"{m.list_name}|{m.status}|{m.since!r}|{m.touched_at!r}" for m in memberships)
-    return hashlib.blake2b("\n".join(parts).encode(), digest_size=16).hexdigest()
+def _with_stamp(lt: ListTarget) -> Any:
+    """Contacts, whole, each with its ``stamp`` on this target (a query to narrow). PostgreSQL
+    finds each state by its contact only once it has statistics of the states: the writer
+    refreshes them as a push fills a target (``writer.STATE_LOOKUPS``)."""
+    contact = Contact.__table__
+    state = TargetState.__table__.alias("stamped_state")
+    mine = sa.and_(
+        state.c.contact_id == contact.c.id,
+        state.c.list_name == lt.list_name,
+        state.c.target_key == lt.target.key,
+    )
+    pulled, memberships = state.c.pulled_at, memberships_of(contact.c.id)
+    return sa.select(contact, stamp(contact.c.touched_at, pulled, memberships).label("stamp")).select_from(
+        contact.outerjoin(state, mine)
+    )
 
 
 def planning_window(lt: ListTarget, now: datetime) -> tuple[datetime | None, bool]:
@@ -78,30 +84,38 @@ def planning_window(lt: ListTarget, now: datetime) -> tuple[datetime | None, boo
     return row.planned_at - PLAN_MARGIN, False
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The ids a plan reads, in order, and how many contacts an incremental plan skipped."""
+
+    ids: array[int]
+    unchanged: int = 0
+
+
 def chunks(
     lt: ListTarget,
     since: datetime | None,
     only: list[str] | None = None,
     size: int = CHUNK,
-    columns: tuple[Any, ...] | None = None,
+    selection: Selection | None = None,
 ) -> Iterator[list[Any]]:
     """Contacts that concern this list on this target, by id, ``size`` at a time (plain rows:
-    building ORM objects for every contact of a large base costs more than the plan).
+    building ORM objects for every contact of a large base costs more than the plan), each with
+    its ``stamp``.
 
-    With ``since``, only those touched since then: their record, any of their memberships (an
-    exclusive list may have changed), or what was just read of them from this target."""
+    With ``since``, only those touched since then (their record, any of their memberships: an
+    exclusive list may have changed, or what was just read of them from this target) and changed
+    since their last stored plan. ``selection``: the ids, when the caller has read them."""
     contact = Contact.__table__
     if only is None and since is None and lt.list_cfg.auto_enroll:
         yield from _every_contact(lt, size)
         return
-    ids = contact_ids(lt, since, only)
+    ids = (selection or contact_ids(lt, since, only)).ids
     for start in range(0, len(ids), size):
         part = ids[start : start + size].tolist()
         # The range lets PostgreSQL use the primary key even before it has statistics of the
         # table (a fresh import): an IN list alone is then costed as a scan of the whole table.
-        query = sa.select(*(columns or (contact,))).where(
-            contact.c.id.between(part[0], part[-1]), contact.c.id.in_(part)
-        )
+        query = _with_stamp(lt).where(contact.c.id.between(part[0], part[-1]), contact.c.id.in_(part))
         with lt.engine.connect() as conn:
             rows = conn.execute(query.order_by(contact.c.id)).all()
         if rows:  # empty only if its contacts were erased since the ids were read
@@ -116,7 +130,7 @@ def _every_contact(lt: ListTarget, size: int) -> Iterator[list[Any]]:
     last = 0
     while True:
         with lt.engine.connect() as conn:
-            page = sa.select(contact).where(contact.c.id > last)
+            page = _with_stamp(lt).where(contact.c.id > last)
             if concern is not None:
                 page = page.where(concern)
             rows = conn.execute(page.order_by(contact.c.id).limit(size)).all()
@@ -159,25 +173,15 @@ def _one_of(column: Any, values: list[str], unset: str | None) -> Any:
     return column.in_(values)
 
 
-def contact_ids(lt: ListTarget, since: datetime | None, only: list[str] | None) -> array[int]:
+def contact_ids(lt: ListTarget, since: datetime | None, only: list[str] | None) -> Selection:
     """The ids ``chunks`` reads, in order, from one query per plan: a query per chunk would run
     the whole UNION again for each (a full plan would grow with the square of the base). Eight
     bytes a contact, read in pages."""
-    contact = Contact.__table__
+    if only is None and since is not None:
+        return _changed_since(lt, since)
     if only is not None:
+        contact = Contact.__table__
         query: Any = sa.select(contact.c.id).where(contact.c.email.in_(only))
-    elif since is not None:
-        touched = sa.union(
-            sa.select(contact.c.id).where(contact.c.touched_at > since),
-            sa.select(Membership.contact_id.label("id")).where(Membership.touched_at > since),
-            sa.select(TargetState.contact_id).where(*lt.state_filter(), TargetState.pulled_at > since),
-        ).subquery()
-        query = sa.select(touched.c.id)
-        # A contact the list's plan asks nothing of, however it changed, is not planned: an import
-        # of a thousand prospects re-plans only the lists they joined or fall in.
-        concern = concerns(lt, touched.c.id)
-        if concern is not None:
-            query = query.where(concern)
     else:
         query = sa.union(
             sa.select(Membership.contact_id.label("id")).where(Membership.list_name == lt.list_name),
@@ -188,7 +192,69 @@ def contact_ids(lt: ListTarget, since: datetime | None, only: list[str] | None) 
         result = conn.execution_options(yield_per=10 * CHUNK).execute(query.order_by(sa.column("id")))
         for part in result.scalars().partitions():
             ids.extend(part)
-    return ids
+    return Selection(ids)
+
+
+def _changed_since(lt: ListTarget, since: datetime) -> Selection:
+    """An incremental plan's ids: the contacts touched since ``since`` that concern the list on
+    this target, less those whose stored ``stamp`` still holds (the database compares them: the
+    run right after a push reads none of the contacts it pushed). Each row read says whether its
+    contact changed and how many were selected in all; the first row is read even unchanged, for
+    that count."""
+    flagged = _flagged(lt, since)
+    counted = sa.select(
+        flagged.c.id,
+        flagged.c.changed,
+        sa.func.count().over().label("selected"),
+        sa.func.row_number().over(order_by=flagged.c.id).label("nth"),
+    ).subquery()
+    query = sa.select(counted.c.id, counted.c.changed, counted.c.selected).where(
+        sa.or_(counted.c.changed, counted.c.nth == 1)
+    )
+    ids, selected = array("q"), 0
+    with lt.engine.connect() as conn:
+        without_jit(conn)
+        result = conn.execution_options(yield_per=10 * CHUNK).execute(query.order_by(counted.c.id))
+        for part in result.partitions():
+            ids.extend(row.id for row in part if row.changed)
+            selected = part[0].selected
+    return Selection(ids, selected - len(ids))
+
+
+def _flagged(lt: ListTarget, since: datetime) -> Any:
+    """``(id, changed)`` of each contact touched since ``since`` that concerns the list on this
+    target: ``changed`` unless its state here holds the stamp it has now."""
+    contact = Contact.__table__
+    touched = sa.union(
+        sa.select(contact.c.id).where(contact.c.touched_at > since),
+        sa.select(Membership.contact_id.label("id")).where(Membership.touched_at > since),
+        sa.select(TargetState.contact_id).where(*lt.state_filter(), TargetState.pulled_at > since),
+    ).subquery()
+    concerned = sa.select(touched.c.id)
+    # A contact the list's plan asks nothing of, however it changed, is not planned: an import
+    # of a thousand prospects re-plans only the lists they joined or fall in.
+    concern = concerns(lt, touched.c.id)
+    if concern is not None:
+        concerned = concerned.where(concern)
+    candidate = concerned.cte("candidate")
+    planned = TargetState.__table__.alias("planned")
+    mine = sa.and_(
+        planned.c.contact_id == candidate.c.id,
+        planned.c.list_name == lt.list_name,
+        planned.c.target_key == lt.target.key,
+    )
+    members = memberships_among(sa.select(candidate.c.id))
+    now = stamp(contact.c.touched_at, planned.c.pulled_at, members.c.text)
+    changed = sa.or_(planned.c.plan_stamp.is_(None), planned.c.plan_stamp != now)
+    return (
+        sa.select(candidate.c.id, changed.label("changed"))
+        .select_from(
+            candidate.join(contact, contact.c.id == candidate.c.id)
+            .outerjoin(planned, mine)
+            .outerjoin(members, members.c.contact_id == candidate.c.id)
+        )
+        .subquery()
+    )
 
 
 def plans(
@@ -216,13 +282,14 @@ def plans(
         TargetState.plan_stamp,
     )
     scope = lt.config.unsubscribe.scope
-    skip_unchanged = since is not None and only is None
-    contact = Contact.__table__
-    # An incremental plan first reads what the stamps need of each contact; the whole record only
-    # of those it plans (after a push, none).
-    light = (contact.c.id, contact.c.touched_at) if skip_unchanged else None
-    for every in chunks(lt, since, only, columns=light):
-        ids = [c.id for c in every]
+    selection = contact_ids(lt, since, only) if since is not None and only is None else None
+    if selection is not None and selection.unchanged:
+        yield ChunkPlan(Plan(lt.target), {}, unchanged=selection.unchanged)
+    # Each chunk's stamps are read with its contacts, before their memberships and states: a
+    # change since makes the stored stamp older, never newer.
+    for contacts in chunks(lt, since, only, selection=selection):
+        ids = [c.id for c in contacts]
+        stamps = {c.id: c.stamp for c in contacts}
         with lt.engine.connect() as conn:
             memberships: dict[int, dict[str, Any]] = {}
             for m in conn.execute(sa.select(*m_cols).where(Membership.contact_id.in_(ids))):
@@ -233,32 +300,14 @@ def plans(
                     sa.select(*t_cols).where(*lt.state_filter(), TargetState.contact_id.in_(ids))
                 )
             }
-            pulled = {cid: t.pulled_at for cid, t in rows_of.items()}
-            stamps = {c.id: stamp(c, memberships.get(c.id, {}).values(), pulled.get(c.id)) for c in every}
-            contacts = [
-                c
-                for c in every
-                if not (skip_unchanged and c.id in rows_of and rows_of[c.id].plan_stamp == stamps[c.id])
-            ]
-            if light and contacts:
-                # Read after the stamps: a change since makes the stored stamp older, never newer.
-                wanted = [c.id for c in contacts]
-                contacts = conn.execute(
-                    sa.select(contact).where(contact.c.id.in_(wanted)).order_by(contact.c.id)
-                ).all()
-            ids = [c.id for c in contacts]
             states = {cid: SyncedState.of(rows_of[cid]) for cid in ids if cid in rows_of}
-            confirmed = confirmations(lt, conn, ids) if ids else {}
+            confirmed = confirmations(lt, conn, ids)
             held = [
                 cid
                 for cid, st in states.items()
                 if st and st.remote_status in (RemoteStatus.BLOCKED, RemoteStatus.UNSUBSCRIBED)
             ]
             explained = explained_blocks(lt, traits, conn, held)
-        unchanged = len(every) - len(contacts)
-        if not contacts:
-            yield ChunkPlan(Plan(lt.target), {}, unchanged=unchanged)
-            continue
         rows = []
         lifts = []
         for c in contacts:
@@ -291,7 +340,7 @@ def plans(
             for cid in ids
             if cid in rows_of and cid not in asked and rows_of[cid].plan_stamp != stamps[cid]
         }
-        yield ChunkPlan(plan, states, lifts, {cid: stamps[cid] for cid in ids}, settled, unchanged, len(ids))
+        yield ChunkPlan(plan, states, lifts, stamps, settled, contacts=len(ids))
 
 
 def confirmations(lt: ListTarget, conn: Any, ids: list[int]) -> dict[int, datetime]:

@@ -85,7 +85,7 @@ class Writer:
         self.lifts: list[tuple[int, str]] = []  # account-wide blocks to lift, with no list state to keep
         self.erased: list[str] = []  # remote members whose address was erased from the master base
         self.revealed: set[str] = set()  # members whose refusal brought their state back
-        self.stamps: dict[int, str] = {}  # buffered members: what their plan read (select.stamp)
+        self.stamps: dict[int, str] = {}  # buffered members: what their plan read (stamps.stamp)
 
     # --- the sink ------------------------------------------------------------------------------
 

@@ -12,12 +12,12 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from syncd.contacts.batch import CreatedMeanwhile, Matched, _write_contacts_staged
-from syncd.db import Growth
 from syncd.contacts.dedupe import new_contact
 from syncd.contacts.importer import IMPORT_GC_THRESHOLD, ImportInterrupted, Options, import_file, import_rows
 from syncd.contacts.qualify import Qualified
 from syncd.contacts.rejects import Rejects
 from syncd.contacts.tables import ImportFailed, RawRow, Table, map_header, parse_map
+from syncd.db import Growth
 from syncd.models import AuditLog, Contact, Source, utcnow
 
 HEADER = "Civilité;Prénom;NOM;Courriel;Tél.;Société;N° SIRET;CP;Ville;Pays;Type;Tags"

@@ -14,10 +14,11 @@ from connectors.contract import EventKind, RemoteStatus
 from connectors.mailchimp import MailchimpConnector
 from syncd.cli import main
 from syncd.config import load_config
-from syncd.db import Growth, session_scope
+from syncd.db import session_scope
 from syncd.inbound.apply import apply_event
 from syncd.membership import join_list
 from syncd.models import Contact, Membership, SyncRun
+from syncd.sync import state
 from syncd.sync.engine import sync_list
 
 
@@ -426,7 +427,7 @@ def test_a_first_sync_refreshes_the_statistics_of_the_target_states_it_fills(wor
         pytest.skip("SQLite's planner takes the unique key for these look-ups without statistics")
     with w.engine.begin() as conn:
         conn.exec_driver_sql("ANALYZE targetstate")  # the planner starts from the emptied table
-    monkeypatch.setattr(Growth, "FLOOR", 3)
+    monkeypatch.setattr(state, "STATES_FLOOR", 3)
     for i in range(4):
         add_contact(w, f"member{i}@example.fr", "client", ["events"])
     assert _planner_rows(w.engine, "targetstate") <= 0

@@ -15,7 +15,7 @@ from syncd.config import Config
 from syncd.core.plan import Plan
 from syncd.models import Contact, Membership, TargetState
 from syncd.sync.select import chunks, plans
-from syncd.sync.state import ListTarget
+from syncd.sync.state import ListTarget, store_stamps
 
 SINCE = datetime(2026, 6, 1, tzinfo=UTC)
 BEFORE, AFTER = SINCE - timedelta(days=1), SINCE + timedelta(minutes=1)
@@ -193,3 +193,133 @@ def test_the_planning_queries_have_their_indexes(engine):
     }
     assert ("list_name", "contact_id") in indexes["membership"]
     assert ("target_key", "list_name", "pulled_at") in indexes["targetstate"]
+
+
+# --- incremental planning: the database skips exactly the contacts whose stamp holds -------------
+
+LISTS = ("news", "other", "suppliers")
+steps = st.one_of(
+    st.tuples(st.just("edit"), st.integers(0, 4), st.integers(-90, 90)),
+    st.tuples(
+        st.just("join"),
+        st.integers(0, 4),
+        st.sampled_from(LISTS),
+        st.sampled_from(["subscribed", "unsubscribed", "pending"]),
+        st.integers(-90, 90),
+    ),
+    st.tuples(st.just("pull"), st.integers(0, 4), st.integers(-90, 90)),
+    st.tuples(st.just("pull_elsewhere"), st.integers(0, 4), st.integers(-90, 90)),
+    st.tuples(st.just("hold"), st.integers(0, 4)),
+    st.tuples(
+        st.just("plan"),
+    ),
+)
+
+
+class History:
+    """A small base and what has changed for each contact since its last stored plan on
+    news/brevo:1 (``changed``), written as syncd writes it. Each write's time is the wall clock of
+    some writer: up to 90 s off either way, so that a later write may carry an earlier time."""
+
+    def __init__(self, engine, contacts: int):
+        self.engine, self.news = engine, list_target(engine, "news")
+        self.ids: list[int] = []
+        self.members: dict[int, set[str]] = {}
+        self.held: set[int] = set()
+        self.changed: set[int] = set()
+        self.writes = 0
+        with engine.begin() as conn:
+            for i in range(contacts):
+                row = {"email": f"h{i}@example.fr", "tags": [], "attributes": {}, "touched_at": self.clock(0)}
+                self.ids.append(
+                    conn.execute(sa.insert(Contact.__table__).returning(Contact.id), row).scalar_one()
+                )
+                self.members[self.ids[-1]] = set()
+
+    def clock(self, skew_s: int) -> datetime:
+        self.writes += 1  # two writes never carry the very same time
+        return SINCE + timedelta(seconds=skew_s, microseconds=self.writes)
+
+    def apply(self, step: tuple) -> None:
+        kind, cid = step[0], self.ids[step[1] % len(self.ids)] if len(step) > 1 else None
+        contact, membership, state = Contact.__table__, Membership.__table__, TargetState.__table__
+        with self.engine.begin() as conn:
+            if kind == "edit":
+                conn.execute(
+                    contact.update()
+                    .where(contact.c.id == cid)
+                    .values(first_name=f"W{self.writes}", touched_at=self.clock(step[2]))
+                )
+                self.changed.add(cid)
+            elif kind == "join":
+                _, _, name, status, skew = step
+                values = {"status": status, "touched_at": self.clock(skew)}
+                if name in self.members[cid]:
+                    mine = (membership.c.contact_id == cid) & (membership.c.list_name == name)
+                    conn.execute(membership.update().where(mine).values(values))
+                else:
+                    row = {"contact_id": cid, "list_name": name, "since": BEFORE} | values
+                    conn.execute(sa.insert(membership), row)
+                    self.members[cid].add(name)
+                self.changed.add(cid)
+            elif kind == "pull" and cid in self.held:
+                conn.execute(
+                    state.update()
+                    .where(*self.news.state_filter(), state.c.contact_id == cid)
+                    .values(pulled_at=self.clock(step[2]), remote_status="subscribed")
+                )
+                self.changed.add(cid)
+            elif kind == "pull_elsewhere":  # the same list on another target: no change here
+                other = (state.c.contact_id == cid) & (state.c.target_key == "brevo:9")
+                if (
+                    conn.execute(sa.update(state).where(other).values(pulled_at=self.clock(step[2]))).rowcount
+                    == 0
+                ):
+                    conn.execute(
+                        sa.insert(state),
+                        {
+                            "contact_id": cid,
+                            "list_name": "news",
+                            "target_key": "brevo:9",
+                            "pulled_at": BEFORE,
+                        },
+                    )
+            elif kind == "hold" and cid not in self.held:
+                conn.execute(
+                    sa.insert(state), {"contact_id": cid, "list_name": "news", "target_key": "brevo:1"}
+                )
+                self.held.add(cid)
+                self.changed.add(cid)
+
+    def plan_and_store(self) -> None:
+        """An incremental plan of everything touched since long ago, its stamps stored as a run
+        stores them: it must plan exactly the contacts of the list that changed or are new to it."""
+        concerned = {cid for cid in self.ids if "news" in self.members[cid] or cid in self.held}
+        expected = sorted(concerned & (self.changed | (concerned - self.held)))
+        planned, unchanged, stamps = [], 0, {}
+        for chunk in plans(self.news, TRAITS, BEFORE - timedelta(days=1)):
+            planned += sorted(chunk.stamps)
+            unchanged += chunk.unchanged
+            stamps |= chunk.stamps
+        assert planned == expected
+        assert unchanged == len(concerned) - len(expected)
+        store_stamps(self.news, {cid: s for cid, s in stamps.items() if cid in self.held})
+        self.changed -= set(stamps)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(contacts=st.integers(1, 5), history=st.lists(steps, max_size=25))
+def test_an_incremental_plan_skips_exactly_the_contacts_unchanged_since_their_stored_plan(
+    engine, contacts, history
+):
+    """Any change counts, whatever its time: the contact's record, a membership of any list
+    (exclusivity), a read from the list's target; a read from another target does not."""
+    seed(engine, [])
+    h = History(engine, contacts)
+    for step in [*history, ("plan",)]:
+        if step[0] == "plan":
+            h.plan_and_store()
+        else:
+            h.apply(step)
+    h.plan_and_store()
+    assert not h.changed & {cid for cid in h.ids if "news" in h.members[cid] or cid in h.held}
