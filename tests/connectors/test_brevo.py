@@ -265,6 +265,37 @@ def test_429_until_budget_exhausted_raises_rate_limited(sim):
     assert conn.stats.rate_limited == 3
 
 
+def test_a_list_page_refused_with_429_is_read_again_after_the_wait_brevo_gives(sim):
+    sim.fail_reset_s = 0.01
+    target = sim.create_target("paged")
+    sim.seed(target, people(3))
+    conn = connector(sim, max_retries=2)
+    conn.presence(target)  # Brevo's time is known: the read's first call is its first page
+    sim.fail_next(2, status=429)
+    assert len(list(conn.pull(target))[0].members) == 3
+    assert conn.stats.rate_limited == 2 and conn.stats.calls["GET /contacts/lists/{id}/contacts"] == 3
+
+    sim.fail_next(10, status=429)
+    with pytest.raises(RateLimited) as err:
+        list(conn.pull(target))
+    assert err.value.wait_s == pytest.approx(0.01)
+
+
+def test_a_list_page_that_is_not_json_is_read_again_then_transient(sim):
+    # A gateway in front of the API can answer 200 with a page of its own.
+    target = sim.create_target("gateway")
+    sim.seed(target, people(3))
+    conn = connector(sim, max_retries=2, max_retry_seconds=10)
+    conn.presence(target)
+    sim.fail_next(1, status=200, body=b"<html>busy</html>")
+    assert len(list(conn.pull(target))[0].members) == 3
+    assert conn.stats.retries == 1
+
+    sim.fail_next(10, status=200, body=b"[]")
+    with pytest.raises(Transient, match="not a JSON object"):
+        list(conn.pull(target))
+
+
 def test_5xx_is_retried_then_succeeds(sim):
     target = sim.create_target("5xx")
     sim.seed(target, people(3))
