@@ -312,12 +312,13 @@ class BrevoConnector:
                         if m.status == RemoteStatus.BLOCKED:
                             blocked[m.email] = m
                 continue
+            confirmed.update(e for e in (str(c["email"]).lower() for c in contacts) if e in wanted)
+            # Only a contact with emailBlacklisted can be blocked (status_of).
             for c in contacts:
-                email = str(c["email"]).lower()
-                if email in wanted:
-                    confirmed.add(email)
-                    if status_of(c, list_id) == RemoteStatus.BLOCKED:
-                        blocked[email] = member_from_contact(c, list_id)
+                if c.get("emailBlacklisted") and status_of(c, list_id) == RemoteStatus.BLOCKED:
+                    m = member_from_contact(c, list_id)
+                    if m.email in wanted:
+                        blocked[m.email] = m
         return confirmed, blocked
 
     def _upsert_direct(self, list_id: int, wanted: dict[str, MemberPush], result: WriteResult) -> None:
