@@ -33,6 +33,7 @@ from connectors.brevo.vocabulary import (
 )
 from connectors.brevo.webhooks import parse_delivery, storable_body
 from connectors.clock import ProviderClock
+from connectors.collector import paced_collector
 from connectors.contract import (
     ApiStats,
     BlockRecord,
@@ -298,27 +299,33 @@ class BrevoConnector:
         shows goes into ``result.read``, and its cursor.
 
         Without ``since`` a contact becomes a ``RemoteMember`` only when blocked: confirming
-        tens of thousands of rows needs their address and state, not a member each."""
+        tens of thousands of rows needs their address and state, not a member each. The pages'
+        JSON is tens of thousands of short-lived containers: with the cycle collector at its
+        default pace, a full pass over the process's heap fell in one read-back in two, 0.05 s of
+        its 0.15-0.2 s of CPU at 20,000 contacts (``connectors.collector`` paces it)."""
         confirmed: set[str] = set()
         blocked: dict[str, RemoteMember] = {}
-        for contacts, cursor in self._contact_pages(list_id, since or format_cursor(started - CURSOR_SKEW)):
-            if since is not None:
-                members = [member_from_contact(c, list_id) for c in contacts]
-                result.read.extend(members)
-                result.cursor = cursor or result.cursor
-                for m in members:
-                    if m.email in wanted:
-                        confirmed.add(m.email)
-                        if m.status == RemoteStatus.BLOCKED:
+        with paced_collector():
+            for contacts, cursor in self._contact_pages(
+                list_id, since or format_cursor(started - CURSOR_SKEW)
+            ):
+                if since is not None:
+                    members = [member_from_contact(c, list_id) for c in contacts]
+                    result.read.extend(members)
+                    result.cursor = cursor or result.cursor
+                    for m in members:
+                        if m.email in wanted:
+                            confirmed.add(m.email)
+                            if m.status == RemoteStatus.BLOCKED:
+                                blocked[m.email] = m
+                    continue
+                confirmed.update(e for e in (str(c["email"]).lower() for c in contacts) if e in wanted)
+                # Only a contact with emailBlacklisted can be blocked (status_of).
+                for c in contacts:
+                    if c.get("emailBlacklisted") and status_of(c, list_id) == RemoteStatus.BLOCKED:
+                        m = member_from_contact(c, list_id)
+                        if m.email in wanted:
                             blocked[m.email] = m
-                continue
-            confirmed.update(e for e in (str(c["email"]).lower() for c in contacts) if e in wanted)
-            # Only a contact with emailBlacklisted can be blocked (status_of).
-            for c in contacts:
-                if c.get("emailBlacklisted") and status_of(c, list_id) == RemoteStatus.BLOCKED:
-                    m = member_from_contact(c, list_id)
-                    if m.email in wanted:
-                        blocked[m.email] = m
         return confirmed, blocked
 
     def _upsert_direct(self, list_id: int, wanted: dict[str, MemberPush], result: WriteResult) -> None:

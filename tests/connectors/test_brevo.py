@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -9,6 +10,7 @@ import pytest
 from simkit import BrevoSimulator
 
 from connectors.brevo import BrevoConnector
+from connectors.collector import BULK_GC_THRESHOLD
 from connectors.contract import (
     AuthFailed,
     BlockRecord,
@@ -179,6 +181,26 @@ def test_upsert_reports_the_blacklisted_contacts_its_read_back_shows(sim, n):
 
     assert sorted(result.done) == sorted(p.email for p in pushes)
     assert [(m.email, m.status) for m in result.seen] == [("ok@example.com", RemoteStatus.BLOCKED)]
+
+
+def test_the_read_back_paces_the_cycle_collector_and_puts_it_back_even_when_it_fails(sim):
+    before = gc.get_threshold()
+    target = sim.create_target("paced")
+    pages = f"/v3/contacts/lists/{target.list_id}/contacts"
+    during: list[tuple[int, ...]] = []
+    sim.on_call("GET", pages, lambda: during.append(gc.get_threshold()))
+    pushes = [MemberPush(f"g{i}@example.com") for i in range(1_200)]  # three pages
+
+    assert len(connector(sim, concurrency=4).upsert(target, pushes).done) == 1_200
+    assert during == [(max(BULK_GC_THRESHOLD, before[0]), *before[1:])]
+    assert gc.get_threshold() == before
+
+    # The first page answered, the next ones refused: the read-back raises, the pace is restored.
+    sim.on_call("GET", pages, lambda: sim.fail_next(50, status=503))
+    with pytest.raises(Transient):
+        connector(sim, max_retries=1, max_retry_seconds=5).upsert(target, pushes)
+    assert gc.get_threshold() == before
+    sim.fail_next(0)
 
 
 def test_block_record_reads_complaints_and_account_user_blocks_from_brevos_record(sim):
