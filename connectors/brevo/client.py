@@ -26,11 +26,14 @@ from connectors.brevo.vocabulary import (
     error_fields,
     error_from_api,
     format_cursor,
+    json_object,
     latest,
     member_from_contact,
+    status_of,
 )
 from connectors.brevo.webhooks import parse_delivery, storable_body
 from connectors.clock import ProviderClock
+from connectors.collector import paced_collector
 from connectors.contract import (
     ApiStats,
     BlockRecord,
@@ -149,23 +152,29 @@ class BrevoConnector:
         The last page's cursor is Brevo's time when the read began, minus the margin: every
         change stamped before it was there to be read."""
         list_id = int(target.list_id)
+        for contacts, cursor in self._contact_pages(list_id, since):
+            yield Page([member_from_contact(c, list_id) for c in contacts], cursor)
+
+    def _contact_pages(self, list_id: int, since: str | None) -> Iterator[tuple[list[Any], str | None]]:
+        """``pull``'s pages as Brevo's contact JSON, the read's cursor with the last one."""
         cursor = self._read_cursor(list_id)
         first = self._page(list_id, since, 0)
-        total = first.count or 0
-        offsets = list(range(PAGE_SIZE, total, PAGE_SIZE)) if len(first.contacts or []) == PAGE_SIZE else []
+        contacts = first.get("contacts") or []
+        total = first.get("count") or 0
+        offsets = list(range(PAGE_SIZE, total, PAGE_SIZE)) if len(contacts) == PAGE_SIZE else []
         if not offsets:
-            yield Page([member_from_contact(c, list_id) for c in first.contacts or []], cursor)
+            yield contacts, cursor
             return
-        yield Page([member_from_contact(c, list_id) for c in first.contacts or []])
+        yield contacts, None
         with ThreadPoolExecutor(self.concurrency) as pool:
             ahead = [pool.submit(self._page, list_id, since, o) for o in offsets[: self.concurrency]]
             for i in range(len(offsets)):
-                resp = ahead.pop(0).result()
+                body = ahead.pop(0).result()
                 if i + self.concurrency < len(offsets):
                     ahead.append(pool.submit(self._page, list_id, since, offsets[i + self.concurrency]))
-                contacts = resp.contacts or []
+                contacts = body.get("contacts") or []
                 last = i == len(offsets) - 1 or len(contacts) < PAGE_SIZE
-                yield Page([member_from_contact(c, list_id) for c in contacts], cursor if last else None)
+                yield contacts, cursor if last else None
                 if last:
                     for f in ahead:
                         f.cancel()
@@ -193,15 +202,23 @@ class BrevoConnector:
             return format_cursor(datetime.now(UTC) - CURSOR_SKEW)
         return format_cursor(now - self.margin)
 
-    def _page(self, list_id: int, since: str | None, offset: int) -> Any:
+    def _page(self, list_id: int, since: str | None, offset: int) -> dict[str, Any]:
+        """One page of the list, as Brevo's JSON (``getContacts``: ``contacts``, ``count``).
+
+        Read raw (``_preload_content=False``) and parsed with ``json.loads``: the SDK's own
+        deserialisation walks every contact of the page through its model layer, which cost
+        more than the rest of a read-back together."""
         kwargs: dict[str, Any] = {"limit": PAGE_SIZE, "offset": offset, "sort": "asc"}
         if since:
             kwargs["modified_since"] = since
-        return self._call(
-            "GET /contacts/lists/{id}/contacts",
-            lambda: self._contacts.get_contacts_from_list(list_id, _request_timeout=self._timeout, **kwargs),
-            id=list_id,
-        )
+
+        def send() -> dict[str, Any]:
+            answer = self._contacts.get_contacts_from_list(
+                list_id, _request_timeout=self._timeout, _preload_content=False, **kwargs
+            )
+            return json_object(answer.data, f"GET /contacts/lists/{list_id}/contacts")
+
+        return self._call("GET /contacts/lists/{id}/contacts", send, id=list_id)
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -253,7 +270,7 @@ class BrevoConnector:
             self._upsert_direct(list_id, wanted, result)
         else:
             self._upsert_by_import(list_id, wanted, result)
-        confirmed = self._read_back(list_id, wanted, started, confirm_since, result)
+        confirmed, blocked = self._read_back(list_id, wanted, started, confirm_since, result)
         if len(wanted) > DIRECT_MAX:
             # An import reports refused rows only by e-mail: a member not read back was refused.
             for email in wanted:
@@ -266,7 +283,7 @@ class BrevoConnector:
         # A contact blocked account-wide (in Brevo's UI, by an unsubscribe) joins the list and stays
         # blocked: syncd learns of the block now, not at the next run's read.
         done = set(result.done)
-        result.seen = [m for e, m in confirmed.items() if e in done and m.status == RemoteStatus.BLOCKED]
+        result.seen = [m for e, m in blocked.items() if e in done]
         return result
 
     def _read_back(
@@ -276,17 +293,40 @@ class BrevoConnector:
         started: datetime,
         since: str | None,
         result: WriteResult,
-    ) -> dict[str, RemoteMember]:
-        """The pushed members as the list shows them now (one incremental read of the list); with
-        ``since``, every member the read shows goes into ``result.read``, and its cursor."""
-        confirmed: dict[str, RemoteMember] = {}
-        target = Target(PROVIDER, str(list_id))
-        for page in self.pull(target, since or format_cursor(started - CURSOR_SKEW)):
-            confirmed.update((m.email, m) for m in page.members if m.email in wanted)
-            if since is not None:
-                result.read.extend(page.members)
-                result.cursor = page.cursor or result.cursor
-        return confirmed
+    ) -> tuple[set[str], dict[str, RemoteMember]]:
+        """The pushed members the list shows now (one incremental read of the list, a page at a
+        time), and those of them blocked account-wide; with ``since``, every member the read
+        shows goes into ``result.read``, and its cursor.
+
+        Without ``since`` a contact becomes a ``RemoteMember`` only when blocked: confirming
+        tens of thousands of rows needs their address and state, not a member each. The pages'
+        JSON is tens of thousands of short-lived containers: with the cycle collector at its
+        default pace, a full pass over the process's heap fell in one read-back in two, 0.05 s of
+        its 0.15-0.2 s of CPU at 20,000 contacts (``connectors.collector`` paces it)."""
+        confirmed: set[str] = set()
+        blocked: dict[str, RemoteMember] = {}
+        with paced_collector():
+            for contacts, cursor in self._contact_pages(
+                list_id, since or format_cursor(started - CURSOR_SKEW)
+            ):
+                if since is not None:
+                    members = [member_from_contact(c, list_id) for c in contacts]
+                    result.read.extend(members)
+                    result.cursor = cursor or result.cursor
+                    for m in members:
+                        if m.email in wanted:
+                            confirmed.add(m.email)
+                            if m.status == RemoteStatus.BLOCKED:
+                                blocked[m.email] = m
+                    continue
+                confirmed.update(e for e in (str(c["email"]).lower() for c in contacts) if e in wanted)
+                # Only a contact with emailBlacklisted can be blocked (status_of).
+                for c in contacts:
+                    if c.get("emailBlacklisted") and status_of(c, list_id) == RemoteStatus.BLOCKED:
+                        m = member_from_contact(c, list_id)
+                        if m.email in wanted:
+                            blocked[m.email] = m
+        return confirmed, blocked
 
     def _upsert_direct(self, list_id: int, wanted: dict[str, MemberPush], result: WriteResult) -> None:
         for email, m in wanted.items():

@@ -33,13 +33,15 @@ def import_chunks(wanted: Mapping[str, MemberPush]) -> Iterator[str]:
     each under IMPORT_MAX_BYTES. An empty cell leaves Brevo's value alone (emptyContactsAttributes
     false). https://developers.brevo.com/docs/import-your-contacts-to-brevo"""
     header = ["EMAIL", *ATTRIBUTES.values()]
+    names = tuple(ATTRIBUTES)
     out = io.StringIO()
     writer = csv.writer(out, delimiter=";", lineterminator="\n")
     writer.writerow(header)
     start, rows = out.tell(), 0
     for email, m in wanted.items():
         mark = out.tell()
-        writer.writerow([email, *(m.fields.get(name) or "" for name in ATTRIBUTES)])
+        # csv writes a missing field (None) as an empty cell.
+        writer.writerow((email, *map(m.fields.get, names)))
         if rows and out.tell() > IMPORT_MAX_BYTES:
             text = out.getvalue()
             yield text[:mark]

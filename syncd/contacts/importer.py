@@ -20,10 +20,8 @@
 from __future__ import annotations
 
 import contextvars
-import gc
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Full, Queue
@@ -32,6 +30,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from connectors.collector import BULK_GC_THRESHOLD, paced_collector
 from syncd.config import ListConfig
 from syncd.contacts.batch import Known, Origin, Written, load_known, write_batch
 from syncd.contacts.bulk import among
@@ -138,7 +137,7 @@ def import_rows(
         size = options.batch_size or BATCH_SIZES.get(engine.dialect.name, DEFAULT_BATCH_SIZE)
         reader = _known_reader(engine, Origin(options.channel, file_name), written)
         batches = _qualified_batches(rows, columns, options, size, table, reader)
-        with _paced_collector():
+        with paced_collector():
             for batch, prepared, position in _read_ahead(batches):
                 last_line = batch[-1].line
                 if prepared.early is not None:
@@ -289,29 +288,9 @@ def _qualified_batches(
 # thousands of objects that live until the batch is written, and each full pass went over them all
 # and everything already loaded (caches, modules). A fifth of an import's CPU time on either database.
 # During an import, a young pass every 50,000 new objects: a few passes per 100,000 rows (at 20,000,
-# a hundred with PostgreSQL's 5,000-row batches, still a twentieth of the import's CPU time).
-IMPORT_GC_THRESHOLD = 50_000
-_gc_lock = threading.Lock()
-_gc_users = 0
-_gc_saved: tuple[int, ...] = ()
-
-
-@contextmanager
-def _paced_collector() -> Iterator[None]:
-    """The cycle collector at the import's pace while at least one import runs, then as it was."""
-    global _gc_users, _gc_saved
-    with _gc_lock:
-        if _gc_users == 0:
-            _gc_saved = gc.get_threshold()
-            gc.set_threshold(max(IMPORT_GC_THRESHOLD, _gc_saved[0]), *_gc_saved[1:])
-        _gc_users += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_users -= 1
-            if _gc_users == 0:
-                gc.set_threshold(*_gc_saved)
+# a hundred with PostgreSQL's 5,000-row batches, still a twentieth of the import's CPU time); the
+# pace is the process's, set through connectors.collector, which a Brevo read-back uses too.
+IMPORT_GC_THRESHOLD = BULK_GC_THRESHOLD
 
 
 _END = object()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -9,6 +10,7 @@ import pytest
 from simkit import BrevoSimulator
 
 from connectors.brevo import BrevoConnector
+from connectors.collector import BULK_GC_THRESHOLD
 from connectors.contract import (
     AuthFailed,
     BlockRecord,
@@ -181,6 +183,26 @@ def test_upsert_reports_the_blacklisted_contacts_its_read_back_shows(sim, n):
     assert [(m.email, m.status) for m in result.seen] == [("ok@example.com", RemoteStatus.BLOCKED)]
 
 
+def test_the_read_back_paces_the_cycle_collector_and_puts_it_back_even_when_it_fails(sim):
+    before = gc.get_threshold()
+    target = sim.create_target("paced")
+    pages = f"/v3/contacts/lists/{target.list_id}/contacts"
+    during: list[tuple[int, ...]] = []
+    sim.on_call("GET", pages, lambda: during.append(gc.get_threshold()))
+    pushes = [MemberPush(f"g{i}@example.com") for i in range(1_200)]  # three pages
+
+    assert len(connector(sim, concurrency=4).upsert(target, pushes).done) == 1_200
+    assert during == [(max(BULK_GC_THRESHOLD, before[0]), *before[1:])]
+    assert gc.get_threshold() == before
+
+    # The first page answered, the next ones refused: the read-back raises, the pace is restored.
+    sim.on_call("GET", pages, lambda: sim.fail_next(50, status=503))
+    with pytest.raises(Transient):
+        connector(sim, max_retries=1, max_retry_seconds=5).upsert(target, pushes)
+    assert gc.get_threshold() == before
+    sim.fail_next(0)
+
+
 def test_block_record_reads_complaints_and_account_user_blocks_from_brevos_record(sim):
     target = sim.create_target("record")
     sim.seed(target, [{"email": f"{n}@example.com"} for n in ("click", "spam", "admin")])
@@ -263,6 +285,37 @@ def test_429_until_budget_exhausted_raises_rate_limited(sim):
         list(conn.pull(sim.create_target("x")))
     assert err.value.wait_s == pytest.approx(0.01)
     assert conn.stats.rate_limited == 3
+
+
+def test_a_list_page_refused_with_429_is_read_again_after_the_wait_brevo_gives(sim):
+    sim.fail_reset_s = 0.01
+    target = sim.create_target("paged")
+    sim.seed(target, people(3))
+    conn = connector(sim, max_retries=2)
+    conn.presence(target)  # Brevo's time is known: the read's first call is its first page
+    sim.fail_next(2, status=429)
+    assert len(list(conn.pull(target))[0].members) == 3
+    assert conn.stats.rate_limited == 2 and conn.stats.calls["GET /contacts/lists/{id}/contacts"] == 3
+
+    sim.fail_next(10, status=429)
+    with pytest.raises(RateLimited) as err:
+        list(conn.pull(target))
+    assert err.value.wait_s == pytest.approx(0.01)
+
+
+def test_a_list_page_that_is_not_json_is_read_again_then_transient(sim):
+    # A gateway in front of the API can answer 200 with a page of its own.
+    target = sim.create_target("gateway")
+    sim.seed(target, people(3))
+    conn = connector(sim, max_retries=2, max_retry_seconds=10)
+    conn.presence(target)
+    sim.fail_next(1, status=200, body=b"<html>busy</html>")
+    assert len(list(conn.pull(target))[0].members) == 3
+    assert conn.stats.retries == 1
+
+    sim.fail_next(10, status=200, body=b"[]")
+    with pytest.raises(Transient, match="not a JSON object"):
+        list(conn.pull(target))
 
 
 def test_5xx_is_retried_then_succeeds(sim):

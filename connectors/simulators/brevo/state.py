@@ -6,6 +6,7 @@ Everything here is in Brevo's own words (contact JSON: ``emailBlacklisted``, ``l
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import threading
@@ -39,8 +40,11 @@ VALID_EMAIL = re.compile(r"^(?!\.)(?!.*\.\.)[A-Za-z0-9._%+'-]+(?<!\.)@[A-Za-z0-9
 DEFAULT_FOLDER = 1  # Brevo accounts start with list 1 in folder 1
 
 
+@functools.lru_cache(maxsize=4096)
 def iso(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+    """Brevo's contact times: "2017-05-01T17:05:03.123Z". Cached: the contacts of one import
+    share their time, and a page of 500 contacts formats two each."""
+    return at.astimezone(UTC).isoformat(timespec="milliseconds")[:23] + "Z"
 
 
 def iso_brevo(at: datetime) -> str:
@@ -339,6 +343,8 @@ class Account:
         now = datetime.now(UTC)
         update = body.get("updateExistingContacts", True)
         erase = body.get("emptyContactsAttributes", False)
+        blacklist = bool(body.get("emailBlacklist"))
+        list_ids = [int(i) for i in body.get("listIds") or []]
         for row in body["rows"]:
             email = str(row.get("email") or "").strip().lower()
             if not VALID_EMAIL.match(email):
@@ -356,10 +362,10 @@ class Account:
                     c.attributes[k] = v
             # emailBlacklist=true blacklists every imported contact; false leaves the status as it
             # is: an import never unblocks. https://developers.brevo.com/reference/importcontacts
-            if body.get("emailBlacklist"):
+            if blacklist:
                 c.email_blacklisted = True
-            for list_id in body.get("listIds") or []:
-                self.add_to_list(c, int(list_id), now)
+            for list_id in list_ids:
+                self.add_to_list(c, list_id, now)
             c.modified_at = now
 
     # --- reads -----------------------------------------------------------------------------------
