@@ -240,6 +240,16 @@ def without_jit(conn: sa.Connection) -> None:
         conn.exec_driver_sql("SET LOCAL jit = off")
 
 
+def snapshot(engine: Engine) -> str | None:
+    """PostgreSQL: the transactions a query starting now can see (``pg_current_snapshot()``, as
+    text: ``xmin:xmax:xip,…``); a later query tells whether a row's writer (its ``touched_xid``)
+    was among them. None on SQLite."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        return conn.exec_driver_sql("SELECT pg_current_snapshot()::text").scalar_one()
+
+
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """One transaction: committed when the block ends, rolled back if it raises."""
