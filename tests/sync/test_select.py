@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
-from sqlmodel import SQLModel
+from sqlmodel import Session, SQLModel
 
 from connectors.brevo.vocabulary import TRAITS
 from syncd import db
@@ -486,3 +486,47 @@ def test_on_postgresql_a_plan_selects_exactly_the_writes_its_previous_plan_could
         assert not t.unstamped & t.stamped, "a held contact changed and was never planned"
     finally:
         t.commit()
+
+
+def test_on_postgresql_every_write_of_a_contact_or_membership_keeps_its_transaction(engine):
+    """The ORM (which names every column), plain inserts (which leave it out) and updates: the
+    database sets the writer's transaction whatever the path, so no write escapes the next plan."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite plans by time: one writer at a time")
+    with Session(engine) as s:
+        orm = Contact(email="orm@example.fr")
+        s.add(orm)
+        s.flush()
+        s.add(Membership(contact_id=orm.id, list_name="news", status="subscribed"))
+        s.commit()
+        orm_id = orm.id
+    contact, membership, state = Contact.__table__, Membership.__table__, TargetState.__table__
+    with engine.begin() as conn:
+        core = conn.execute(
+            sa.insert(contact).returning(contact.c.id),
+            {"email": "core@example.fr", "tags": [], "attributes": {}},
+        ).scalar_one()
+        conn.execute(sa.insert(membership), {"contact_id": core, "list_name": "news", "status": "subscribed"})
+        pushed = {"contact_id": core, "list_name": "news", "target_key": "brevo:1"}  # never read
+        conn.execute(sa.insert(state), pushed)
+        read = {"contact_id": orm_id, "list_name": "news", "target_key": "brevo:1", "pulled_at": BEFORE}
+        conn.execute(sa.insert(state), read)
+        written = conn.exec_driver_sql("SELECT pg_current_xact_id()::text::bigint").scalar_one()
+    with engine.connect() as conn:
+        xids = dict(conn.execute(sa.select(contact.c.id, contact.c.touched_xid)).all())
+        members = dict(conn.execute(sa.select(membership.c.contact_id, membership.c.touched_xid)).all())
+        pulled = dict(conn.execute(sa.select(state.c.contact_id, state.c.pulled_xid)).all())
+    assert (xids[core], members[core], pulled[orm_id]) == (written,) * 3
+    assert xids[orm_id] is not None and members[orm_id] is not None
+    assert pulled[core] is None  # a push's state was not read from the target
+
+    with engine.begin() as conn:
+        conn.execute(contact.update().where(contact.c.id == orm_id).values(first_name="New"))
+        conn.execute(state.update().where(state.c.contact_id == core).values(remote_status="subscribed"))
+        updated = conn.exec_driver_sql("SELECT pg_current_xact_id()::text::bigint").scalar_one()
+    with engine.connect() as conn:
+        assert (
+            conn.execute(sa.select(contact.c.touched_xid).where(contact.c.id == orm_id)).scalar() == updated
+        )
+        # A push's update of the state does not make it read.
+        assert conn.execute(sa.select(state.c.pulled_xid).where(state.c.contact_id == core)).scalar() is None

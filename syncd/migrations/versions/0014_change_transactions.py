@@ -4,7 +4,7 @@ An incremental plan on PostgreSQL selects the rows written by the transactions i
 snapshot could not see (``sync.select``), instead of the rows touched since a wall-clock margin
 before it: a write whose transaction stayed open for any time is still planned, and the run right
 after a first push looks at none of the contacts imported before it. Set by the database itself
-(column default on insert, trigger on update), so that no write path can forget it; a target
+(column default and trigger on insert, trigger on update), so that no write path can forget it; a target
 state records the transaction of its last read from the target (``pulled_at``) only. SQLite (one
 writer at a time) keeps the wall-clock window: the columns stay empty there.
 
@@ -81,6 +81,12 @@ def upgrade() -> None:
             f"CREATE TRIGGER {table}_touched_xid BEFORE UPDATE ON {table} "
             "FOR EACH ROW EXECUTE FUNCTION syncd_touched_xid()"
         )
+        # An insert that names the column (the ORM sends NULL for an unset attribute) gets it too;
+        # one that leaves it out (COPY, bulk inserts) gets the default without calling the trigger.
+        op.execute(
+            f"CREATE TRIGGER {table}_touched_xid_insert BEFORE INSERT ON {table} "
+            "FOR EACH ROW WHEN (NEW.touched_xid IS NULL) EXECUTE FUNCTION syncd_touched_xid()"
+        )
     op.execute(
         "CREATE TRIGGER targetstate_pulled_xid_insert BEFORE INSERT ON targetstate "
         "FOR EACH ROW WHEN (NEW.pulled_at IS NOT NULL) EXECUTE FUNCTION syncd_pulled_xid()"
@@ -95,8 +101,9 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER IF EXISTS targetstate_pulled_xid_update ON targetstate")
         op.execute("DROP TRIGGER IF EXISTS targetstate_pulled_xid_insert ON targetstate")
-        op.execute("DROP TRIGGER IF EXISTS membership_touched_xid ON membership")
-        op.execute("DROP TRIGGER IF EXISTS contact_touched_xid ON contact")
+        for table in ("membership", "contact"):
+            op.execute(f"DROP TRIGGER IF EXISTS {table}_touched_xid_insert ON {table}")
+            op.execute(f"DROP TRIGGER IF EXISTS {table}_touched_xid ON {table}")
         op.execute("DROP FUNCTION IF EXISTS syncd_pulled_xid()")
         op.execute("DROP FUNCTION IF EXISTS syncd_touched_xid()")
         op.drop_index("ix_targetstate_target_key_list_name_pulled_xid", table_name="targetstate")
