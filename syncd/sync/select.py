@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from connectors.contract import ProviderTraits, RemoteStatus
+from syncd import db
 from syncd.core.plan import Plan, SyncedState, block_explained, desired_member, lifts_block, plan_target
 from syncd.core.segments import ContactFacts, eligibility, lacks_proof
 from syncd.db import without_jit
@@ -37,8 +38,9 @@ class Since:
     """Where an incremental plan starts: the rows written after the previous plan began.
 
     ``at``: the previous plan's start less PLAN_MARGIN, compared with the rows' ``touched_at``
-    (SQLite, or before a plan stored a snapshot). ``snapshot``: on PostgreSQL, the previous plan's
-    snapshot (``db.snapshot``): a row whose writing transaction it could not see is selected,
+    (SQLite, or when no snapshot of this server was stored). ``snapshot``: on PostgreSQL, the
+    previous plan's snapshot (``db.snapshot_here``): a row whose writing transaction it could not
+    see is selected,
     however long that transaction stayed open, and no row it could see is (the run right after a
     first push looks at none of the contacts imported before it)."""
 
@@ -50,7 +52,7 @@ class Since:
         """The snapshot's oldest transaction still running then: every row written by an older one
         was visible to it."""
         assert self.snapshot is not None
-        return int(self.snapshot.split(":", 1)[0])
+        return int(db.pg_snapshot(self.snapshot).split(":", 1)[0])
 
     def written_after(self, xid: Any, at: Any) -> Any:
         """The row (its writer's ``xid``, its ``at`` time) was written after the previous plan
@@ -58,7 +60,8 @@ class Since:
         if self.snapshot is None:
             return at > self.at
         visible = sa.func.pg_visible_in_snapshot(
-            sa.cast(sa.cast(xid, sa.Text), _XID8), sa.cast(sa.literal(self.snapshot), _SNAPSHOT)
+            sa.cast(sa.cast(xid, sa.Text), _XID8),
+            sa.cast(sa.literal(db.pg_snapshot(self.snapshot)), _SNAPSHOT),
         )
         return sa.and_(xid >= self.xmin, sa.not_(visible))
 
@@ -128,7 +131,7 @@ def planning_window(lt: ListTarget, now: datetime) -> tuple[Since | None, bool]:
         or now - row.full_plan_at > FULL_PLAN_EVERY
     ):
         return None, True
-    return Since(row.planned_at - PLAN_MARGIN, row.planned_snapshot), False
+    return Since(row.planned_at - PLAN_MARGIN, db.snapshot_here(lt.engine, row.planned_snapshot)), False
 
 
 @dataclass(frozen=True)
