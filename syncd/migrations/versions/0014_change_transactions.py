@@ -58,24 +58,16 @@ def upgrade() -> None:
     )
     for table in ("contact", "membership"):
         op.execute(f"ALTER TABLE {table} ALTER COLUMN touched_xid SET DEFAULT {XID}")
-    op.execute(
-        f"""
-        CREATE FUNCTION syncd_touched_xid() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            NEW.touched_xid := {XID};
-            RETURN NEW;
-        END $$
-        """
-    )
-    op.execute(
-        f"""
-        CREATE FUNCTION syncd_pulled_xid() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            NEW.pulled_xid := {XID};
-            RETURN NEW;
-        END $$
-        """
-    )
+    for column in ("touched_xid", "pulled_xid"):
+        op.execute(
+            f"""
+            CREATE FUNCTION syncd_{column}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                NEW.{column} := {XID};
+                RETURN NEW;
+            END $$
+            """
+        )
     for table in ("contact", "membership"):
         op.execute(
             f"CREATE TRIGGER {table}_touched_xid BEFORE UPDATE ON {table} "
