@@ -67,7 +67,10 @@ def sync_list(
             groups = _by_remote_list(runs)
             for group in groups:
                 _read(group, connectors[group[0].lt.target.provider])
-            for run in runs:
+            # A target whose upsert waits for the writes to settle and reads them back is written
+            # last: the others' writes settle during that wait, and their reads after writes
+            # (below) start at once. Writes to different targets are independent.
+            for run in sorted(runs, key=lambda run: run.traits.upsert_reads_back):
                 run.write()
             # A write that showed an opt-out the reads had not (a Mailchimp member archived after it
             # left, a Brevo contact blocked while on no list this run read, a complaint in Brevo's
