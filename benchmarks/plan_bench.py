@@ -20,16 +20,17 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
 from scratch import bench_engine
 
 from connectors.brevo import TRAITS
+from syncd import db
 from syncd.config import Config
 from syncd.models import Contact, Membership, TargetState, utcnow
-from syncd.sync.select import chunks, plans
+from syncd.sync.select import Since, chunks, plans
 from syncd.sync.state import ListTarget
 
 BATCH = 10_000
@@ -122,7 +123,7 @@ def selected(it: Iterator[list]) -> tuple[int, str]:
     return sum(len(rows) for rows in it), "contacts selected"
 
 
-def planned(lt: ListTarget, since: datetime | None) -> tuple[int, str]:
+def planned(lt: ListTarget, since: Since | None) -> tuple[int, str]:
     return sum(chunk.plan.writes for chunk in plans(lt, TRAITS, since)), "writes planned"
 
 
@@ -138,10 +139,11 @@ def bench(engine: sa.Engine, n: int) -> None:
     timed("clients, full: ids and rows (chunks)", lambda: selected(chunks(clients, None)))
     timed("clients, full: plan (plans)", lambda: planned(clients, None))
     timed("vendors (auto-enrolled), full: plan", lambda: planned(vendors, None))
-    since = utcnow()
+    # What a run keeps of its plan's start: its time and, on PostgreSQL, its snapshot.
+    since = Since(utcnow(), db.snapshot(engine))
     touch(engine, 100)
     timed("clients, 1 % touched: ids and rows", lambda: selected(chunks(clients, since)))
-    since = utcnow()
+    since = Since(utcnow(), db.snapshot(engine))
     touch(engine, 1)
     timed("clients, all touched: ids and rows", lambda: selected(chunks(clients, since)))
     timed("clients, all touched: plan", lambda: planned(clients, since))

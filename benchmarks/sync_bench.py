@@ -148,7 +148,14 @@ def main() -> None:
     )
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--database", help="default: a fresh SQLite file")
-    parser.add_argument("--profile", help="write a cProfile of the no-op re-sync to this file")
+    parser.add_argument("--profile", help="write a cProfile of one run (--profile-run) to this file")
+    parser.add_argument(
+        "--profile-run",
+        type=int,
+        choices=range(1, 5),
+        default=3,
+        help="which of the four runs --profile covers (default: 3, the steady no-op)",
+    )
     parser.add_argument(
         "--first-only", action="store_true", help="stop after the first sync (memory scaling)"
     )
@@ -243,7 +250,9 @@ lists:
                     )
                 engine.dispose()
             before = last_run_id(url)
-            seconds, rss = run_sync(env, config, args.profile if phase == "steady no-op re-sync" else None)
+            seconds, rss = run_sync(
+                env, config, args.profile if phase == phases[args.profile_run - 1] else None
+            )
             previous_done = time.monotonic()
             counts = run_counts(url, before)
             total = sum(c.get("write_calls", 0) for c in counts.values())

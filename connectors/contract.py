@@ -72,6 +72,9 @@ class ProviderTraits:
     # A contact is one record for the whole account: its remote id is the same on every list, and
     # a change of address made there renames it on every list at once.
     one_record_per_account: bool = False
+    # Its upsert reads the list back before it returns (once syncd's writes settled, ``settle_s``):
+    # a sync writes such targets after the list's others, so that their settling overlaps.
+    upsert_reads_back: bool = False
 
 
 @dataclass(frozen=True)

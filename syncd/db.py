@@ -240,6 +240,40 @@ def without_jit(conn: sa.Connection) -> None:
         conn.exec_driver_sql("SET LOCAL jit = off")
 
 
+_SNAPSHOT_NOW = (
+    "SELECT (SELECT system_identifier FROM pg_control_system())::text || '/' || pg_current_snapshot()::text"
+)
+
+
+def snapshot(engine: Engine) -> str | None:
+    """PostgreSQL: the transactions a query starting now can see, and on which server: text
+    ``<system identifier>/<xmin>:<xmax>:<xip,…>`` (``pg_current_snapshot()``). A later query tells
+    whether a row's writer (its ``touched_xid``) was among them (``snapshot_here``). None on SQLite."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        return conn.exec_driver_sql(_SNAPSHOT_NOW).scalar_one()
+
+
+def snapshot_here(engine: Engine, stored: str | None) -> str | None:
+    """A ``snapshot`` taken earlier, if transaction ids since then can be compared with it: taken
+    by this server (a base restored from a dump into another cluster counts transactions afresh:
+    its system identifier differs) and not ahead of its transaction counter. None otherwise: the
+    caller falls back to times."""
+    if stored is None or engine.dialect.name != "postgresql" or "/" not in stored:
+        return None
+    server, taken = stored.split("/", 1)
+    here, now = snapshot(engine).split("/", 1)  # type: ignore[union-attr]
+    if server != here or int(taken.split(":")[1]) > int(now.split(":")[1]):
+        return None
+    return stored
+
+
+def pg_snapshot(stored: str) -> str:
+    """The ``pg_snapshot`` text of a ``snapshot`` (``xmin:xmax:xip,…``)."""
+    return stored.split("/", 1)[1]
+
+
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """One transaction: committed when the block ends, rolled back if it raises."""

@@ -99,6 +99,9 @@ class Contact(SQLModel, table=True):
     # Wall-clock time of the last write, whatever the change's own time: what incremental sync
     # planning compares with (``updated_at`` may carry an older provider event's time).
     touched_at: datetime | None = _when(nullable=True, index=True, default=True)
+    # PostgreSQL: the transaction that last wrote the row, set by the database (migration 0014);
+    # what an incremental plan selects by (``sync.select``). Empty on SQLite.
+    touched_xid: int | None = Field(default=None, sa_type=sa.BigInteger)
 
 
 class Source(SQLModel, table=True):
@@ -142,6 +145,7 @@ class Membership(SQLModel, table=True):
     since: datetime = _when(default=True)
     reason: str | None = Field(default=None, max_length=200)
     touched_at: datetime | None = _when(nullable=True, index=True, default=True)
+    touched_xid: int | None = Field(default=None, sa_type=sa.BigInteger)  # as Contact's
 
 
 class TargetState(SQLModel, table=True):
@@ -170,6 +174,9 @@ class TargetState(SQLModel, table=True):
     remote_changed_at: datetime | None = _when(nullable=True)
     pushed_at: datetime | None = _when(nullable=True)
     pulled_at: datetime | None = _when(nullable=True)
+    # PostgreSQL: the transaction that last moved ``pulled_at`` (set by the database, as
+    # ``Contact.touched_xid``).
+    pulled_xid: int | None = Field(default=None, sa_type=sa.BigInteger)
     # What the last plan that covered this contact on this target read of it (``sync.stamps.stamp``),
     # once its outcome was stored: an incremental plan skips the contact while the stamp holds.
     plan_stamp: str | None = Field(default=None, max_length=32)
@@ -190,6 +197,9 @@ class SyncCursor(SQLModel, table=True):
     planned_at: datetime | None = _when(nullable=True)
     rules_hash: str | None = Field(default=None, max_length=64)
     full_plan_at: datetime | None = _when(nullable=True)
+    # PostgreSQL: the snapshot taken as the last complete plan started (``pg_current_snapshot``):
+    # the next plan selects the rows written by transactions it could not see.
+    planned_snapshot: str | None = Field(default=None, sa_type=sa.Text)
 
 
 class Flag(SQLModel, table=True):

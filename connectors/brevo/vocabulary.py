@@ -51,6 +51,7 @@ TRAITS = ProviderTraits(
     keeps_unsubscribed_on_list=True,
     erases_account_wide=True,
     one_record_per_account=True,
+    upsert_reads_back=True,
 )
 
 

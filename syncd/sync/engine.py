@@ -15,18 +15,17 @@ one: at worst the unfinished batch is sent again.
 from __future__ import annotations
 
 import threading
-from datetime import datetime
 
 from sqlalchemy.engine import Engine
 
 from connectors.contract import Connector, ConnectorError
-from syncd import doi, locks
+from syncd import db, doi, locks
 from syncd.config import Config
 from syncd.log import get_logger
 from syncd.models import utcnow
 from syncd.sync.pull import Reader, earliest, read_together
 from syncd.sync.report import ListReport, Progress, TargetReport
-from syncd.sync.select import planning_window, plans
+from syncd.sync.select import Since, planning_window, plans
 from syncd.sync.state import ListTarget, finish_run, remember_plan, start_run
 from syncd.sync.writer import Writer
 
@@ -68,7 +67,10 @@ def sync_list(
             groups = _by_remote_list(runs)
             for group in groups:
                 _read(group, connectors[group[0].lt.target.provider])
-            for run in runs:
+            # A target whose upsert waits for the writes to settle and reads them back is written
+            # last: the others' writes settle during that wait, and their reads after writes
+            # (below) start at once. Writes to different targets are independent.
+            for run in sorted(runs, key=lambda run: run.traits.upsert_reads_back):
                 run.write()
             # A write that showed an opt-out the reads had not (a Mailchimp member archived after it
             # left, a Brevo contact blocked while on no list this run read, a complaint in Brevo's
@@ -195,6 +197,9 @@ class _Run:
     def begin(self) -> None:
         """The run's record; the read itself is shared by the targets of one remote list (``_read``)."""
         self.run_id = None if self.dry_run else start_run(self.lt)
+        # Taken before anything of the run is read: whatever this run's plan does not see, the next
+        # run's plan selects (``select.Since``).
+        self.snapshot = db.snapshot(self.lt.engine)
         self.started = utcnow()
         log.info("sync.started", list=self.lt.list_name, target=self.lt.target.key, dry_run=self.dry_run)
 
@@ -211,7 +216,7 @@ class _Run:
         if self.report.failed is None and not self.dry_run:
             self._plan_and_apply(None, only=emails)
 
-    def _plan_and_apply(self, since: datetime | None, only: list[str] | None = None) -> None:
+    def _plan_and_apply(self, since: Since | None, only: list[str] | None = None) -> None:
         try:
             for chunk in plans(self.lt, self.traits, since, only):
                 self.report.planned_chunk(chunk.plan)
@@ -232,7 +237,7 @@ class _Run:
         """The run's record and the planning window for the next run."""
         if self.run_id is not None:
             if self.report.ok:
-                remember_plan(self.lt, self.started, self.full)
+                remember_plan(self.lt, self.started, self.full, self.snapshot)
             finish_run(self.lt.engine, self.run_id, self.report)
         log.info(
             "sync.finished",

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from connectors.contract import ProviderTraits, RemoteStatus
+from syncd import db
 from syncd.core.plan import Plan, SyncedState, block_explained, desired_member, lifts_block, plan_target
 from syncd.core.segments import ContactFacts, eligibility, lacks_proof
 from syncd.db import without_jit
@@ -26,9 +27,58 @@ from syncd.sync.stamps import memberships_among, memberships_of, stamp
 from syncd.sync.state import CHUNK, ListTarget, last_lifts, read_cursor, rules_hash
 
 FULL_PLAN_EVERY = timedelta(hours=24)
-# Incremental plans look back this far before the previous plan's start, so that a write whose
-# transaction was still open when that plan read the base is planned too.
+# SQLite: incremental plans look back this far before the previous plan's start, so that a write
+# whose transaction was still open when that plan read the base is planned too. PostgreSQL needs no
+# margin: it tells the transactions the previous plan could not see (``Since.snapshot``).
 PLAN_MARGIN = timedelta(minutes=2)
+
+
+@dataclass(frozen=True)
+class Since:
+    """Where an incremental plan starts: the rows written after the previous plan began.
+
+    ``at``: the previous plan's start less PLAN_MARGIN, compared with the rows' ``touched_at``
+    (SQLite, or when no snapshot of this server was stored). ``snapshot``: on PostgreSQL, the
+    previous plan's snapshot (``db.snapshot_here``): a row whose writing transaction it could not
+    see is selected,
+    however long that transaction stayed open, and no row it could see is (the run right after a
+    first push looks at none of the contacts imported before it)."""
+
+    at: datetime
+    snapshot: str | None = None
+
+    @property
+    def xmin(self) -> int:
+        """The snapshot's oldest transaction still running then: every row written by an older one
+        was visible to it."""
+        assert self.snapshot is not None
+        return int(db.pg_snapshot(self.snapshot).split(":", 1)[0])
+
+    def written_after(self, xid: Any, at: Any) -> Any:
+        """The row (its writer's ``xid``, its ``at`` time) was written after the previous plan
+        began: an SQL condition."""
+        if self.snapshot is None:
+            return at > self.at
+        visible = sa.func.pg_visible_in_snapshot(
+            sa.cast(sa.cast(xid, sa.Text), _XID8),
+            sa.cast(sa.literal(db.pg_snapshot(self.snapshot)), _SNAPSHOT),
+        )
+        return sa.and_(xid >= self.xmin, sa.not_(visible))
+
+
+class _PostgresType(sa.types.UserDefinedType[Any]):
+    """A PostgreSQL type named in a cast (``xid8``, ``pg_snapshot``)."""
+
+    cache_ok = True
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def get_col_spec(self, **_kw: Any) -> str:
+        return self.name
+
+
+_XID8, _SNAPSHOT = _PostgresType("xid8"), _PostgresType("pg_snapshot")
 
 
 @dataclass
@@ -67,7 +117,7 @@ def _with_stamp(lt: ListTarget) -> Any:
     )
 
 
-def planning_window(lt: ListTarget, now: datetime) -> tuple[datetime | None, bool]:
+def planning_window(lt: ListTarget, now: datetime) -> tuple[Since | None, bool]:
     """``(since, full)``: plan only contacts touched since ``since``, or everyone (``full``).
 
     A run plans everyone when it is the first, when the list rules changed, or when the last
@@ -81,7 +131,7 @@ def planning_window(lt: ListTarget, now: datetime) -> tuple[datetime | None, boo
         or now - row.full_plan_at > FULL_PLAN_EVERY
     ):
         return None, True
-    return row.planned_at - PLAN_MARGIN, False
+    return Since(row.planned_at - PLAN_MARGIN, db.snapshot_here(lt.engine, row.planned_snapshot)), False
 
 
 @dataclass(frozen=True)
@@ -94,7 +144,7 @@ class Selection:
 
 def chunks(
     lt: ListTarget,
-    since: datetime | None,
+    since: Since | None,
     only: list[str] | None = None,
     size: int = CHUNK,
     selection: Selection | None = None,
@@ -173,7 +223,7 @@ def _one_of(column: Any, values: list[str], unset: str | None) -> Any:
     return column.in_(values)
 
 
-def contact_ids(lt: ListTarget, since: datetime | None, only: list[str] | None) -> Selection:
+def contact_ids(lt: ListTarget, since: Since | None, only: list[str] | None) -> Selection:
     """The ids ``chunks`` reads, in order, from one query per plan: a query per chunk would run
     the whole UNION again for each (a full plan would grow with the square of the base). Eight
     bytes a contact, read in pages."""
@@ -195,7 +245,7 @@ def contact_ids(lt: ListTarget, since: datetime | None, only: list[str] | None) 
     return Selection(ids)
 
 
-def _changed_since(lt: ListTarget, since: datetime) -> Selection:
+def _changed_since(lt: ListTarget, since: Since) -> Selection:
     """An incremental plan's ids: the contacts touched since ``since`` that concern the list on
     this target, less those whose stored ``stamp`` still holds (the database compares them: the
     run right after a push reads none of the contacts it pushed). Each row read says whether its
@@ -221,14 +271,18 @@ def _changed_since(lt: ListTarget, since: datetime) -> Selection:
     return Selection(ids, selected - len(ids))
 
 
-def _flagged(lt: ListTarget, since: datetime) -> Any:
+def _flagged(lt: ListTarget, since: Since) -> Any:
     """``(id, changed)`` of each contact touched since ``since`` that concerns the list on this
     target: ``changed`` unless its state here holds the stamp it has now."""
     contact = Contact.__table__
     touched = sa.union(
-        sa.select(contact.c.id).where(contact.c.touched_at > since),
-        sa.select(Membership.contact_id.label("id")).where(Membership.touched_at > since),
-        sa.select(TargetState.contact_id).where(*lt.state_filter(), TargetState.pulled_at > since),
+        sa.select(contact.c.id).where(since.written_after(contact.c.touched_xid, contact.c.touched_at)),
+        sa.select(Membership.contact_id.label("id")).where(
+            since.written_after(Membership.touched_xid, Membership.touched_at)
+        ),
+        sa.select(TargetState.contact_id).where(
+            *lt.state_filter(), since.written_after(TargetState.pulled_xid, TargetState.pulled_at)
+        ),
     ).subquery()
     concerned = sa.select(touched.c.id)
     # A contact the list's plan asks nothing of, however it changed, is not planned: an import
@@ -258,7 +312,7 @@ def _flagged(lt: ListTarget, since: datetime) -> Any:
 
 
 def plans(
-    lt: ListTarget, traits: ProviderTraits, since: datetime | None, only: list[str] | None = None
+    lt: ListTarget, traits: ProviderTraits, since: Since | None, only: list[str] | None = None
 ) -> Iterator[ChunkPlan]:
     """Each chunk's plan for this target (``since`` and ``only`` as for ``chunks``).
 

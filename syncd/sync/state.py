@@ -119,13 +119,15 @@ def rules_hash(config: Config) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def remember_plan(lt: ListTarget, started: datetime, full: bool) -> None:
-    """A complete plan's start: the next run plans only what was touched since (``select``)."""
+def remember_plan(lt: ListTarget, started: datetime, full: bool, snapshot: str | None = None) -> None:
+    """A complete plan's start (its time, and on PostgreSQL its ``snapshot``): the next run plans
+    only what was written since (``select``)."""
     with session_scope(lt.engine) as s:
         row = s.exec(lt.cursor_query()).first() or SyncCursor(
             list_name=lt.list_name, target_key=lt.target.key
         )
         row.planned_at, row.rules_hash = started, rules_hash(lt.config)
+        row.planned_snapshot = snapshot
         if full:
             row.full_plan_at = started
         s.add(row)

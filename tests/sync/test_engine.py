@@ -334,12 +334,14 @@ def test_the_run_right_after_a_push_plans_none_of_what_it_pushed(world):
     first = sync_list(w.engine, w.config, "newsletter-clients", _connectors(w))
     assert first.ok and all(t.applied.get("adds") == 30 for t in first.targets)
 
-    # The contacts were written just before the first run: they are in the next run's window,
-    # and each was planned and stored by it since.
+    # The contacts were written just before the first run. SQLite: they are in the next run's
+    # window (its margin), and each was planned and stored by it since: skipped by their stamps.
+    # PostgreSQL: the first run's snapshot saw them, so the next run does not even look at them.
     second = sync_list(w.engine, w.config, "newsletter-clients", _connectors(w))
 
     assert second.ok and all(t.incremental for t in second.targets)
-    assert [(t.unchanged, t.contacts_planned) for t in second.targets] == [(30, 0), (30, 0)]
+    looked_at = 0 if w.engine.dialect.name == "postgresql" else 30
+    assert [(t.unchanged, t.contacts_planned) for t in second.targets] == [(looked_at, 0), (looked_at, 0)]
     assert all(sum(t.planned.values()) == 0 and t.write_calls == 0 for t in second.targets)
 
 
@@ -364,8 +366,9 @@ def test_a_write_committed_after_a_plan_with_an_older_time_is_still_planned(worl
     second = sync_list(w.engine, w.config, "newsletter-clients", _connectors(w))
 
     assert second.ok and all(t.incremental for t in second.targets)
+    looked_at = 0 if w.engine.dialect.name == "postgresql" else 4  # as in the test above
     assert [(t.unchanged, t.contacts_planned, t.planned.get("updates")) for t in second.targets] == [
-        (4, 1, 1)
+        (looked_at, 1, 1)
     ] * 2
     assert w.brevo.members(w.news_b)["p3@example.fr"].fields["first_name"] == "Late"
     assert w.mailchimp.members(w.clients_mc)["p3@example.fr"].fields["first_name"] == "Late"
