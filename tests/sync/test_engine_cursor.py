@@ -214,3 +214,26 @@ def test_a_change_shown_later_than_the_margin_is_read_by_the_days_full_plan(worl
     assert reports[w.news_b.key].pulled == 2 and not reports[w.news_b.key].incremental
     assert statuses(w, "cleo@example.fr")["news"] == "unsubscribed"
     assert all("cleo@example.fr" not in w.mailchimp.members(t) for t in (w.fr, w.be))
+
+
+def test_a_list_writes_its_brevo_list_after_its_mailchimp_tags(world):
+    """Brevo's upsert waits for the writes to settle and reads the list back before it returns:
+    written last, it lets Mailchimp's writes settle meanwhile, and the read of the audience after
+    the writes starts without a wait of its own (one settle_s wait a list, not one a provider)."""
+    w = world
+    join(w, ["ana@example.fr", "bob@example.fr"])
+    audience = w.audience.list_id
+    before_brevo: list[int] = []
+    w.brevo.on_call(
+        "POST",
+        "/v3/contacts",  # its first write (two members: one call each, no import)
+        lambda: before_brevo.append(
+            sum(c.method == "POST" and c.path == f"/3.0/lists/{audience}" for c in w.mailchimp.calls)
+        ),
+    )
+
+    reports = run(w)
+
+    assert all(r.applied.get("adds") == 2 for r in reports.values())
+    # The audience's batch writes (one a tag) had all been answered when Brevo's first write came.
+    assert before_brevo == [2]
