@@ -23,7 +23,7 @@ from syncd import db, doi, locks
 from syncd.config import Config
 from syncd.log import get_logger
 from syncd.models import utcnow
-from syncd.sync.pull import Reader, earliest, read_together
+from syncd.sync.pull import Reader, bystanders, earliest, read_together
 from syncd.sync.report import ListReport, Progress, TargetReport
 from syncd.sync.select import Since, planning_window, plans
 from syncd.sync.state import ListTarget, finish_run, remember_plan, start_run
@@ -117,7 +117,7 @@ def _read(group: list[_Run], connector: Connector) -> None:
         # reads later than the cursor's margin allows for is never missed for more than a day.
         since = None
     try:
-        erased = read_together(readers, connector, since)
+        erased = read_together(readers, connector, since, others=bystanders(group[0].lt, since))
     except ConnectorError as exc:
         for run in group:
             run._failed(exc)
@@ -135,7 +135,13 @@ def _read_after_writes(group: list[_Run], connector: Connector) -> None:
     if not live or since is None:
         return
     try:
-        erased = read_together([run.reader for run in live], connector, since, after_writes=True)
+        erased = read_together(
+            [run.reader for run in live],
+            connector,
+            since,
+            after_writes=True,
+            others=bystanders(live[0].lt, since),
+        )
     except ConnectorError as exc:
         log.warning(
             "sync.read_after_writes_failed",

@@ -13,7 +13,7 @@ form a chain, so a change stamped before the stored cursor was always seen by on
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -32,11 +32,14 @@ from syncd.db import erased_among, session_scope
 from syncd.inbound.apply import apply_event
 from syncd.inbound.evidence import record_provider_evidence
 from syncd.inbound.reconcile import lists_for_target
+from syncd.log import get_logger
 from syncd.models import AuditLog, Contact, Source, TargetState, utcnow
 from syncd.providers import sharing_record
 from syncd.sync.report import Progress, TargetReport
 from syncd.sync.select import explained_blocks
-from syncd.sync.state import ListTarget, read_cursor, save_cursor
+from syncd.sync.state import ListTarget, pass_cursor, read_cursor, save_cursor
+
+log = get_logger(__name__)
 
 # Fields a member the provider has and the base does not brings with it: all but the country,
 # which the base holds as a checked two-letter code and which nothing checks on this path.
@@ -339,20 +342,71 @@ def earliest(cursors: list[str | None]) -> str | None:
     return min(c for c in cursors if c is not None)
 
 
+@dataclass
+class Bystander:
+    """A target of another list on the remote list a read covers (another tag of a Mailchimp
+    audience), with the cursor it had stored when the read began."""
+
+    lt: ListTarget
+    cursor: str
+    shown: bool = False  # the read showed it a member changed after its cursor
+
+    def sees(self, members: list[RemoteMember]) -> bool:
+        """Whether its own read from its cursor would have shown any of ``members`` (those a read
+        of it shows): a member changed at or before the cursor was seen by the read that took it.
+        A provider's cursor is its time as ISO 8601 text."""
+        since = datetime.fromisoformat(self.cursor)
+        return any(m.changed_at is None or m.changed_at > since for m in members)
+
+
+def bystanders(lt: ListTarget, since: str | None) -> list[Bystander]:
+    """The other lists' targets on ``lt``'s remote list whose stored cursor a read from ``since``
+    covers: a read that shows them nothing passes their cursor on (``read_together``), so that
+    a list does not read again, at its next run, the members another list's run wrote there."""
+    out = []
+    for name, other in lt.config.lists.items():
+        if name == lt.list_name:
+            continue
+        for t in other.targets:
+            target = t.target
+            if (target.provider, target.list_id) != (lt.target.provider, lt.target.list_id):
+                continue
+            them = ListTarget(lt.engine, lt.config, name, other, target)
+            row = read_cursor(them)
+            if row is not None and row.cursor is not None and (since is None or since <= row.cursor):
+                out.append(Bystander(them, row.cursor))
+    return out
+
+
 def read_together(
-    readers: list[Reader], connector: Connector, since: str | None, after_writes: bool = False
+    readers: list[Reader],
+    connector: Connector,
+    since: str | None,
+    after_writes: bool = False,
+    others: list[Bystander] | None = None,
 ) -> list[list[str]]:
     """One read of the remote list the readers' targets share, from ``since`` (at or before each
     one's ``covered``), each page reconciled for each target; the read's cursor is stored for each
     once the read is complete. Memory holds one page of the read. Returns, per reader, the
-    addresses on its target erased from the master base."""
+    addresses on its target erased from the master base.
+
+    ``others`` (``bystanders``): other lists' targets on the remote list, read from at or before
+    their cursor. The read is what theirs would have been up to its cursor: one that showed them
+    no member changed since their cursor (their tag on none, no audience-wide opt-out) passes their
+    cursor on, as their own read would have after reconciling nothing."""
+    others = others or []
     erased: list[list[str]] = [[] for _ in readers]
     cursor = None
-    for pages in connector.pull_shared([r.target for r in readers], since):
-        for found, reader, page in zip(erased, readers, pages, strict=True):
+    for pages in connector.pull_shared([r.target for r in readers] + [b.lt.target for b in others], since):
+        for found, reader, page in zip(erased, readers, pages[: len(readers)], strict=True):
             found += reader.take(page, after_writes)
+        for other, page in zip(others, pages[len(readers) :], strict=True):
+            other.shown = other.shown or other.sees(page.members)
         cursor = pages[0].cursor or cursor
     if cursor:
         for reader in readers:
             reader.advance(cursor)
+        for other in others:
+            if not other.shown and pass_cursor(other.lt, other.cursor, cursor):
+                log.info("sync.cursor_passed", list=other.lt.list_name, target=other.lt.target.key)
     return erased

@@ -110,6 +110,26 @@ def save_cursor(lt: ListTarget, cursor: str) -> None:
         s.add(row)
 
 
+def pass_cursor(lt: ListTarget, was: str, cursor: str) -> bool:
+    """Another list's read showed nothing of this target up to ``cursor``: the cursor moves there,
+    if it is still ``was`` (the target's own run may have stored another since) and ``cursor`` is
+    later. One statement: no lock of the target's list is needed. Whether it moved."""
+    if cursor <= was:
+        return False
+    table = SyncCursor.__table__
+    with lt.engine.begin() as conn:
+        moved = conn.execute(
+            sa.update(table)
+            .where(
+                table.c.list_name == lt.list_name,
+                table.c.target_key == lt.target.key,
+                table.c.cursor == was,
+            )
+            .values(cursor=cursor, updated_at=utcnow())
+        ).rowcount
+    return bool(moved)
+
+
 def rules_hash(config: Config) -> str:
     """Everything a plan depends on besides the base: the lists' rules and the unsubscribe scope."""
     doc = {

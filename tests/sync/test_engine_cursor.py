@@ -56,6 +56,10 @@ lists:
       - brevo: {{list_id: {news_b.list_id}}}
       - mailchimp: {{audience: "{audience.list_id}", tag: fr}}
       - mailchimp: {{audience: "{audience.list_id}", tag: be}}
+  club:
+    consent: single_opt_in
+    targets:
+      - mailchimp: {{audience: "{audience.list_id}", tag: club}}
 """,
         encoding="utf-8",
     )
@@ -74,17 +78,17 @@ lists:
     return w
 
 
-def join(w, emails: list[str]) -> None:
+def join(w, emails: list[str], list_name: str = "news") -> None:
     with session_scope(w.engine) as s:
         for email in emails:
             c = Contact(email=email, kind="client")
             s.add(c)
             s.flush()
-            join_list(s, c, "news", w.config.lists["news"], consent="single_opt_in", source="form")
+            join_list(s, c, list_name, w.config.lists[list_name], consent="single_opt_in", source="form")
 
 
-def run(w):
-    report = sync_list(w.engine, w.config, "news", w.connectors)
+def run(w, list_name: str = "news"):
+    report = sync_list(w.engine, w.config, list_name, w.connectors)
     assert report.ok, [t.failed for t in report.targets]
     return {t.target: t for t in report.targets}
 
@@ -237,3 +241,47 @@ def test_a_list_writes_its_brevo_list_after_its_mailchimp_tags(world):
     assert all(r.applied.get("adds") == 2 for r in reports.values())
     # The audience's batch writes (one a tag) had all been answered when Brevo's first write came.
     assert before_brevo == [2]
+
+
+def test_a_list_does_not_read_again_what_another_list_wrote_in_its_audience(world):
+    """Two lists on tags of one audience: the second list's read after its writes showed the first
+    list's tags nothing, so the first list's cursor passes those writes too (its next run reads
+    none of them). Without that, every run after another list's large push read it all again."""
+    w = world
+    join(w, ["ana@example.fr", "bob@example.fr"])
+    run(w)
+    join(w, [f"club{i:04d}@example.fr" for i in range(1500)], "club")
+    run(w, "club")  # 1,500 members written to the audience after news' last read
+    w.brevo.reset_calls()
+    w.mailchimp.reset_calls()
+
+    again = run(w)
+
+    assert all(r.pulled == 0 and r.write_calls == 0 for r in again.values())
+    # One page of the Brevo list, one of the audience's members and one of its archived: none of
+    # the club's 1,500 (two pages of 1,000) read again.
+    assert len(member_reads(w)) == 3
+
+
+def test_a_change_to_a_list_member_while_another_list_writes_keeps_that_list_cursor(world):
+    """The other list's read showed the first list's target a member changed since its cursor
+    (Bob, tagged fr, edits his first name while the club is written): that list's cursor stays,
+    and its next run reads the change, which the club's run left alone."""
+    w = world
+    join(w, ["ana@example.fr", "bob@example.fr"])
+    run(w)
+    join(w, [f"club{i}@example.fr" for i in range(10)], "club")
+    audience = w.audience.list_id
+    w.mailchimp.on_call(
+        "POST",
+        f"/3.0/lists/{audience}",
+        lambda: w.mailchimp.put_member(
+            audience, "bob@example.fr", merge_fields={"FNAME": "Robert"}, tags=["fr"]
+        ),
+    )
+    run(w, "club")
+
+    again = run(w)
+
+    # Bob's change reached news' own read: the club's run did not move news' cursor past it.
+    assert (again[w.fr.key].pulled, again[w.be.key].pulled) == (1, 0)
