@@ -352,11 +352,12 @@ class Bystander:
     shown: bool = False  # the read showed it a member changed after its cursor
 
     def sees(self, members: list[RemoteMember]) -> bool:
-        """Whether its own read from its cursor would have shown any of ``members`` (those a read
-        of it shows): a member changed at or before the cursor was seen by the read that took it.
-        A provider's cursor is its time as ISO 8601 text."""
+        """Whether its own read from its cursor could have shown any of ``members`` (those a read
+        of it shows): a member changed before the cursor was seen by the read that took it. A
+        provider's cursor is its time as ISO 8601 text; a change in the cursor's own second counts
+        (Mailchimp shows change times to the second, later in that second than the cursor)."""
         since = datetime.fromisoformat(self.cursor)
-        return any(m.changed_at is None or m.changed_at > since for m in members)
+        return any(m.changed_at is None or m.changed_at >= since for m in members)
 
 
 def bystanders(lt: ListTarget, since: str | None) -> list[Bystander]:
