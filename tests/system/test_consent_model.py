@@ -275,6 +275,10 @@ class Person:
     retired: bool = False  # renamed at a provider onto another address: no longer followed
     optins: dict[str, float] = field(default_factory=dict)
     brevo_reset_at: float = 0.0  # last deletion/rename at Brevo (a block gone by the provider's hand)
+    # Brevo erased the per-list trace of its block before syncd learnt of the per-list unsubscribe
+    # (an admin put the contact back on that list in Brevo's UI): what is left, a block naming no
+    # list, is a default account's opt-out from everything as far as anyone can read it. When.
+    block_reason_erased: float = 0.0
 
     @property
     def email(self) -> str:
@@ -827,6 +831,17 @@ class ConsentMachine(RuleBasedStateMachine):
             return
         email = self.brevo_addr(p)
         target = self.b1 if on_b1 else self.b2
+        state = self.brevo_state(email)
+        if (
+            state is not None
+            and state["emailBlacklisted"]
+            and int(target.list_id) in state["listUnsubscribed"]
+            and any(
+                e.slot == p.slot and e.brevo_list == target.list_id and e.known_at is None
+                for e in self.events
+            )
+        ):
+            p.block_reason_erased = time.time()  # the re-add clears listUnsubscribed; the block stays
         self.w.brevo.seed(target, [{"email": email, "status": "subscribed"}])
         body, ctype = self.w.brevo.webhook_payload(EventKind.SUBSCRIBED, email, target)
         self.queue_webhook("brevo", body, ctype, email, [])
@@ -1058,7 +1073,7 @@ class ConsentMachine(RuleBasedStateMachine):
                 c = self.contact_of(s, p)
                 assert c is not None, f"slot {p.slot} imported, missing from the base"
                 mine = [e for e in self.events if e.slot == p.slot]
-                if not any(e.kind != "list" for e in mine):
+                if not any(e.kind != "list" for e in mine) and not p.block_reason_erased:
                     assert not c.global_opt_out, (
                         f"I2a: slot {p.slot} opted out of everything without a reason"
                     )
@@ -1071,7 +1086,7 @@ class ConsentMachine(RuleBasedStateMachine):
                         for e in mine
                         if e.at > optin - AMBIGUOUS_S and (e.kind != "list" or list_name in e.lists)
                     ]
-                    if closing:
+                    if closing or optin < p.block_reason_erased:
                         continue
                     m = rows.get(list_name)
                     assert m is not None and m.status in ("subscribed", "pending"), (
