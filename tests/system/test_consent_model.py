@@ -1217,6 +1217,21 @@ def test_consent_holds_end_to_end_under_any_sequence_of_provider_and_base_action
 # Each is the failing sequence a long run printed (the rule calls, in order). A replay runs the same
 # rules and the same invariants as the state machine, so a fixed defect stays fixed.
 FOUND_SEQUENCES = {
+    # A per-list unsubscribe at Brevo (listUnsubscribed + block), then the contact put back on that
+    # list in Brevo's UI before syncd heard of the unsubscribe: the block left names no list, and
+    # syncd reads it as an opt-out from everything (the model allows it: nothing tells it apart).
+    "per-list-trace-erased-before-syncd-learnt-it": (
+        "import_contact(consent='none', kind='partner', list_name=None, slot=2);"
+        "import_contact(consent='single_opt_in', kind='partner', list_name='news', slot=3);"
+        "import_contact(consent='single_opt_in', kind='partner', list_name='club', slot=1);"
+        "sync_killed_half_way(how='mailchimp-down', list_name='partners');"
+        "brevo_unsubscribe(on_b1=False, per_list_feature=True, who=3);"
+        "brevo_admin_adds_to_list_in_ui(on_b1=False, slot=1);"
+        "sync_twice(list_name='partners');"
+        "deliver_webhook(duplicate=False, i=0);"
+        "drain_inbox();"
+        "sync_twice(list_name='partners')"
+    ),
     # A Brevo contact deleted, re-added to a list in the UI, then blocked: the second run of a sync read
     # a block the first one had not applied.
     "block-after-delete-and-readd": (
