@@ -116,8 +116,12 @@ def _read(group: list[_Run], connector: Connector) -> None:
         # The day's full plan reads the whole list too: a change a provider showed in its filtered
         # reads later than the cursor's margin allows for is never missed for more than a day.
         since = None
+    for run in group:
+        run.read_from = since
+    # A full read lists no archived member (an incremental one does): it covers no other target.
+    others = [] if since is None else bystanders(group[0].lt, since)
     try:
-        erased = read_together(readers, connector, since, others=bystanders(group[0].lt, since))
+        erased = read_together(readers, connector, since, others=others)
     except ConnectorError as exc:
         for run in group:
             run._failed(exc)
@@ -134,13 +138,15 @@ def _read_after_writes(group: list[_Run], connector: Connector) -> None:
     since = earliest([run.reader.covered for run in live])
     if not live or since is None:
         return
+    # The other lists' targets on this remote list whose cursor this run's first read started at
+    # or before: this read starts at their cursor too (going back no further than this run read
+    # already), so that it covers them and passes their cursor beyond syncd's writes.
+    others = bystanders(live[0].lt, live[0].read_from)
+    since = earliest([since, *(other.cursor for other in others)])
+    assert since is not None  # every bystander has a cursor
     try:
         erased = read_together(
-            [run.reader for run in live],
-            connector,
-            since,
-            after_writes=True,
-            others=bystanders(live[0].lt, since),
+            [run.reader for run in live], connector, since, after_writes=True, others=others
         )
     except ConnectorError as exc:
         log.warning(
@@ -194,6 +200,7 @@ class _Run:
         self.reader = Reader(lt, connector, self.report, self.progress)
         self.writer = Writer(lt, connector, self.report, self.progress, self.reader.reconcile, self.reader)
         self.full = True
+        self.read_from: str | None = None  # where the run's first read of the target began (None: whole)
 
     @property
     def revealed(self) -> set[str]:

@@ -361,9 +361,11 @@ class Bystander:
 
 
 def bystanders(lt: ListTarget, since: str | None) -> list[Bystander]:
-    """The other lists' targets on ``lt``'s remote list whose stored cursor a read from ``since``
-    covers: a read that shows them nothing passes their cursor on (``read_together``), so that
-    a list does not read again, at its next run, the members another list's run wrote there."""
+    """The other lists' targets on ``lt``'s remote list whose stored cursor is at or after
+    ``since`` (None: any): an incremental read from at or before their cursor, with its archived
+    pass, is what their own read would be, and one that shows them nothing passes their cursor on
+    (``read_together``), so that a list does not read again, at its next run, the members another
+    list's run wrote there."""
     out = []
     for name, other in lt.config.lists.items():
         if name == lt.list_name:
