@@ -248,11 +248,17 @@ _SNAPSHOT_NOW = (
 def snapshot(engine: Engine) -> str | None:
     """PostgreSQL: the transactions a query starting now can see, and on which server: text
     ``<system identifier>/<xmin>:<xmax>:<xip,…>`` (``pg_current_snapshot()``). A later query tells
-    whether a row's writer (its ``touched_xid``) was among them (``snapshot_here``). None on SQLite."""
+    whether a row's writer (its ``touched_xid``) was among them (``snapshot_here``). None on SQLite,
+    and where the server refuses to tell (a managed server may keep ``pg_control_system()`` to its
+    administrators): incremental plans then select by time, as on SQLite."""
     if engine.dialect.name != "postgresql":
         return None
-    with engine.connect() as conn:
-        return conn.exec_driver_sql(_SNAPSHOT_NOW).scalar_one()
+    try:
+        with engine.connect() as conn:
+            return conn.exec_driver_sql(_SNAPSHOT_NOW).scalar_one()
+    except sa.exc.ProgrammingError as exc:  # permission denied, no such function
+        log.warning("db.snapshot_unavailable", error=str(exc.orig).splitlines()[0])
+        return None
 
 
 def snapshot_here(engine: Engine, stored: str | None) -> str | None:
@@ -263,7 +269,10 @@ def snapshot_here(engine: Engine, stored: str | None) -> str | None:
     if stored is None or engine.dialect.name != "postgresql" or "/" not in stored:
         return None
     server, taken = stored.split("/", 1)
-    here, now = snapshot(engine).split("/", 1)  # type: ignore[union-attr]
+    current = snapshot(engine)
+    if current is None:
+        return None
+    here, now = current.split("/", 1)
     if server != here or int(taken.split(":")[1]) > int(now.split(":")[1]):
         return None
     return stored

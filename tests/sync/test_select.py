@@ -545,3 +545,13 @@ def test_on_postgresql_a_snapshot_of_another_server_or_ahead_of_this_one_is_not_
     assert db.snapshot_here(engine, f"{int(server) + 1}/{taken}") is None
     assert db.snapshot_here(engine, f"{server}/{xmin}:{int(xmax) + 1_000_000}:") is None
     assert db.snapshot_here(engine, None) is None
+
+
+def test_on_postgresql_a_server_that_will_not_tell_its_snapshot_plans_by_time(engine, monkeypatch):
+    """A managed server may refuse ``pg_control_system()`` to syncd's role: the run goes on, and
+    its plans select by time as on SQLite (a real refusal of the server: an unknown function)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("snapshots are PostgreSQL's")
+    monkeypatch.setattr(db, "_SNAPSHOT_NOW", "SELECT syncd_no_such_function()::text")
+    assert db.snapshot(engine) is None
+    assert db.snapshot_here(engine, "1/10:20:") is None
