@@ -92,6 +92,18 @@ class Rename(StrEnum):
     RENAMED = "renamed"
     MISSING = "missing"  # no record under the old address there (already renamed, or never held)
     TAKEN = "taken"  # the new address is already another record there
+    # The record under the old address is blocked account-wide, and a change of address would lift
+    # the block (Brevo): not renamed; ``Renamed.record`` shows it, for the master base to learn.
+    BLOCKED = "blocked"
+
+
+@dataclass(frozen=True)
+class Renamed:
+    """What a ``rename`` did, and for ``Rename.BLOCKED`` the record as read (its block and per-list
+    unsubscribes, under the old address)."""
+
+    outcome: Rename
+    record: RemoteMember | None = None
 
 
 @dataclass(frozen=True)
@@ -346,9 +358,12 @@ class Connector(Protocol):
         """The provider's record of why the address may be blocked (read before a lift)."""
         ...
 
-    def rename(self, target: Target, old_email: str, new_email: str) -> Rename:
+    def rename(self, target: Target, old_email: str, new_email: str, remote_id: str | None = None) -> Renamed:
         """Give the provider's record of ``old_email`` on ``target`` the address ``new_email``: a
-        change of address the master base learnt elsewhere, carried to this provider."""
+        change of address the master base learnt elsewhere, carried to this provider.
+        ``remote_id``: the record's id there, where syncd knows it (it finds the record under an
+        address changed at the provider since). A record whose block a change of address would
+        lift is left as it is (``Rename.BLOCKED``)."""
         ...
 
     def parse_webhook(

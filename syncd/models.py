@@ -157,6 +157,14 @@ class TargetState(SQLModel, table=True):
         sa.Index("ix_targetstate_target_key_list_name_pulled_at", "target_key", "list_name", "pulled_at"),
         # A read that shows a member under an address the base does not hold looks its id up here.
         sa.Index("ix_targetstate_target_key_remote_id", "target_key", "remote_id"),
+        # A push looks for the record a target sharing it holds under a former address (migration 0015).
+        sa.Index(
+            "ix_targetstate_target_key_former",
+            "target_key",
+            "contact_id",
+            postgresql_where=sa.text("remote_email IS NOT NULL"),
+            sqlite_where=sa.text("remote_email IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -48,6 +49,7 @@ from connectors.contract import (
     RemoteMember,
     RemoteStatus,
     Rename,
+    Renamed,
     Target,
     TargetPresence,
     Transient,
@@ -422,27 +424,56 @@ class BrevoConnector:
             None,
         )
 
-    def rename(self, target: Target, old_email: str, new_email: str) -> Rename:
+    def rename(self, target: Target, old_email: str, new_email: str, remote_id: str | None = None) -> Renamed:
         """Change the contact's address (its ``EMAIL`` attribute): one record for the whole
-        account, so every list sees the new address at once. Brevo lifts a block when the address
-        changes (https://help.brevo.com/hc/en-us/articles/208802209): syncd renames only contacts
-        it is about to push. https://developers.brevo.com/reference/updatecontact"""
-        body = sib.UpdateContact(attributes={"EMAIL": new_email.strip().lower()})
+        account, so every list sees the new address at once.
+
+        The record is read first (``GET /contacts/{identifier}``, by its id where syncd knows it:
+        an account user may have changed its address since). Brevo lifts a block when the address
+        changes (https://help.brevo.com/hc/en-us/articles/208802209), so a blocked record is not
+        renamed; it comes back as read (``Rename.BLOCKED``), its block one the master base may not
+        know yet (a webhook still on its way). https://developers.brevo.com/reference/updatecontact"""
+        old, new = old_email.strip().lower(), new_email.strip().lower()
+        record = self._contact(remote_id) if remote_id else None
+        record = record or self._contact(old)
+        if record is None or str(record.get("email") or "").lower() == new:
+            return Renamed(Rename.MISSING)
+        current = str(record.get("email") or old).lower()
+        list_id = int(target.list_id)
+        if record.get("emailBlacklisted"):
+            member = member_from_contact(record, list_id)
+            return Renamed(
+                Rename.BLOCKED, replace(member, on_target=list_id in (record.get("listIds") or ()))
+            )
+        body = sib.UpdateContact(attributes={"EMAIL": new})
         try:
             self._write(
                 "PUT /contacts/{identifier}",
-                lambda: self._contacts.update_contact(
-                    old_email.strip().lower(), body, _request_timeout=self._timeout
-                ),
+                lambda: self._contacts.update_contact(current, body, _request_timeout=self._timeout),
                 None,
             )
         except NotFound:
-            return Rename.MISSING
+            return Renamed(Rename.MISSING)
         except Fatal as exc:
             if "duplicate_parameter" in str(exc.body or "") or "already associated" in str(exc):
-                return Rename.TAKEN
+                return Renamed(Rename.TAKEN)
             raise
-        return Rename.RENAMED
+        return Renamed(Rename.RENAMED)
+
+    def _contact(self, identifier: str) -> dict[str, Any] | None:
+        """The contact's JSON (``GET /contacts/{identifier}``: an address or an id), or None if
+        Brevo has no such contact."""
+
+        def send() -> dict[str, Any]:
+            answer = self._contacts.get_contact_info(
+                identifier, _request_timeout=self._timeout, _preload_content=False
+            )
+            return json_object(answer.data, "GET /contacts/{identifier}")
+
+        try:
+            return self._call("GET /contacts/{identifier}", send)
+        except NotFound:
+            return None
 
     def block_record(self, email: str) -> BlockRecord:
         """Brevo's own record of the contact: its campaign statistics list spam complaints and the

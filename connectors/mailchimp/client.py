@@ -32,6 +32,7 @@ from connectors.contract import (
     RemoteMember,
     RemoteStatus,
     Rename,
+    Renamed,
     Target,
     TargetPresence,
     WebhookRegistration,
@@ -308,9 +309,11 @@ class MailchimpConnector:
             return False
         return True
 
-    def rename(self, target: Target, old_email: str, new_email: str) -> Rename:
+    def rename(self, target: Target, old_email: str, new_email: str, remote_id: str | None = None) -> Renamed:
         """Change a member's address in the audience (``PATCH`` with a new ``email_address``):
-        the member keeps its status, tags and history.
+        the member keeps its status, tags and history (an unsubscribed member stays so: Mailchimp
+        has no block that a change of address lifts). A member is addressed by the hash of its
+        address (``remote_id`` is not used).
         https://mailchimp.com/developer/marketing/api/list-members/update-list-member/"""
         try:
             self._write(
@@ -322,12 +325,12 @@ class MailchimpConnector:
                 {"email_address": new_email.strip().lower()},
             )
         except NotFound:
-            return Rename.MISSING
+            return Renamed(Rename.MISSING)
         except ConnectorError as exc:
             if exc.status == 400 and "Member Exists" in f"{exc} {exc.body}":
-                return Rename.TAKEN
+                return Renamed(Rename.TAKEN)
             raise
-        return Rename.RENAMED
+        return Renamed(Rename.RENAMED)
 
     def set_blocked(self, email: str, blocked: bool) -> None:
         """No-op: Mailchimp has no account-wide block list; its states are per audience.

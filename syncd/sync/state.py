@@ -261,6 +261,35 @@ def forget_former_addresses(lt: ListTarget, contact_ids: list[int]) -> None:
         )
 
 
+def held_elsewhere(lt: ListTarget, contact_ids: set[int]) -> dict[int, str]:
+    """The former address under which another target sharing this one's provider record (another
+    list of a Brevo account, another tag of the audience) still holds each of these contacts."""
+    keys = sharing_record(lt.config, lt.target.provider, lt.target.list_id) - {lt.target.key}
+    if not keys or not contact_ids:
+        return {}
+    table = TargetState.__table__
+    query = sa.select(table.c.contact_id, table.c.remote_email).where(
+        table.c.target_key.in_(sorted(keys)), table.c.remote_email.is_not(None)
+    )
+    with lt.engine.connect() as conn:
+        return {r.contact_id: r.remote_email for r in conn.execute(query) if r.contact_id in contact_ids}
+
+
+def record_ids(lt: ListTarget, contact_ids: list[int]) -> dict[int, str]:
+    """The provider's id of each contact's record, as the last read of a target sharing it showed."""
+    keys = sharing_record(lt.config, lt.target.provider, lt.target.list_id) | {lt.target.key}
+    if not contact_ids:
+        return {}
+    table = TargetState.__table__
+    query = sa.select(table.c.contact_id, table.c.remote_id).where(
+        table.c.contact_id.in_(contact_ids),
+        table.c.target_key.in_(sorted(keys)),
+        table.c.remote_id.is_not(None),
+    )
+    with lt.engine.connect() as conn:
+        return {r.contact_id: r.remote_id for r in conn.execute(query)}
+
+
 def last_lifts(lt: ListTarget, conn: Any, contact_ids: list[int]) -> dict[int, datetime]:
     """When syncd last lifted a block of each contact at this target's provider (the audit log)."""
     audit = AuditLog.__table__

@@ -10,6 +10,7 @@ sends at worst its unfinished batch again.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Protocol
 
 from connectors.contract import (
@@ -20,6 +21,7 @@ from connectors.contract import (
     ProviderEvent,
     RemoteMember,
     Rename,
+    Renamed,
     WriteResult,
 )
 from syncd.core.plan import PlanItem, SyncedState
@@ -35,7 +37,9 @@ from syncd.sync.state import (
     Accepted,
     ListTarget,
     forget_former_addresses,
+    held_elsewhere,
     last_lifts,
+    record_ids,
     record_lifts,
     store_accepted,
     store_stamps,
@@ -180,7 +184,13 @@ class Writer:
     def _upsert(self) -> None:
         items = [(kind, item, before) for kind in ("adds", "updates") for item, before in self.upserts[kind]]
         self.upserts = {"adds": [], "updates": []}
-        self._carry_renames([(item, before) for _, item, before in items])
+        withheld = self._carry_renames([(item, before) for _, item, before in items])
+        if withheld:
+            items = [entry for entry in items if entry[1].contact_id not in withheld]
+            for contact_id in withheld:
+                self.stamps.pop(contact_id, None)  # not written: planned again, stamped again
+            if not items:
+                return
         since = self.chain.covered if self.chain is not None else None
         result = self.connector.upsert(
             self.lt.target, [item.push for _, item, _ in items], confirm_since=since
@@ -228,37 +238,67 @@ class Writer:
             self.erase(self.reconcile(read[start : start + CHUNK]))
         self.chain.advance(result.cursor)
 
-    def _carry_renames(self, items: list[Buffered]) -> None:
-        """Members this target holds under a former address (the master base learnt the change of
-        address from another provider): renamed there before the push, one call each (a change of
-        address is rare), so that the push updates the person's record instead of adding a second
-        one beside it. If the new address is already another record there, the former one leaves
-        the target: one person, one membership."""
-        moves = [
-            (item.contact_id, before.remote_email, item.email)
-            for item, before in items
-            if before is not None and before.remote_email and before.remote_email != item.email
-        ]
-        for _, old, new in moves:
-            try:
-                outcome = self.connector.rename(self.lt.target, old, new)
-            except Fatal as exc:
-                if isinstance(exc, AuthFailed):
-                    raise
-                # Refused for another reason (a Mailchimp address deleted for good cannot be
-                # given back): the former address leaves the target, and the push below answers
-                # for the new one like for any member.
-                log.warning(
-                    "sync.rename_refused", list=self.lt.list_name, target=self.lt.target.key, error=str(exc)
-                )
-                outcome = Rename.TAKEN
-            self.report.write_calls += outcome is not Rename.MISSING
-            if outcome is Rename.RENAMED:
+    def _carry_renames(self, items: list[Buffered]) -> set[int]:
+        """Members whose provider record is under a former address (the master base learnt the
+        change of address from another provider): renamed there before the push, one call each (a
+        change of address is rare), so that the push updates the person's record instead of adding
+        a second one beside it. The record is the one this target holds, or, for a member this
+        target holds nothing of yet, the one a target sharing it holds (another list of a Brevo
+        account, another tag of the audience). If the new address is already another record there,
+        the former one leaves the target: one person, one membership.
+
+        A record the provider will not rename without lifting its block (Brevo) keeps its address:
+        its block is reconciled like one a write reveals, and the member is withheld from this
+        push (returned); the run plans it again with what the master base now knows."""
+        elsewhere = held_elsewhere(
+            self.lt,
+            {item.contact_id for item, before in items if before is None or before.pushed_hash is None},
+        )
+        moves = []
+        for item, before in items:
+            old = before.remote_email if before is not None and before.remote_email else None
+            old = old or elsewhere.get(item.contact_id)
+            if old and old != item.email:
+                moves.append((item, old))
+        ids = record_ids(self.lt, [item.contact_id for item, _ in moves])
+        withheld: dict[int, str] = {}
+        shown: list[RemoteMember] = []
+        for item, old in moves:
+            outcome = self._rename(old, item.email, ids.get(item.contact_id))
+            self.report.write_calls += outcome.outcome in (Rename.RENAMED, Rename.TAKEN)
+            if outcome.outcome is Rename.RENAMED:
                 self.report.count(self.report.applied, "renames")
-            elif outcome is Rename.TAKEN:
+            elif outcome.outcome is Rename.TAKEN:
                 result = self.connector.remove(self.lt.target, [old])
                 self.report.write_calls += result.calls
-        forget_former_addresses(self.lt, [cid for cid, _, _ in moves])
+            elif outcome.outcome is Rename.BLOCKED and outcome.record is not None:
+                # The contact's own record, whatever address it has there now: its block is theirs.
+                withheld[item.contact_id] = item.email
+                shown.append(replace(outcome.record, email=item.email))
+        if shown:
+            self.erase(self.reconcile(shown))
+            self.revealed.update(withheld.values())
+            log.info(
+                "sync.rename_withheld", list=self.lt.list_name, target=self.lt.target.key, count=len(shown)
+            )
+        forget_former_addresses(
+            self.lt, [item.contact_id for item, _ in moves if item.contact_id not in withheld]
+        )
+        return set(withheld)
+
+    def _rename(self, old: str, new: str, remote_id: str | None) -> Renamed:
+        try:
+            return self.connector.rename(self.lt.target, old, new, remote_id)
+        except Fatal as exc:
+            if isinstance(exc, AuthFailed):
+                raise
+            # Refused for another reason (a Mailchimp address deleted for good cannot be given
+            # back): the former address leaves the target, and the push answers for the new one
+            # like for any member.
+            log.warning(
+                "sync.rename_refused", list=self.lt.list_name, target=self.lt.target.key, error=str(exc)
+            )
+            return Renamed(Rename.TAKEN)
 
     def _remove(self) -> None:
         items, self.removals = self.removals, []

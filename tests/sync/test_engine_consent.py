@@ -664,6 +664,76 @@ def test_a_change_of_address_in_brevo_is_read_from_the_list_and_carried_to_mailc
     assert_second_sync_writes_nothing(w, "--list", "news")
 
 
+def brevo_user_renames(w, old, new):
+    """An account user changes the contact's address in Brevo's UI (same contact id); no webhook."""
+    r = httpx.put(
+        f"{w.brevo.api_url}/contacts/{old}",
+        json={"attributes": {"EMAIL": new}},
+        headers={"api-key": w.brevo.api_key},
+    )
+    assert r.status_code == 204, r.text
+
+
+def mailchimp_renames_with_webhook(w, old, new):
+    mailchimp_renames(w, old, new)
+    body, ctype = w.mailchimp.webhook_payload(EventKind.EMAIL_CHANGED, old, w.audience, new_email=new)
+    with session_scope(w.engine) as s:
+        for event in MailchimpConnector(w.mailchimp.api_key, w.mailchimp.api_url).parse_webhook(body, ctype):
+            assert apply_event(s, event, w.config) == "applied"
+
+
+def two_changes_of_address(w):
+    """Ana, on news and offers in the base, pushed to news only; then two changes of address
+    before syncd hears of the first: one in Brevo's UI (no webhook), then Mailchimp's (its webhook
+    applied). Returns her Brevo record's id."""
+    add_contact(w, "ana@example.fr", "client", ["news", "offers"])
+    run_cli(w, "sync", "--list", "news")
+    run_cli(w, "sync", "--list", "news")  # the read after the push learns Brevo's id of the contact
+    record = w.brevo.contact("ana@example.fr")["id"]
+    brevo_user_renames(w, "ana@example.fr", "ana.b@example.fr")
+    mailchimp_renames_with_webhook(w, "ana@example.fr", "ana.new@example.fr")
+    return record
+
+
+def test_a_list_new_to_the_contact_renames_the_brevo_record_another_list_holds_by_its_id(world):
+    w = world
+    record = two_changes_of_address(w)
+
+    # offers holds nothing of hers yet: it renames the record news holds under her former address,
+    # found by its id, under whatever address Brevo has now (news's own read would have shown it).
+    run_cli(w, "sync", "--list", "offers")
+
+    assert w.brevo.contact("ana.b@example.fr") is None, "the record keeps an address the base left"
+    assert w.brevo.contact("ana.new@example.fr")["id"] == record, "a second record beside hers"
+    assert subscribed(w.brevo, w.news_b) == ["ana.new@example.fr"]
+    run_cli(w, "sync")
+    assert subscribed(w.brevo, w.offers_b) == ["ana.new@example.fr"]
+    assert w.brevo.contact("ana.new@example.fr")["id"] == record
+    assert_second_sync_writes_nothing(w)
+
+
+def test_a_blocked_brevo_record_another_list_holds_is_not_renamed_and_its_block_is_learnt(world):
+    w = world
+    record = two_changes_of_address(w)
+    # She clicks unsubscribe in a default Brevo account's campaign: a block naming no list. Its
+    # webhook has not arrived.
+    w.brevo.contact_unsubscribes("ana.b@example.fr", int(w.news_b.list_id))
+
+    run_cli(w, "sync", "--list", "offers")
+
+    # Renaming would lift the block (Brevo does on a change of address), and a second record
+    # under her new address would be mailed: neither. The block is hers, an opt-out from everything.
+    assert w.brevo.contact("ana.new@example.fr") is None, "a second record beside the blocked one"
+    kept = w.brevo.contact("ana.b@example.fr")
+    assert kept["id"] == record and kept["emailBlacklisted"]
+    assert contact(w, "ana.new@example.fr").global_opt_out
+    run_cli(w, "sync")
+    assert w.brevo.contact("ana.new@example.fr") is None
+    assert subscribed(w.brevo, w.offers_b) == [] and subscribed(w.mailchimp, w.offers_mc) == []
+    assert subscribed(w.mailchimp, w.news_mc) == []
+    assert_second_sync_writes_nothing(w)
+
+
 def test_a_change_of_address_onto_an_erased_one_read_from_the_list_renames_nothing(world):
     w = world
     add_contact(w, "ana@example.fr", "client", ["news"])
