@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
@@ -17,16 +19,30 @@ from syncd.sync.engine import sync_list
 from syncd.sync.report import ListReport
 from syncd.sync.state import recent_runs
 
+# Lists synced at once by default (``--jobs``); each mostly waits on its providers, whose calls
+# stay within each connector's concurrency.
+DEFAULT_JOBS = 1
+
 
 @click.command()
 @click.option(
     "--list", "list_names", multiple=True, help="Only this list (repeatable) [default: every list]."
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 16),
+    default=DEFAULT_JOBS,
+    show_default=True,
+    help="Lists synced at once (each list's targets stay in one run; calls to a provider stay "
+    "within its concurrency).",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would change, per list and target; change nothing.")
 @click.option("--show-emails", is_flag=True, help="Show addresses in clear in the samples (default: masked).")
 @format_option()
 @click.pass_obj
-def sync(app: App, list_names: tuple[str, ...], dry_run: bool, show_emails: bool, fmt: str) -> None:
+def sync(
+    app: App, list_names: tuple[str, ...], jobs: int, dry_run: bool, show_emails: bool, fmt: str
+) -> None:
     """Bring the providers' lists in line with the master base.
 
     For each list and each of its targets: read what changed at the provider (unsubscribes,
@@ -36,6 +52,10 @@ def sync(app: App, list_names: tuple[str, ...], dry_run: bool, show_emails: bool
     and a sample of each change with its reason — and apply nothing. --format json prints the
     same reports (the plan, with --dry-run) for a script. Exit status 1 if any batch failed or
     confirmation mails could not be sent.
+
+    Lists are synced --jobs at a time (a list's wait for its writes to settle overlaps the others'
+    work); their reports print in the config's order. Ctrl-C stops every list after its current
+    batch: the next run completes it.
     """
     config = app.require_config_file()
     if not config.lists:
@@ -46,21 +66,36 @@ def sync(app: App, list_names: tuple[str, ...], dry_run: bool, show_emails: bool
     providers = {t.target.provider for n in names for t in config.lists[n].targets}
     connectors = {p: make_connector(config, p) for p in providers}
     mailer: list[doi.Send] = []
+    mail_lock = threading.Lock()
 
     def send(mail: doi.Mail) -> str:
-        if not mailer:
-            mailer.append(doi.transport(config, connectors))
-        return mailer[0](mail)
+        with mail_lock:  # one transport, one mail at a time
+            if not mailer:
+                mailer.append(doi.transport(config, connectors))
+            return mailer[0](mail)
+
+    stop = threading.Event()
+    progress = _Progress()
+    engine = app.engine  # opened (and migrated) once, before the lists' threads share it
+
+    def one(name: str) -> ListReport:
+        return sync_list(
+            engine, config, name, connectors, dry_run=dry_run, progress=progress, stop=stop, send=send
+        )
 
     reports = []
-    for name in names:
-        with _Progress() as progress:
-            report = sync_list(
-                app.engine, config, name, connectors, dry_run=dry_run, progress=progress, send=send
-            )
-        if fmt == TABLE:
-            _print_report(report, show_emails)
-        reports.append(report)
+    with progress, ThreadPoolExecutor(min(jobs, len(names)), thread_name_prefix="sync") as pool:
+        try:
+            # Printed in the config's order, each as soon as it and the lists before it are done.
+            for future in [pool.submit(one, name) for name in names]:
+                report = future.result()
+                if fmt == TABLE:
+                    progress.clear()
+                    _print_report(report, show_emails)
+                reports.append(report)
+        except BaseException:
+            stop.set()  # Ctrl-C or a failure: the other lists stop after their current batch
+            raise
     if fmt == JSON:
         echo_json([_report_data(r, show_emails) for r in reports])
     # Members asked to confirm who could not be mailed wait for nothing: a failure to act on.
@@ -73,25 +108,33 @@ def sync(app: App, list_names: tuple[str, ...], dry_run: bool, show_emails: bool
 
 
 class _Progress:
-    """A progress line on a terminal; silent when piped."""
+    """A progress line on a terminal (the latest step of any list); silent when piped."""
 
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
-        self.step, self.done = "", 0
+        self.done: dict[str, int] = {}
+        self.shown = False
+        self._lock = threading.Lock()
 
     def __call__(self, step: str, n: int) -> None:
-        if step != self.step:
-            self.step, self.done = step, 0
-        self.done += n
-        if self.tty:
-            click.echo(f"\r{self.step}: {self.done}   ", nl=False, err=True)
+        with self._lock:
+            self.done[step] = self.done.get(step, 0) + n
+            if self.tty:
+                click.echo(f"\r\033[K{step}: {self.done[step]}", nl=False, err=True)
+                self.shown = True
+
+    def clear(self) -> None:
+        """Before a report is printed: the progress line leaves the terminal's last line."""
+        with self._lock:
+            if self.shown:
+                click.echo("\r\033[K", nl=False, err=True)
+                self.shown = False
 
     def __enter__(self) -> _Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.tty and self.step:
-            click.echo("", err=True)
+        self.clear()
 
 
 def _print_report(report: ListReport, show_emails: bool) -> None:

@@ -325,7 +325,12 @@ class Reader:
         ids = [c.id for c, _ in blocked if c.id is not None]
         explained = explained_blocks(self.lt, self.traits, s.connection(), ids)
         for contact, m in blocked:
-            if contact.id in explained or contact.global_opt_out:
+            if contact.id in explained:
+                continue
+            # Read again, locked, as it is now: a run of another list (another replica, or one run
+            # at the same time) may have just recorded the same block; its proof is not doubled.
+            s.refresh(contact, with_for_update=True)
+            if contact.global_opt_out:
                 continue
             reason = (
                 f"blocked account-wide at {self.target.key} with no per-list unsubscribe on record; "

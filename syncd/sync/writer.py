@@ -317,7 +317,16 @@ class Writer:
             self.report.rejected.append((r.email, r.reason))
 
     def _unblock(self) -> None:
+        """Members blocked account-wide for a per-list unsubscribe from another list: lifted here,
+        where they are still members, once the provider's own record shows nothing else behind
+        the block (``_vet_lifts``: this list may be synced before the one they left, whose run
+        would have read the record first)."""
         items, self.unblocks = self.unblocks, []
+        allowed = {cid for cid, _ in self._vet_lifts([(i.contact_id, held_as(i, b)) for i, b in items])}
+        refused = [item for item, _ in items if item.contact_id not in allowed]
+        self._stamps_of(refused)  # planned again with what the record showed
+        self.revealed.update(item.email for item in refused)
+        items = [(item, before) for item, before in items if item.contact_id in allowed]
         done: list[Accepted] = []
         for item, before in items:
             self.connector.set_blocked(held_as(item, before), False)

@@ -350,6 +350,31 @@ def test_a_spam_complaint_whose_webhook_was_lost_is_read_from_brevos_record_befo
     assert_second_sync_writes_nothing(w)
 
 
+@pytest.mark.parametrize("behind", ["a spam complaint", "an account user's block"])
+def test_a_list_synced_before_the_one_left_reads_brevos_record_before_it_lifts_the_block(world, behind):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news", "offers"])
+    run_cli(w, "sync")
+    if behind == "a spam complaint":
+        w.brevo.contact_complains("ana@example.fr", int(w.news_b.list_id))  # its webhook lost
+    else:
+        brevo_api(w).set_blocked("ana@example.fr", True)
+    w.brevo.unsubscribe("ana@example.fr", w.news_b)
+
+    # offers, where she is still a member, is synced first (its own schedule, or alone): its read
+    # shows the block with a per-list reason (news); the lift waits on Brevo's record.
+    run_cli(w, "sync", "--list", "offers")
+
+    assert w.brevo.is_blocked("ana@example.fr"), f"a block with {behind} behind it was lifted"
+    assert contact(w, "ana@example.fr").global_opt_out
+    assert "ana@example.fr" not in subscribed(w.brevo, w.offers_b)
+    assert "ana@example.fr" not in subscribed(w.mailchimp, w.offers_mc)
+    run_cli(w, "sync")  # news then takes her off too
+    assert w.brevo.is_blocked("ana@example.fr")
+    assert "ana@example.fr" not in subscribed(w.mailchimp, w.news_mc)
+    assert_second_sync_writes_nothing(w)
+
+
 def test_a_block_set_by_an_account_user_is_not_lifted_for_a_later_per_list_unsubscribe(world):
     w = world
     add_contact(w, "ana@example.fr", "client", ["news", "offers"])

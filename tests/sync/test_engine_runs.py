@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from simkit import BrevoSimulator
 from sqlmodel import Session, select
 
+from connectors.contract import Target
 from syncd.cli import main
 from syncd.config import load_config
 from syncd.db import session_scope
@@ -115,3 +116,89 @@ lists:
     result = CliRunner().invoke(main, ["--config", str(path), "--database", url, "sync", "--list", "news"])
     assert result.exit_code == 0, result.output
     assert {(r.list_name, r.status) for r in runs(engine)} == {("offers", "running"), ("news", "ok")}
+
+
+@pytest.mark.parametrize("jobs", [1, 3])
+def test_sync_runs_its_lists_jobs_at_a_time_and_reports_them_in_the_config_order(
+    tmp_path, engine, brevo, monkeypatch, jobs
+):
+    names = ("news", "offers", "club")
+    ids = {name: brevo.create_target(name).list_id for name in names}
+    path = tmp_path / "syncd.yaml"
+    lists = "".join(
+        f"  {name}:\n    consent: single_opt_in\n    targets: [{{brevo: {{list_id: {ids[name]}}}}}]\n"
+        for name in names
+    )
+    # Each list waits a second after its writes before it reads them back: lists run at once
+    # overlap those waits.
+    path.write_text(
+        f"""
+version: 1
+providers:
+  brevo: {{api_key: "${{T_BREVO_KEY}}", base_url: "{brevo.api_url}", settle_s: 1}}
+lists:
+{lists}""",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("T_BREVO_KEY", brevo.api_key)
+    config = load_config(path)
+    with session_scope(engine) as s:
+        c = Contact(email="ana@example.fr", first_name="Ana")
+        s.add(c)
+        s.flush()
+        for name in names:
+            join_list(s, c, name, config.lists[name], consent="single_opt_in", source="form")
+    url = engine.url.render_as_string(hide_password=False)
+
+    result = CliRunner().invoke(main, ["--config", str(path), "--database", url, "sync", "--jobs", str(jobs)])
+
+    assert result.exit_code == 0, result.output
+    headers = [line.split(":")[0] for line in result.output.splitlines() if line.endswith(": sync")]
+    assert headers == list(names)
+    done = runs(engine)
+    assert sorted(r.list_name for r in done) == sorted(names) and {r.status for r in done} == {"ok"}
+    for name in names:
+        assert list(brevo.members(Target("brevo", ids[name]))) == ["ana@example.fr"]
+    first_end = min(r.finished_at for r in done)
+    overlapping = [r for r in done if r.started_at < first_end]
+    # One at a time: each started after the one before it ended; three at once: all began before
+    # any ended (each took at least its second's wait).
+    assert len(overlapping) == (1 if jobs == 1 else 3)
+
+
+def test_a_list_that_fails_leaves_the_other_lists_run_at_the_same_time_whole(
+    tmp_path, engine, brevo, monkeypatch
+):
+    news = brevo.create_target("news")
+    path = tmp_path / "syncd.yaml"
+    path.write_text(
+        f"""
+version: 1
+providers:
+  brevo: {{api_key: "${{T_BREVO_KEY}}", base_url: "{brevo.api_url}", settle_s: 0}}
+lists:
+  news:
+    consent: single_opt_in
+    targets: [{{brevo: {{list_id: {news.list_id}}}}}]
+  offers:
+    consent: single_opt_in
+    targets: [{{brevo: {{list_id: 999}}}}]
+""",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("T_BREVO_KEY", brevo.api_key)
+    config = load_config(path)
+    with session_scope(engine) as s:
+        c = Contact(email="ana@example.fr", first_name="Ana")
+        s.add(c)
+        s.flush()
+        for name in ("news", "offers"):
+            join_list(s, c, name, config.lists[name], consent="single_opt_in", source="form")
+    url = engine.url.render_as_string(hide_password=False)
+
+    result = CliRunner().invoke(main, ["--config", str(path), "--database", url, "sync", "--jobs", "2"])
+
+    assert result.exit_code == 1, result.output
+    assert "FAILED" in result.output.split("offers: sync")[1]
+    assert list(brevo.members(news)) == ["ana@example.fr"]
+    assert {r.list_name: r.status for r in runs(engine)} == {"news": "ok", "offers": "failed"}
