@@ -103,13 +103,17 @@ def db_now():
 
 
 def run_sync(
-    env: dict[str, str], config: Path, profile: str | None = None, lists: tuple[str, ...] = ()
+    env: dict[str, str],
+    config: Path,
+    profile: str | None = None,
+    lists: tuple[str, ...] = (),
+    jobs: int = 1,
 ) -> tuple[float, int]:
     started = time.monotonic()
     python = [sys.executable, "-m", "cProfile", "-o", profile] if profile else [sys.executable]
     only = [a for name in lists for a in ("--list", name)]
     proc = subprocess.Popen(
-        [*python, "-m", "syncd", "--config", str(config), "sync", *only],
+        [*python, "-m", "syncd", "--config", str(config), "sync", "--jobs", str(jobs), *only],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -160,6 +164,7 @@ def main() -> None:
         "--first-only", action="store_true", help="stop after the first sync (memory scaling)"
     )
     parser.add_argument("--runs", type=int, default=4, help="stop after this many of the four runs")
+    parser.add_argument("--jobs", type=int, default=1, help="`syncd sync --jobs`: lists synced at once")
     args = parser.parse_args()
     n = args.contacts
     tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-"))
@@ -251,7 +256,10 @@ lists:
                 engine.dispose()
             before = last_run_id(url)
             seconds, rss = run_sync(
-                env, config, args.profile if phase == phases[args.profile_run - 1] else None
+                env,
+                config,
+                args.profile if phase == phases[args.profile_run - 1] else None,
+                jobs=args.jobs,
             )
             previous_done = time.monotonic()
             counts = run_counts(url, before)
