@@ -41,19 +41,21 @@ def wait_for(predicate, what: str, timeout: float = 60.0) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_a_killed_run_is_marked_interrupted_by_the_next_run_of_its_list(tmp_path, engine, brevo, monkeypatch):
-    news = brevo.create_target("news")
+def brevo_lists(tmp_path, engine, brevo, monkeypatch, ids: dict[str, str], settle_s: float = 0):
+    """A config of single-opt-in lists, each on the Brevo list of ``ids``, and Ana a member of
+    every one. Returns the config file's path and the database URL."""
     path = tmp_path / "syncd.yaml"
+    lists = "".join(
+        f"  {name}:\n    consent: single_opt_in\n    targets: [{{brevo: {{list_id: {list_id}}}}}]\n"
+        for name, list_id in ids.items()
+    )
     path.write_text(
         f"""
 version: 1
 providers:
-  brevo: {{api_key: "${{T_BREVO_KEY}}", base_url: "{brevo.api_url}", settle_s: 0}}
+  brevo: {{api_key: "${{T_BREVO_KEY}}", base_url: "{brevo.api_url}", settle_s: {settle_s}}}
 lists:
-  news:
-    consent: single_opt_in
-    targets: [{{brevo: {{list_id: {news.list_id}}}}}]
-""",
+{lists}""",
         encoding="utf-8",
     )
     monkeypatch.setenv("T_BREVO_KEY", brevo.api_key)
@@ -62,8 +64,15 @@ lists:
         c = Contact(email="ana@example.fr", first_name="Ana")
         s.add(c)
         s.flush()
-        join_list(s, c, "news", config.lists["news"], consent="single_opt_in", source="form")
-    url = engine.url.render_as_string(hide_password=False)
+        for name in ids:
+            join_list(s, c, name, config.lists[name], consent="single_opt_in", source="form")
+    return path, engine.url.render_as_string(hide_password=False)
+
+
+def test_a_killed_run_is_marked_interrupted_by_the_next_run_of_its_list(tmp_path, engine, brevo, monkeypatch):
+    path, url = brevo_lists(
+        tmp_path, engine, brevo, monkeypatch, {"news": brevo.create_target("news").list_id}
+    )
 
     brevo.latency_s = 60  # the run waits on the provider: it is killed in the middle
     proc = subprocess.Popen(
@@ -124,31 +133,9 @@ def test_sync_runs_its_lists_jobs_at_a_time_and_reports_them_in_the_config_order
 ):
     names = ("news", "offers", "club")
     ids = {name: brevo.create_target(name).list_id for name in names}
-    path = tmp_path / "syncd.yaml"
-    lists = "".join(
-        f"  {name}:\n    consent: single_opt_in\n    targets: [{{brevo: {{list_id: {ids[name]}}}}}]\n"
-        for name in names
-    )
     # Each list waits a second after its writes before it reads them back: lists run at once
     # overlap those waits.
-    path.write_text(
-        f"""
-version: 1
-providers:
-  brevo: {{api_key: "${{T_BREVO_KEY}}", base_url: "{brevo.api_url}", settle_s: 1}}
-lists:
-{lists}""",
-        encoding="utf-8",
-    )
-    monkeypatch.setenv("T_BREVO_KEY", brevo.api_key)
-    config = load_config(path)
-    with session_scope(engine) as s:
-        c = Contact(email="ana@example.fr", first_name="Ana")
-        s.add(c)
-        s.flush()
-        for name in names:
-            join_list(s, c, name, config.lists[name], consent="single_opt_in", source="form")
-    url = engine.url.render_as_string(hide_password=False)
+    path, url = brevo_lists(tmp_path, engine, brevo, monkeypatch, ids, settle_s=1)
 
     result = CliRunner().invoke(main, ["--config", str(path), "--database", url, "sync", "--jobs", str(jobs)])
 
@@ -170,31 +157,7 @@ def test_a_list_that_fails_leaves_the_other_lists_run_at_the_same_time_whole(
     tmp_path, engine, brevo, monkeypatch
 ):
     news = brevo.create_target("news")
-    path = tmp_path / "syncd.yaml"
-    path.write_text(
-        f"""
-version: 1
-providers:
-  brevo: {{api_key: "${{T_BREVO_KEY}}", base_url: "{brevo.api_url}", settle_s: 0}}
-lists:
-  news:
-    consent: single_opt_in
-    targets: [{{brevo: {{list_id: {news.list_id}}}}}]
-  offers:
-    consent: single_opt_in
-    targets: [{{brevo: {{list_id: 999}}}}]
-""",
-        encoding="utf-8",
-    )
-    monkeypatch.setenv("T_BREVO_KEY", brevo.api_key)
-    config = load_config(path)
-    with session_scope(engine) as s:
-        c = Contact(email="ana@example.fr", first_name="Ana")
-        s.add(c)
-        s.flush()
-        for name in ("news", "offers"):
-            join_list(s, c, name, config.lists[name], consent="single_opt_in", source="form")
-    url = engine.url.render_as_string(hide_password=False)
+    path, url = brevo_lists(tmp_path, engine, brevo, monkeypatch, {"news": news.list_id, "offers": "999"})
 
     result = CliRunner().invoke(main, ["--config", str(path), "--database", url, "sync", "--jobs", "2"])
 
