@@ -86,6 +86,18 @@ class Reader:
         members = self._news(members)
         if not members:
             return []
+        counted = (self.report.created, dict(self.report.reconciled))
+        try:
+            return self._reconcile(members)
+        except sa.exc.IntegrityError:
+            # A run of another list on the same remote list (``syncd sync --jobs``, another
+            # replica) has just added a contact this page also shows: nothing of this page was
+            # kept; read again, it finds that contact.
+            log.info("sync.reconcile_retried", list=self.lt.list_name, target=self.target.key)
+            self.report.created, self.report.reconciled = counted[0], dict(counted[1])
+            return self._reconcile(members)
+
+    def _reconcile(self, members: list[RemoteMember]) -> list[str]:
         now = utcnow()
         lt = self.lt
         erased_on_target: list[str] = []

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 from simkit import BrevoSimulator, MailchimpSimulator
 from sqlmodel import Session, select
@@ -26,7 +27,9 @@ from syncd.db import session_scope
 from syncd.inbound.apply import apply_event
 from syncd.membership import join_list, leave_list
 from syncd.models import Consent, Contact, Membership, TargetState
+from syncd.providers import make_connector
 from syncd.secret import generate as generate_secret
+from syncd.sync.engine import sync_list
 
 
 # One account per test: a Brevo contact (and its block) is account-wide, whatever the list.
@@ -460,6 +463,38 @@ def test_a_sync_that_cannot_mail_the_confirmations_says_why_and_fails(world):
     assert "confirmation mails not sent: set 'double_opt_in.secret'" in result.output
     assert memberships(w, "ana@example.fr") == {"news": "pending"}  # the daemon mails her once fixed
     assert subscribed(w.brevo, w.news_b) == [] and w.brevo.outbox == []
+
+
+def test_a_member_another_run_imports_at_the_same_moment_is_found_not_added_twice(world):
+    w = world
+    # Added in Mailchimp's UI to the audience news and offers share, with news's tag; a run of
+    # offers (the same audience) imports her while news's run reads her too.
+    w.mailchimp.seed(w.news_mc, [{"email": "mc-ui@example.fr"}])
+    raced = []
+
+    def other_run_imports_her_first(conn, cursor, statement, parameters, context, executemany):
+        if raced or not statement.lstrip().upper().startswith("INSERT INTO CONTACT "):
+            return
+        if "mc-ui@example.fr" not in repr(parameters):
+            return
+        raced.append(statement)
+        with Session(w.engine) as other:
+            other.add(Contact(email="mc-ui@example.fr", first_name="Mia"))
+            other.commit()
+
+    sa.event.listen(w.engine, "before_cursor_execute", other_run_imports_her_first)
+    try:
+        connectors = {p: make_connector(w.config, p) for p in ("brevo", "mailchimp")}
+        report = sync_list(w.engine, w.config, "news", connectors)
+    finally:
+        sa.event.remove(w.engine, "before_cursor_execute", other_run_imports_her_first)
+
+    assert raced, "the run never imported her"
+    assert report.ok, report
+    assert emails_in_base(w) == ["mc-ui@example.fr"]
+    assert memberships(w, "mc-ui@example.fr") == {}  # on the provider's word alone: no membership
+    flags = run_cli(w, "flags", "--format", "csv").output
+    assert "news,unknown_remote,mc-ui@example.fr" in flags
 
 
 # --- defect 5: members added at the provider -------------------------------------------------------
