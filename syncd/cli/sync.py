@@ -84,18 +84,27 @@ def sync(
         )
 
     reports = []
-    with progress, ThreadPoolExecutor(min(jobs, len(names)), thread_name_prefix="sync") as pool:
-        try:
-            # Printed in the config's order, each as soon as it and the lists before it are done.
-            for future in [pool.submit(one, name) for name in names]:
-                report = future.result()
-                if fmt == TABLE:
-                    progress.clear()
-                    _print_report(report, show_emails)
-                reports.append(report)
-        except BaseException:
-            stop.set()  # Ctrl-C or a failure: the other lists stop after their current batch
-            raise
+
+    def finished(report: ListReport) -> None:
+        if fmt == TABLE:
+            progress.clear()
+            _print_report(report, show_emails)
+        reports.append(report)
+
+    with progress:
+        if jobs == 1 or len(names) == 1:
+            # In this thread: Ctrl-C reaches the run itself, and a profiler sees it.
+            for name in names:
+                finished(one(name))
+        else:
+            with ThreadPoolExecutor(min(jobs, len(names)), thread_name_prefix="sync") as pool:
+                try:
+                    # In the config's order, each as soon as it and the lists before it are done.
+                    for future in [pool.submit(one, name) for name in names]:
+                        finished(future.result())
+                except BaseException:
+                    stop.set()  # Ctrl-C or a failure: the other lists stop after their current batch
+                    raise
     if fmt == JSON:
         echo_json([_report_data(r, show_emails) for r in reports])
     # Members asked to confirm who could not be mailed wait for nothing: a failure to act on.
