@@ -102,6 +102,32 @@ def db_now():
     return utcnow()
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of process ``pid`` and of its children it has reaped (Linux's /proc), 0 elsewhere.
+    For PostgreSQL's postmaster, the reaped children are the backends of finished connections."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime, stime, cutime, cstime: fields 14-17 of proc(5), here 11-14 after the command name.
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def postmaster_pid(url: str) -> int | None:
+    """The PostgreSQL server's main process when it runs on this machine, else None."""
+    if not url.startswith("postgresql"):
+        return None
+    engine = db.make_engine(url)
+    try:
+        with engine.connect() as conn:
+            data = conn.exec_driver_sql("SHOW data_directory").scalar()
+        return int(Path(data, "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, sa.exc.DBAPIError):
+        return None
+    finally:
+        engine.dispose()
+
+
 def run_sync(
     env: dict[str, str],
     config: Path,
@@ -126,7 +152,7 @@ def run_sync(
     if status != 0:
         print(out, proc.stderr.read())
         raise SystemExit("sync failed")
-    return time.monotonic() - started, usage.ru_maxrss // 1024
+    return time.monotonic() - started, usage.ru_maxrss // 1024, usage.ru_utime + usage.ru_stime
 
 
 def run_counts(url: str, since_id: int) -> dict[str, dict]:
@@ -136,6 +162,23 @@ def run_counts(url: str, since_id: int) -> dict[str, dict]:
         rows = conn.execute(sa.select(SyncRun.target_key, SyncRun.counts).where(SyncRun.id > since_id)).all()
     engine.dispose()
     return {key: counts for key, counts in rows}
+
+
+def run_times(url: str, since_id: int) -> list[tuple]:
+    """Each list's and target's run since ``since_id``: its key, start and end."""
+    engine = db.make_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                sa.func.coalesce(SyncRun.target_key, SyncRun.list_name),
+                SyncRun.started_at,
+                SyncRun.finished_at,
+            )
+            .where(SyncRun.id > since_id, SyncRun.finished_at.is_not(None))
+            .order_by(SyncRun.id)
+        ).all()
+    engine.dispose()
+    return rows
 
 
 def last_run_id(url: str) -> int:
@@ -211,6 +254,7 @@ lists:
     auto_enroll: true
     targets: [{{brevo: {{list_id: {vendors_b.list_id}}}}}]
 """)
+        pg = postmaster_pid(url)
         env = {**os.environ, "B_KEY": BREVO_KEY, "M_KEY": MC_KEY, "SYNCD_DATABASE_URL": url}
         t0 = time.monotonic()
         # Seeded in a process of its own: a child's peak RSS counts the parent's at fork time, so
@@ -237,7 +281,7 @@ lists:
         previous_done = time.monotonic()
         if args.first_only:
             for name in ("clients", "prospects", "vendors"):
-                seconds, rss = run_sync(env, config, lists=(name,))
+                seconds, rss, _ = run_sync(env, config, lists=(name,))
                 print(f"first sync of {name}: {seconds:.1f}s, peak RSS {rss} MB")
             return
         for phase in phases[: args.runs]:
@@ -255,7 +299,9 @@ lists:
                     )
                 engine.dispose()
             before = last_run_id(url)
-            seconds, rss = run_sync(
+            servers = {"Brevo simulator": b_proc.pid, "Mailchimp simulator": m_proc.pid, "PostgreSQL": pg}
+            cpu_before = {name: cpu_seconds(pid) for name, pid in servers.items() if pid}
+            seconds, rss, cpu = run_sync(
                 env,
                 config,
                 args.profile if phase == phases[args.profile_run - 1] else None,
@@ -265,6 +311,12 @@ lists:
             counts = run_counts(url, before)
             total = sum(c.get("write_calls", 0) for c in counts.values())
             print(f"\n{phase}: {seconds:.1f}s, peak RSS {rss} MB, write calls {total}")
+            used = {name: cpu_seconds(servers[name]) - was for name, was in cpu_before.items()}
+            print(
+                "  CPU: syncd sync " + ", ".join([f"{cpu:.1f}s", *(f"{k} {v:.1f}s" for k, v in used.items())])
+            )
+            for key, started_at, finished_at in run_times(url, before):
+                print(f"  {key}: {(finished_at - started_at).total_seconds():.1f}s")
             for key, run in sorted(counts.items()):
                 c = run.get("write_calls", 0)
                 extra = f" (floor {floor[key]}, {c / floor[key]:.2f}x)" if phase == "first sync" else ""

@@ -107,7 +107,7 @@ Normal run (fixed budget, part of the suite)::
 Long run by hand: ``SYNCD_MODEL_EXAMPLES=N`` (N examples of up to ``SYNCD_MODEL_STEPS`` steps,
 default 40), or ``--hypothesis-profile=consent-long`` (700 examples of up to 40 steps)::
 
-    SYNCD_MODEL_EXAMPLES=500 .venv/bin/pytest -q -p no:cacheprovider tests/system/test_consent_model.py
+    SYNCD_MODEL_EXAMPLES=500 .venv/bin/pytest -n 0 -q -p no:cacheprovider tests/system/test_consent_model.py
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ seed (``SYNCD_FUZZ_SEED``); ``SYNCD_FUZZ_STRICT=1`` holds KNOWN_OPEN's inputs to
 and ``SYNCD_FUZZ_FAILURES=FILE`` appends every failing request (not only the first 20) to FILE.
 A long run by hand (prints the requests sent and the answers by status code)::
 
-    SYNCD_FUZZ_EXAMPLES=5600 .venv/bin/pytest -p no:cacheprovider -s tests/web/test_fuzz.py
+    SYNCD_FUZZ_EXAMPLES=5600 .venv/bin/pytest -n 0 -p no:cacheprovider -s tests/web/test_fuzz.py
 """
 
 from __future__ import annotations
