@@ -92,6 +92,27 @@ def test_pull_pages_through_ten_thousand_members(sim: MailchimpSimulator, mc: Ma
     assert mc.stats.calls["get_list_members_info"] == 10
 
 
+def test_a_change_between_two_pages_of_a_read_shows_on_the_next_page(
+    sim: MailchimpSimulator, mc: MailchimpConnector
+) -> None:
+    """The simulator lists each page from the audience as it is when the page is asked for (the
+    pages of one read share one listing only while no member changes)."""
+    target = sim.create_target("paged")
+    sim.seed(target, [{"email": f"m{i}@example.fr", "changed_at": LONG_AGO} for i in range(2_500)])
+    pages = iter(mc.pull(target))
+    first = next(pages)
+    assert len(first.members) == 1000
+
+    sim.member_action(target.list_id, "m1500@example.fr", "unsubscribe")
+    sim.put_member(target.list_id, "late@example.fr", status="subscribed")
+    rest = [m for p in pages for m in p.members]
+
+    by_email = {m.email: m for m in rest}
+    assert len(rest) == 1501  # the 1,500 left and the member added after the first page
+    assert by_email["m1500@example.fr"].status is RemoteStatus.UNSUBSCRIBED
+    assert "late@example.fr" in by_email
+
+
 def test_pull_maps_status_fields_tags_and_opt_in_evidence(
     sim: MailchimpSimulator, mc: MailchimpConnector
 ) -> None:

@@ -28,6 +28,7 @@ from connectors.simulators.mailchimp.state import (
     Member,
     ProblemError,
     invalid,
+    listing_changes,
     not_found,
     now,
     parse_ts,
@@ -337,12 +338,17 @@ class MailchimpApi:
         since = parse_ts(q.get("since_last_changed"), "since_last_changed")
         # Archived contacts are listed only when asked for by status (assumed from the Archive page:
         # https://mailchimp.com/help/archive-unarchive-contacts/ - they leave the audience's counts).
-        rows = [
-            m
-            for m in audience.members.values()
-            if (m.status == status if status else m.status != "archived")
-            and (since is None or m.last_changed > since)
-        ]
+        key = (status, since, listing_changes())
+        if audience.listing[0] == key:
+            rows = audience.listing[1]
+        else:
+            rows = [
+                m
+                for m in audience.members.values()
+                if (m.status == status if status else m.status != "archived")
+                and (since is None or m.last_changed > since)
+            ]
+            audience.listing = (key, rows)
         page = [self._member_json(audience, m) for m in rows[offset : offset + count]]
         result = {"members": page, "list_id": audience.id, "total_items": len(rows), "_links": []}
         return select_fields(result, q.get("fields"), q.get("exclude_fields"))

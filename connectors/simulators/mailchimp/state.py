@@ -76,6 +76,37 @@ def parse_ts(value: Any, name: str) -> datetime | None:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
+# Bumped whenever the set of members a listing could return changes: a member added to or removed
+# from an audience, or a member's status or last change set. A listing computed under the same
+# count is still exact, so the pages of one read share it (see ``Audience.listing``).
+_listing_changes = 0
+
+
+def listing_changes() -> int:
+    return _listing_changes
+
+
+def _listing_changed() -> None:
+    global _listing_changes
+    _listing_changes += 1
+
+
+class _Members(dict):
+    """An audience's members by subscriber hash; adding or removing one counts as a listing change."""
+
+    def __setitem__(self, key: str, value: Member) -> None:
+        _listing_changed()
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        _listing_changed()
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        _listing_changed()
+        return super().pop(key, *default)
+
+
 @dataclass
 class Member:
     email: str
@@ -96,16 +127,25 @@ class Member:
     def __post_init__(self) -> None:
         self.id = self.id or subscriber_hash(self.email)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("status", "last_changed"):
+            _listing_changed()
+        object.__setattr__(self, name, value)
+
 
 @dataclass
 class Audience:
     id: str
     name: str
-    members: dict[str, Member] = field(default_factory=dict)  # by subscriber hash
+    members: dict[str, Member] = field(default_factory=_Members)  # by subscriber hash
     segments: dict[int, str] = field(default_factory=dict)  # static segments = tags: id -> name
     forgotten: set[str] = field(default_factory=set)
     webhooks: dict[str, dict] = field(default_factory=dict)  # by id: url, events, sources
     created_at: datetime = field(default_factory=now)
+    # The last listing of members (its status and since filters, the listing change count it was
+    # made under, the members): the next page of the same read reuses it while nothing changed,
+    # instead of scanning the whole audience again for each page.
+    listing: tuple[Any, list[Member]] = field(default=(None, []), repr=False, compare=False)
 
     def member_by_key(self, key: str) -> Member | None:
         """By email address or subscriber hash."""
