@@ -161,6 +161,25 @@ def test_a_command_that_succeeds_keeps_its_database(folder):
     assert "syncd.db" in created(folder)
 
 
+@pytest.mark.parametrize(
+    "command, answer",
+    [
+        (["history"], "no sync run yet"),
+        (["flags"], "no open flags"),
+        (["doi", "status"], None),
+        (["inbox", "status"], None),
+    ],
+)
+def test_a_command_that_only_reads_a_base_not_yet_made_answers_and_leaves_none_behind(
+    folder, command, answer
+):
+    result = syncd(*command)
+    assert result.exit_code == 0, result.output
+    if answer:
+        assert result.stdout == f"{answer}\n"
+    assert created(folder) == []
+
+
 def test_flags_when_there_are_none_is_one_clear_line(folder):
     (folder / "syncd.yaml").write_text(CONFIG)
     result = syncd("flags")

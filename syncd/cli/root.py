@@ -35,36 +35,28 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 class _Group(click.Group):
     """The one place where errors become what an operator reads: one line on stderr, exit status
     2 for a usage or config error, 1 for a failure, 130 for Ctrl-C; the traceback only with
-    --debug. A command that fails leaves no empty database file behind."""
+    --debug. A command that stored nothing leaves no empty database file behind, whether it
+    failed or only read (``syncd history`` in a folder without a base)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except SystemExit as exc:
-            if exc.code not in (0, None):
-                _forget_empty_database(ctx)
-            raise
-        except click.exceptions.Exit as exc:
-            if exc.exit_code:
-                _forget_empty_database(ctx)
-            raise
-        except (click.ClickException, click.Abort):
-            _forget_empty_database(ctx)
-            raise
         except BrokenPipeError:
             _stop_writing_to_the_closed_pipe()
             sys.exit(141)  # what a shell reads from a program SIGPIPE stopped (128 + 13)
         except KeyboardInterrupt:
-            _forget_empty_database(ctx)
             if sys.stderr.isatty():
                 click.echo("", err=True)  # past the ^C the terminal echoed
             _fail("interrupted", 130)
+        except (SystemExit, click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
         except Exception as exc:
-            _forget_empty_database(ctx)
             if ctx.params.get("debug"):
                 raise
             message, status = _explain(exc, ctx.obj if isinstance(ctx.obj, App) else None)
             _fail(message, status)
+        finally:
+            _forget_empty_database(ctx)
 
 
 DATABASE_UNREACHABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
@@ -99,8 +91,8 @@ def _stop_writing_to_the_closed_pipe() -> None:
 
 
 def _forget_empty_database(ctx: click.Context) -> None:
-    """Remove the SQLite file this command created when the command failed before storing
-    anything in it: a mistyped command leaves no empty base behind."""
+    """Remove the SQLite file this command created when nothing was stored in it: a mistyped
+    command, or a read of a base that did not exist, leaves no empty base behind."""
     if not isinstance(ctx.obj, App):
         return
     try:
