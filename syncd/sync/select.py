@@ -157,9 +157,6 @@ def chunks(
     exclusive list may have changed, or what was just read of them from this target) and changed
     since their last stored plan. ``selection``: the ids, when the caller has read them."""
     contact = Contact.__table__
-    if only is None and since is None and lt.list_cfg.auto_enroll:
-        yield from _every_contact(lt, size)
-        return
     ids = (selection or contact_ids(lt, since, only)).ids
     for start in range(0, len(ids), size):
         part = ids[start : start + size].tolist()
@@ -170,24 +167,6 @@ def chunks(
             rows = conn.execute(query.order_by(contact.c.id)).all()
         if rows:  # empty only if its contacts were erased since the ids were read
             yield rows
-
-
-def _every_contact(lt: ListTarget, size: int) -> Iterator[list[Any]]:
-    """An auto-enrolled list's full plan: every contact that may concern it (``concerns``), a page
-    at a time by primary key."""
-    contact = Contact.__table__
-    concern = concerns(lt, contact.c.id)
-    last = 0
-    while True:
-        with lt.engine.connect() as conn:
-            page = _with_stamp(lt).where(contact.c.id > last)
-            if concern is not None:
-                page = page.where(concern)
-            rows = conn.execute(page.order_by(contact.c.id).limit(size)).all()
-        if not rows:
-            return
-        yield rows
-        last = rows[-1].id
 
 
 def concerns(lt: ListTarget, contact_id: Any) -> Any:
@@ -202,17 +181,23 @@ def concerns(lt: ListTarget, contact_id: Any) -> Any:
     held = sa.exists().where(*lt.state_filter(), TargetState.contact_id == contact_id)
     if not lt.list_cfg.auto_enroll:
         return sa.or_(member, held)
-    segment = lt.list_cfg.segment
     contact = Contact.__table__.alias("in_segment")  # ``contact_id`` may be the contact table's own
-    exact = [
-        _one_of(getattr(contact.c, name), values, unset="valid" if name == "email_status" else None)
-        for name in ("kind", "stage", "email_status")
-        if segment is not None and (values := getattr(segment, name)) is not None
-    ]
+    exact = _in_segment(lt, contact)
     if not exact:
         return None
     in_segment = sa.exists().where(contact.c.id == contact_id, *exact)
     return sa.or_(member, held, in_segment)
+
+
+def _in_segment(lt: ListTarget, contact: Any) -> list[Any]:
+    """The conditions on ``contact`` (the contact table or an alias) that SQL can tell of the
+    list's segment: exact values of kind, stage and e-mail status. Empty: SQL can tell nothing."""
+    segment = lt.list_cfg.segment
+    return [
+        _one_of(getattr(contact.c, name), values, unset="valid" if name == "email_status" else None)
+        for name in ("kind", "stage", "email_status")
+        if segment is not None and (values := getattr(segment, name)) is not None
+    ]
 
 
 def _one_of(column: Any, values: list[str], unset: str | None) -> Any:
@@ -226,17 +211,26 @@ def _one_of(column: Any, values: list[str], unset: str | None) -> Any:
 def contact_ids(lt: ListTarget, since: Since | None, only: list[str] | None) -> Selection:
     """The ids ``chunks`` reads, in order, from one query per plan: a query per chunk would run
     the whole UNION again for each (a full plan would grow with the square of the base). Eight
-    bytes a contact, read in pages."""
+    bytes a contact, read in pages.
+
+    A full plan reads the list's members and the contacts this target holds; for an auto-enrolled
+    list, also every contact in the part of its segment SQL can tell (``concerns``), or every
+    contact when it can tell nothing."""
+    contact = Contact.__table__
     if only is None and since is not None:
         return _changed_since(lt, since)
     if only is not None:
-        contact = Contact.__table__
         query: Any = sa.select(contact.c.id).where(contact.c.email.in_(only))
+    elif lt.list_cfg.auto_enroll and not (exact := _in_segment(lt, contact)):
+        query = sa.select(contact.c.id)
     else:
-        query = sa.union(
+        sources = [
             sa.select(Membership.contact_id.label("id")).where(Membership.list_name == lt.list_name),
             sa.select(TargetState.contact_id).where(*lt.state_filter()),
-        )
+        ]
+        if lt.list_cfg.auto_enroll:
+            sources.append(sa.select(contact.c.id).where(*exact))
+        query = sa.union(*sources)
     ids = array("q")
     with lt.engine.connect() as conn:
         result = conn.execution_options(yield_per=10 * CHUNK).execute(query.order_by(sa.column("id")))

@@ -170,6 +170,30 @@ def test_an_auto_enrolled_segment_reads_only_whom_its_plan_concerns(engine, base
     assert selected(suppliers, Since(SINCE), size) == sorted(concerned & changed)
 
 
+@pytest.mark.parametrize("name", ["vendors", "suppliers"])
+def test_an_auto_enrolled_full_plan_reads_its_ids_once_then_each_chunk_by_its_ids(engine, name):
+    """Each chunk of a full plan is found by its ids, not by a condition the database would check
+    against the whole list again for every chunk (with a million contacts, each such chunk read
+    every vendor and every state of the target)."""
+    base = [
+        Person(False, (), False, "suppliers:brevo:4" if i % 3 else None, False, "vendor") for i in range(9)
+    ]
+    ids = seed(engine, base)
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert selected(list_target(engine, name), None, 2) == sorted(ids)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen)
+    reads = [s for s in statements if s.lstrip().upper().startswith(("SELECT", "WITH"))]
+    assert len(reads) == 1 + 5  # the ids, then 5 chunks of at most 2
+    assert all("EXISTS" not in s.upper() for s in reads[1:])
+
+
 def asked(lt: ListTarget, since, only=None) -> set[tuple[str, int]]:
     """Every (kind, contact id) the plan asks for, and the lifts."""
     out = set()
