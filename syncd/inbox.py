@@ -20,6 +20,7 @@ from sqlmodel import Session, select
 
 from connectors.contract import Connector, ProviderEvent
 from syncd.config import Config
+from syncd.inbox_purge import ERASED_BODY
 from syncd.log import get_logger
 from syncd.metrics import WEBHOOK_FAILED, WEBHOOK_PROCESSED
 from syncd.models import InboxEvent, utcnow
@@ -166,6 +167,9 @@ def _settle(row: InboxEvent, result: _RowResult, at: datetime) -> str:
         return "deferred"
     row.status, row.processed_at = "done", at
     row.error = None
+    if row.names_erased:
+        # Kept raw only until applied: it names an erased address (``syncd.inbox_purge``).
+        row.payload, row.purged_at = ERASED_BODY, at
     if result.settled:
         row.error = f"settled after {row.attempts} attempts: " + ", ".join(sorted(set(result.settled)))
         log.warning("inbox.wait_expired", inbox_id=row.id, attempts=row.attempts, outcomes=result.settled)

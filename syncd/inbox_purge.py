@@ -10,7 +10,8 @@ that a redelivery is still recognised as a duplicate:
 - ``scrub_address`` (erasure): every stored body naming the address is blanked; a delivery still to
   apply that also carries other people's events is applied first, then purged.
 - ``intake_columns`` (a delivery arriving after the erasure): a body naming an erased address is
-  never stored raw when nothing in it is left to apply; otherwise it is purged once applied.
+  never stored raw when nothing in it is left to apply; otherwise the drain blanks it as soon as it
+  has applied it (``syncd.inbox``), as it does a delivery an erasure left to apply.
 
 Bodies are raw JSON (Brevo) or form-encoded (Mailchimp): an address can appear in any case, with
 ``@`` as ``%40`` or ``\\u0040``, any character escaped. Matching is therefore done on the decoded

@@ -1235,6 +1235,34 @@ def test_consent_holds_end_to_end_under_any_sequence_of_provider_and_base_action
 # Each is the failing sequence a long run printed (the rule calls, in order). A replay runs the same
 # rules and the same invariants as the state machine, so a fixed defect stays fixed.
 FOUND_SEQUENCES = {
+    # A Brevo record changed onto an erased address, its webhook (``contact_updated`` of the other
+    # contact, the erased address in its attributes) delivered after the erasure: stored raw to be
+    # applied, and still raw once applied, until the daemon's next purge. It is blanked as soon as
+    # the drain has applied it.
+    "erased-address-in-a-webhook-applied-after-the-erasure": (
+        "yaml_switches_news_to_double_opt_in();"
+        "lose_webhook(i=39);"
+        "import_contact(consent='none', kind='partner', list_name='news', slot=0);"
+        "brevo_admin_changes_address(who=2);"
+        "doi_job_sends_confirmations();"
+        "import_contact(consent='single_opt_in', kind='client', list_name='partners', slot=0);"
+        "import_contact(consent='single_opt_in', kind='partner', list_name=None, slot=2);"
+        "mailchimp_resubscribes_through_a_form(who=3);"
+        "sync(list_name='club');"
+        "mailchimp_spam_complaint(who=0);"
+        "brevo_admin_adds_to_list_in_ui(on_b1=True, slot=0);"
+        "mailchimp_admin_adds_in_ui(list_name='news', who=1);"
+        "drain_inbox();"
+        "gdpr_erasure(who=5);"
+        "brevo_admin_adds_to_list_in_ui(on_b1=False, slot=2);"
+        "brevo_email_change_onto_erased_address(pick=2, who=0);"
+        "sync(list_name='news');"
+        "mailchimp_resubscribes_through_a_form(who=3);"
+        "mailchimp_spam_complaint(who=7);"
+        "deliver_webhook(duplicate=False, i=49);"
+        "deliver_webhook(duplicate=True, i=47);"
+        "drain_inbox()"
+    ),
     # A default Brevo account's unsubscribe (a block naming no list) of a contact whose record has
     # an address the base has since changed (learnt from Mailchimp), before its webhook arrived: a
     # list with no state for the contact on Brevo pushed the new address as a second record beside
