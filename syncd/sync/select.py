@@ -219,16 +219,18 @@ def contact_ids(lt: ListTarget, since: Since | None, only: list[str] | None) -> 
     contact = Contact.__table__
     if only is None and since is not None:
         return _changed_since(lt, since)
+    auto_enroll = lt.list_cfg.auto_enroll
+    exact = _in_segment(lt, contact) if auto_enroll else []
     if only is not None:
         query: Any = sa.select(contact.c.id).where(contact.c.email.in_(only))
-    elif lt.list_cfg.auto_enroll and not (exact := _in_segment(lt, contact)):
+    elif auto_enroll and not exact:
         query = sa.select(contact.c.id)
     else:
         sources = [
             sa.select(Membership.contact_id.label("id")).where(Membership.list_name == lt.list_name),
             sa.select(TargetState.contact_id).where(*lt.state_filter()),
         ]
-        if lt.list_cfg.auto_enroll:
+        if exact:
             sources.append(sa.select(contact.c.id).where(*exact))
         query = sa.union(*sources)
     ids = array("q")
