@@ -7,6 +7,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from simkit import BrevoSimulator
 
 from connectors.brevo import BrevoConnector
@@ -520,3 +522,39 @@ def test_import_bodies_are_csv_split_under_the_size_cap():
     rows = [r for b in bodies for r in csv.DictReader(io.StringIO(b), delimiter=";")]
     assert [r["EMAIL"] for r in rows] == list(wanted)
     assert rows[0]["FIRSTNAME"] == 'Zoé; "Z"' and rows[0]["CITY"] == "Lyon" and rows[0]["SMS"] == ""
+
+
+_cells = st.text(alphabet=st.sampled_from('ab;"\n\r é'), max_size=6)
+
+
+@given(
+    header=st.lists(_cells, min_size=0, max_size=5),
+    rows=st.lists(st.lists(_cells, max_size=7), max_size=6),
+)
+def test_the_simulators_import_reads_a_csv_body_as_a_dict_reader_does(header, rows):
+    """The simulator zips well-formed rows with the header itself; short, long, blank and quoted
+    rows must come out exactly as ``csv.DictReader`` (its former reader) gives them."""
+    import csv
+    import io
+
+    from connectors.simulators.brevo.api import csv_rows
+
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=";", lineterminator="\n")
+    writer.writerow(["EMAIL", *header])
+    writer.writerows(rows)
+    text = out.getvalue()
+
+    def read(parse):
+        try:
+            return parse()
+        except csv.Error as exc:  # e.g. a bare carriage return: both readers refuse the body
+            return f"csv.Error: {exc}"
+
+    expected = read(
+        lambda: [
+            {"email": r.pop("EMAIL", ""), "attributes": r}
+            for r in csv.DictReader(io.StringIO(text), delimiter=";")
+        ]
+    )
+    assert read(lambda: csv_rows(text)) == expected

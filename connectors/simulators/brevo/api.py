@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,11 @@ from connectors.simulators.brevo.state import (
 from connectors.simulators.harness import read_json
 
 
+def json_bytes(body: Any) -> bytes:
+    """A JSON answer's body, as Starlette's ``JSONResponse`` renders one."""
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
+
+
 def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     # errorModel: {"code": ..., "message": ...}
     return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
@@ -54,6 +60,28 @@ class Page:
 
     def of(self, rows: list[Any]) -> list[Any]:
         return rows[self.offset : self.offset + self.limit]
+
+
+def csv_rows(text: str) -> list[dict[str, Any]]:
+    """An import's ``fileBody`` (``;``-separated, a header of attribute names with ``EMAIL``) as
+    rows of ``email`` and ``attributes``, as ``csv.DictReader`` reads them: a short row's missing
+    cells are None, a long row's extra cells are under the key None, blank lines are skipped.
+    A row as long as the header (every row syncd sends) is zipped with it directly."""
+    reader = csv.reader(io.StringIO(text), delimiter=";")
+    header = next(reader, [])
+    width = len(header)
+    rows = []
+    for values in reader:
+        if not values:
+            continue
+        if len(values) == width:
+            attributes: dict[Any, Any] = dict(zip(header, values))
+        else:
+            attributes = dict(zip(header, values + [None] * (width - len(values))))
+            if len(values) > width:
+                attributes[None] = values[width:]
+        rows.append({"email": attributes.pop("EMAIL", ""), "attributes": attributes})
+    return rows
 
 
 def page_params(
@@ -197,10 +225,7 @@ class BrevoApi:
         if body.get("jsonBody") is not None:
             rows = list(body["jsonBody"])
         elif body.get("fileBody"):
-            rows = [
-                {"email": r.pop("EMAIL", ""), "attributes": r}
-                for r in csv.DictReader(io.StringIO(body["fileBody"]), delimiter=";")
-            ]
+            rows = csv_rows(body["fileBody"])
         else:
             return error(400, "missing_parameter", "fileUrl, fileBody or jsonBody is missing")
         list_ids = body.get("listIds") or []
@@ -272,8 +297,9 @@ class BrevoApi:
             if list_id not in a.lists:
                 return error(404, "document_not_found", "List ID does not exist")
             found = a.list_members(list_id, page.since, page.sort, page.offset)
-            body = [c.as_json() for c in page.of(found)]
-        return JSONResponse({"contacts": body, "count": len(found)})
+            # Encoded under the lock, from the contacts as they are: no copy of each one first.
+            content = json_bytes({"contacts": [c.as_json(copy=False) for c in page.of(found)], "count": len(found)})
+        return Response(content, media_type="application/json")
 
     async def add_to_list(self, request: Request) -> Response:
         def add(c: Contact | None, list_id: int, now: datetime) -> bool:

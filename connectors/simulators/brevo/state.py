@@ -95,7 +95,9 @@ class Contact:
             "delivered": [],
         }
 
-    def as_json(self, extended: bool = False) -> dict[str, Any]:
+    def as_json(self, extended: bool = False, copy: bool = True) -> dict[str, Any]:
+        """The contact's JSON; ``copy=False`` shares its lists and attributes, for a body
+        encoded before the account's lock is released."""
         body: dict[str, Any] = {
             "email": self.email,
             "id": self.id,
@@ -103,9 +105,9 @@ class Contact:
             "smsBlacklisted": self.sms_blacklisted,
             "createdAt": iso(self.created_at),
             "modifiedAt": iso(self.modified_at),
-            "listIds": list(self.list_ids),
-            "listUnsubscribed": list(self.list_unsubscribed),
-            "attributes": dict(self.attributes),
+            "listIds": list(self.list_ids) if copy else self.list_ids,
+            "listUnsubscribed": list(self.list_unsubscribed) if copy else self.list_unsubscribed,
+            "attributes": dict(self.attributes) if copy else self.attributes,
         }
         if extended:
             body["statistics"] = {}
@@ -345,21 +347,23 @@ class Account:
         erase = body.get("emptyContactsAttributes", False)
         blacklist = bool(body.get("emailBlacklist"))
         list_ids = [int(i) for i in body.get("listIds") or []]
+        valid, contacts = VALID_EMAIL.match, self.contacts
         for row in body["rows"]:
             email = str(row.get("email") or "").strip().lower()
-            if not VALID_EMAIL.match(email):
+            if not valid(email):
                 proc.rejected.append(email)
                 continue
-            exists = email in self.contacts
-            c = self.get_or_create(email, now)
-            if exists and not update:
+            c = contacts.get(email)
+            if c is None:
+                c = self.get_or_create(email, now)
+            elif not update:
                 continue
-            for k, v in (row.get("attributes") or {}).items():
-                if v in ("", None):
-                    if erase:
+            attributes = row.get("attributes") or {}
+            c.attributes.update({k: v for k, v in attributes.items() if v != "" and v is not None})
+            if erase:
+                for k, v in attributes.items():
+                    if v == "" or v is None:
                         c.attributes.pop(k, None)
-                else:
-                    c.attributes[k] = v
             # emailBlacklist=true blacklists every imported contact; false leaves the status as it
             # is: an import never unblocks. https://developers.brevo.com/reference/importcontacts
             if blacklist:
