@@ -6,7 +6,8 @@
 Each round gets a fresh schema and fresh Brevo lists (a simulator whose every call waits
 ``--latency`` seconds), starts the replicas together, and waits until every list has synced once.
 Reports the wall time from the SyncRun rows (first start to last end), the lists each replica
-synced (from its log), and whether two runs of one list ever overlapped.
+synced (from its log), and whether two runs of one list ever overlapped. With ``--jobs N`` it also
+runs one and two replicas each syncing N lists at once (``sync.jobs``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ KEY = "bench-brevo"
 os.environ["BENCH_BREVO_KEY"] = KEY  # read by the config here and by the replicas it starts
 
 
-def round_with(replicas: int, url: str, latency: float, contacts: int, workdir: Path) -> dict:
+def round_with(replicas: int, jobs: int, url: str, latency: float, contacts: int, workdir: Path) -> dict:
     schema = f"replica_bench_{uuid.uuid4().hex[:8]}"
     admin = db.make_engine(url)
     with admin.begin() as conn:
@@ -48,10 +49,10 @@ def round_with(replicas: int, url: str, latency: float, contacts: int, workdir: 
     try:
         db.upgrade(engine)
         with BrevoSimulator(api_key=KEY) as brevo:
-            path = configure(workdir / f"syncd-{replicas}.yaml", brevo)
+            path = configure(workdir / f"syncd-{replicas}-{jobs}.yaml", brevo, jobs)
             seed(engine, path, contacts)
             brevo.latency_s = latency
-            logs = [workdir / f"replicas{replicas}-{i}.log" for i in range(replicas)]
+            logs = [workdir / f"replicas{replicas}-jobs{jobs}-{i}.log" for i in range(replicas)]
             procs = [start_replica(path, schema_url, log) for log in logs]
             try:
                 wait_all_synced(engine)
@@ -66,7 +67,7 @@ def round_with(replicas: int, url: str, latency: float, contacts: int, workdir: 
         admin.dispose()
 
 
-def configure(path: Path, brevo: BrevoSimulator) -> Path:
+def configure(path: Path, brevo: BrevoSimulator, jobs: int) -> Path:
     lists = "".join(
         f"""
   {name}:
@@ -80,6 +81,7 @@ def configure(path: Path, brevo: BrevoSimulator) -> Path:
 version: 1
 providers:
   brevo: {{api_key: "${{BENCH_BREVO_KEY}}", base_url: "{brevo.api_url}"}}
+sync: {{jobs: {jobs}}}
 lists:{lists}""")
     return path
 
@@ -166,14 +168,25 @@ def main() -> None:
     parser.add_argument("database_url", help="a PostgreSQL URL (a schema is made and dropped in it)")
     parser.add_argument("--latency", type=float, default=0.5, help="seconds each provider call waits")
     parser.add_argument("--contacts", type=int, default=50, help="members per list")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="also run rounds with this `sync.jobs` (lists a replica syncs at once)",
+    )
     args = parser.parse_args()
+    rounds = [(1, 1), (2, 1)] + ([(1, args.jobs), (2, args.jobs)] if args.jobs > 1 else [])
     with tempfile.TemporaryDirectory() as tmp:
         results = {
-            n: round_with(n, args.database_url, args.latency, args.contacts, Path(tmp)) for n in (1, 2)
+            (n, jobs): round_with(n, jobs, args.database_url, args.latency, args.contacts, Path(tmp))
+            for n, jobs in rounds
         }
-    for n, r in results.items():
-        print(f"{n} replica(s): {json.dumps(r)}")
-    print(f"speed-up 2 vs 1: {results[1]['wall_s'] / results[2]['wall_s']:.2f}x")
+    for (n, jobs), r in results.items():
+        print(f"{n} replica(s), sync.jobs {jobs}: {json.dumps(r)}")
+    one = results[(1, 1)]["wall_s"]
+    for (n, jobs), r in results.items():
+        if (n, jobs) != (1, 1):
+            print(f"speed-up of {n} replica(s) x {jobs} job(s) over 1 x 1: {one / r['wall_s']:.2f}x")
 
 
 if __name__ == "__main__":

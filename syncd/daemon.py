@@ -41,9 +41,14 @@ def jobs_for(config: Config, engine: Engine, connectors: dict[str, Any], stop: t
         sender[0](mail)
 
     exported: dict[str, tuple[int, int]] = {}
+    exporting = threading.Lock()  # list syncs run in several threads (sync.jobs)
 
     def export_api_metrics() -> None:
         """Provider calls and 429s since the last export, from the connectors' own counters."""
+        with exporting:
+            _export_api_metrics()
+
+    def _export_api_metrics() -> None:
         for provider, connector in connectors.items():
             stats = connector.stats
             calls, limited = exported.get(provider, (0, 0))
@@ -76,7 +81,7 @@ def jobs_for(config: Config, engine: Engine, connectors: dict[str, Any], stop: t
         for name, lst in config.lists.items()
         if lst.schedule is not None and lst.targets
     ]
-    syncs = ListSyncs(engine, scheduled, sync_one, stop)
+    syncs = ListSyncs(engine, scheduled, sync_one, stop, jobs=config.sync.jobs)
     jobs = [Job("lists", syncs.tick, LIST_TICK, run_at_start=True, shared=True, logged=False)]
     jobs.append(
         Job(

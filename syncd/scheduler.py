@@ -13,6 +13,7 @@ import fcntl
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -261,12 +262,18 @@ class ScheduledList:
 
 
 class ListSyncs:
-    """One replica's share of the list syncs. Each tick runs, one after another, every list that is
-    due (from its runs in the database, whoever ran them) and that no other replica is running: N
-    replicas sync up to N lists at once. A replica claims a list with a lock (``due:<list>``),
-    checks under it that the list is still due, and syncs it holding the claim, so that a list
-    another replica has just synced is not synced again; the sync takes the list's own lock too,
-    which also keeps a `syncd sync` from the command line apart."""
+    """One replica's share of the list syncs. Each tick runs every list that is due (from its runs
+    in the database, whoever ran them) and that no other replica is running, most overdue first,
+    ``jobs`` at a time: N replicas sync up to N x ``jobs`` lists at once. A replica claims a list
+    with a lock (``due:<list>``), checks under it that the list is still due, and syncs it holding
+    the claim, so that a list another replica (or another of this replica's workers) has just
+    synced is not synced again; the sync takes the list's own lock too, which also keeps a
+    `syncd sync` from the command line apart.
+
+    With ``jobs`` > 1 the tick runs that many workers. A worker that finds no list to start while
+    another is still syncing one waits for a list to become due (looking every ``poll``) rather
+    than leave, so that lists falling due during a long sync still run beside it; the tick ends
+    when every worker is idle."""
 
     def __init__(
         self,
@@ -275,27 +282,56 @@ class ListSyncs:
         sync: Callable[[str], Any],
         stop: threading.Event,
         *,
+        jobs: int = 1,
         busy_retry: timedelta = timedelta(seconds=5),
+        poll: timedelta = timedelta(seconds=1),
     ):
         self.engine, self.sync, self.stop, self.busy_retry = engine, sync, stop, busy_retry
+        self.jobs, self.poll = max(1, jobs), poll
         self.lists = {lst.name: lst for lst in lists}
         self._look_at = dict.fromkeys(self.lists, datetime.min.replace(tzinfo=UTC))  # when to look again
+        self._mutex = threading.Lock()  # guards _look_at and _running between this replica's workers
+        self._running: set[str] = set()  # lists a worker of this replica is claiming or syncing
 
     def tick(self) -> list[str]:
         """Run the due lists that are free, most overdue first; the names of those run."""
+        if self.jobs == 1:
+            return self._work()
+        with ThreadPoolExecutor(self.jobs, thread_name_prefix="list-sync") as pool:
+            workers = [pool.submit(self._work) for _ in range(self.jobs)]
+        return [name for w in workers for name in w.result()]
+
+    def _work(self) -> list[str]:
         ran: list[str] = []
         while not self.stop.is_set():
             now = datetime.now(UTC)
-            candidates = sorted((at, name) for name, at in self._look_at.items() if at <= now)
+            with self._mutex:
+                candidates = sorted(
+                    (at, name)
+                    for name, at in self._look_at.items()
+                    if at <= now and name not in self._running
+                )
             started = next((name for _, name in candidates if self._run_if_due(name, now)), None)
-            if started is None:
+            if started is not None:
+                ran.append(started)
+                continue
+            with self._mutex:
+                others_busy = bool(self._running)
+                soonest = min(self._look_at.values(), default=now + self.poll)
+            if self.jobs == 1 or not others_busy:
                 break
-            ran.append(started)
+            self.stop.wait(min(max((soonest - now).total_seconds(), 0.05), self.poll.total_seconds()))
         return ran
 
     def _run_if_due(self, name: str, now: datetime) -> bool:
+        with self._mutex:
+            if name in self._running:  # another worker of this replica took it meanwhile
+                return False
+            self._running.add(name)
+            # Also if the database fails below; only this worker touches the list's entry until
+            # it leaves _running.
+            self._look_at[name] = now + self.busy_retry
         lst = self.lists[name]
-        self._look_at[name] = now + self.busy_retry  # also if the database fails below
         try:
             with locks.exclusive(self.engine, f"due:{name}"):
                 due = next_due(lst.schedule, latest_start(self.engine, name, lst.first_target))
@@ -309,3 +345,6 @@ class ListSyncs:
         except locks.Busy:
             log.debug("sync.claimed_elsewhere", list=name)
             return False
+        finally:
+            with self._mutex:
+                self._running.discard(name)

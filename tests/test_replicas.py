@@ -63,6 +63,39 @@ def test_two_replicas_both_sync_lists_and_never_the_same_list_at_once(postgresql
         assert synced(log), "a replica synced no list"
 
 
+def test_one_replica_with_sync_jobs_runs_lists_side_by_side_never_one_twice(tmp_path, engine):
+    """`sync.jobs: 2`: one `syncd run` syncs two lists at once (their provider waits overlap),
+    never more, and never one list twice at once; on SQLite as on PostgreSQL."""
+    with BrevoSimulator() as brevo:
+        brevo.latency_s = 0.15
+        path = _config_with_four_lists(tmp_path, engine, brevo, jobs=2)
+        env = {
+            **os.environ,
+            "T_KEY": brevo.api_key,
+            "SYNCD_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        }
+        replica = start_daemon(path, env, tmp_path / "replica.log")
+        try:
+            wait_for(
+                lambda: (
+                    len(_runs_by_list(engine)) == len(LISTS)
+                    and all(len(runs) >= 2 and runs[1][1] for runs in _runs_by_list(engine).values())
+                ),
+                timeout=90,
+                what="every list synced twice",
+            )
+        finally:
+            stop_daemon(replica)
+
+    runs = _runs_by_list(engine)
+    for name, spans in runs.items():
+        for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False):
+            assert end is not None and end <= next_start, f"two runs of {name} overlapped"
+    spans = [span for name_spans in runs.values() for span in name_spans if span[1] is not None]
+    at_once = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+    assert at_once == 2, f"{at_once} lists synced at once with sync.jobs 2"
+
+
 def test_a_list_is_due_from_its_latest_run_whoever_ran_it():
     start = datetime(2026, 3, 1, 9, 0, 0, 250_000, tzinfo=UTC)
     assert next_due(Schedule(every=timedelta(minutes=15)), start) == start + timedelta(minutes=15)
@@ -79,7 +112,7 @@ def test_a_list_is_due_from_its_latest_run_whoever_ran_it():
     )
 
 
-def _config_with_four_lists(tmp_path, engine, brevo):
+def _config_with_four_lists(tmp_path, engine, brevo, jobs=1):
     targets = {name: brevo.create_target(name) for name in LISTS}
     lists = "".join(
         f"""
@@ -95,6 +128,7 @@ def _config_with_four_lists(tmp_path, engine, brevo):
 version: 1
 providers:
   brevo: {{api_key: "${{T_KEY}}", base_url: "{brevo.api_url}", settle_s: 0}}
+sync: {{jobs: {jobs}}}
 lists:{lists}""")
     config = load_config_with(path, T_KEY=brevo.api_key)
     with session_scope(engine) as s:

@@ -78,3 +78,50 @@ def test_jobs_run_only_on_the_leader_and_never_overlap(engine):
     assert runs["leader"] >= 2
     assert runs["follower"] == 0
     assert overlaps == []
+
+
+def test_a_list_falling_due_during_a_long_sync_runs_beside_it(engine):
+    """With two workers, a list that falls due while the other worker is still syncing a long one
+    starts then, not after it: the idle worker waits for it instead of ending the tick."""
+    from datetime import UTC, datetime
+
+    from syncd.db import session_scope
+    from syncd.models import SyncRun
+    from syncd.scheduler import ListSyncs, ScheduledList
+
+    hourly = Schedule(every=timedelta(hours=1))
+    # "later" last ran 1 h - 1.5 s ago: due 1.5 s into the long sync of "long".
+    with session_scope(engine) as s:
+        s.add(
+            SyncRun(
+                list_name="later",
+                target_key="t-later",
+                started_at=datetime.now(UTC) - hourly.every + timedelta(seconds=1.5),
+            )
+        )
+    later_started = threading.Event()
+    seen: list[tuple[str, bool]] = []
+
+    def sync(name: str) -> None:
+        if name == "long":
+            # True only if "later" starts while this sync is still running.
+            seen.append((name, later_started.wait(timeout=10)))
+        else:
+            later_started.set()
+            seen.append((name, True))
+
+    syncs = ListSyncs(
+        engine,
+        [ScheduledList("long", hourly, "t-long"), ScheduledList("later", hourly, "t-later")],
+        sync,
+        threading.Event(),
+        jobs=2,
+        poll=timedelta(milliseconds=200),
+    )
+    started = time.monotonic()
+    ran = syncs.tick()
+    assert sorted(ran) == ["later", "long"]
+    assert ("long", True) in seen, "the list due during the long sync waited for it to end"
+    assert time.monotonic() - started < 10
+    # Nothing is due any more: the next tick starts nothing and returns at once.
+    assert syncs.tick() == []

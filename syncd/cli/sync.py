@@ -19,10 +19,6 @@ from syncd.sync.engine import sync_list
 from syncd.sync.report import ListReport
 from syncd.sync.state import recent_runs
 
-# Lists synced at once by default (``--jobs``); each mostly waits on its providers, whose calls
-# stay within each connector's concurrency.
-DEFAULT_JOBS = 1
-
 
 @click.command()
 @click.option(
@@ -31,17 +27,16 @@ DEFAULT_JOBS = 1
 @click.option(
     "--jobs",
     type=click.IntRange(1, 16),
-    default=DEFAULT_JOBS,
-    show_default=True,
+    default=None,
     help="Lists synced at once (each list's targets stay in one run; calls to a provider stay "
-    "within its concurrency).",
+    "within its concurrency) [default: the config's sync.jobs, 1 unless set].",
 )
 @click.option("--dry-run", is_flag=True, help="Show what would change, per list and target; change nothing.")
 @click.option("--show-emails", is_flag=True, help="Show addresses in clear in the samples (default: masked).")
 @format_option()
 @click.pass_obj
 def sync(
-    app: App, list_names: tuple[str, ...], jobs: int, dry_run: bool, show_emails: bool, fmt: str
+    app: App, list_names: tuple[str, ...], jobs: int | None, dry_run: bool, show_emails: bool, fmt: str
 ) -> None:
     """Bring the providers' lists in line with the master base.
 
@@ -58,6 +53,7 @@ def sync(
     batch: the next run completes it.
     """
     config = app.require_config_file()
+    jobs = jobs or config.sync.jobs
     if not config.lists:
         raise Failure(f"{app.config_file} declares no list: nothing to sync", 2)
     names = list(list_names) or list(config.lists)

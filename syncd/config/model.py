@@ -245,6 +245,13 @@ class Inbox(Strict):
     retention: Duration = timedelta(days=30)
 
 
+class SyncSettings(Strict):
+    # Lists one process syncs at once: each `syncd run` replica, and `syncd sync` without --jobs.
+    # Each list mostly waits on its providers (and, after its writes, for them to settle), so
+    # lists synced at once overlap their waits; calls to a provider stay within its concurrency.
+    jobs: int = Field(default=1, ge=1, le=16)
+
+
 class Server(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -333,6 +340,7 @@ class Config(Strict):
     double_opt_in: DoubleOptIn = DoubleOptIn()
     unsubscribe: Unsubscribe = Unsubscribe()
     server: Server = Server()
+    sync: SyncSettings = SyncSettings()
     inbox: Inbox = Inbox()
     qualification: Qualification = Qualification()
     kinds: StrList = DEFAULT_KINDS

@@ -75,9 +75,9 @@ def csv_rows(text: str) -> list[dict[str, Any]]:
         if not values:
             continue
         if len(values) == width:
-            attributes: dict[Any, Any] = dict(zip(header, values))
+            attributes: dict[Any, Any] = dict(zip(header, values, strict=True))
         else:
-            attributes = dict(zip(header, values + [None] * (width - len(values))))
+            attributes = dict(zip(header, values + [None] * (width - len(values)), strict=False))
             if len(values) > width:
                 attributes[None] = values[width:]
         rows.append({"email": attributes.pop("EMAIL", ""), "attributes": attributes})
@@ -298,7 +298,9 @@ class BrevoApi:
                 return error(404, "document_not_found", "List ID does not exist")
             found = a.list_members(list_id, page.since, page.sort, page.offset)
             # Encoded under the lock, from the contacts as they are: no copy of each one first.
-            content = json_bytes({"contacts": [c.as_json(copy=False) for c in page.of(found)], "count": len(found)})
+            content = json_bytes(
+                {"contacts": [c.as_json(copy=False) for c in page.of(found)], "count": len(found)}
+            )
         return Response(content, media_type="application/json")
 
     async def add_to_list(self, request: Request) -> Response:
