@@ -31,6 +31,9 @@ class App:
     # The SQLite file this process created (None when it was there already): a command that fails
     # before storing anything removes it again rather than leave an empty base behind.
     created_database: Path | None = field(default=None, repr=False)
+    # Lists this process syncs at once (`syncd sync --jobs`), when not the config's sync.jobs:
+    # the engine's pool is sized for them. Set before the engine is first used.
+    list_jobs: int | None = None
 
     @property
     def config_file(self) -> str | None:
@@ -64,8 +67,13 @@ class App:
         return self.database_url or os.environ.get("SYNCD_DATABASE_URL") or self.config.database
 
     def new_engine(self) -> Engine:
-        """An engine on the master base with the config's ``database_timeouts``."""
-        return db.make_engine(self.url, timeouts=self.config.database_timeouts.seconds())
+        """An engine on the master base with the config's ``database_timeouts``, its pool sized
+        for the lists synced at once."""
+        return db.make_engine(
+            self.url,
+            timeouts=self.config.database_timeouts.seconds(),
+            list_jobs=self.list_jobs or self.config.sync.jobs,
+        )
 
     @property
     def engine(self) -> Engine:

@@ -136,10 +136,24 @@ def remove_sqlite_file(engine: Engine) -> None:
             path.unlink(missing_ok=True)
 
 
-def _engine(url: str, t: Timeouts, **kw: Any) -> Engine:
+# SQLAlchemy's pool: 5 connections kept, 10 more when busy. A list's sync holds up to three at once
+# on PostgreSQL (the advisory locks of its claim and of the list, held for the run, and its
+# session): each list synced beside the first adds three to the overflow.
+POOL_SIZE, POOL_OVERFLOW = 5, 10
+CONNECTIONS_PER_LIST_SYNC = 3
+
+
+def pool_overflow(list_jobs: int) -> int:
+    """The pool's overflow for a process that syncs ``list_jobs`` lists at once."""
+    return POOL_OVERFLOW + CONNECTIONS_PER_LIST_SYNC * (max(1, list_jobs) - 1)
+
+
+def _engine(url: str, t: Timeouts, *, list_jobs: int = 1, **kw: Any) -> Engine:
     in_memory = url.startswith("sqlite") and sa.engine.make_url(url).database in (None, "", ":memory:")
     if not in_memory:  # an in-memory SQLite base has one connection per thread, no pool to wait on
         kw.setdefault("pool_timeout", t.pool_checkout)
+        kw.setdefault("pool_size", POOL_SIZE)
+        kw.setdefault("max_overflow", pool_overflow(list_jobs))
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": t.statement}, **kw)
         sa.event.listen(

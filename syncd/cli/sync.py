@@ -53,7 +53,7 @@ def sync(
     batch: the next run completes it.
     """
     config = app.require_config_file()
-    jobs = jobs or config.sync.jobs
+    jobs = app.list_jobs = jobs or config.sync.jobs  # before the engine: its pool is sized for them
     if not config.lists:
         raise Failure(f"{app.config_file} declares no list: nothing to sync", 2)
     names = list(list_names) or list(config.lists)

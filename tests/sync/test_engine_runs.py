@@ -153,6 +153,20 @@ def test_sync_runs_its_lists_jobs_at_a_time_and_reports_them_in_the_config_order
     assert len(overlapping) == (1 if jobs == 1 else 3)
 
 
+def test_sixteen_lists_synced_at_once_each_get_their_connections(tmp_path, engine, brevo, monkeypatch):
+    """A list's run holds three connections of the pool at once (the locks that keep its runs
+    apart, and its session): the pool grows with the lists synced at once, so that none waits for
+    a connection until it gives up (at the default pool size, the eighth list's run failed)."""
+    names = [f"list{i:02d}" for i in range(16)]
+    ids = {name: brevo.create_target(name).list_id for name in names}
+    path, url = brevo_lists(tmp_path, engine, brevo, monkeypatch, ids, settle_s=1)
+
+    result = CliRunner().invoke(main, ["--config", str(path), "--database", url, "sync", "--jobs", "16"])
+
+    assert result.exit_code == 0, result.output
+    assert {r.list_name: r.status for r in runs(engine)} == dict.fromkeys(names, "ok")
+
+
 def test_a_list_that_fails_leaves_the_other_lists_run_at_the_same_time_whole(
     tmp_path, engine, brevo, monkeypatch
 ):
