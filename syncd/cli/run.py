@@ -25,8 +25,9 @@ from syncd.cli.output import Failure
 @click.pass_obj
 def run(app: App, host: str | None, port: int | None, trusted_proxies: str | None) -> None:
     """Run the daemon: the web app (webhooks, confirmation and preference pages, /healthz,
-    /readyz, /metrics) and the scheduler (a sync per list on its schedule, webhook inbox, double
-    opt-in mail, hygiene scan). SIGTERM finishes the batch in flight, then exits."""
+    /readyz, /metrics) and the scheduler (a sync per list on its schedule, the config's sync.jobs
+    lists at a time; webhook inbox, double opt-in mail, hygiene scan). SIGTERM finishes the batch
+    in flight, then exits."""
     from syncd import daemon
     from syncd.netaddr import parse_networks
 
