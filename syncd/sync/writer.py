@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Protocol
 
+import sqlalchemy as sa
+
 from connectors.contract import (
     AuthFailed,
     Connector,
@@ -181,10 +183,39 @@ class Writer:
 
     # --- one batch of each kind ------------------------------------------------------------------
 
+    def _moved_since_planned(self, items: list[PlanItem]) -> set[int]:
+        """The contacts whose address is no longer the one their push was planned with (another
+        list's run followed a change of address meanwhile), or that are gone (erased): not pushed
+        now, planned again under their address of the moment. Pushed under the former address, a
+        Mailchimp audience would take it as a new member (the address is free there since the
+        change) and the read after the write would bring it back as a new contact."""
+        if not items:
+            return set()
+        contact = Contact.__table__
+        with self.lt.engine.connect() as conn:
+            current = dict(
+                conn.execute(
+                    sa.select(contact.c.id, contact.c.email).where(
+                        contact.c.id.in_({item.contact_id for item in items})
+                    )
+                ).all()
+            )
+        moved = {item.contact_id for item in items if current.get(item.contact_id) != item.email}
+        if moved:
+            log.info(
+                "sync.moved_since_planned",
+                list=self.lt.list_name,
+                target=self.lt.target.key,
+                count=len(moved),
+            )
+        return moved
+
     def _upsert(self) -> None:
         items = [(kind, item, before) for kind in ("adds", "updates") for item, before in self.upserts[kind]]
         self.upserts = {"adds": [], "updates": []}
-        withheld = self._carry_renames([(item, before) for _, item, before in items])
+        withheld = self._moved_since_planned([item for _, item, _ in items])
+        items = [entry for entry in items if entry[1].contact_id not in withheld]
+        withheld |= self._carry_renames([(item, before) for _, item, before in items])
         if withheld:
             items = [entry for entry in items if entry[1].contact_id not in withheld]
             for contact_id in withheld:
