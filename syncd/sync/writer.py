@@ -13,8 +13,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Protocol
 
-import sqlalchemy as sa
-
 from connectors.contract import (
     AuthFailed,
     Connector,
@@ -26,6 +24,7 @@ from connectors.contract import (
     Renamed,
     WriteResult,
 )
+from syncd.contacts.bulk import column_among
 from syncd.core.plan import PlanItem, SyncedState
 from syncd.db import session_scope
 from syncd.inbound.apply import apply_event
@@ -191,15 +190,10 @@ class Writer:
         change) and the read after the write would bring it back as a new contact."""
         if not items:
             return set()
-        contact = Contact.__table__
-        with self.lt.engine.connect() as conn:
-            current = dict(
-                conn.execute(
-                    sa.select(contact.c.id, contact.c.email).where(
-                        contact.c.id.in_({item.contact_id for item in items})
-                    )
-                ).all()
-            )
+        # A batch holds up to tens of thousands of members: their ids go as one array, not a bound
+        # parameter each (SQLite takes at most 32,766).
+        with session_scope(self.lt.engine) as s:
+            current = dict(column_among(s, "contact", "id, email", "id", {item.contact_id for item in items}))
         moved = {item.contact_id for item in items if current.get(item.contact_id) != item.email}
         if moved:
             log.info(
