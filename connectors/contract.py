@@ -123,6 +123,11 @@ class Page:
     # when the read began, minus a margin: every change stamped before it was there to be read.
     # Cursors of one provider are ISO-8601 UTC texts of one width: they sort as they are in time.
     cursor: str | None = None
+    # Members of the same read that are not on this target (a Mailchimp audience member without
+    # the target's tag, and no audience-wide opt-out): nothing this target holds, reported so that
+    # a change of address of a provider record the target shares with another (the same member
+    # under another tag) is followed before anything is pushed to it under the former address.
+    elsewhere: list[RemoteMember] = field(default_factory=list)
 
 
 @dataclass

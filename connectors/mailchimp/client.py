@@ -151,7 +151,7 @@ class MailchimpConnector:
         for n, status in enumerate(statuses):
             last_status = n == len(statuses) - 1
             for members, last in self._member_pages(list_id, since, status):
-                pages = [Page(_seen(t, members)) for t in targets]
+                pages = [_page(t, members) for t in targets]
                 if last and last_status:
                     for page in pages:
                         page.cursor = cursor
@@ -521,8 +521,16 @@ def _registration(w: Mapping[str, Any], list_id: str) -> WebhookRegistration:
     )
 
 
-def _seen(target: Target, members: list[RemoteMember]) -> list[RemoteMember]:
-    return [m for m in (seen_by(target, m) for m in members) if m is not None]
+def _page(target: Target, members: list[RemoteMember]) -> Page:
+    """A page of the audience as ``target`` sees it, the members it does not see beside."""
+    page = Page([])
+    for m in members:
+        seen = seen_by(target, m)
+        if seen is None:
+            page.elsewhere.append(m)
+        else:
+            page.members.append(seen)
+    return page
 
 
 def _chunks(items: list[T], size: int) -> list[list[T]]:

@@ -28,7 +28,8 @@ from connectors.contract import (
     RemoteMember,
     RemoteStatus,
 )
-from syncd.db import erased_among, session_scope
+from syncd.contacts.bulk import column_among
+from syncd.db import email_hash, erased_among, session_scope
 from syncd.inbound.apply import apply_event
 from syncd.inbound.evidence import record_provider_evidence
 from syncd.inbound.reconcile import lists_for_target
@@ -196,7 +197,9 @@ class Reader:
         found: dict[str, Contact] = {}
         for remote_id, contact in rows:
             m = ids.get(remote_id)
-            if m is None or contact.email in on_page or m.email in found:
+            if m is None or contact.email == m.email:
+                continue
+            if contact.email in on_page or m.email in found:
                 continue  # the former address is on this page too: two members, not one renamed
             event = ProviderEvent(
                 provider=self.target.provider,
@@ -212,6 +215,32 @@ class Reader:
             if contact.email == m.email:
                 found[m.email] = contact
         return found
+
+    def follow_renames(self, elsewhere: list[RemoteMember], on_page: set[str]) -> None:
+        """Members of the read that are not on this target (``Page.elsewhere``) whose provider
+        record a target sharing it knows under another address: the change of address is followed
+        now, before this target plans. Its plan would otherwise push the former address, which
+        the provider, no longer holding it, takes for a new member: the person's old address
+        subscribed, and a second contact once read back.
+
+        A member still under an address the base has left (a change learnt from another provider,
+        not carried here yet; or its rename refused here, the member taken off the target) is not a
+        change at this provider: it keeps the contact's current address."""
+        known = [m for m in elsewhere if m.remote_id]
+        if not known:
+            return
+        for attempt in (1, 2):
+            try:
+                with session_scope(self.lt.engine) as s:
+                    hashes = {email_hash(m.email) for m in known}
+                    left = set(column_among(s, "formeraddress", "email_hash", "email_hash", hashes))
+                    self._renamed(s, [m for m in known if email_hash(m.email) not in left], on_page)
+                return
+            except sa.exc.IntegrityError:
+                if attempt == 2:
+                    raise
+                # Another list's run on the same remote list followed the same change a moment ago.
+                log.info("sync.rename_retried", list=self.lt.list_name, target=self.target.key)
 
     def _news(self, members: list[RemoteMember]) -> list[RemoteMember]:
         """The members whose remote status or id differs from what TargetState holds (or who are
@@ -420,6 +449,9 @@ def read_together(
     for pages in connector.pull_shared([r.target for r in readers] + [b.lt.target for b in others], since):
         for found, reader, page in zip(erased, readers, pages[: len(readers)], strict=True):
             found += reader.take(page, after_writes)
+        if pages[0].elsewhere:
+            on_page = {m.email for m in pages[0].members} | {m.email for m in pages[0].elsewhere}
+            readers[0].follow_renames(pages[0].elsewhere, on_page)
         for other, page in zip(others, pages[len(readers) :], strict=True):
             other.shown = other.shown or other.sees(page.members)
         cursor = pages[0].cursor or cursor

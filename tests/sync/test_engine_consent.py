@@ -881,3 +881,27 @@ def test_a_late_webhook_naming_a_former_address_reaches_the_contact(world):
     assert ana.email_status == "complained" and ana.global_opt_out
     run_cli(w, "sync")
     assert subscribed(w.brevo, w.news_b) == [] and subscribed(w.mailchimp, w.news_mc) == []
+
+
+def test_a_change_of_address_at_mailchimp_is_followed_by_a_tag_the_member_is_not_on_yet(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news", "offers"])
+    run_cli(w, "sync", "--list", "news")
+    run_cli(w, "sync", "--list", "news")  # the read after the push learns Mailchimp's id of the member
+    mailchimp_renames(w, "ana@example.fr", "ana.new@example.fr")  # no webhook registered
+
+    # offers holds nothing of hers yet, and its tag is not on her member: its read of the audience
+    # still shows her member under the new address, which the base follows before offers pushes.
+    # Pushed under the former address, the audience (no longer holding it) would subscribe it
+    # as a new member.
+    run_cli(w, "sync", "--list", "offers")
+
+    assert w.mailchimp.member_status(w.audience, "ana@example.fr") is None, "her former address re-added"
+    assert emails_in_base(w) == ["ana.new@example.fr"]
+    assert subscribed(w.mailchimp, w.offers_mc) == ["ana.new@example.fr"]
+    run_cli(w, "sync")
+    assert emails_in_base(w) == ["ana.new@example.fr"]
+    assert subscribed(w.mailchimp, w.news_mc) == ["ana.new@example.fr"]
+    assert w.brevo.contact("ana@example.fr") is None
+    assert subscribed(w.brevo, w.offers_b) == ["ana.new@example.fr"]
+    assert_second_sync_writes_nothing(w)

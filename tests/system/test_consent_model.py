@@ -1236,12 +1236,14 @@ def test_consent_holds_end_to_end_under_any_sequence_of_provider_and_base_action
 # rules and the same invariants as the state machine, so a fixed defect stays fixed.
 FOUND_SEQUENCES = {
     # Three lists on tags of one Mailchimp audience synced at once, a member having changed address
-    # there (its webhook not yet delivered): one list's run followed the change (the contact took
-    # the new address) while another, planned before, pushed the contact under the former address;
-    # the audience took it as a new member (the address is free there since the change) and the
-    # read after the write brought it back as a second contact. Fails about one replay in three on
-    # PostgreSQL before the fix (a race between the runs): a push planned under an address the
-    # contact no longer has is withheld and planned again.
+    # there (its webhook not yet delivered): the run of a list whose tag the member did not have
+    # yet pushed the contact under the former address, which the audience took as a new member
+    # (the address is free there since the change); the read after the write brought it back as a
+    # second contact once another list's run had followed the change. Fails about one replay in
+    # two on SQLite, one in three on PostgreSQL, before the fix: a tag's read of the audience now
+    # follows the changes of address of members without its tag (``Page.elsewhere``) before it
+    # plans. (The same push by one list alone re-subscribed the former address: a test in
+    # tests/sync/test_engine_consent.py.)
     "mc-address-change-seen-by-lists-synced-at-once": (
         "mailchimp_admin_adds_in_ui(list_name='news', who=4);"
         "brevo_spam_complaint(who=1);"
@@ -1680,12 +1682,7 @@ def _steps(text: str) -> list[tuple[str, dict]]:
 
 # Found sequences whose defect is narrowed, not closed: replayed, reported (xfail) when they fail
 # again, never silently dropped.
-STILL_OPEN = {
-    "mc-address-change-seen-by-lists-synced-at-once": (
-        "narrowed, not closed: the writer withholds a push planned under a former address, but the "
-        "replay still fails now and then on SQLite (a window the check does not cover)"
-    ),
-}
+STILL_OPEN: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(
