@@ -322,7 +322,8 @@ lists:
                 extra = f" (floor {floor[key]}, {c / floor[key]:.2f}x)" if phase == "first sync" else ""
                 print(
                     f"  {key}: {c}{extra}; members read {run.get('pulled', 0)} (after its writes "
-                    f"{run.get('read_after_writes', 0)}), contacts planned "
+                    f"{run.get('read_after_writes', 0)}, shared records {run.get('read_elsewhere', 0)}), "
+                    f"contacts planned "
                     f"{run.get('contacts_planned', 0)}, skipped unchanged {run.get('unchanged', 0)}",
                     flush=True,
                 )

@@ -343,6 +343,13 @@ class Connector(Protocol):
         order of ``targets``."""
         ...
 
+    def changed_records(self, since: str) -> Iterator[list[RemoteMember]]:
+        """A provider with one record per account (``traits.one_record_per_account``): its
+        records changed since ``since``, whatever list they are on, page by page (address and
+        id; their status is each list's read's to tell). Others yield nothing: their reads of a
+        remote list already show every record the list's targets share (``Page.elsewhere``)."""
+        ...
+
     def upsert(
         self, target: Target, members: Sequence[MemberPush], *, confirm_since: str | None = None
     ) -> WriteResult:

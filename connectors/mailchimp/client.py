@@ -157,6 +157,10 @@ class MailchimpConnector:
                         page.cursor = cursor
                 yield pages
 
+    def changed_records(self, since: str) -> Iterator[list[RemoteMember]]:
+        """Nothing: a read of the audience shows every member its tags share (``Page.elsewhere``)."""
+        return iter(())
+
     def _read_cursor(self) -> str:
         """The cursor of a read about to begin: Mailchimp's time now (a lower bound, from the
         Date of an earlier answer), minus the margin; after syncd's writes, once they settled."""

@@ -38,7 +38,7 @@ from syncd.models import AuditLog, Contact, Source, TargetState, utcnow
 from syncd.providers import sharing_record
 from syncd.sync.report import Progress, TargetReport
 from syncd.sync.select import explained_blocks
-from syncd.sync.state import ListTarget, pass_cursor, read_cursor, save_cursor
+from syncd.sync.state import ListTarget, earliest_cursor_among, pass_cursor, read_cursor, save_cursor
 
 log = get_logger(__name__)
 
@@ -223,9 +223,10 @@ class Reader:
         the provider, no longer holding it, takes for a new member: the person's old address
         subscribed, and a second contact once read back.
 
-        A member still under an address the base has left (a change learnt from another provider,
-        not carried here yet; or its rename refused here, the member taken off the target) is not a
-        change at this provider: it keeps the contact's current address."""
+        A member still under an address the base has left (its rename refused here, the member
+        taken off the target) is not a change at this provider; nor is a record the base has a
+        change of address of its own to carry to (learnt from another provider; a target sharing
+        the record holds its former address): the push carries the base's address to it."""
         known = [m for m in elsewhere if m.remote_id]
         if not known:
             return
@@ -234,13 +235,29 @@ class Reader:
                 with session_scope(self.lt.engine) as s:
                     hashes = {email_hash(m.email) for m in known}
                     left = set(column_among(s, "formeraddress", "email_hash", "email_hash", hashes))
-                    self._renamed(s, [m for m in known if email_hash(m.email) not in left], on_page)
+                    carrying = self._carrying(s, {m.remote_id for m in known if m.remote_id})
+                    followed = [
+                        m for m in known if email_hash(m.email) not in left and m.remote_id not in carrying
+                    ]
+                    self._renamed(s, followed, on_page)
                 return
             except sa.exc.IntegrityError:
                 if attempt == 2:
                     raise
                 # Another list's run on the same remote list followed the same change a moment ago.
                 log.info("sync.rename_retried", list=self.lt.list_name, target=self.target.key)
+
+    def _carrying(self, s: Session, remote_ids: set[str]) -> set[str]:
+        """Of these provider records, those a target sharing them holds under a former address
+        (``TargetState.remote_email``): the base has a change of address to carry to them."""
+        keys = sharing_record(self.lt.config, self.target.provider, self.target.list_id) | {self.target.key}
+        state = TargetState.__table__
+        query = sa.select(state.c.remote_id).where(
+            state.c.target_key.in_(sorted(keys)),
+            state.c.remote_id.in_(sorted(remote_ids)),
+            state.c.remote_email.is_not(None),
+        )
+        return set(s.execute(query).scalars())
 
     def _news(self, members: list[RemoteMember]) -> list[RemoteMember]:
         """The members whose remote status or id differs from what TargetState holds (or who are
@@ -462,3 +479,25 @@ def read_together(
             if not other.shown and pass_cursor(other.lt, other.cursor, cursor):
                 log.info("sync.cursor_passed", list=other.lt.list_name, target=other.lt.target.key)
     return erased
+
+
+def follow_records_elsewhere(readers: list[Reader], connector: Connector) -> int:
+    """For a provider with one record per account (Brevo): the changes of address made at the
+    provider on records that other lists' targets hold, since the earliest of their cursors (what
+    their reads have not shown yet), followed before these targets plan. A contact new to this
+    list whose record another list holds would otherwise be pushed under the former address, which
+    the provider, no longer holding it, takes for a new record: the person's old address back on a
+    list, a second record beside theirs. Returns how many records the read showed (0: no read)."""
+    if not connector.traits.one_record_per_account:
+        return 0
+    lt = readers[0].lt
+    keys = sharing_record(lt.config, lt.target.provider, lt.target.list_id)
+    mine = {(r.lt.list_name, r.target.key) for r in readers}
+    since = earliest_cursor_among(lt, keys, but=mine)
+    if since is None:
+        return 0  # no other list has read a record of this account: none is known by its id
+    seen = 0
+    for members in connector.changed_records(since):
+        seen += len(members)
+        readers[0].follow_renames(members, {m.email for m in members})
+    return seen

@@ -20,6 +20,9 @@ class TargetReport:
     # Members the read after the run's writes returned (syncd's own writes among them): that read
     # moves the cursor past those writes, so the next run does not read them again.
     read_after_writes: int = 0
+    # Records other lists' targets share with this one (a Brevo account's), read for the changes
+    # of address made at the provider that their reads have not shown yet.
+    read_elsewhere: int = 0
     reconciled: dict[str, int] = field(default_factory=dict)
     created: int = 0
     planned: dict[str, int] = field(default_factory=dict)

@@ -100,6 +100,20 @@ def read_cursor(lt: ListTarget) -> SyncCursor | None:
         return s.exec(lt.cursor_query()).first()
 
 
+def earliest_cursor_among(lt: ListTarget, keys: set[str], but: set[tuple[str, str]]) -> str | None:
+    """The earliest cursor stored for the targets ``keys`` (of any list), leaving out the
+    (list, target) pairs ``but``; None when none of them has been read."""
+    if not keys:
+        return None
+    table = SyncCursor.__table__
+    query = sa.select(table.c.list_name, table.c.target_key, table.c.cursor).where(
+        table.c.target_key.in_(sorted(keys)), table.c.cursor.is_not(None)
+    )
+    with lt.engine.connect() as conn:
+        cursors = [r.cursor for r in conn.execute(query) if (r.list_name, r.target_key) not in but]
+    return min(cursors, default=None)
+
+
 def save_cursor(lt: ListTarget, cursor: str) -> None:
     """The provider's cursor after a complete read: the next read asks only for what changed."""
     with session_scope(lt.engine) as s:
@@ -356,6 +370,7 @@ def finish_run(engine: Engine, run_id: int, r: TargetReport) -> None:
         run.counts = {
             "pulled": r.pulled,
             "read_after_writes": r.read_after_writes,
+            "read_elsewhere": r.read_elsewhere,
             "created": r.created,
             "reconciled": r.reconciled,
             "planned": r.planned,

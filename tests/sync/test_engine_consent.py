@@ -905,3 +905,20 @@ def test_a_change_of_address_at_mailchimp_is_followed_by_a_tag_the_member_is_not
     assert w.brevo.contact("ana@example.fr") is None
     assert subscribed(w.brevo, w.offers_b) == ["ana.new@example.fr"]
     assert_second_sync_writes_nothing(w)
+
+
+def test_a_change_of_address_in_brevo_is_followed_by_a_list_the_contact_is_not_on_yet(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news", "offers"])
+    run_cli(w, "sync", "--list", "news")
+    run_cli(w, "sync", "--list", "news")  # the read after the push learns Brevo's id of the contact
+    record = w.brevo.contact("ana@example.fr")["id"]
+    brevo_user_renames(w, "ana@example.fr", "ana.b@example.fr")
+
+    run_cli(w, "sync", "--list", "offers")
+    run_cli(w, "sync")
+
+    assert w.brevo.contact("ana@example.fr") is None, "her former address re-added"
+    assert len(emails_in_base(w)) == 1
+    assert w.brevo.contact(emails_in_base(w)[0])["id"] == record
+    assert_second_sync_writes_nothing(w)
