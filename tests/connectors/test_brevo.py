@@ -59,6 +59,26 @@ def test_pull_pages_through_ten_thousand_members(sim):
     assert conn.stats.calls["GET /contacts/lists/{id}/contacts"] == 20
 
 
+def test_changed_records_pages_through_the_account_from_a_time_whatever_the_list(sim):
+    news, offers = sim.create_target("news"), sim.create_target("offers")
+    before = datetime.now(UTC) - timedelta(days=1)
+    sim.seed(news, people(1_500, "old", changed_at=before - timedelta(days=1)))
+    sim.seed(news, people(1_200, "n"))
+    sim.seed(offers, people(900, "o"))
+    conn = connector(sim)
+
+    pages = list(conn.changed_records(before.strftime("%Y-%m-%dT%H:%M:%S.000Z")))
+
+    emails = [m.email for page in pages for m in page]
+    assert sorted(emails) == sorted(
+        [f"n{i}@example.com" for i in range(1_200)] + [f"o{i}@example.com" for i in range(900)]
+    )
+    assert all(len(page) <= 1_000 for page in pages)
+    ids = {m.remote_id for page in pages for m in page}
+    assert ids == {str(sim.contact(e)["id"]) for e in emails}
+    assert conn.stats.calls["GET /contacts"] == 3
+
+
 def test_pull_maps_status_fields_and_lower_cases(sim):
     target = sim.create_target("map")
     sim.seed(

@@ -183,10 +183,13 @@ def test_pull_of_a_tag_target_skips_audience_members_without_the_tag(
     sim.seed(clients, [{"email": "client@example.fr"}])
     sim.seed(Target("mailchimp", clients.list_id), [{"email": "other@example.fr"}])
 
-    pulled = [m.email for p in mc.pull(clients) for m in p.members]
+    pages = list(mc.pull(clients))
 
-    assert pulled == ["client@example.fr"]
+    assert [m.email for p in pages for m in p.members] == ["client@example.fr"]
     assert set(sim.members(clients)) == {"client@example.fr"}
+    # Beside the page, not on it: what a change of address of a member the tag shares needs.
+    elsewhere = [m for p in pages for m in p.elsewhere]
+    assert [m.email for m in elsewhere] == ["other@example.fr"] and elsewhere[0].remote_id
 
 
 def test_pull_of_a_tag_target_reports_audience_wide_opt_outs_without_the_tag_as_not_on_it(
