@@ -467,8 +467,11 @@ def read_together(
         for found, reader, page in zip(erased, readers, pages[: len(readers)], strict=True):
             found += reader.take(page, after_writes)
         if pages[0].elsewhere:
+            # A member another of the readers sees is that reader's to reconcile (a rename included).
+            theirs = {m.email for page in pages[1 : len(readers)] for m in page.members}
+            elsewhere = [m for m in pages[0].elsewhere if m.email not in theirs]
             on_page = {m.email for m in pages[0].members} | {m.email for m in pages[0].elsewhere}
-            readers[0].follow_renames(pages[0].elsewhere, on_page)
+            readers[0].follow_renames(elsewhere, on_page)
         for other, page in zip(others, pages[len(readers) :], strict=True):
             other.shown = other.shown or other.sees(page.members)
         cursor = pages[0].cursor or cursor
