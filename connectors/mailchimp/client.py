@@ -131,7 +131,7 @@ class MailchimpConnector:
         per audience, so they concern the tag's list as well: such a member is reported, marked
         ``on_target=False``, so that the engine knows it before planning any target of the list
         (instead of learning it from a compliance-state refusal once another target was written).
-        Archived members are read only on incremental pulls (status=archived), to report them as ARCHIVED.
+        Archived members are reported as ARCHIVED on incremental pulls only (``pull_shared``).
         Mailchimp does not move ``last_changed`` for tag edits made in its app: a tag target needs
         a full pull now and then to see them.
         """
@@ -141,17 +141,25 @@ class MailchimpConnector:
     def pull_shared(self, targets: Sequence[Target], since: str | None = None) -> Iterator[list[Page]]:
         """One read of the audience for all its ``targets`` (tags of it, or the whole audience):
         each page of members, as each target sees it (``pull``). The last pages carry the cursor:
-        Mailchimp's time when the read began, minus the margin."""
+        Mailchimp's time when the read began, minus the margin.
+
+        Archived members are listed apart (``status=archived``): an incremental read reports them
+        as ARCHIVED; a full read only beside its pages (``Page.elsewhere``), where a member who
+        changed address and was then archived still tells the change (pushed under the former
+        address, which the audience no longer holds, the person would be added anew)."""
         audiences = {t.list_id for t in targets}
         if len(audiences) != 1:
             raise ValueError(f"one read serves one audience, not {sorted(audiences)}")
         list_id = targets[0].list_id
         cursor = self._read_cursor()
-        statuses: list[str | None] = [None, "archived"] if since else [None]
+        statuses: list[str | None] = [None, "archived"]
         for n, status in enumerate(statuses):
             last_status = n == len(statuses) - 1
             for members, last in self._member_pages(list_id, since, status):
-                pages = [_page(t, members) for t in targets]
+                if status == "archived" and since is None:
+                    pages = [Page([], elsewhere=list(members)) for _ in targets]
+                else:
+                    pages = [_page(t, members) for t in targets]
                 if last and last_status:
                     for page in pages:
                         page.cursor = cursor

@@ -118,7 +118,8 @@ def _read(group: list[_Run], connector: Connector) -> None:
         since = None
     for run in group:
         run.read_from = since
-    # A full read lists no archived member (an incremental one does): it covers no other target.
+    # A full read reports no archived member to its targets (an incremental one does): it covers
+    # no other target.
     others = [] if since is None else bystanders(group[0].lt, since)
     try:
         erased = read_together(readers, connector, since, others=others)

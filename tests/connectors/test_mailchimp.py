@@ -86,10 +86,11 @@ def test_pull_pages_through_ten_thousand_members(sim: MailchimpSimulator, mc: Ma
 
     pages = list(mc.pull(target))
 
-    assert [len(p.members) for p in pages] == [1000] * 10
+    # Ten pages of members, then the archived members' listing (none here), which closes the read.
+    assert [len(p.members) for p in pages] == [1000] * 10 + [0]
     assert {m.email for p in pages for m in p.members} == {f"m{i}@example.fr" for i in range(10_000)}
-    assert [p.cursor is not None for p in pages] == [False] * 9 + [True]
-    assert mc.stats.calls["get_list_members_info"] == 10
+    assert [p.cursor is not None for p in pages] == [False] * 10 + [True]
+    assert mc.stats.calls["get_list_members_info"] == 11
 
 
 def test_a_change_between_two_pages_of_a_read_shows_on_the_next_page(

@@ -907,6 +907,25 @@ def test_a_change_of_address_at_mailchimp_is_followed_by_a_tag_the_member_is_not
     assert_second_sync_writes_nothing(w)
 
 
+def test_a_change_of_address_at_mailchimp_is_followed_even_once_the_member_was_archived(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news", "offers"])
+    run_cli(w, "sync", "--list", "news")
+    run_cli(w, "sync", "--list", "news")  # the read after the push learns Mailchimp's id of the member
+    mailchimp_renames(w, "ana@example.fr", "ana.new@example.fr")  # no webhook registered
+    # Then an account user archives her: a full read of the audience does not list her.
+    MailchimpConnector(w.mailchimp.api_key, w.mailchimp.api_url).remove(w.audience, ["ana.new@example.fr"])
+
+    # offers has never read the audience: its first read is a full one, archived members apart.
+    run_cli(w, "sync", "--list", "offers")
+
+    assert w.mailchimp.member_status(w.audience, "ana@example.fr") is None, "her former address re-added"
+    assert emails_in_base(w) == ["ana.new@example.fr"]
+    run_cli(w, "sync")
+    assert emails_in_base(w) == ["ana.new@example.fr"]
+    assert w.mailchimp.member_status(w.audience, "ana@example.fr") is None
+
+
 def test_a_change_of_address_in_brevo_is_followed_by_a_list_the_contact_is_not_on_yet(world):
     w = world
     add_contact(w, "ana@example.fr", "client", ["news", "offers"])
