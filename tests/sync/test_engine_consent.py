@@ -746,9 +746,7 @@ def two_changes_of_address(w):
     """Ana, on news and offers in the base, pushed to news only; then two changes of address
     before syncd hears of the first: one in Brevo's UI (no webhook), then Mailchimp's (its webhook
     applied). Returns her Brevo record's id."""
-    add_contact(w, "ana@example.fr", "client", ["news", "offers"])
-    run_cli(w, "sync", "--list", "news")
-    run_cli(w, "sync", "--list", "news")  # the read after the push learns Brevo's id of the contact
+    ana_known_on_news_joins_offers(w)
     record = w.brevo.contact("ana@example.fr")["id"]
     brevo_user_renames(w, "ana@example.fr", "ana.b@example.fr")
     mailchimp_renames_with_webhook(w, "ana@example.fr", "ana.new@example.fr")
@@ -883,11 +881,17 @@ def test_a_late_webhook_naming_a_former_address_reaches_the_contact(world):
     assert subscribed(w.brevo, w.news_b) == [] and subscribed(w.mailchimp, w.news_mc) == []
 
 
-def test_a_change_of_address_at_mailchimp_is_followed_by_a_tag_the_member_is_not_on_yet(world):
-    w = world
+def ana_known_on_news_joins_offers(w):
+    """Ana, on news and offers in the base, pushed to news only and read back there (syncd knows
+    her Brevo record's and Mailchimp member's ids); offers holds nothing of hers yet."""
     add_contact(w, "ana@example.fr", "client", ["news", "offers"])
     run_cli(w, "sync", "--list", "news")
-    run_cli(w, "sync", "--list", "news")  # the read after the push learns Mailchimp's id of the member
+    run_cli(w, "sync", "--list", "news")  # the read after the push learns the providers' ids
+
+
+def test_a_change_of_address_at_mailchimp_is_followed_by_a_tag_the_member_is_not_on_yet(world):
+    w = world
+    ana_known_on_news_joins_offers(w)
     mailchimp_renames(w, "ana@example.fr", "ana.new@example.fr")  # no webhook registered
 
     # offers holds nothing of hers yet, and its tag is not on her member: its read of the audience
@@ -909,9 +913,7 @@ def test_a_change_of_address_at_mailchimp_is_followed_by_a_tag_the_member_is_not
 
 def test_a_change_of_address_at_mailchimp_is_followed_even_once_the_member_was_archived(world):
     w = world
-    add_contact(w, "ana@example.fr", "client", ["news", "offers"])
-    run_cli(w, "sync", "--list", "news")
-    run_cli(w, "sync", "--list", "news")  # the read after the push learns Mailchimp's id of the member
+    ana_known_on_news_joins_offers(w)
     mailchimp_renames(w, "ana@example.fr", "ana.new@example.fr")  # no webhook registered
     # Then an account user archives her: a full read of the audience does not list her.
     MailchimpConnector(w.mailchimp.api_key, w.mailchimp.api_url).remove(w.audience, ["ana.new@example.fr"])
@@ -928,9 +930,7 @@ def test_a_change_of_address_at_mailchimp_is_followed_even_once_the_member_was_a
 
 def test_a_change_of_address_in_brevo_is_followed_by_a_list_the_contact_is_not_on_yet(world):
     w = world
-    add_contact(w, "ana@example.fr", "client", ["news", "offers"])
-    run_cli(w, "sync", "--list", "news")
-    run_cli(w, "sync", "--list", "news")  # the read after the push learns Brevo's id of the contact
+    ana_known_on_news_joins_offers(w)
     record = w.brevo.contact("ana@example.fr")["id"]
     brevo_user_renames(w, "ana@example.fr", "ana.b@example.fr")
 
