@@ -24,6 +24,16 @@ DEFAULT_URL = "sqlite:///syncd.db"
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+def lost_a_race(exc: BaseException) -> bool:
+    """Whether a transaction failed only because another ran beside it (lists synced at once,
+    replicas): a row the other had just inserted under the same unique key, or PostgreSQL ending
+    this one to break a deadlock between them (SQLSTATE 40P01). Nothing of the transaction was
+    kept; run again, it sees the other's work."""
+    if isinstance(exc, sa.exc.IntegrityError):
+        return True
+    return isinstance(exc, sa.exc.OperationalError) and getattr(exc.orig, "sqlstate", None) == "40P01"
+
+
 def email_hash(email: str) -> str:
     """Irreversible key of a normalised address (tombstones, flags on unknown remote members).
 

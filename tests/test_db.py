@@ -1,3 +1,4 @@
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -117,3 +118,41 @@ def test_a_database_url_syncd_cannot_use_is_refused_with_the_forms_it_takes(url)
         db.make_engine(url)
     assert "sqlite:///path/to/syncd.db or postgresql+psycopg://" in str(info.value)
     assert "hunter2" not in str(info.value)
+
+
+def test_a_deadlock_postgresql_breaks_and_a_duplicate_key_are_races_lost_anything_else_is_not(engine):
+    with db.session_scope(engine) as s:
+        s.add_all([Contact(email="a@example.fr"), Contact(email="b@example.fr")])
+    with pytest.raises(sa.exc.IntegrityError) as duplicate:
+        with db.session_scope(engine) as s:
+            s.add(Contact(email="a@example.fr"))
+    assert db.lost_a_race(duplicate.value)
+    with pytest.raises(sa.exc.DBAPIError) as other:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT * FROM no_such_table_here"))
+    assert not db.lost_a_race(other.value)
+    if engine.dialect.name != "postgresql":
+        return  # SQLite locks the whole file: no deadlock between transactions
+    # Two transactions lock the same two rows in opposite orders: PostgreSQL ends one of them.
+    with Session(engine) as s:
+        ids = [c.id for c in s.exec(select(Contact).order_by(Contact.id))]
+    first_locked, second_locked = threading.Barrier(2), []
+    errors: list[BaseException] = []
+
+    def lock(order: list[int]) -> None:
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text("UPDATE contact SET city = 'x' WHERE id = :id"), {"id": order[0]})
+                first_locked.wait(timeout=10)
+                conn.execute(sa.text("UPDATE contact SET city = 'y' WHERE id = :id"), {"id": order[1]})
+                second_locked.append(order)
+        except sa.exc.DBAPIError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=lock, args=(order,)) for order in (ids, ids[::-1])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(errors) == 1 and len(second_locked) == 1, (errors, second_locked)
+    assert db.lost_a_race(errors[0])

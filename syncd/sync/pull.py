@@ -13,8 +13,10 @@ form a chain, so a change stamped before the stored cursor was always seen by on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
@@ -29,7 +31,7 @@ from connectors.contract import (
     RemoteStatus,
 )
 from syncd.contacts.bulk import column_among
-from syncd.db import email_hash, erased_among, session_scope
+from syncd.db import email_hash, erased_among, lost_a_race, session_scope
 from syncd.inbound.apply import apply_event
 from syncd.inbound.evidence import record_provider_evidence
 from syncd.inbound.reconcile import lists_for_target
@@ -41,6 +43,11 @@ from syncd.sync.select import explained_blocks
 from syncd.sync.state import ListTarget, earliest_cursor_among, pass_cursor, read_cursor, save_cursor
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
+
+# Attempts of a transaction that lost a race with another list's run (``Reader._retried``).
+RACE_ATTEMPTS = 3
 
 # Fields a member the provider has and the base does not brings with it: all but the country,
 # which the base holds as a checked two-letter code and which nothing checks on this path.
@@ -88,15 +95,27 @@ class Reader:
         if not members:
             return []
         counted = (self.report.created, dict(self.report.reconciled))
-        try:
-            return self._reconcile(members)
-        except sa.exc.IntegrityError:
-            # A run of another list on the same remote list (``syncd sync --jobs``, another
-            # replica) has just added a contact this page also shows: nothing of this page was
-            # kept; read again, it finds that contact.
-            log.info("sync.reconcile_retried", list=self.lt.list_name, target=self.target.key)
+
+        def again() -> None:
             self.report.created, self.report.reconciled = counted[0], dict(counted[1])
-            return self._reconcile(members)
+
+        # A run of another list (``syncd sync --jobs``, another replica) has just added a contact
+        # this page also shows, or changed the same contacts in another order (a deadlock
+        # PostgreSQL broke): nothing of this page was kept; read again, it goes through.
+        return self._retried("sync.reconcile_retried", lambda: self._reconcile(members), again)
+
+    def _retried(self, event: str, work: Callable[[], T], again: Callable[[], None] | None = None) -> T:
+        """``work`` (one transaction), run again when it lost a race with another list's run."""
+        for attempt in range(1, RACE_ATTEMPTS + 1):
+            try:
+                return work()
+            except (sa.exc.IntegrityError, sa.exc.OperationalError) as exc:
+                if attempt == RACE_ATTEMPTS or not lost_a_race(exc):
+                    raise
+                log.info(event, list=self.lt.list_name, target=self.target.key, attempt=attempt)
+                if again is not None:
+                    again()
+        raise AssertionError("unreachable")
 
     def _reconcile(self, members: list[RemoteMember]) -> list[str]:
         now = utcnow()
@@ -230,22 +249,19 @@ class Reader:
         known = [m for m in elsewhere if m.remote_id]
         if not known:
             return
-        for attempt in (1, 2):
-            try:
-                with session_scope(self.lt.engine) as s:
-                    hashes = {email_hash(m.email) for m in known}
-                    left = set(column_among(s, "formeraddress", "email_hash", "email_hash", hashes))
-                    carrying = self._carrying(s, {m.remote_id for m in known if m.remote_id})
-                    followed = [
-                        m for m in known if email_hash(m.email) not in left and m.remote_id not in carrying
-                    ]
-                    self._renamed(s, followed, on_page)
-                return
-            except sa.exc.IntegrityError:
-                if attempt == 2:
-                    raise
-                # Another list's run on the same remote list followed the same change a moment ago.
-                log.info("sync.rename_retried", list=self.lt.list_name, target=self.target.key)
+
+        def follow() -> None:
+            with session_scope(self.lt.engine) as s:
+                hashes = {email_hash(m.email) for m in known}
+                left = set(column_among(s, "formeraddress", "email_hash", "email_hash", hashes))
+                carrying = self._carrying(s, {m.remote_id for m in known if m.remote_id})
+                followed = [
+                    m for m in known if email_hash(m.email) not in left and m.remote_id not in carrying
+                ]
+                self._renamed(s, followed, on_page)
+
+        # Another list's run on the same remote list may follow the same change at the same time.
+        self._retried("sync.rename_retried", follow)
 
     def _carrying(self, s: Session, remote_ids: set[str]) -> set[str]:
         """Of these provider records, those a target sharing them holds under a former address
