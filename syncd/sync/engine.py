@@ -23,7 +23,7 @@ from syncd import db, doi, locks
 from syncd.config import Config
 from syncd.log import get_logger
 from syncd.models import utcnow
-from syncd.sync.pull import Reader, bystanders, earliest, follow_records_elsewhere, read_together
+from syncd.sync.pull import Reader, bystanders, earliest, read_together
 from syncd.sync.report import ListReport, Progress, TargetReport
 from syncd.sync.select import Since, planning_window, plans
 from syncd.sync.state import ListTarget, finish_run, remember_plan, start_run
@@ -123,7 +123,6 @@ def _read(group: list[_Run], connector: Connector) -> None:
     others = [] if since is None else bystanders(group[0].lt, since)
     try:
         erased = read_together(readers, connector, since, others=others)
-        readers[0].report.read_elsewhere += follow_records_elsewhere(readers, connector)
     except ConnectorError as exc:
         for run in group:
             run._failed(exc)

@@ -80,6 +80,11 @@ class Reader:
             self.progress(f"{self.lt.list_name} ← {self.target.key}: reading", len(page.members))
         return self.reconcile(page.members)
 
+    def follow_shared_records(self) -> int:
+        """``follow_records_elsewhere`` for this target (the writer calls it before it pushes a
+        contact new to the target whose record another list holds)."""
+        return follow_records_elsewhere([self], self.connector)
+
     def advance(self, cursor: str) -> None:
         """A read that began at or before ``covered`` was reconciled whole: its cursor is stored."""
         save_cursor(self.lt, cursor)
@@ -503,9 +508,9 @@ def read_together(
 def follow_records_elsewhere(readers: list[Reader], connector: Connector) -> int:
     """For a provider with one record per account (Brevo): the changes of address made at the
     provider on records that other lists' targets hold, since the earliest of their cursors (what
-    their reads have not shown yet), followed before these targets plan. A contact new to this
-    list whose record another list holds would otherwise be pushed under the former address, which
-    the provider, no longer holding it, takes for a new record: the person's old address back on a
+    their reads have not shown yet), followed in the master base. A contact new to this list whose
+    record another list holds would otherwise be pushed under the former address, which the
+    provider, no longer holding it, takes for a new record: the person's old address back on a
     list, a second record beside theirs. Returns how many records the read showed (0: no read)."""
     if not connector.traits.one_record_per_account:
         return 0

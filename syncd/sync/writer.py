@@ -61,6 +61,8 @@ class Chain(Protocol):
 
     def advance(self, cursor: str) -> None: ...
 
+    def follow_shared_records(self) -> int: ...
+
 
 Buffered = tuple[PlanItem, SyncedState | None]
 
@@ -91,6 +93,7 @@ class Writer:
         self.erased: list[str] = []  # remote members whose address was erased from the master base
         self.revealed: set[str] = set()  # members whose refusal brought their state back
         self.stamps: dict[int, str] = {}  # buffered members: what their plan read (stamps.stamp)
+        self.followed_shared = False  # the account's changes of address read in this run
 
     # --- the sink ------------------------------------------------------------------------------
 
@@ -182,6 +185,20 @@ class Writer:
 
     # --- one batch of each kind ------------------------------------------------------------------
 
+    def _follow_shared_records(self, items: list[Buffered]) -> None:
+        """Before the first push, in a run, of contacts new to this target whose provider record
+        another list's target holds (one record per account: Brevo), the changes of address made
+        at the provider on such records since the other lists' reads are followed (one read of the
+        account's changed records). A contact it renames is withheld from the push as planned
+        under its former address (``_moved_since_planned``) and planned again in this run."""
+        if self.followed_shared or self.chain is None or not self.connector.traits.one_record_per_account:
+            return
+        new_here = [item.contact_id for item, before in items if before is None or before.pushed_hash is None]
+        if not new_here or not record_ids(self.lt, new_here):
+            return
+        self.followed_shared = True
+        self.report.read_elsewhere += self.chain.follow_shared_records()
+
     def _moved_since_planned(self, items: list[PlanItem]) -> set[int]:
         """The contacts whose address is no longer the one their push was planned with (another
         list's run followed a change of address meanwhile), or that are gone (erased): not pushed
@@ -195,6 +212,8 @@ class Writer:
         with session_scope(self.lt.engine) as s:
             current = dict(column_among(s, "contact", "id, email", "id", {item.contact_id for item in items}))
         moved = {item.contact_id for item in items if current.get(item.contact_id) != item.email}
+        # Planned again in this run under their address of the moment (``sync_list``'s replan).
+        self.revealed.update(email for contact_id in moved if (email := current.get(contact_id)))
         if moved:
             log.info(
                 "sync.moved_since_planned",
@@ -207,6 +226,7 @@ class Writer:
     def _upsert(self) -> None:
         items = [(kind, item, before) for kind in ("adds", "updates") for item, before in self.upserts[kind]]
         self.upserts = {"adds": [], "updates": []}
+        self._follow_shared_records([(item, before) for _, item, before in items])
         withheld = self._moved_since_planned([item for _, item, _ in items])
         items = [entry for entry in items if entry[1].contact_id not in withheld]
         withheld |= self._carry_renames([(item, before) for _, item, before in items])
