@@ -205,7 +205,8 @@ class _Run:
 
     @property
     def revealed(self) -> set[str]:
-        """Members whose refusal at this target brought their state back (``sync_list``)."""
+        """Members to plan again on every target (``sync_list``): a refusal at this target brought
+        their state back, or their address changed since their push here was planned."""
         return self.writer.revealed
 
     def begin(self) -> None:

@@ -91,7 +91,9 @@ class Writer:
         self.unblocks: list[Buffered] = []
         self.lifts: list[tuple[int, str]] = []  # account-wide blocks to lift, with no list state to keep
         self.erased: list[str] = []  # remote members whose address was erased from the master base
-        self.revealed: set[str] = set()  # members whose refusal brought their state back
+        # Members to plan again in this run: a refusal brought their state back, or their address
+        # changed since their push was planned.
+        self.revealed: set[str] = set()
         self.stamps: dict[int, str] = {}  # buffered members: what their plan read (stamps.stamp)
         self.followed_shared = False  # the account's changes of address read in this run
 
