@@ -84,6 +84,9 @@ class BlockRecord:
 
     complained_at: datetime | None = None  # the latest spam complaint
     blocked_by_user_at: datetime | None = None  # the latest block set by an account user (UI, API)
+    # The contact's clicks on campaigns' unsubscribe links, as (campaign id, when): in a default
+    # Brevo account each one blocks the address.
+    clicks: tuple[tuple[str, datetime], ...] = ()
 
 
 class Rename(StrEnum):
@@ -202,6 +205,9 @@ class ProviderEvent:
     new_email: str | None = None  # EMAIL_CHANGED only
     fields: Mapping[str, str] = field(default_factory=dict)  # PROFILE_UPDATED: keys from MEMBER_FIELDS
     own_write: bool = False  # the echo of syncd's own API write: to be ignored
+    # Brevo: the campaign whose unsubscribe link was clicked (``camp_id``), kept with the opt-out it
+    # becomes, so that a lift can tell that click from a later one (``BlockRecord.clicks``).
+    campaign: str | None = None
 
 
 # --- errors, grouped by what the caller does next (the Singer SDK's fatal / retriable / skippable) --

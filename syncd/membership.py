@@ -125,8 +125,10 @@ def leave_list(
     reason: str,
     source: str,
     at: datetime | None = None,
+    campaign: str | None = None,
 ) -> Membership | None:
-    """A per-list unsubscribe: exactly one membership changes (rule 2).
+    """A per-list unsubscribe: exactly one membership changes (rule 2). ``campaign``: the
+    provider's campaign whose unsubscribe link it came from, kept in the consent's evidence.
 
     A contact with no row (auto-enrolled by a legitimate-interest segment) gets an
     ``unsubscribed`` row, so that the next sync does not enrol them again.
@@ -147,7 +149,7 @@ def leave_list(
             action=ConsentAction.OPT_OUT,
             at=at,
             source=source,
-            evidence={"reason": reason},
+            evidence={"reason": reason, **({"campaign": campaign} if campaign else {})},
         )
     )
     _audit(session, contact, "list.unsubscribed", source, at, list_name=list_name, reason=reason)

@@ -124,7 +124,9 @@ class BrevoSimulator(_Webhooks, _BrevoSimulator):
             EventKind.BOUNCED_SOFT,
             EventKind.COMPLAINED,
         ):
-            fields.update(brevo_webhooks.campaign_fields(extra.pop("camp_id", 1)))
+            # The simulator's campaign statistics name a click's campaign by the list it went to.
+            camp_id = extra.pop("camp_id", int(target.list_id) if target is not None else 1)
+            fields.update(brevo_webhooks.campaign_fields(camp_id))
         if kind in (EventKind.UNSUBSCRIBED, EventKind.SUBSCRIBED) and target is not None:
             fields["list_id"] = [int(target.list_id)]
         if kind in (EventKind.BOUNCED_HARD, EventKind.BOUNCED_SOFT):

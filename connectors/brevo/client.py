@@ -30,6 +30,7 @@ from connectors.brevo.vocabulary import (
     json_object,
     latest,
     member_from_contact,
+    parse_time,
     status_of,
 )
 from connectors.brevo.webhooks import parse_delivery, storable_body
@@ -520,9 +521,13 @@ class BrevoConnector:
             return BlockRecord()
         unsubscriptions = stats.unsubscriptions
         admin = unsubscriptions.admin_unsubscription if unsubscriptions is not None else None
+        user = unsubscriptions.user_unsubscription if unsubscriptions is not None else None
         return BlockRecord(
             complained_at=latest(c.event_time for c in stats.complaints or []),
             blocked_by_user_at=latest(u.event_time for u in admin or []),
+            clicks=tuple(
+                (str(u.campaign_id), at) for u in user or [] if (at := parse_time(u.event_time)) is not None
+            ),
         )
 
     def create_list(self, name: str, folder_id: int | None = None) -> Target:

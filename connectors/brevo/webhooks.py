@@ -164,6 +164,7 @@ def events_from_payload(item: Any, api_key_name: str | None) -> list[ProviderEve
     fields = {FIELDS_BY_ATTRIBUTE[k]: clean_text(v) for k, v in attrs.items() if k in FIELDS_BY_ATTRIBUTE}
     message_id = clean_text(item.get("message-id") or item.get("message_id") or "")
     reason = clean_text(item.get("reason") or "") or None
+    campaign = clean_text(str(item["camp_id"])) if item.get("camp_id") not in (None, "") else None
 
     def one(target: str | None, as_kind: EventKind) -> ProviderEvent:
         raw = "|".join((PROVIDER, name.lower(), email, target or "", ts, message_id))
@@ -178,6 +179,7 @@ def events_from_payload(item: Any, api_key_name: str | None) -> list[ProviderEve
             new_email=new_email,
             fields=fields,
             own_write=own,
+            campaign=campaign,
         )
 
     if kind in LIST_EVENTS:

@@ -124,7 +124,9 @@ def _apply(
     reason = f"{event.kind}" + (f": {event.reason}" if event.reason else "")
     reason = reason[:200]
     if isinstance(change, LeaveList):
-        leave_list(session, contact, change.list_name, reason=reason, source=actor, at=at)
+        leave_list(
+            session, contact, change.list_name, reason=reason, source=actor, at=at, campaign=event.campaign
+        )
     elif isinstance(change, OptOutAll):
         opt_out_everywhere(session, contact, reason=reason, source=actor, complaint=change.complaint, at=at)
     elif isinstance(change, Bounced):

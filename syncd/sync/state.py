@@ -21,8 +21,9 @@ from connectors.contract import Target
 from syncd.config import Config, ListConfig
 from syncd.core.plan import PlanItem, SyncedState, state_after
 from syncd.db import Growth, session_scope
+from syncd.inbound.apply import reported_by
 from syncd.log import get_logger
-from syncd.models import AuditLog, SyncCursor, SyncRun, TargetState, utcnow
+from syncd.models import AuditLog, Consent, ConsentAction, SyncCursor, SyncRun, TargetState, utcnow
 from syncd.providers import sharing_record
 from syncd.sync.report import TargetReport
 
@@ -302,6 +303,36 @@ def record_ids(lt: ListTarget, contact_ids: list[int]) -> dict[int, str]:
     )
     with lt.engine.connect() as conn:
         return {r.contact_id: r.remote_id for r in conn.execute(query)}
+
+
+def clicks_heard(
+    lt: ListTarget, conn: Any, contact_ids: list[int]
+) -> dict[int, tuple[set[str], datetime | None]]:
+    """What the master base heard of each contact that answers an unsubscribe click at this
+    target's provider: the campaigns of the per-list opt-outs the provider reported by webhook
+    (their consent's evidence names the campaign), and the contact's latest opt-in."""
+    consent = Consent.__table__
+    heard: dict[int, tuple[set[str], datetime | None]] = {cid: (set(), None) for cid in contact_ids}
+    rows = conn.execute(
+        sa.select(consent.c.contact_id, consent.c.action, consent.c.at, consent.c.evidence).where(
+            consent.c.contact_id.in_(contact_ids),
+            sa.or_(
+                sa.and_(
+                    consent.c.action == ConsentAction.OPT_OUT,
+                    consent.c.source == reported_by(lt.target.provider),
+                ),
+                consent.c.action.in_([ConsentAction.OPT_IN, ConsentAction.DOI_CONFIRMED]),
+            ),
+        )
+    )
+    for row in rows:
+        campaigns, opted_in = heard[row.contact_id]
+        if row.action == ConsentAction.OPT_OUT:
+            if (row.evidence or {}).get("campaign"):
+                campaigns.add(str(row.evidence["campaign"]))
+        elif opted_in is None or row.at > opted_in:
+            heard[row.contact_id] = (campaigns, row.at)
+    return heard
 
 
 def last_lifts(lt: ListTarget, conn: Any, contact_ids: list[int]) -> dict[int, datetime]:

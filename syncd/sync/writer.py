@@ -37,6 +37,7 @@ from syncd.sync.state import (
     CHUNK,
     Accepted,
     ListTarget,
+    clicks_heard,
     forget_former_addresses,
     held_elsewhere,
     last_lifts,
@@ -146,21 +147,39 @@ class Writer:
 
     def _vet_lifts(self, lifts: list[tuple[int, str]]) -> list[tuple[int, str]]:
         """The lifts the provider's own record allows. A per-list unsubscribe explains a block only
-        if nothing else stands behind it: a spam complaint, or a block an account user set since
-        syncd's last lift, is recorded (a complaint; an opt-out from everything) and the block kept;
-        the list's targets then take the contact off in this run (``sync_list``)."""
+        if nothing else stands behind it: a spam complaint, a block an account user set since
+        syncd's last lift, or a click on a campaign's unsubscribe link since that lift and since the
+        contact's latest opt-in that no per-list opt-out the provider reported by webhook accounts
+        for (its webhook lost or still to come: a list's read cannot tell it, since it dates what it
+        shows by the record's last change), is recorded (a complaint; an opt-out from everything) and
+        the block kept; the list's targets then take the contact off in this run (``sync_list``)."""
         provider, key = self.lt.target.provider, self.lt.target.key
+        ids = [cid for cid, _ in lifts]
         with self.lt.engine.connect() as conn:
-            lifted = last_lifts(self.lt, conn, [cid for cid, _ in lifts])
+            lifted = last_lifts(self.lt, conn, ids)
+            heard = clicks_heard(self.lt, conn, ids)
         allowed = []
         with session_scope(self.lt.engine) as s:
             for cid, email in lifts:
                 record = self.connector.block_record(email)
                 user_block = record.blocked_by_user_at
+                campaigns, opted_in = heard.get(cid, (set(), None))
+                since = max((t for t in (lifted.get(cid), opted_in) if t is not None), default=None)
+                unheard = [
+                    at
+                    for campaign, at in record.clicks
+                    if (since is None or at > since) and campaign not in campaigns
+                ]
                 if record.complained_at is not None:
                     kind, at, why = EventKind.COMPLAINED, record.complained_at, "a spam complaint"
                 elif user_block is not None and (cid not in lifted or user_block > lifted[cid]):
                     kind, at, why = EventKind.UNSUBSCRIBED_ALL, user_block, "a block set by an account user"
+                elif unheard:
+                    kind, at, why = (
+                        EventKind.UNSUBSCRIBED_ALL,
+                        max(unheard),
+                        "an unsubscribe click not heard of",
+                    )
                 else:
                     allowed.append((cid, email))
                     continue

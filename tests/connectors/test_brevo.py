@@ -225,18 +225,21 @@ def test_the_read_back_paces_the_cycle_collector_and_puts_it_back_even_when_it_f
     sim.fail_next(0)
 
 
-def test_block_record_reads_complaints_and_account_user_blocks_from_brevos_record(sim):
+def test_block_record_reads_complaints_clicks_and_account_user_blocks_from_brevos_record(sim):
     target = sim.create_target("record")
     sim.seed(target, [{"email": f"{n}@example.com"} for n in ("click", "spam", "admin")])
     conn = connector(sim)
     list_id = int(target.list_id)
     before = datetime.now(UTC) - timedelta(seconds=1)
 
-    sim.contact_unsubscribes("click@example.com", list_id)  # the contact's own click: no such reason
+    sim.contact_unsubscribes("click@example.com", list_id)  # the contact's own click, by campaign
     sim.contact_complains("spam@example.com", list_id)
     conn.set_blocked("admin@example.com", True)
 
-    assert conn.block_record("click@example.com") == BlockRecord()
+    click = conn.block_record("click@example.com")
+    assert (click.complained_at, click.blocked_by_user_at) == (None, None)
+    # The simulator names a click's campaign by the list it was sent to.
+    assert [campaign for campaign, _ in click.clicks] == [str(list_id)] and click.clicks[0][1] >= before
     spam, admin = conn.block_record("spam@example.com"), conn.block_record("admin@example.com")
     assert spam.complained_at is not None and spam.complained_at >= before
     assert spam.blocked_by_user_at is None

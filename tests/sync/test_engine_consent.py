@@ -353,6 +353,27 @@ def test_a_spam_complaint_whose_webhook_was_lost_is_read_from_brevos_record_befo
     assert_second_sync_writes_nothing(w)
 
 
+def test_a_later_unsubscribe_click_whose_webhook_was_lost_is_read_from_brevos_record_before_a_lift(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news", "offers"])
+    run_cli(w, "sync")
+    # Ana leaves news (Brevo shows her blocked, listUnsubscribed naming news: the per-list case),
+    # then clicks the unsubscribe link of an offers campaign (a default account: another block,
+    # naming no list); neither webhook arrives. A read dates the news opt-out by the record's last
+    # change, the click's time: only Brevo's record of her clicks tells the later one.
+    w.brevo.unsubscribe("ana@example.fr", w.news_b)
+    w.brevo.contact_unsubscribes("ana@example.fr", int(w.offers_b.list_id))
+
+    run_cli(w, "sync")
+
+    assert w.brevo.is_blocked("ana@example.fr"), "a person who unsubscribed is mailed again"
+    ana = contact(w, "ana@example.fr")
+    assert ana.global_opt_out and "unsubscribe click" in ana.opt_out_reason
+    for sim, target in ((w.brevo, w.offers_b), (w.mailchimp, w.offers_mc)):
+        assert "ana@example.fr" not in subscribed(sim, target)
+    assert_second_sync_writes_nothing(w)
+
+
 @pytest.mark.parametrize("behind", ["a spam complaint", "an account user's block"])
 def test_a_list_synced_before_the_one_left_reads_brevos_record_before_it_lifts_the_block(world, behind):
     w = world

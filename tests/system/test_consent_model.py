@@ -1239,8 +1239,9 @@ FOUND_SEQUENCES = {
     # campaign's unsubscribe link in a default account (a block naming no list, its webhook not
     # applied), then lists synced at once: a list's read dates the per-list opt-out it sees by the
     # record's last change (the click's time), which then explains the block, and the block of the
-    # later click is lifted. Found by the SQLite long run; fails on every replay, and on the code
-    # of the previous round too.
+    # later click is lifted. Found by the SQLite long run; failed on every replay, and on the code
+    # of the previous round too. A lift is now refused while Brevo's record shows a click since the
+    # last lift and the latest opt-in whose campaign no webhook-reported opt-out names.
     "brevo-click-after-a-per-list-unsubscribe-lifted-by-the-older-reason": (
         "brevo_email_change_onto_erased_address(pick=3, who=5);"
         "sync_lists_at_once();"
@@ -1753,13 +1754,7 @@ def _steps(text: str) -> list[tuple[str, dict]]:
 
 # Found sequences whose defect is narrowed, not closed: replayed, reported (xfail) when they fail
 # again, never silently dropped.
-STILL_OPEN: dict[str, str] = {
-    "brevo-click-after-a-per-list-unsubscribe-lifted-by-the-older-reason": (
-        "open: a lift is vetted against complaints and account users' blocks in Brevo's record, "
-        "not yet against the contact's own later clicks (campaignStats userUnsubscription), which "
-        "must be matched to the opt-outs the base heard by webhook, not to a read's date"
-    ),
-}
+STILL_OPEN: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(
