@@ -1235,6 +1235,50 @@ def test_consent_holds_end_to_end_under_any_sequence_of_provider_and_base_action
 # Each is the failing sequence a long run printed (the rule calls, in order). A replay runs the same
 # rules and the same invariants as the state machine, so a fixed defect stays fixed.
 FOUND_SEQUENCES = {
+    # Found by the SQLite long run at the end of the round (after the Brevo click fix); fails on
+    # every replay, and on the previous round's code too: slot 3 is left subscribed on partners'
+    # Brevo list and Mailchimp tag after a per-list opt-out the base knows, newer than its opt-in.
+    # Not diagnosed yet: listed in STILL_OPEN.
+    "partners-subscribed-after-a-known-list-opt-out": (
+        "yaml_switches_news_to_double_opt_in();"
+        "doi_job_sends_confirmations();"
+        "mailchimp_resubscribes_through_a_form(who=5);"
+        "drain_inbox();"
+        "gdpr_erasure(who=0);"
+        "brevo_admin_changes_address(who=4);"
+        "lose_webhook(i=1);"
+        "brevo_admin_changes_address(who=4);"
+        "brevo_spam_complaint(who=4);"
+        "deliver_webhook(duplicate=True, i=1);"
+        "brevo_admin_blocks_account_wide(who=6);"
+        "brevo_admin_blocks_account_wide(who=4);"
+        "brevo_unsubscribe(on_b1=False, per_list_feature=True, who=8);"
+        "yaml_widens_partners_segment();"
+        "brevo_email_change_onto_erased_address(pick=2, who=4);"
+        "brevo_admin_adds_to_list_in_ui(on_b1=True, slot=0);"
+        "brevo_admin_changes_address(who=0);"
+        "mailchimp_admin_adds_in_ui(list_name='partners', who=6);"
+        "brevo_admin_deletes_contact(who=0);"
+        "person_confirms_a_link(i=13);"
+        "mailchimp_admin_adds_in_ui(list_name='partners', who=2);"
+        "doi_job_sends_confirmations();"
+        "import_contact(consent='single_opt_in', kind='partner', list_name=None, slot=3);"
+        "mailchimp_unsubscribe(who=0);"
+        "mailchimp_admin_adds_in_ui(list_name='news', who=1);"
+        "yaml_switches_news_to_double_opt_in();"
+        "brevo_admin_adds_to_list_in_ui(on_b1=False, slot=1);"
+        "mailchimp_spam_complaint(who=0);"
+        "brevo_admin_changes_address(who=5);"
+        "mailchimp_admin_adds_in_ui(list_name='partners', who=2);"
+        "doi_job_sends_confirmations();"
+        "brevo_admin_adds_to_list_in_ui(on_b1=True, slot=2);"
+        "sync_killed_half_way(how='mailchimp-down', list_name='partners');"
+        "brevo_admin_deletes_contact(who=1);"
+        "brevo_admin_adds_to_list_in_ui(on_b1=False, slot=2);"
+        "yaml_switches_news_to_double_opt_in();"
+        "brevo_admin_changes_address(who=6);"
+        "sync(list_name='partners')"
+    ),
     # A per-list unsubscribe at Brevo (``listUnsubscribed`` and a block), then a click on a
     # campaign's unsubscribe link in a default account (a block naming no list, its webhook not
     # applied), then lists synced at once: a list's read dates the per-list opt-out it sees by the
@@ -1754,7 +1798,11 @@ def _steps(text: str) -> list[tuple[str, dict]]:
 
 # Found sequences whose defect is narrowed, not closed: replayed, reported (xfail) when they fail
 # again, never silently dropped.
-STILL_OPEN: dict[str, str] = {}
+STILL_OPEN: dict[str, str] = {
+    "partners-subscribed-after-a-known-list-opt-out": (
+        "open: found at the end of the round, not diagnosed yet (fails on the previous round's code too)"
+    ),
+}
 
 
 @pytest.mark.parametrize(
