@@ -81,9 +81,23 @@ class Reader:
         return self.reconcile(page.members)
 
     def follow_shared_records(self) -> int:
-        """``follow_records_elsewhere`` for this target (the writer calls it before it pushes a
-        contact new to the target whose record another list holds)."""
-        return follow_records_elsewhere([self], self.connector)
+        """For a provider with one record per account (Brevo; the writer calls it before it pushes
+        a contact new to the target whose record another list holds): the changes of address made
+        at the provider on records that other lists' targets hold, since the earliest of their
+        cursors (what their reads have not shown yet), followed in the master base. Pushed under
+        the former address, the provider, no longer holding it, would take it for a new record:
+        the person's old address back on a list, a second record beside theirs. Returns how many
+        records the read showed (0: no read)."""
+        lt = self.lt
+        keys = sharing_record(lt.config, self.target.provider, self.target.list_id)
+        since = earliest_cursor_among(lt, keys, but={(lt.list_name, self.target.key)})
+        if since is None:
+            return 0  # no other list has read a record of this account: none is known by its id
+        seen = 0
+        for members in self.connector.changed_records(since):
+            seen += len(members)
+            self.follow_renames(members, {m.email for m in members})
+        return seen
 
     def advance(self, cursor: str) -> None:
         """A read that began at or before ``covered`` was reconciled whole: its cursor is stored."""
@@ -503,25 +517,3 @@ def read_together(
             if not other.shown and pass_cursor(other.lt, other.cursor, cursor):
                 log.info("sync.cursor_passed", list=other.lt.list_name, target=other.lt.target.key)
     return erased
-
-
-def follow_records_elsewhere(readers: list[Reader], connector: Connector) -> int:
-    """For a provider with one record per account (Brevo): the changes of address made at the
-    provider on records that other lists' targets hold, since the earliest of their cursors (what
-    their reads have not shown yet), followed in the master base. A contact new to this list whose
-    record another list holds would otherwise be pushed under the former address, which the
-    provider, no longer holding it, takes for a new record: the person's old address back on a
-    list, a second record beside theirs. Returns how many records the read showed (0: no read)."""
-    if not connector.traits.one_record_per_account:
-        return 0
-    lt = readers[0].lt
-    keys = sharing_record(lt.config, lt.target.provider, lt.target.list_id)
-    mine = {(r.lt.list_name, r.target.key) for r in readers}
-    since = earliest_cursor_among(lt, keys, but=mine)
-    if since is None:
-        return 0  # no other list has read a record of this account: none is known by its id
-    seen = 0
-    for members in connector.changed_records(since):
-        seen += len(members)
-        readers[0].follow_renames(members, {m.email for m in members})
-    return seen
