@@ -142,7 +142,7 @@ class Reader:
         erased_on_target: list[str] = []
         added = 0
         with session_scope(lt.engine) as s:
-            members = self._former_addresses(s, members)
+            members, carried = self._former_addresses(s, members)
             emails = [m.email for m in members]
             contacts = {c.email: c for c in s.exec(select(Contact).where(Contact.email.in_(emails)))}
             unknown = [m for m in members if m.email not in contacts]
@@ -171,7 +171,10 @@ class Reader:
                 state = states.get(contact.id)
                 if state is None:
                     state = TargetState(
-                        contact_id=contact.id, list_name=lt.list_name, target_key=self.target.key
+                        contact_id=contact.id,
+                        list_name=lt.list_name,
+                        target_key=self.target.key,
+                        remote_email=carried.get(contact.email),
                     )
                     added += 1
                 if state.remote_status != str(m.status):
@@ -198,9 +201,13 @@ class Reader:
         lt.added_states(added)
         return erased_on_target
 
-    def _former_addresses(self, s: Session, members: list[RemoteMember]) -> list[RemoteMember]:
+    def _former_addresses(
+        self, s: Session, members: list[RemoteMember]
+    ) -> tuple[list[RemoteMember], dict[str, str]]:
         """Members this target holds under an address the master base has since changed (a change
-        of address learnt from another provider, not yet carried here): they are that contact."""
+        of address learnt from another provider, not yet carried here): they are that contact.
+        Returns the members under the contact's address, and the former address of each contact
+        this target had no state for (``_left_behind``): the push carries the change to it."""
         state = TargetState.__table__
         contact = Contact.__table__
         # Any target sharing the provider's record knows it (a Brevo contact is on every list).
@@ -214,9 +221,42 @@ class Reader:
             )
         )
         current = {r.remote_email: r.email for r in s.execute(query)}
+        carried = self._left_behind(s, [m for m in members if m.email not in current], keys)
+        current.update(carried)
         if not current:
-            return members
-        return [replace(m, email=current[m.email]) if m.email in current else m for m in members]
+            return members, {}
+        members = [replace(m, email=current[m.email]) if m.email in current else m for m in members]
+        return members, {new: old for old, new in carried.items()}
+
+    def _left_behind(self, s: Session, members: list[RemoteMember], keys: set[str]) -> dict[str, str]:
+        """Members under a contact's former address (``FormerAddress``) at a provider that never
+        had a state for that contact: a change of address made at another provider before this
+        target's first read of the person (its first run failed, the member was added in the
+        provider's UI). They are that contact, and what they say (an unsubscribe) is the person's;
+        pushed as new under the current address, the person would be subscribed a second time
+        beside the member who left. Former address -> current address.
+
+        Not for a contact the provider's record already knows (a state on a target sharing it: the
+        member is another record, or one the base left), nor one whose current address the same
+        read also shows (two members, not one renamed)."""
+        by_hash = {email_hash(m.email): m.email for m in members}
+        if not by_hash:
+            return {}
+        rows = column_among(s, "formeraddress", "email_hash, contact_id", "email_hash", by_hash)
+        if not rows:
+            return {}
+        owners = {contact_id: by_hash[h] for h, contact_id in rows}
+        state = TargetState.__table__
+        known = sa.select(state.c.id).where(
+            state.c.contact_id == Contact.__table__.c.id, state.c.target_key.in_(sorted(keys))
+        )
+        found = s.execute(
+            sa.select(Contact.__table__.c.id, Contact.__table__.c.email).where(
+                Contact.__table__.c.id.in_(sorted(owners)), ~sa.exists(known)
+            )
+        )
+        on_page = {m.email for m in members}
+        return {owners[r.id]: r.email for r in found if r.email not in on_page}
 
     def _renamed(self, s: Session, unknown: list[RemoteMember], on_page: set[str]) -> dict[str, Contact]:
         """Members under an address the base does not hold whose provider id is a known contact's:

@@ -902,6 +902,34 @@ def test_a_late_webhook_naming_a_former_address_reaches_the_contact(world):
     assert subscribed(w.brevo, w.news_b) == [] and subscribed(w.mailchimp, w.news_mc) == []
 
 
+def test_an_unsubscribe_under_a_former_address_at_a_provider_never_read_before_is_the_persons(world):
+    w = world
+    # Ana is on the vendors audience before syncd knows her (added in Mailchimp's UI), then in
+    # the base; she leaves the audience, and its webhook is lost.
+    w.mailchimp.seed(w.vendors_mc, [{"email": "ana@example.fr", "status": "subscribed"}])
+    add_contact(w, "ana@example.fr", "vendor")
+    w.mailchimp.unsubscribe("ana@example.fr", w.vendors_mc)
+    # The first run of vendors reaches Brevo only: Mailchimp is down, never read.
+    w.mailchimp.fail_next(1000, status=503)
+    url = w.engine.url.render_as_string(hide_password=False)
+    CliRunner().invoke(main, ["--config", str(w.config_path), "--database", url, "sync", "--list", "vendors"])
+    w.mailchimp.fail_next(0)
+    assert subscribed(w.brevo, w.vendors_b) == ["ana@example.fr"]
+    # Brevo's user changes her address; the base follows it at the next run's read.
+    brevo_user_renames(w, "ana@example.fr", "ana.new@example.fr")
+
+    run_cli(w, "sync", "--list", "vendors")
+
+    # The member who left under her former address is Ana: her objection closes vendors, on
+    # every target; she is not added to the audience again under her new address.
+    assert emails_in_base(w) == ["ana.new@example.fr"]
+    assert memberships(w, "ana.new@example.fr")["vendors"] == "unsubscribed"
+    assert subscribed(w.mailchimp, w.vendors_mc) == []
+    assert w.mailchimp.member_status(w.vendors_mc, "ana.new@example.fr") is None
+    assert subscribed(w.brevo, w.vendors_b) == []
+    assert_second_sync_writes_nothing(w, "--list", "vendors")
+
+
 def ana_known_on_news_joins_offers(w):
     """Ana, on news and offers in the base, pushed to news only and read back there (syncd knows
     her Brevo record's and Mailchimp member's ids); offers holds nothing of hers yet."""
