@@ -23,7 +23,7 @@ from syncd.core.plan import PlanItem, SyncedState, state_after
 from syncd.db import Growth, session_scope
 from syncd.inbound.apply import reported_by
 from syncd.log import get_logger
-from syncd.models import AuditLog, Consent, ConsentAction, SyncCursor, SyncRun, TargetState, utcnow
+from syncd.models import AuditLog, Consent, ConsentAction, Contact, SyncCursor, SyncRun, TargetState, utcnow
 from syncd.providers import sharing_record
 from syncd.sync.report import TargetReport
 
@@ -171,14 +171,22 @@ def remember_plan(lt: ListTarget, started: datetime, full: bool, snapshot: str |
 # --- TargetState and lifts -----------------------------------------------------------------------
 
 
-def store_accepted(lt: ListTarget, accepted: list[Accepted], stamps: dict[int, str] | None = None) -> None:
+def store_accepted(
+    lt: ListTarget, accepted: list[Accepted], stamps: dict[int, str] | None = None
+) -> dict[int, str]:
     """What the provider accepted becomes TargetState, in one transaction per batch, with the
     ``stamps`` of the plan that asked for it (``stamps.stamp``).
+
+    A contact whose address changed while it was pushed (another list's run followed a change of
+    address between the writer's last check and the provider's answer) is held by the target
+    under the address pushed: remembered as its former one (``remote_email``), as the change of
+    address does for the states it finds, so that a read finds the member to be that contact and
+    the next push renames it. Returns those contacts, with their address now, to plan again.
 
     Plain statements, CHUNK rows at a time: a batch can hold tens of thousands of members,
     too many to keep as ORM objects in one session."""
     if not accepted:
-        return
+        return {}
     stamps = stamps or {}
     now = utcnow()
     table = TargetState.__table__
@@ -193,6 +201,7 @@ def store_accepted(lt: ListTarget, accepted: list[Accepted], stamps: dict[int, s
         )
     )
     added = 0
+    moved: dict[int, str] = {}
     with lt.engine.begin() as conn:
         for start in range(0, len(accepted), CHUNK):
             part = accepted[start : start + CHUNK]
@@ -243,7 +252,36 @@ def store_accepted(lt: ListTarget, accepted: list[Accepted], stamps: dict[int, s
             if new:
                 conn.execute(sa.insert(table), list(new.values()))
                 added += len(new)
+            held = {item.contact_id: item.email for kind, item, _ in part if kind in ("adds", "updates")}
+            moved.update(_held_under_former_address(lt, conn, held))
     lt.added_states(added)
+    return moved
+
+
+def _held_under_former_address(lt: ListTarget, conn: sa.Connection, pushed: dict[int, str]) -> dict[int, str]:
+    """Of the contacts just pushed (id -> address pushed), those whose address is another one
+    now: their state remembers the address pushed as the one the target holds them under."""
+    if not pushed:
+        return {}
+    contact = Contact.__table__
+    now = {
+        r.id: r.email
+        for r in conn.execute(sa.select(contact.c.id, contact.c.email).where(contact.c.id.in_(list(pushed))))
+    }
+    moved = {cid: email for cid, email in now.items() if email != pushed[cid]}
+    if moved:
+        table = TargetState.__table__
+        conn.execute(
+            sa.update(table)
+            .where(
+                *lt.state_filter(),
+                table.c.contact_id == sa.bindparam("k_contact"),
+                table.c.remote_email.is_(None),
+            )
+            .values(remote_email=sa.bindparam("v_email")),
+            [{"k_contact": cid, "v_email": pushed[cid]} for cid in moved],
+        )
+    return moved
 
 
 def store_stamps(lt: ListTarget, stamps: dict[int, str]) -> None:

@@ -264,7 +264,9 @@ class Writer:
         self.report.write_calls += result.calls
         done = set(result.done)
         accepted = [(kind, item, before) for kind, item, before in items if item.email in done]
-        store_accepted(self.lt, accepted, self._stamps_of(item for _, item, _ in items))
+        self._moved_while_pushed(
+            store_accepted(self.lt, accepted, self._stamps_of(item for _, item, _ in items))
+        )
         for kind, _, _ in accepted:
             self.report.count(self.report.applied, kind)
         for r in result.rejected:
@@ -285,6 +287,15 @@ class Writer:
         self.revealed.update(m.email for m in shown)
         self._confirmed(result, {m.email for m in shown})
         self.progress(f"{self.lt.list_name} → {self.lt.target.key}: writing", len(items))
+
+    def _moved_while_pushed(self, moved: dict[int, str]) -> None:
+        """Contacts whose address changed while they were pushed (``store_accepted``): the target
+        holds them under the address pushed; planned again in this run, the push renames them."""
+        if moved:
+            self.revealed.update(moved.values())
+            log.info(
+                "sync.moved_while_pushed", list=self.lt.list_name, target=self.lt.target.key, count=len(moved)
+            )
 
     def _stamps_of(self, items: Iterable[PlanItem]) -> dict[int, str]:
         """The stamps of a written batch's members, no longer kept once it is written."""

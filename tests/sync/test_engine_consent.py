@@ -902,6 +902,17 @@ def test_a_late_webhook_naming_a_former_address_reaches_the_contact(world):
     assert subscribed(w.brevo, w.news_b) == [] and subscribed(w.mailchimp, w.news_mc) == []
 
 
+def mailchimp_refuses_one_run(w, list_name):
+    """A run of the list whose Mailchimp target fails at once (its first call refused, not retried):
+    only Brevo is written."""
+    w.mailchimp.fail_next(1, status=400)
+    url = w.engine.url.render_as_string(hide_password=False)
+    result = CliRunner().invoke(
+        main, ["--config", str(w.config_path), "--database", url, "sync", "--list", list_name]
+    )
+    assert result.exit_code != 0 and "mailchimp" in result.output, result.output
+
+
 def test_an_unsubscribe_under_a_former_address_at_a_provider_never_read_before_is_the_persons(world):
     w = world
     # Ana is on the vendors audience before syncd knows her (added in Mailchimp's UI), then in
@@ -909,11 +920,8 @@ def test_an_unsubscribe_under_a_former_address_at_a_provider_never_read_before_i
     w.mailchimp.seed(w.vendors_mc, [{"email": "ana@example.fr", "status": "subscribed"}])
     add_contact(w, "ana@example.fr", "vendor")
     w.mailchimp.unsubscribe("ana@example.fr", w.vendors_mc)
-    # The first run of vendors reaches Brevo only: Mailchimp is down, never read.
-    w.mailchimp.fail_next(1000, status=503)
-    url = w.engine.url.render_as_string(hide_password=False)
-    CliRunner().invoke(main, ["--config", str(w.config_path), "--database", url, "sync", "--list", "vendors"])
-    w.mailchimp.fail_next(0)
+    # The first run of vendors reaches Brevo only: Mailchimp refuses it, never read.
+    mailchimp_refuses_one_run(w, "vendors")
     assert subscribed(w.brevo, w.vendors_b) == ["ana@example.fr"]
     # Brevo's user changes her address; the base follows it at the next run's read.
     brevo_user_renames(w, "ana@example.fr", "ana.new@example.fr")
@@ -927,6 +935,36 @@ def test_an_unsubscribe_under_a_former_address_at_a_provider_never_read_before_i
     assert subscribed(w.mailchimp, w.vendors_mc) == []
     assert w.mailchimp.member_status(w.vendors_mc, "ana.new@example.fr") is None
     assert subscribed(w.brevo, w.vendors_b) == []
+    assert_second_sync_writes_nothing(w, "--list", "vendors")
+
+
+def test_a_change_of_address_applied_while_the_contact_is_pushed_is_carried_to_the_member_pushed(world):
+    w = world
+    add_contact(w, "ana@example.fr", "vendor")
+    # The vendors list's first run reaches Brevo only (Mailchimp refuses it): Brevo holds Ana.
+    mailchimp_refuses_one_run(w, "vendors")
+    assert subscribed(w.brevo, w.vendors_b) == ["ana@example.fr"]
+
+    def renamed_in_brevo_meanwhile():
+        # While the audience takes the push of her planned address, an account user changes it
+        # in Brevo and its webhook is applied (another list's run could follow it as well).
+        brevo_user_renames(w, "ana@example.fr", "ana.new@example.fr")
+        body, ctype = w.brevo.webhook_payload(
+            EventKind.EMAIL_CHANGED, "ana@example.fr", w.vendors_b, new_email="ana.new@example.fr"
+        )
+        with session_scope(w.engine) as s:
+            for event in BrevoConnector(w.brevo.api_key, w.brevo.api_url).parse_webhook(body, ctype):
+                assert apply_event(s, event, w.config) == "applied"
+
+    w.mailchimp.on_call("POST", f"/3.0/lists/{w.vendors_mc.list_id}", renamed_in_brevo_meanwhile)
+    run_cli(w, "sync", "--list", "vendors")
+
+    # The member pushed under her former address is hers: renamed in the same run, not read back
+    # as a second contact beside her.
+    assert emails_in_base(w) == ["ana.new@example.fr"]
+    assert subscribed(w.mailchimp, w.vendors_mc) == ["ana.new@example.fr"]
+    assert w.mailchimp.member_status(w.vendors_mc, "ana@example.fr") is None
+    assert subscribed(w.brevo, w.vendors_b) == ["ana.new@example.fr"]
     assert_second_sync_writes_nothing(w, "--list", "vendors")
 
 
