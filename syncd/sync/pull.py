@@ -238,14 +238,19 @@ class Reader:
 
         Not for a contact the provider's record already knows (a state on a target sharing it: the
         member is another record, or one the base left), nor one whose current address the same
-        read also shows (two members, not one renamed)."""
+        read also shows (two members, not one renamed), nor for an address another contact holds
+        now."""
         by_hash = {email_hash(m.email): m.email for m in members}
         if not by_hash:
             return {}
         rows = column_among(s, "formeraddress", "email_hash, contact_id", "email_hash", by_hash)
         if not rows:
             return {}
-        owners = {contact_id: by_hash[h] for h, contact_id in rows}
+        # An address another contact holds now is that contact's, whoever had it before.
+        taken = set(column_among(s, "contact", "email", "email", [by_hash[h] for h, _ in rows]))
+        owners = {contact_id: by_hash[h] for h, contact_id in rows if by_hash[h] not in taken}
+        if not owners:
+            return {}
         state = TargetState.__table__
         known = sa.select(state.c.id).where(
             state.c.contact_id == Contact.__table__.c.id, state.c.target_key.in_(sorted(keys))

@@ -938,6 +938,30 @@ def test_an_unsubscribe_under_a_former_address_at_a_provider_never_read_before_i
     assert_second_sync_writes_nothing(w, "--list", "vendors")
 
 
+def test_a_member_under_an_address_another_contact_holds_now_is_that_contacts_not_its_former_owners(world):
+    w = world
+    add_contact(w, "ana@example.fr", "vendor")
+    body, ctype = w.brevo.webhook_payload(
+        EventKind.EMAIL_CHANGED, "ana@example.fr", w.vendors_b, new_email="ana.new@example.fr"
+    )
+    with session_scope(w.engine) as s:
+        for event in BrevoConnector(w.brevo.api_key, w.brevo.api_url).parse_webhook(body, ctype):
+            assert apply_event(s, event, w.config) == "applied"
+    # The address Ana left is given to someone else, who is in the base under it, and who left the
+    # vendors audience (seen by no run yet).
+    add_contact(w, "ana@example.fr", "vendor")
+    w.mailchimp.seed(w.vendors_mc, [{"email": "ana@example.fr", "status": "subscribed"}])
+    w.mailchimp.unsubscribe("ana@example.fr", w.vendors_mc)
+
+    run_cli(w, "sync", "--list", "vendors")
+
+    # The objection is the new holder's; Ana (auto-enrolled, no membership row) stays on vendors.
+    assert memberships(w, "ana@example.fr")["vendors"] == "unsubscribed"
+    assert "vendors" not in memberships(w, "ana.new@example.fr")
+    assert subscribed(w.mailchimp, w.vendors_mc) == ["ana.new@example.fr"]
+    assert subscribed(w.brevo, w.vendors_b) == ["ana.new@example.fr"]
+
+
 def test_a_change_of_address_applied_while_the_contact_is_pushed_is_carried_to_the_member_pushed(world):
     w = world
     add_contact(w, "ana@example.fr", "vendor")
