@@ -202,19 +202,24 @@ def store_accepted(
     )
     added = 0
     moved: dict[int, str] = {}
+    contact = Contact.__table__
     with lt.engine.begin() as conn:
         for start in range(0, len(accepted), CHUNK):
             part = accepted[start : start + CHUNK]
+            # Each contact's address now, and its state on the target if it has one.
             rows = conn.execute(
-                sa.select(table.c.contact_id, table.c.id, table.c.remote_email).where(
-                    *lt.state_filter(), table.c.contact_id.in_([i.contact_id for _, i, _ in part])
+                sa.select(contact.c.id.label("contact_id"), contact.c.email, table.c.id, table.c.remote_email)
+                .select_from(
+                    contact.outerjoin(table, sa.and_(table.c.contact_id == contact.c.id, *lt.state_filter()))
                 )
+                .where(contact.c.id.in_([i.contact_id for _, i, _ in part]))
             ).all()
-            existing = {r.contact_id: r.id for r in rows}
+            existing = {r.contact_id: r.id for r in rows if r.id is not None}
             # A member taken off while the target still holds it under a former address keeps its
             # row (emptied): the address stays known as this contact's, should it come back.
             former = {r.contact_id for r in rows if r.remote_email}
-            gone, changed, new = [], [], {}
+            address = {r.contact_id: r.email for r in rows}
+            gone, changed, new, carried = [], [], {}, []
             for kind, item, before in part:
                 after = state_after(item, kind, before)
                 row_id = existing.get(item.contact_id)
@@ -225,6 +230,11 @@ def store_accepted(
                     elif row_id is not None:
                         gone.append(row_id)
                     continue
+                # Pushed under an address the contact has left since: the target holds it so.
+                now_at = address.get(item.contact_id)
+                held = item.email if now_at is not None and now_at != item.email else None
+                if held is not None:
+                    moved[item.contact_id] = now_at
                 status = str(after.remote_status) if after.remote_status else None
                 if row_id is None:
                     new[item.contact_id] = {
@@ -235,52 +245,34 @@ def store_accepted(
                         "remote_status": status,
                         "plan_stamp": stamps.get(item.contact_id),
                         "pushed_at": now,
+                        "remote_email": held,
                     }
-                else:
-                    changed.append(
-                        {
-                            "k_id": row_id,
-                            "v_hash": after.pushed_hash,
-                            "v_status": status,
-                            "v_stamp": stamps.get(item.contact_id),
-                        }
-                    )
+                    continue
+                changed.append(
+                    {
+                        "k_id": row_id,
+                        "v_hash": after.pushed_hash,
+                        "v_status": status,
+                        "v_stamp": stamps.get(item.contact_id),
+                    }
+                )
+                if held is not None and item.contact_id not in former:
+                    carried.append({"k_id": row_id, "v_email": held})
             if gone:
                 conn.execute(sa.delete(table).where(table.c.id.in_(gone)))
             if changed:
                 conn.execute(update, changed)
+            if carried:
+                conn.execute(
+                    sa.update(table)
+                    .where(table.c.id == sa.bindparam("k_id"))
+                    .values(remote_email=sa.bindparam("v_email")),
+                    carried,
+                )
             if new:
                 conn.execute(sa.insert(table), list(new.values()))
                 added += len(new)
-            held = {item.contact_id: item.email for kind, item, _ in part if kind in ("adds", "updates")}
-            moved.update(_held_under_former_address(lt, conn, held))
     lt.added_states(added)
-    return moved
-
-
-def _held_under_former_address(lt: ListTarget, conn: sa.Connection, pushed: dict[int, str]) -> dict[int, str]:
-    """Of the contacts just pushed (id -> address pushed), those whose address is another one
-    now: their state remembers the address pushed as the one the target holds them under."""
-    if not pushed:
-        return {}
-    contact = Contact.__table__
-    now = {
-        r.id: r.email
-        for r in conn.execute(sa.select(contact.c.id, contact.c.email).where(contact.c.id.in_(list(pushed))))
-    }
-    moved = {cid: email for cid, email in now.items() if email != pushed[cid]}
-    if moved:
-        table = TargetState.__table__
-        conn.execute(
-            sa.update(table)
-            .where(
-                *lt.state_filter(),
-                table.c.contact_id == sa.bindparam("k_contact"),
-                table.c.remote_email.is_(None),
-            )
-            .values(remote_email=sa.bindparam("v_email")),
-            [{"k_contact": cid, "v_email": pushed[cid]} for cid in moved],
-        )
     return moved
 
 
