@@ -182,6 +182,8 @@ class Reader:
                     # learnt for a member syncd pushed is not.
                     state.remote_status, state.pulled_at = str(m.status), now
                     state.remote_changed_at = m.changed_at
+                elif self._blocked_again(m, state.remote_changed_at):
+                    state.remote_changed_at = m.changed_at  # this block's reason is looked at now
                 state.remote_id = m.remote_id
                 s.add(state)
                 # The provider's opt-in evidence matters for members syncd did not put there; for
@@ -346,7 +348,13 @@ class Reader:
         tells a later change of address at the provider from a new member."""
         contact, state = Contact.__table__, TargetState.__table__
         query = (
-            sa.select(contact.c.email, state.c.id, state.c.remote_status, state.c.remote_id)
+            sa.select(
+                contact.c.email,
+                state.c.id,
+                state.c.remote_status,
+                state.c.remote_id,
+                state.c.remote_changed_at,
+            )
             .select_from(
                 contact.outerjoin(
                     state,
@@ -364,7 +372,11 @@ class Reader:
         news, ids = [], []
         for m in members:
             row = known.get(m.email)
-            if row is None or row.remote_status != str(m.status):
+            if (
+                row is None
+                or row.remote_status != str(m.status)
+                or self._blocked_again(m, row.remote_changed_at)
+            ):
                 news.append(m)
             elif m.remote_id is not None and row.remote_id != m.remote_id:
                 if m.status == RemoteStatus.SUBSCRIBED:
@@ -382,6 +394,14 @@ class Reader:
                     ids,
                 )
         return news
+
+    def _blocked_again(self, m: RemoteMember, seen_at: datetime | None) -> bool:
+        """An account-wide block on a record changed since the block this target last saw: maybe
+        a new one (another list's run lifted the first, then a complaint or an unsubscribe click
+        blocked the address again); its reason is looked at again (``_unexplained_blocks``)."""
+        if m.status != RemoteStatus.BLOCKED or not self.traits.blocks_account_wide or m.changed_at is None:
+            return False
+        return seen_at is None or m.changed_at > seen_at
 
     def _import_unknown(self, s: Session, m: RemoteMember, now: datetime) -> Contact:
         """A member the provider has and the master base does not: kept, with provenance and no
