@@ -152,6 +152,16 @@ def brevo_api(w):
     return BrevoConnector(w.brevo.api_key, w.brevo.api_url)
 
 
+def webhook_applied(w, provider, kind, email, target, **extra):
+    """The provider's webhook for ``kind`` about ``email``, parsed by its connector and applied."""
+    sim = w.brevo if provider == "brevo" else w.mailchimp
+    connector = brevo_api(w) if provider == "brevo" else MailchimpConnector(sim.api_key, sim.api_url)
+    body, ctype = sim.webhook_payload(kind, email, target, **extra)
+    with session_scope(w.engine) as s:
+        for event in connector.parse_webhook(body, ctype):
+            assert apply_event(s, event, w.config) == "applied"
+
+
 def assert_second_sync_writes_nothing(w, *args):
     w.brevo.reset_calls()
     w.mailchimp.reset_calls()
@@ -705,12 +715,9 @@ def test_an_unsubscribe_after_a_change_of_address_not_yet_carried_to_brevo_takes
     run_cli(w, "sync")
     # Mailchimp reports the new address (webhook applied); Brevo still holds the former one.
     mailchimp_renames(w, "ana@example.fr", "ana.new@example.fr")
-    body, ctype = w.mailchimp.webhook_payload(
-        EventKind.EMAIL_CHANGED, "ana@example.fr", w.audience, new_email="ana.new@example.fr"
+    webhook_applied(
+        w, "mailchimp", EventKind.EMAIL_CHANGED, "ana@example.fr", w.audience, new_email="ana.new@example.fr"
     )
-    with session_scope(w.engine) as s:
-        for event in MailchimpConnector(w.mailchimp.api_key, w.mailchimp.api_url).parse_webhook(body, ctype):
-            assert apply_event(s, event, w.config) == "applied"
     # Before any push renames it at Brevo, she leaves news through syncd.
     with session_scope(w.engine) as s:
         leave_list(s, contact(w, "ana.new@example.fr"), "news", reason="form", source="form")
@@ -941,12 +948,9 @@ def test_an_unsubscribe_under_a_former_address_at_a_provider_never_read_before_i
 def test_a_member_under_an_address_another_contact_holds_now_is_that_contacts_not_its_former_owners(world):
     w = world
     add_contact(w, "ana@example.fr", "vendor")
-    body, ctype = w.brevo.webhook_payload(
-        EventKind.EMAIL_CHANGED, "ana@example.fr", w.vendors_b, new_email="ana.new@example.fr"
+    webhook_applied(
+        w, "brevo", EventKind.EMAIL_CHANGED, "ana@example.fr", w.vendors_b, new_email="ana.new@example.fr"
     )
-    with session_scope(w.engine) as s:
-        for event in BrevoConnector(w.brevo.api_key, w.brevo.api_url).parse_webhook(body, ctype):
-            assert apply_event(s, event, w.config) == "applied"
     # The address Ana left is given to someone else, who is in the base under it, and who left the
     # vendors audience (seen by no run yet).
     add_contact(w, "ana@example.fr", "vendor")
@@ -973,12 +977,9 @@ def test_a_change_of_address_applied_while_the_contact_is_pushed_is_carried_to_t
         # While the audience takes the push of her planned address, an account user changes it
         # in Brevo and its webhook is applied (another list's run could follow it as well).
         brevo_user_renames(w, "ana@example.fr", "ana.new@example.fr")
-        body, ctype = w.brevo.webhook_payload(
-            EventKind.EMAIL_CHANGED, "ana@example.fr", w.vendors_b, new_email="ana.new@example.fr"
+        webhook_applied(
+            w, "brevo", EventKind.EMAIL_CHANGED, "ana@example.fr", w.vendors_b, new_email="ana.new@example.fr"
         )
-        with session_scope(w.engine) as s:
-            for event in BrevoConnector(w.brevo.api_key, w.brevo.api_url).parse_webhook(body, ctype):
-                assert apply_event(s, event, w.config) == "applied"
 
     w.mailchimp.on_call("POST", f"/3.0/lists/{w.vendors_mc.list_id}", renamed_in_brevo_meanwhile)
     run_cli(w, "sync", "--list", "vendors")
