@@ -993,6 +993,50 @@ def test_a_change_of_address_applied_while_the_contact_is_pushed_is_carried_to_t
     assert_second_sync_writes_nothing(w, "--list", "vendors")
 
 
+def test_a_brevo_record_created_under_an_address_left_during_the_push_leaves_the_list(world):
+    w = world
+    add_contact(w, "ana@example.fr", "client", ["news"])
+    run_cli(w, "sync", "--list", "news")
+    run_cli(w, "sync", "--list", "news")  # the read after the push learns Brevo's id of her record
+    with session_scope(w.engine) as s:
+        join_list(
+            s,
+            contact(w, "ana@example.fr"),
+            "offers",
+            w.config.lists["offers"],
+            consent="single_opt_in",
+            source="form",
+        )
+
+    def renamed_in_brevo_meanwhile():
+        # While Brevo takes the push to offers under her planned address, an account user changes
+        # it (the UI, inside the simulator) and the webhook is applied: the push creates a second
+        # record under the former address.
+        account = w.brevo.account
+        with account.lock:
+            account.update(
+                account.find("ana@example.fr"),
+                {"attributes": {"EMAIL": "ana.new@example.fr"}},
+                datetime.now(UTC),
+            )
+        webhook_applied(
+            w, "brevo", EventKind.EMAIL_CHANGED, "ana@example.fr", w.news_b, new_email="ana.new@example.fr"
+        )
+
+    w.brevo.on_call("POST", "/v3/contacts", renamed_in_brevo_meanwhile)
+    run_cli(w, "sync", "--list", "offers")
+
+    # The record under her former address leaves offers in the same run; her own record is there.
+    assert emails_in_base(w) == ["ana.new@example.fr"]
+    assert subscribed(w.brevo, w.offers_b) == ["ana.new@example.fr"]
+    assert subscribed(w.brevo, w.news_b) == ["ana.new@example.fr"]
+    assert subscribed(w.mailchimp, w.offers_mc) == ["ana.new@example.fr"]
+    run_cli(w, "sync")  # news carries the change of address to its Mailchimp tag
+    assert subscribed(w.mailchimp, w.news_mc) == ["ana.new@example.fr"]
+    assert emails_in_base(w) == ["ana.new@example.fr"]
+    assert_second_sync_writes_nothing(w)
+
+
 def ana_known_on_news_joins_offers(w):
     """Ana, on news and offers in the base, pushed to news only and read back there (syncd knows
     her Brevo record's and Mailchimp member's ids); offers holds nothing of hers yet."""
