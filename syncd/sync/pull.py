@@ -253,13 +253,13 @@ class Reader:
         owners = {contact_id: by_hash[h] for h, contact_id in rows if by_hash[h] not in taken}
         if not owners:
             return {}
-        state = TargetState.__table__
+        state, contact = TargetState.__table__, Contact.__table__
         known = sa.select(state.c.id).where(
-            state.c.contact_id == Contact.__table__.c.id, state.c.target_key.in_(sorted(keys))
+            state.c.contact_id == contact.c.id, state.c.target_key.in_(sorted(keys))
         )
         found = s.execute(
-            sa.select(Contact.__table__.c.id, Contact.__table__.c.email).where(
-                Contact.__table__.c.id.in_(sorted(owners)), ~sa.exists(known)
+            sa.select(contact.c.id, contact.c.email).where(
+                contact.c.id.in_(sorted(owners)), ~sa.exists(known)
             )
         )
         on_page = {m.email for m in members}
