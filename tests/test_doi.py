@@ -20,12 +20,14 @@ from simkit import BrevoSimulator, MailchimpSimulator
 from sqlmodel import Session, select
 from starlette.testclient import TestClient
 
+from connectors.brevo.webhooks import parse_delivery as parse_brevo_delivery
 from connectors.contract import EventKind, Target
 from connectors.simulators.harness import ThreadedServer, free_port
 from syncd import doi
 from syncd.cli import main
 from syncd.config import Config, MailchimpProvider
 from syncd.contacts.qualify import normalise_email
+from syncd.inbound.apply import apply_event
 from syncd.membership import join_list
 from syncd.models import Consent, Contact, DoiToken, Membership, utcnow
 from syncd.web.app import create_app
@@ -531,3 +533,65 @@ def test_custom_template_and_its_wording_version(engine, tmp_path):
     doi.send_pending(engine, config, outbox)
     assert outbox[0].subject == "Join Le Club"
     assert outbox[0].wording.startswith("mine.html@")
+
+
+def test_a_mails_unsubscribe_and_preference_links_still_work_after_the_address_changed(
+    engine, config, client
+):
+    """A mail's links are the person's way out for as long as they hold the mail: a change of
+    address learnt since (a Brevo account user, a Mailchimp profile form) must not turn them into
+    "invalid link" pages and lose the withdrawal."""
+    cid = pending(engine, config, lists=("club", "news"))
+    outbox = Outbox()
+    doi.send_pending(engine, config, outbox)
+    unsubscribe = outbox[0].headers["List-Unsubscribe"].strip("<>").removeprefix("http://syncd.test")
+    prefs = re.search(r"http://syncd\.test(/prefs/\S+)", outbox[0].text).group(1)
+
+    # Brevo reports that Ana's record now has another address: the base follows.
+    body, _ = BrevoSimulator().webhook_payload(
+        EventKind.EMAIL_CHANGED, "ana@example.fr", new_email="ana.new@example.fr"
+    )
+    with Session(engine) as s:
+        [event] = parse_brevo_delivery(body, None).events
+        assert apply_event(s, event, config) == "applied"
+        s.commit()
+    with Session(engine) as s:
+        assert s.get(Contact, cid).email == "ana.new@example.fr"
+
+    r = client.post(
+        unsubscribe,
+        content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 200, r.text
+    assert statuses(engine, cid) == {"club": "unsubscribed", "news": "subscribed"}
+
+    page = client.get(prefs)
+    assert page.status_code == 200 and "ana.new@example.fr" in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    saved = client.post(prefs, data={"csrf": csrf, "all": "1"})
+    assert saved.status_code == 200, saved.text
+    with Session(engine) as s:
+        assert s.get(Contact, cid).global_opt_out
+    assert statuses(engine, cid) == {"club": "unsubscribed", "news": "unsubscribed"}
+
+
+def test_a_link_does_not_open_another_contacts_page_under_a_reused_id(engine, config, client):
+    """The binding to the address stays: a link made for a deleted contact whose id a new contact
+    got (SQLite reuses the highest rowid) opens nothing."""
+    cid = pending(engine, config, lists=("news",))
+    with Session(engine) as s:
+        old = s.get(Contact, cid)
+        unsubscribe = f"/unsubscribe/{doi.unsubscribe_token(config, old, 'news')}"
+        prefs = f"/prefs/{doi.prefs_token(config, old)}"
+        s.delete(old)
+        s.commit()
+    with Session(engine) as s:
+        bob = Contact(id=cid, email="bob@example.fr", first_name="Bob")
+        s.add(bob)
+        s.flush()
+        join_list(s, bob, "news", config.list("news"), consent="single_opt_in", source="site-form")
+        s.commit()
+    assert client.post(unsubscribe).status_code == 400
+    assert client.get(prefs).status_code == 400
+    assert statuses(engine, cid) == {"news": "subscribed"}

@@ -1,7 +1,9 @@
 """Signed links: the confirmation, unsubscribe and preference-centre tokens.
 
 A token carries its parts and its purpose under an HMAC with ``double_opt_in.secret``; a link
-also binds the contact's address, so that a reused contact id never opens someone else's page.
+also binds the contact's address when it was made, so that a reused contact id never opens someone
+else's page. A link made before a change of address still opens the contact's page: the former
+address is one of theirs (``FormerAddress``), and the mail that carries the link is still theirs.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import json
 import re
 from typing import Any
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from syncd.config import Config
 from syncd.db import email_hash
-from syncd.models import Contact
+from syncd.models import Contact, FormerAddress
 
 
 class DoiNotConfigured(Exception):
@@ -78,9 +80,12 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+BIND_LEN = 12
+
+
 def _bind(contact: Contact) -> str:
     # Binds a link to the address too, so that a reused contact id never opens someone else's page.
-    return email_hash(contact.email)[:12]
+    return email_hash(contact.email)[:BIND_LEN]
 
 
 def unsubscribe_token(config: Config, contact: Contact, list_name: str) -> str:
@@ -92,8 +97,14 @@ def prefs_token(config: Config, contact: Contact) -> str:
 
 
 def contact_of(session: Session, contact_id: Any, bound: Any) -> Contact | None:
+    """The contact a link was made for: its id, bound to its address then (now or a former one)."""
     contact = session.get(Contact, contact_id) if isinstance(contact_id, int) else None
-    return contact if contact is not None and _bind(contact) == bound else None
+    if contact is None or not isinstance(bound, str) or len(bound) != BIND_LEN:
+        return None
+    if _bind(contact) == bound:
+        return contact
+    former = session.exec(select(FormerAddress.email_hash).where(FormerAddress.contact_id == contact.id))
+    return contact if any(h.startswith(bound) for h in former) else None
 
 
 def url(config: Config, path: str) -> str:
