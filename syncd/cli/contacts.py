@@ -172,7 +172,10 @@ def export(app: App, email: str | None, everyone: bool, fmt: str, output: Path |
         raise click.UsageError("one contact is exported as JSON: --format csv goes with --all")
     data = gdpr.export_contact(app.engine, email or "")
     if data is None:
+        holder = gdpr.former_holder(app.engine, email or "")
         click.secho("error: no such contact", fg="red", err=True)
+        if holder is not None:
+            _former_address_note(email or "", holder, "export")
         sys.exit(1)
     text = json.dumps(data, ensure_ascii=False, indent=2)
     if output:
@@ -208,6 +211,9 @@ def forget(app: App, email: str, yes: bool, local_only: bool) -> None:
     address is blocked: a later import
     of it is rejected and a sync never brings it back. Unless --local-only, the contact is also
     deleted at the providers of the config's lists (Brevo account, Mailchimp audiences).
+
+    An address the contact has left (a change of address) is blocked, and the address the contact
+    has now is named (exit 1): run the command again under it once the request is checked.
     """
     if not yes:
         click.confirm(f"Erase {email} for good? This cannot be undone", abort=True)
@@ -221,6 +227,8 @@ def forget(app: App, email: str, yes: bool, local_only: bool) -> None:
     else:
         click.echo("no contact with that address; the address is blocked from future imports")
     click.echo(f"webhook inbox: {plural(result.inbox_scrubbed, 'stored delivery')} scrubbed")
+    if result.former_of is not None:
+        _former_address_note(email, result.former_of, "forget")
     if result.inbox_held:
         click.echo(
             f"  {result.inbox_held} still to apply (they carry other contacts' events): "
@@ -228,6 +236,20 @@ def forget(app: App, email: str, yes: bool, local_only: bool) -> None:
         )
     if not local_only:
         _erase_at_providers(app, [gdpr.lookup_email(email), *result.former])
+    if result.former_of is not None:
+        sys.exit(1)  # the person's record is still held: the request is not complete
+
+
+def _former_address_note(email: str, holder: gdpr.FormerHolder, command: str) -> None:
+    """A request under an address a contact left: who holds the record now, and what to run if the
+    request is theirs (the former address alone may be someone else's by now)."""
+    click.secho(
+        f"{gdpr.lookup_email(email)} is a former address of the contact now at {holder.email} "
+        f"(changed {holder.until:%Y-%m-%d}); if the request is theirs, run: "
+        f"syncd contacts {command} {holder.email}",
+        fg="yellow",
+        err=True,
+    )
 
 
 def _erase_at_providers(app: App, addresses: list[str]) -> None:

@@ -4,6 +4,11 @@ Erasure deletes the contact and every row attached to it, scrubs personal data f
 trail and the webhook inbox (``syncd.inbox_purge``), and keeps a ``Tombstone`` (a SHA-256 of the
 address only), so that a later import or sync of the same address is refused and no consent comes
 back with it.
+
+An address no contact holds now may be a former address of one (a change of address followed from a
+provider): access and erasure then name the contact's address now instead of answering "nothing
+held", and neither discloses nor erases that contact on the former address's word alone (it may be
+someone else's by now): the team checks the request and asks again under the address named.
 """
 
 from __future__ import annotations
@@ -50,6 +55,29 @@ def find_contact(session: Session, email: str) -> Contact | None:
     return session.exec(select(Contact).where(Contact.email == lookup_email(email))).first()
 
 
+@dataclass(frozen=True)
+class FormerHolder:
+    """The contact that had an address before a change of address: its address now, and when."""
+
+    email: str
+    until: datetime
+
+
+def _former_holder(session: Session, address: str) -> FormerHolder | None:
+    row = session.get(FormerAddress, email_hash(address))
+    contact = session.get(Contact, row.contact_id) if row is not None else None
+    return FormerHolder(contact.email, row.until) if contact is not None and row is not None else None
+
+
+def former_holder(engine: Engine, email: str) -> FormerHolder | None:
+    """When no contact holds ``email`` now, the contact that held it before a change of address."""
+    address = lookup_email(email)
+    with Session(engine) as session:
+        if find_contact(session, address) is not None:
+            return None
+        return _former_holder(session, address)
+
+
 def is_forgotten(session: Session, email: str) -> bool:
     return bool(erased_among(session, [lookup_email(email)]))
 
@@ -93,6 +121,8 @@ class Erasure:
     # Former addresses a provider still held the contact under (a change of address not yet carried
     # there): erased and blocked like the address itself.
     former: list[str] = field(default_factory=list)
+    # No contact held the address, but one had it before a change of address: not erased.
+    former_of: FormerHolder | None = None
 
 
 def forget_contact(engine: Engine, email: str, *, actor: str = "cli", parse: Parse | None = None) -> Erasure:
@@ -106,7 +136,9 @@ def forget_contact(engine: Engine, email: str, *, actor: str = "cli", parse: Par
     with session_scope(engine) as session:
         contact = session.exec(select(Contact).where(Contact.email == address)).first()
         result = Erasure(found=contact is not None)
-        if contact is not None:
+        if contact is None:
+            result.former_of = _former_holder(session, address)
+        else:
             held = select(TargetState.remote_email).where(
                 TargetState.contact_id == contact.id, TargetState.remote_email.is_not(None)
             )

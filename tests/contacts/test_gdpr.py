@@ -258,3 +258,38 @@ def test_a_delivery_naming_an_erased_address_is_never_stored_raw(live, tmp_path)
     with Session(w.engine) as session:
         assert session.exec(select(Contact).where(Contact.email == gone)).first() is None
         assert session.exec(select(Contact).where(Contact.email == ana)).one()
+
+
+def test_a_request_naming_a_former_address_points_to_the_contact_instead_of_answering_nothing(live, tmp_path):
+    """Ana changed her address at Mailchimp; she asks under the one she remembers. "No such contact"
+    would tell the team nothing is held while her record is: the answer names the address her
+    contact has now, and nothing is erased or disclosed on the former address's word alone (it may
+    belong to someone else by now)."""
+    w = live
+    ana, new = "ana@exemple.fr", "ana.new@exemple.fr"
+    _import_clients(w, tmp_path, ana)
+    assert w.cli("sync").exit_code == 0
+    fired = w.mailchimp.fire_webhook(
+        w.mailchimp_hook, EventKind.EMAIL_CHANGED, ana, w.clients_mc, new_email=new
+    )
+    assert fired.status_code == 200, fired.text
+    assert w.cli("inbox", "drain").exit_code == 0
+    with Session(w.engine) as session:
+        assert session.exec(select(Contact.email)).all() == [new]
+
+    exported = w.cli("contacts", "export", ana)
+    assert exported.exit_code == 1
+    assert f"former address of the contact now at {new}" in exported.output, exported.output
+    assert f"syncd contacts export {new}" in exported.output
+
+    forgotten = w.cli("contacts", "forget", ana, "--yes", "--local-only")
+    assert forgotten.exit_code == 1, forgotten.output
+    assert f"former address of the contact now at {new}" in forgotten.output, forgotten.output
+    assert f"syncd contacts forget {new}" in forgotten.output
+    with Session(w.engine) as session:
+        assert session.exec(select(Contact.email)).all() == [new]  # not erased on that word alone
+        assert session.get(Tombstone, email_hash(ana)) is not None  # the former address is blocked
+
+    assert w.cli("contacts", "forget", new, "--yes", "--local-only").exit_code == 0
+    with Session(w.engine) as session:
+        assert session.exec(select(Contact)).all() == []
