@@ -324,16 +324,25 @@ class MailchimpConnector:
     def rename(self, target: Target, old_email: str, new_email: str, remote_id: str | None = None) -> Renamed:
         """Change a member's address in the audience (``PATCH`` with a new ``email_address``):
         the member keeps its status, tags and history (an unsubscribed member stays so: Mailchimp
-        has no block that a change of address lifts). A member is addressed by the hash of its
-        address (``remote_id`` is not used).
+        has no block that a change of address lifts). The member is addressed by the hash of its
+        former address; when Mailchimp holds nothing under it and its ``contact_id`` is known
+        (``remote_id``), by that id, which the member endpoints take in place of the hash: the
+        member may have changed address at Mailchimp meanwhile (its webhook lost), and is still
+        the person's, to be renamed rather than joined by a second member under the new address.
         https://mailchimp.com/developer/marketing/api/list-members/update-list-member/"""
+        outcome = self._patch_address(target, subscriber_hash(old_email), new_email)
+        if outcome.outcome is Rename.MISSING and remote_id:
+            outcome = self._patch_address(target, remote_id, new_email)
+        return outcome
+
+    def _patch_address(self, target: Target, key: str, new_email: str) -> Renamed:
         try:
             self._write(
                 "update_list_member",
                 WriteResult(),
                 self.client.lists.update_list_member,
                 target.list_id,
-                subscriber_hash(old_email),
+                key,
                 {"email_address": new_email.strip().lower()},
             )
         except NotFound:

@@ -29,6 +29,7 @@ from connectors.contract import (
     PayloadError,
     RateLimited,
     RemoteStatus,
+    Rename,
     Target,
     Transient,
 )
@@ -326,6 +327,35 @@ def test_removal_without_a_tag_archives_and_never_unsubscribes(
     assert {sim.member_status(target, f"m{i}@example.fr") for i in range(20)} == {"archived"}
     assert len(sim.members(target)) == 10
     assert not [c for c in sim.calls if c.method in ("PUT", "PATCH")]  # no status write at all
+
+
+def test_rename_reaches_a_member_that_changed_address_at_mailchimp_by_its_contact_id(
+    sim: MailchimpSimulator, mc: MailchimpConnector
+) -> None:
+    """The base learnt ana@ → ana.b@ elsewhere; meanwhile the member typed ana.m@ in Mailchimp's
+    profile form (its webhook lost). Nothing is under ana@ any more: the rename goes by the
+    member's ``contact_id`` (the member endpoints take it in place of the hash), so the person
+    stays one member, with their status and tags, instead of getting a second one."""
+    audience = Target("mailchimp", sim.create_target("shared").list_id)
+    news = Target("mailchimp", audience.list_id, "news")
+    assert mc.upsert(news, [MemberPush("ana@example.fr")]).done == ["ana@example.fr"]
+    [read] = [m for page in mc.pull(news) for m in page.members]
+    sim.member_action(audience.list_id, "ana@example.fr", "change-email", new_email="ana.m@example.fr")
+    sim.unsubscribe("ana.m@example.fr", audience)
+
+    assert mc.rename(news, "ana@example.fr", "ana.b@example.fr").outcome is Rename.MISSING  # no id known
+    assert set(sim.members(audience)) == {"ana.m@example.fr"}
+    renamed = mc.rename(news, "ana@example.fr", "ana.b@example.fr", read.remote_id)
+
+    assert renamed.outcome is Rename.RENAMED
+    member = sim.member(audience.list_id, "ana.b@example.fr")
+    assert set(sim.members(audience)) == {"ana.b@example.fr"}
+    assert (
+        member.contact_id == read.remote_id
+        and member.status == "unsubscribed"
+        and set(member.tags) == {"news"}
+    )
+    assert mc.rename(news, "gone@example.fr", "ana.c@example.fr", "0" * 32).outcome is Rename.MISSING
 
 
 def test_set_blocked_is_a_no_op_for_mailchimp(sim: MailchimpSimulator, mc: MailchimpConnector) -> None:

@@ -227,8 +227,9 @@ class MailchimpApi:
 
     def one_member(self, request: Request, body: Any) -> dict | None:
         audience = self.audience(request)
-        h = request.path_params["hash"].lower()
-        member = audience.members.get(h)
+        key = request.path_params["hash"]
+        member = audience.member_by_key(key)
+        h = member.id if member else (subscriber_hash(key) if "@" in key else key.lower())
         method = request.method
         if method == "GET":
             if not member:

@@ -148,8 +148,15 @@ class Audience:
     listing: tuple[Any, list[Member]] = field(default=(None, []), repr=False, compare=False)
 
     def member_by_key(self, key: str) -> Member | None:
-        """By email address or subscriber hash."""
-        return self.members.get(subscriber_hash(key) if "@" in key else key.lower())
+        """By email address, subscriber hash or ``contact_id``: the member endpoints' path takes any
+        of the three ("This endpoint also accepts a list member's email address or contact_id")."""
+        if "@" in key:
+            return self.members.get(subscriber_hash(key))
+        key = key.lower()
+        found = self.members.get(key)
+        if found is None:  # a contact_id (rare: a scan)
+            found = next((m for m in self.members.values() if m.contact_id == key), None)
+        return found
 
 
 class Account:
