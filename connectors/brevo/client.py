@@ -462,9 +462,16 @@ class BrevoConnector:
         an account user may have changed its address since). Brevo lifts a block when the address
         changes (https://help.brevo.com/hc/en-us/articles/208802209), so a blocked record is not
         renamed; it comes back as read (``Rename.BLOCKED``), its block one the master base may not
-        know yet (a webhook still on its way). https://developers.brevo.com/reference/updatecontact"""
+        know yet (a webhook still on its way). A record under the former address beside the
+        person's, already under the new one, answers ``Rename.TAKEN``: it leaves the list.
+        https://developers.brevo.com/reference/updatecontact"""
         old, new = old_email.strip().lower(), new_email.strip().lower()
         record = self._contact(remote_id) if remote_id else None
+        if record is not None and str(record.get("email") or "").lower() == new:
+            # The person's record has the new address already (an account user changed it): a
+            # record still under the former one is a second record (a push under that address
+            # crossed the change), taken off the list like a former address whose new one is taken.
+            return Renamed(Rename.TAKEN if old != new and self._contact(old) is not None else Rename.MISSING)
         record = record or self._contact(old)
         if record is None or str(record.get("email") or "").lower() == new:
             return Renamed(Rename.MISSING)

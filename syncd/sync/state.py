@@ -321,15 +321,21 @@ def held_elsewhere(lt: ListTarget, contact_ids: set[int]) -> dict[int, str]:
 
 
 def record_ids(lt: ListTarget, contact_ids: list[int]) -> dict[int, str]:
-    """The provider's id of each contact's record, as the last read of a target sharing it showed."""
+    """The provider's id of each contact's record, as the last read of a target sharing it showed:
+    this target's own where it has one (the record it holds), else another's."""
     keys = sharing_record(lt.config, lt.target.provider, lt.target.list_id) | {lt.target.key}
     if not contact_ids:
         return {}
     table = TargetState.__table__
-    query = sa.select(table.c.contact_id, table.c.remote_id).where(
-        table.c.contact_id.in_(contact_ids),
-        table.c.target_key.in_(sorted(keys)),
-        table.c.remote_id.is_not(None),
+    own = sa.case((table.c.target_key == lt.target.key, 1), else_=0)
+    query = (
+        sa.select(table.c.contact_id, table.c.remote_id)
+        .where(
+            table.c.contact_id.in_(contact_ids),
+            table.c.target_key.in_(sorted(keys)),
+            table.c.remote_id.is_not(None),
+        )
+        .order_by(own, table.c.target_key)  # the last row of a contact wins: its own target's
     )
     with lt.engine.connect() as conn:
         return {r.contact_id: r.remote_id for r in conn.execute(query)}

@@ -22,6 +22,7 @@ from connectors.contract import (
     PayloadError,
     RateLimited,
     RemoteStatus,
+    Rename,
     Target,
     Transient,
 )
@@ -246,6 +247,24 @@ def test_block_record_reads_complaints_clicks_and_account_user_blocks_from_brevo
     assert admin.blocked_by_user_at is not None and admin.blocked_by_user_at >= before
     assert admin.complained_at is None
     assert conn.block_record("nobody@example.com") == BlockRecord()
+
+
+def test_rename_takes_a_second_record_under_the_former_address_off_when_the_persons_has_the_new_one(sim):
+    """The record syncd knows by its id is already under the new address (an account user changed
+    it) while a push under the former address created a second record on the list: that record
+    answers "taken" (the writer takes it off the list), not "missing" (it would stay there)."""
+    conn = connector(sim)
+    news = sim.create_target("news")
+    sim.seed(news, [{"email": "ana@example.com"}])
+    known = str(sim.contact("ana@example.com")["id"])
+    assert conn.rename(news, "ana@example.com", "ana.new@example.com", known).outcome is Rename.RENAMED
+    assert conn.rename(news, "ana@example.com", "ana.new@example.com", known).outcome is Rename.MISSING
+
+    sim.seed(news, [{"email": "ana@example.com"}])  # a second record, under the former address
+    assert str(sim.contact("ana@example.com")["id"]) != known
+    assert conn.rename(news, "ana@example.com", "ana.new@example.com", known).outcome is Rename.TAKEN
+    assert sim.contact("ana.new@example.com")["id"] == int(known)  # neither record was changed
+    assert sim.contact("ana@example.com") is not None
 
 
 def test_set_blocked_sets_and_lifts_the_blacklist(sim):

@@ -18,7 +18,7 @@ from syncd.config import Config
 from syncd.core.plan import Plan
 from syncd.models import Contact, Membership, TargetState
 from syncd.sync.select import Since, chunks, plans
-from syncd.sync.state import ListTarget, store_stamps
+from syncd.sync.state import ListTarget, record_ids, store_stamps
 
 SINCE = datetime(2026, 6, 1, tzinfo=UTC)
 BEFORE, AFTER = SINCE - timedelta(days=1), SINCE + timedelta(minutes=1)
@@ -579,3 +579,21 @@ def test_on_postgresql_a_server_that_will_not_tell_its_snapshot_plans_by_time(en
     monkeypatch.setattr(db, "_SNAPSHOT_NOW", "SELECT syncd_no_such_function()::text")
     assert db.snapshot(engine) is None
     assert db.snapshot_here(engine, "1/10:20:") is None
+
+
+@pytest.mark.parametrize("own_first", [True, False])
+def test_a_records_id_is_the_one_its_own_target_holds_whatever_the_row_order(engine, own_first):
+    """Two Brevo lists hold a contact under two records (a push under a former address crossed a
+    change of address): the rename of the record ``other`` holds starts from ``other``'s own id,
+    however the database happens to return the rows (it once took whichever came last)."""
+    with Session(engine) as s:
+        c = Contact(email="ana@example.fr")
+        s.add(c)
+        s.flush()
+        rows = [("other", "brevo:2", "22"), ("news", "brevo:1", "11")]
+        for list_name, key, remote_id in rows if own_first else rows[::-1]:
+            s.add(TargetState(contact_id=c.id, list_name=list_name, target_key=key, remote_id=remote_id))
+        s.commit()
+        cid = c.id
+    assert record_ids(list_target(engine, "other"), [cid]) == {cid: "22"}
+    assert record_ids(list_target(engine, "news"), [cid]) == {cid: "11"}
