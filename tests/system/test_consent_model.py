@@ -1217,7 +1217,10 @@ class ConsentMachine(RuleBasedStateMachine):
                                 f"I2b: slot {p.slot}'s known complaint was lifted"
                             )
                         elif e.known_as == "bounce":
-                            assert c.email_status == "bounced", f"I2b: slot {p.slot}'s hard bounce was lifted"
+                            # A complaint stays the address's status, the stronger fact (README).
+                            assert c.email_status in ("bounced", "complained"), (
+                                f"I2b: slot {p.slot}'s hard bounce was lifted"
+                            )
                         elif e.known_as == "global" and not newer_optin:
                             assert c.global_opt_out, (
                                 f"I2b: slot {p.slot}'s global opt-out ({e.kind}) was lifted"
@@ -1321,6 +1324,16 @@ def test_consent_holds_end_to_end_under_any_sequence_of_provider_and_base_action
 # Each is the failing sequence a long run printed (the rule calls, in order). A replay runs the same
 # rules and the same invariants as the state machine, so a fixed defect stays fixed.
 FOUND_SEQUENCES = {
+    # Found by a PostgreSQL long run (29 steps, shrunk here to 8): a defect of the model, not of
+    # syncd. A spam complaint at Brevo (its webhook applied last) and a hard bounce at Mailchimp
+    # (read first): syncd keeps the complaint as the address's status, the stronger fact, as its
+    # design says; the model asked for "bounced". It now takes either as the bounce kept.
+    "complaint-applied-after-a-bounce-stays-the-status": """
+        import_contact(consent='single_opt_in', kind='client', list_name='partners', slot=2);
+        yaml_widens_partners_segment(); sync_lists_at_once(); brevo_spam_complaint(who=8);
+        deliver_webhook(duplicate=True, i=28); mailchimp_cleans_hard_bounce(who=0);
+        sync_lists_at_once(); drain_inbox()
+    """,
     # Found by a PostgreSQL long run (35 steps, shrunk here to 12): a defect of the model, not of
     # syncd. Slot 2 changed address in Mailchimp's profile form, then was cleaned (hard bounce); the
     # cleaned webhook, naming the new address, was delivered before the change's. The model took
