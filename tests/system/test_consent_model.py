@@ -527,6 +527,8 @@ class ConsentMachine(RuleBasedStateMachine):
             prefs = re.search(r"(/prefs/[A-Za-z0-9_\-.]+)", mail["htmlContent"]).group(1)
             unsubscribe = mail["headers"]["List-Unsubscribe"].strip("<>").removeprefix(self.w.app_url)
             self.mails.append(Mail(slot, row.list_name, token, unsubscribe, prefs))
+            if self.people[slot].retired:
+                continue  # no longer followed: what the provider shows of them is not theirs to syncd
             why = self.required_out(slot, row.list_name, now)
             assert why is None, f"I1m: confirmation mail for {row.list_name} sent to slot {slot} after {why}"
 
@@ -1324,6 +1326,19 @@ def test_consent_holds_end_to_end_under_any_sequence_of_provider_and_base_action
 # Each is the failing sequence a long run printed (the rule calls, in order). A replay runs the same
 # rules and the same invariants as the state machine, so a fixed defect stays fixed.
 FOUND_SEQUENCES = {
+    # Found by a SQLite long run (33 steps, shrunk here to 8): a defect of the model, not of syncd.
+    # Slot 3, added to the audience in Mailchimp's UI and never read by syncd, complained, then
+    # changed address in Mailchimp's profile form (both webhooks undelivered): syncd has nothing to
+    # tell the member under the new address is slot 3 (the model's "retired"), yet the model's
+    # check of confirmation mails, alone among the checks, still followed them. It skips them now.
+    "complaint-of-an-unfollowed-member-before-a-reconfirmation": """
+        mailchimp_admin_adds_in_ui(list_name='club', who=8);
+        import_contact(consent='single_opt_in', kind='client', list_name='news', slot=3);
+        mailchimp_admin_adds_in_ui(list_name='partners', who=5);
+        yaml_switches_news_to_double_opt_in(); mailchimp_spam_complaint(who=1);
+        mailchimp_member_changes_address(who=7); sync_lists_at_once();
+        doi_job_sends_confirmations()
+    """,
     # Found by a PostgreSQL long run (29 steps, shrunk here to 8): a defect of the model, not of
     # syncd. A spam complaint at Brevo (its webhook applied last) and a hard bounce at Mailchimp
     # (read first): syncd keeps the complaint as the address's status, the stronger fact, as its
