@@ -1326,6 +1326,39 @@ def test_consent_holds_end_to_end_under_any_sequence_of_provider_and_base_action
 # Each is the failing sequence a long run printed (the rule calls, in order). A replay runs the same
 # rules and the same invariants as the state machine, so a fixed defect stays fixed.
 FOUND_SEQUENCES = {
+    # Found by the last PostgreSQL long run of the round (43 steps); open (``STILL_OPEN``). A race
+    # of lists synced at once, about one replay in three on PostgreSQL, not seen on SQLite: slot 1
+    # has a Mailchimp member pushed by partners and a second one under their older address, added
+    # with the club tag in Mailchimp's UI. While partners' Brevo read follows a change of address
+    # made there (the older address becomes a former one), club's read of the audience meets the
+    # member under the older address and, the contact having a state at a target sharing the
+    # audience, takes it for a stranger: a second contact (one person, two contacts).
+    "mc-ui-member-under-a-former-address-read-while-another-list-follows-the-change": """
+        sync_killed_half_way(how='stop', list_name='club'); mailchimp_spam_complaint(who=1);
+        import_contact(consent='single_opt_in', kind='partner', list_name='club', slot=2);
+        drain_inbox(); brevo_admin_adds_to_list_in_ui(on_b1=False, slot=1); sync_lists_at_once();
+        drain_inbox(); mailchimp_unsubscribe(who=0); sync(list_name='club');
+        import_contact(consent='single_opt_in', kind='partner', list_name='club', slot=1);
+        import_contact(consent='none', kind='partner', list_name='club', slot=1);
+        mailchimp_admin_archives(who=8); sync(list_name='news'); mailchimp_unsubscribe(who=7);
+        mailchimp_cleans_hard_bounce(who=2); doi_job_sends_confirmations();
+        brevo_admin_changes_address(who=6); deliver_webhook(duplicate=True, i=18);
+        sync(list_name='club'); mailchimp_cleans_hard_bounce(who=0);
+        deliver_webhook(duplicate=True, i=3); mailchimp_member_changes_address(who=8);
+        mailchimp_admin_adds_in_ui(list_name='news', who=4);
+        sync_killed_half_way(how='stop', list_name='club'); mailchimp_cleans_hard_bounce(who=2);
+        mailchimp_admin_adds_in_ui(list_name='club', who=6); mailchimp_spam_complaint(who=6);
+        deliver_webhook(duplicate=True, i=3); lose_webhook(i=38);
+        brevo_admin_adds_to_list_in_ui(on_b1=True, slot=2); deliver_webhook(duplicate=True, i=3);
+        person_withdraws_through_a_mails_link(how='prefs-untick', i=39);
+        brevo_unsubscribe(on_b1=True, per_list_feature=False, who=3);
+        yaml_switches_news_to_double_opt_in();
+        person_withdraws_through_a_mails_link(how='prefs-untick', i=9);
+        mailchimp_resubscribes_through_a_form(who=1); mailchimp_resubscribes_through_a_form(who=4);
+        sync_twice(list_name='news'); yaml_widens_partners_segment();
+        mailchimp_admin_adds_in_ui(list_name='club', who=1); deliver_webhook(duplicate=True, i=3);
+        mailchimp_admin_adds_in_ui(list_name='news', who=4); sync_lists_at_once()
+    """,
     # Found by a SQLite long run (33 steps, shrunk here to 8): a defect of the model, not of syncd.
     # Slot 3, added to the audience in Mailchimp's UI and never read by syncd, complained, then
     # changed address in Mailchimp's profile form (both webhooks undelivered): syncd has nothing to
@@ -2050,7 +2083,12 @@ def _steps(text: str) -> list[tuple[str, dict]]:
 
 # Found sequences whose defect is narrowed, not closed: replayed, reported (xfail) when they fail
 # again, never silently dropped.
-STILL_OPEN: dict[str, str] = {}
+STILL_OPEN: dict[str, str] = {
+    "mc-ui-member-under-a-former-address-read-while-another-list-follows-the-change": (
+        "a race on PostgreSQL: a Mailchimp member under a former address, read while another list "
+        "follows the change, becomes a second contact"
+    ),
+}
 
 
 @pytest.mark.parametrize(
